@@ -1,1 +1,10 @@
-//! placeholder
+//! The Kubernetes API model as r8s serves it: the resource catalogue,
+//! per-kind strategies, selectors, patches and table printing.
+
+pub mod catalogue;
+pub mod openapi;
+pub mod patch;
+pub mod schema;
+pub mod selector;
+pub mod table;
+pub mod validation;

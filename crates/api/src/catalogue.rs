@@ -1,0 +1,251 @@
+//! The resource catalogue: every kind the API server serves, with the facts
+//! discovery, routing, storage and OpenAPI need about it.
+
+/// Everything the server needs to know about one served resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    /// API version, e.g. `v1`.
+    pub version: &'static str,
+    /// Kind, e.g. `Deployment`.
+    pub kind: &'static str,
+    /// Plural resource name used in URLs, e.g. `deployments`.
+    pub plural: &'static str,
+    /// Singular name, e.g. `deployment`.
+    pub singular: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Short names kubectl accepts, e.g. `deploy`.
+    pub short_names: &'static [&'static str],
+    /// Categories, e.g. `all`.
+    pub categories: &'static [&'static str],
+    /// Subresources served under `/<name>/<sub>`.
+    pub subresources: &'static [&'static str],
+    /// Verbs on the main resource.
+    pub verbs: &'static [&'static str],
+    /// The OpenAPI definition name, e.g. `io.k8s.api.apps.v1.Deployment`.
+    pub definition: &'static str,
+    /// The group whose storage this resource shares (e.g. events.k8s.io
+    /// events live with core events; autoscaling v1 and v2 share storage).
+    pub storage_group: &'static str,
+}
+
+impl ResourceInfo {
+    /// `group/version`, or just `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The storage key prefix for this resource, as upstream lays it out:
+    /// `/registry/<resource>/` for core and most groups (upstream keeps the
+    /// group out of the path for built-in kinds), so the data in an etcd
+    /// looks like Kubernetes data.
+    pub fn storage_prefix(&self) -> String {
+        format!("/registry/{}/", storage_resource(self.storage_group, self.plural))
+    }
+
+    /// Whether `verb` is allowed on the main resource.
+    pub fn has_verb(&self, verb: &str) -> bool {
+        self.verbs.contains(&verb)
+    }
+
+    /// Whether `sub` is a served subresource.
+    pub fn has_subresource(&self, sub: &str) -> bool {
+        self.subresources.contains(&sub)
+    }
+}
+
+/// Upstream's etcd path segment for a resource. Most built-ins use the
+/// plural; a few historical ones differ.
+fn storage_resource(group: &str, plural: &str) -> String {
+    match (group, plural) {
+        ("", "services") => "services/specs".to_string(),
+        ("", "endpoints") => "services/endpoints".to_string(),
+        ("", "nodes") => "minions".to_string(),
+        ("", "replicationcontrollers") => "controllers".to_string(),
+        ("apps", "deployments") => "deployments".to_string(),
+        ("networking.k8s.io", "ingresses") => "ingress".to_string(),
+        ("policy", "poddisruptionbudgets") => "poddisruptionbudgets".to_string(),
+        ("rbac.authorization.k8s.io", p) => p.to_string(),
+        ("scheduling.k8s.io", p) => p.to_string(),
+        ("storage.k8s.io", p) => p.to_string(),
+        ("coordination.k8s.io", "leases") => "leases".to_string(),
+        ("discovery.k8s.io", "endpointslices") => "endpointslices".to_string(),
+        ("autoscaling", "horizontalpodautoscalers") => "horizontalpodautoscalers".to_string(),
+        (_, p) => p.to_string(),
+    }
+}
+
+const RW: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const NONE: &[&str] = &[];
+const ALL: &[&str] = &["all"];
+const STATUS: &[&str] = &["status"];
+const STATUS_SCALE: &[&str] = &["status", "scale"];
+
+macro_rules! res {
+    ($g:expr, $v:expr, $kind:expr, $plural:expr, $singular:expr, $ns:expr, $short:expr, $cat:expr, $sub:expr, $def:expr) => {
+        res!($g, $v, $kind, $plural, $singular, $ns, $short, $cat, $sub, $def, $g, RW)
+    };
+    ($g:expr, $v:expr, $kind:expr, $plural:expr, $singular:expr, $ns:expr, $short:expr, $cat:expr, $sub:expr, $def:expr, $sg:expr, $verbs:expr) => {
+        ResourceInfo {
+            group: $g,
+            version: $v,
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: $ns,
+            short_names: $short,
+            categories: $cat,
+            subresources: $sub,
+            verbs: $verbs,
+            definition: $def,
+            storage_group: $sg,
+        }
+    };
+}
+
+/// Every served resource, in discovery order (preferred versions first).
+pub static RESOURCES: &[ResourceInfo] = &[
+    // core/v1
+    res!("", "v1", "Binding", "bindings", "binding", true, NONE, NONE, NONE, "io.k8s.api.core.v1.Binding", "", &["create"]),
+    res!("", "v1", "ConfigMap", "configmaps", "configmap", true, &["cm"], NONE, NONE, "io.k8s.api.core.v1.ConfigMap"),
+    res!("", "v1", "Endpoints", "endpoints", "endpoints", true, &["ep"], NONE, NONE, "io.k8s.api.core.v1.Endpoints"),
+    res!("", "v1", "Event", "events", "event", true, &["ev"], NONE, NONE, "io.k8s.api.core.v1.Event"),
+    res!("", "v1", "LimitRange", "limitranges", "limitrange", true, &["limits"], NONE, NONE, "io.k8s.api.core.v1.LimitRange"),
+    res!("", "v1", "Namespace", "namespaces", "namespace", false, &["ns"], NONE, &["finalize", "status"], "io.k8s.api.core.v1.Namespace", "", &["create", "delete", "get", "list", "patch", "update", "watch"]),
+    res!("", "v1", "Node", "nodes", "node", false, &["no"], NONE, &["proxy", "status"], "io.k8s.api.core.v1.Node"),
+    res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, &["pvc"], NONE, STATUS, "io.k8s.api.core.v1.PersistentVolumeClaim"),
+    res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, &["pv"], NONE, STATUS, "io.k8s.api.core.v1.PersistentVolume"),
+    res!("", "v1", "Pod", "pods", "pod", true, &["po"], ALL, &["attach", "binding", "ephemeralcontainers", "eviction", "exec", "log", "portforward", "proxy", "resize", "status"], "io.k8s.api.core.v1.Pod"),
+    res!("", "v1", "PodTemplate", "podtemplates", "podtemplate", true, NONE, NONE, NONE, "io.k8s.api.core.v1.PodTemplate"),
+    res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true, &["rc"], ALL, STATUS_SCALE, "io.k8s.api.core.v1.ReplicationController"),
+    res!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", true, &["quota"], NONE, STATUS, "io.k8s.api.core.v1.ResourceQuota"),
+    res!("", "v1", "Secret", "secrets", "secret", true, NONE, NONE, NONE, "io.k8s.api.core.v1.Secret"),
+    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, &["sa"], NONE, &["token"], "io.k8s.api.core.v1.ServiceAccount"),
+    res!("", "v1", "Service", "services", "service", true, &["svc"], ALL, &["proxy", "status"], "io.k8s.api.core.v1.Service", "", &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
+    // apps/v1
+    res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, NONE, NONE, NONE, "io.k8s.api.apps.v1.ControllerRevision"),
+    res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], ALL, STATUS, "io.k8s.api.apps.v1.DaemonSet"),
+    res!("apps", "v1", "Deployment", "deployments", "deployment", true, &["deploy"], ALL, STATUS_SCALE, "io.k8s.api.apps.v1.Deployment"),
+    res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], ALL, STATUS_SCALE, "io.k8s.api.apps.v1.ReplicaSet"),
+    res!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, &["sts"], ALL, STATUS_SCALE, "io.k8s.api.apps.v1.StatefulSet"),
+    // autoscaling
+    res!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, &["hpa"], ALL, STATUS, "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"),
+    res!("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, &["hpa"], ALL, STATUS, "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"),
+    // batch/v1
+    res!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], ALL, STATUS, "io.k8s.api.batch.v1.CronJob"),
+    res!("batch", "v1", "Job", "jobs", "job", true, NONE, ALL, STATUS, "io.k8s.api.batch.v1.Job"),
+    // networking.k8s.io/v1
+    res!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false, NONE, NONE, NONE, "io.k8s.api.networking.v1.IngressClass"),
+    res!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, &["ing"], NONE, STATUS, "io.k8s.api.networking.v1.Ingress"),
+    res!("networking.k8s.io", "v1", "IPAddress", "ipaddresses", "ipaddress", false, &["ip"], NONE, NONE, "io.k8s.api.networking.v1.IPAddress"),
+    res!("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", true, &["netpol"], NONE, NONE, "io.k8s.api.networking.v1.NetworkPolicy"),
+    res!("networking.k8s.io", "v1", "ServiceCIDR", "servicecidrs", "servicecidr", false, NONE, NONE, STATUS, "io.k8s.api.networking.v1.ServiceCIDR"),
+    // policy/v1
+    res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, &["pdb"], NONE, STATUS, "io.k8s.api.policy.v1.PodDisruptionBudget"),
+    // rbac.authorization.k8s.io/v1
+    res!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, NONE, NONE, NONE, "io.k8s.api.rbac.v1.ClusterRoleBinding"),
+    res!("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", false, NONE, NONE, NONE, "io.k8s.api.rbac.v1.ClusterRole"),
+    res!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true, NONE, NONE, NONE, "io.k8s.api.rbac.v1.RoleBinding"),
+    res!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, NONE, NONE, NONE, "io.k8s.api.rbac.v1.Role"),
+    // storage.k8s.io/v1
+    res!("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false, NONE, NONE, NONE, "io.k8s.api.storage.v1.CSIDriver"),
+    res!("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", false, NONE, NONE, NONE, "io.k8s.api.storage.v1.CSINode"),
+    res!("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", "csistoragecapacity", true, NONE, NONE, NONE, "io.k8s.api.storage.v1.CSIStorageCapacity"),
+    res!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, &["sc"], NONE, NONE, "io.k8s.api.storage.v1.StorageClass"),
+    res!("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", false, NONE, NONE, STATUS, "io.k8s.api.storage.v1.VolumeAttachment"),
+    // coordination.k8s.io/v1
+    res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, NONE, NONE, NONE, "io.k8s.api.coordination.v1.Lease"),
+    // discovery.k8s.io/v1
+    res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, NONE, NONE, NONE, "io.k8s.api.discovery.v1.EndpointSlice"),
+    // events.k8s.io/v1: the same objects as core events.
+    res!("events.k8s.io", "v1", "Event", "events", "event", true, &["ev"], NONE, NONE, "io.k8s.api.events.v1.Event", "", RW),
+    // scheduling.k8s.io/v1
+    res!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, &["pc"], NONE, NONE, "io.k8s.api.scheduling.v1.PriorityClass"),
+];
+
+/// Groups in discovery order, each with its versions (preferred first).
+pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for r in RESOURCES {
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) => {
+                if !versions.contains(&r.version) {
+                    versions.push(r.version);
+                }
+            }
+            None => out.push((r.group, vec![r.version])),
+        }
+    }
+    out
+}
+
+/// Resources served in one group version.
+pub fn resources_in(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+/// Looks up a resource by group, version and plural.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Looks up a resource by apiVersion and kind.
+pub fn find_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
+    let (group, version) = split_api_version(api_version);
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == kind)
+}
+
+/// Splits `apps/v1` into (`apps`, `v1`) and `v1` into (``, `v1`).
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    match api_version.split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plural_is_unique_per_group_version() {
+        for r in RESOURCES {
+            let n = RESOURCES
+                .iter()
+                .filter(|o| o.group == r.group && o.version == r.version && o.plural == r.plural)
+                .count();
+            assert_eq!(n, 1, "{} {} {}", r.group, r.version, r.plural);
+        }
+    }
+
+    #[test]
+    fn core_and_apps_are_found() {
+        assert_eq!(find("", "v1", "pods").map(|r| r.kind), Some("Pod"));
+        assert_eq!(find_kind("apps/v1", "Deployment").map(|r| r.plural), Some("deployments"));
+        assert!(find("apps", "v1", "pods").is_none());
+        assert_eq!(groups()[0], ("", vec!["v1"]));
+        let autoscaling = groups().into_iter().find(|(g, _)| *g == "autoscaling");
+        assert_eq!(autoscaling, Some(("autoscaling", vec!["v2", "v1"])));
+    }
+}
