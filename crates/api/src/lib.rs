@@ -6,5 +6,6 @@ pub mod openapi;
 pub mod patch;
 pub mod schema;
 pub mod selector;
+pub mod strategy;
 pub mod table;
 pub mod validation;
