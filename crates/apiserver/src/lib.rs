@@ -1,1 +1,18 @@
-//! placeholder
+//! The r8s API server: Kubernetes v1.33's REST API over HTTPS, generic over
+//! kinds, backed by a revisioned store with a watch cache.
+
+pub mod apply;
+pub mod auth;
+pub mod convert;
+pub mod discovery;
+pub mod error;
+pub mod filter;
+pub mod http;
+pub mod metrics;
+pub mod rest;
+pub mod router;
+pub mod server;
+pub mod tls;
+pub mod watch;
+
+pub use server::{Config, Running, ServerError, start};

@@ -1,0 +1,41 @@
+//! Authentication: who is asking. Client certificates signed by the cluster
+//! CA name a user (CN) and groups (O); everything else is anonymous.
+
+/// An authenticated (or anonymous) user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User name, e.g. `system:admin`.
+    pub name: String,
+    /// Groups, e.g. `system:masters`.
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// The anonymous user.
+    pub fn anonymous() -> User {
+        User {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+
+    /// A user from a verified client certificate.
+    pub fn from_cert(name: String, mut groups: Vec<String>) -> User {
+        groups.push("system:authenticated".into());
+        User { name, groups }
+    }
+
+    /// Whether this is the anonymous user.
+    pub fn is_anonymous(&self) -> bool {
+        self.name == "system:anonymous"
+    }
+}
+
+/// Paths anonymous users may read, as upstream's `system:public-info-viewer`
+/// role allows.
+pub fn public_path(path: &str) -> bool {
+    matches!(path, "/version" | "/healthz" | "/livez" | "/readyz")
+        || path.starts_with("/healthz/")
+        || path.starts_with("/livez/")
+        || path.starts_with("/readyz/")
+}

@@ -1,0 +1,72 @@
+//! Label and field selectors from a request's query, applied to objects.
+
+use api::catalogue::ResourceInfo;
+use api::selector::{FieldSelector, LabelSelector};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::rest::Query;
+
+/// The selectors of one list or watch.
+pub struct Filter {
+    info: &'static ResourceInfo,
+    labels: Option<LabelSelector>,
+    fields: Option<FieldSelector>,
+    name: Option<String>,
+}
+
+impl Filter {
+    /// Parses `labelSelector` and `fieldSelector`; bad ones are a 400.
+    pub fn from_query(info: &'static ResourceInfo, q: &Query) -> Result<Filter, ApiError> {
+        let labels = match q.get("labelSelector") {
+            Some(s) => Some(LabelSelector::parse(s).map_err(|e| {
+                ApiError::bad_request(format!("unable to parse requirement: {e}"))
+            })?),
+            None => None,
+        };
+        let fields = match q.get("fieldSelector") {
+            Some(s) => {
+                let f = FieldSelector::parse(s)
+                    .map_err(|e| ApiError::bad_request(format!("invalid field selector: {e}")))?;
+                // Reject unsupported fields up front, as upstream does.
+                f.check_supported(info.group, info.plural)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                Some(f)
+            }
+            None => None,
+        };
+        Ok(Filter { info, labels, fields, name: None })
+    }
+
+    /// Restricts to one object name (single-object watches).
+    pub fn require_name(&mut self, name: &str) {
+        self.name = Some(name.to_string());
+    }
+
+    /// Whether no selector is set.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_none() && self.fields.is_none() && self.name.is_none()
+    }
+
+    /// Whether `obj` passes every selector.
+    pub fn matches(&self, obj: &Value) -> bool {
+        if let Some(n) = &self.name
+            && obj["metadata"]["name"].as_str() != Some(n.as_str())
+        {
+            return false;
+        }
+        if let Some(l) = &self.labels {
+            let empty = serde_json::Map::new();
+            let labels = obj["metadata"]["labels"].as_object().unwrap_or(&empty);
+            if !l.matches(labels) {
+                return false;
+            }
+        }
+        if let Some(f) = &self.fields
+            && !f.matches(self.info.group, self.info.plural, obj)
+        {
+            return false;
+        }
+        true
+    }
+}

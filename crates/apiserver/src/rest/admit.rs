@@ -1,0 +1,230 @@
+//! Built-in admission and registry-level behaviour that needs the store:
+//! namespace lifecycle checks, Service cluster IP and node port allocation,
+//! Secret `stringData`.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use api::catalogue::{self, ResourceInfo};
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::Rest;
+use crate::error::{ApiError, cause};
+
+/// The service CIDR (DESIGN.md: the k3s default).
+pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 43, 0, 0), 16);
+/// The node port range, as upstream's default.
+pub const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
+
+/// Refuses creates in a namespace that does not exist or is terminating,
+/// as upstream's NamespaceLifecycle admission plugin does.
+pub async fn namespace_lifecycle(rest: &Rest, info: &ResourceInfo, ns: Option<&str>) -> Result<(), ApiError> {
+    let Some(ns) = ns.filter(|_| info.namespaced) else {
+        return Ok(());
+    };
+    let nsinfo = catalogue::find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces missing from the catalogue"))?;
+    match rest.load(nsinfo, None, ns).await {
+        Ok((obj, _)) => {
+            if obj["metadata"]["deletionTimestamp"].is_string()
+                || obj["status"]["phase"] == "Terminating"
+            {
+                return Err(ApiError::forbidden(format!(
+                    "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    info.plural
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.code == 404 => Err(ApiError::not_found("", "namespaces", ns)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Folds Secret `stringData` into base64 `data`, as upstream does on write.
+pub fn secret_string_data(obj: &mut Value) {
+    let Some(o) = obj.as_object_mut() else { return };
+    let Some(Value::Object(sd)) = o.remove("stringData") else {
+        return;
+    };
+    let data = o.entry("data").or_insert_with(|| json!({}));
+    if let Some(d) = data.as_object_mut() {
+        for (k, v) in sd {
+            let s = v.as_str().unwrap_or_default();
+            d.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+        }
+    }
+}
+
+fn in_cidr(ip: Ipv4Addr) -> bool {
+    let (net, bits) = SERVICE_CIDR;
+    let mask = u32::MAX << (32 - bits);
+    (u32::from(ip) & mask) == u32::from(net)
+}
+
+async fn used(rest: &Rest, info: &ResourceInfo) -> Result<(HashSet<Ipv4Addr>, HashSet<i64>), ApiError> {
+    let res = rest.store.range(&info.storage_prefix(), None, 0, 0).await?;
+    let mut ips = HashSet::new();
+    let mut ports = HashSet::new();
+    for kv in &res.kvs {
+        let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        for ip in svc["spec"]["clusterIPs"].as_array().into_iter().flatten() {
+            if let Some(Ok(ip)) = ip.as_str().map(str::parse::<Ipv4Addr>) {
+                ips.insert(ip);
+            }
+        }
+        if let Some(Ok(ip)) = svc["spec"]["clusterIP"].as_str().map(str::parse::<Ipv4Addr>) {
+            ips.insert(ip);
+        }
+        for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
+            if let Some(np) = p["nodePort"].as_i64() {
+                ports.insert(np);
+            }
+        }
+    }
+    Ok((ips, ports))
+}
+
+/// Allocates the cluster IP and node ports of a new Service, or checks the
+/// ones it asks for. Runs under the allocation lock so two creates never get
+/// the same address.
+pub async fn allocate_service(rest: &Rest, info: &ResourceInfo, svc: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
+    if let Some(old) = old {
+        // Cluster IPs are immutable; an update that leaves them out keeps them.
+        for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            let missing = svc["spec"].get(k).is_none_or(|v| v.is_null() || v == "");
+            if missing && let Some(v) = old["spec"].get(k) {
+                svc["spec"][k] = v.clone();
+            }
+        }
+        let old_ip = &old["spec"]["clusterIP"];
+        if !old_ip.is_null() && svc["spec"]["clusterIP"] != *old_ip && ty != "ExternalName" {
+            return Err(ApiError::invalid(
+                info.group,
+                info.kind,
+                &name,
+                vec![cause("FieldValueInvalid", "spec.clusterIPs[0]", format!("Invalid value: {}: may not change once set", svc["spec"]["clusterIP"]))],
+            ));
+        }
+    }
+    let _guard = rest.alloc_lock.lock().await;
+    let (mut used_ips, mut used_ports) = used(rest, info).await?;
+    if let Some(old) = old {
+        for p in old["spec"]["ports"].as_array().into_iter().flatten() {
+            if let Some(np) = p["nodePort"].as_i64() {
+                used_ports.remove(&np);
+            }
+        }
+        if let Some(Ok(ip)) = old["spec"]["clusterIP"].as_str().map(str::parse::<Ipv4Addr>) {
+            used_ips.remove(&ip);
+        }
+    }
+    if ty == "ExternalName" {
+        if let Some(spec) = svc["spec"].as_object_mut() {
+            for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+                spec.remove(k);
+            }
+        }
+        return Ok(());
+    }
+    let requested = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
+    let ip = if requested == "None" {
+        "None".to_string()
+    } else if requested.is_empty() {
+        let (net, bits) = SERVICE_CIDR;
+        let size = 1u32 << (32 - bits);
+        // Start at a random offset so restarts do not pile onto low
+        // addresses; .1 is the kubernetes Service and .10 cluster DNS, both
+        // reserved for whoever asks for them by address.
+        let start = (uuid::Uuid::new_v4().as_u128() % u128::from(size)) as u32;
+        let mut found = None;
+        for i in 0..size {
+            let off = (start + i) % size;
+            if off <= 10 || off == size - 1 {
+                continue;
+            }
+            let cand = Ipv4Addr::from(u32::from(net) + off);
+            if !used_ips.contains(&cand) {
+                found = Some(cand);
+                break;
+            }
+        }
+        found
+            .ok_or_else(|| ApiError::internal("failed to allocate a service IP: range is full"))?
+            .to_string()
+    } else {
+        let parsed: Ipv4Addr = requested.parse().map_err(|_| {
+            ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", "spec.clusterIPs[0]", format!("Invalid value: \"{requested}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))])
+        })?;
+        if !in_cidr(parsed) {
+            return Err(ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", "spec.clusterIPs", format!("Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"))]));
+        }
+        if used_ips.contains(&parsed) && old.is_none() {
+            return Err(ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", "spec.clusterIPs", format!("Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: provided IP is already allocated"))]));
+        }
+        requested
+    };
+    svc["spec"]["clusterIP"] = json!(ip);
+    svc["spec"]["clusterIPs"] = json!([ip]);
+    svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+    if svc["spec"]["ipFamilyPolicy"].is_null() {
+        svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+    }
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        let mut next = *NODE_PORTS.start();
+        if let Some(ports) = svc["spec"]["ports"].as_array_mut() {
+            for (i, p) in ports.iter_mut().enumerate() {
+                match p["nodePort"].as_i64() {
+                    Some(np) if np != 0 => {
+                        let kept = old.is_some_and(|o| {
+                            o["spec"]["ports"].as_array().into_iter().flatten().any(|op| op["nodePort"].as_i64() == Some(np))
+                        });
+                        if !NODE_PORTS.contains(&np) {
+                            return Err(ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", &format!("spec.ports[{i}].nodePort"), format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"))]));
+                        }
+                        if used_ports.contains(&np) && !kept {
+                            return Err(ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", &format!("spec.ports[{i}].nodePort"), format!("Invalid value: {np}: provided port is already allocated"))]));
+                        }
+                        used_ports.insert(np);
+                    }
+                    _ => {
+                        while used_ports.contains(&next) {
+                            next += 1;
+                        }
+                        if !NODE_PORTS.contains(&next) {
+                            return Err(ApiError::internal("failed to allocate a node port: range is full"));
+                        }
+                        p["nodePort"] = json!(next);
+                        used_ports.insert(next);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_membership() {
+        assert!(in_cidr("10.43.1.2".parse().unwrap()));
+        assert!(!in_cidr("10.44.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn string_data_is_encoded() {
+        let mut s = json!({"stringData": {"a": "hello"}, "data": {"b": "eA=="}});
+        secret_string_data(&mut s);
+        assert_eq!(s["data"]["a"], "aGVsbG8=");
+        assert_eq!(s["data"]["b"], "eA==");
+        assert!(s.get("stringData").is_none());
+    }
+}

@@ -1,0 +1,288 @@
+//! The REST layer: one generic handler for every kind. It turns HTTP verbs
+//! into store operations with Kubernetes object semantics; per-kind
+//! behaviour comes from `api::strategy`.
+
+mod admit;
+mod meta;
+mod read;
+mod sub;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use api::catalogue::ResourceInfo;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use serde_json::Value;
+use store::{KeyValue, SharedStore};
+
+use crate::auth::User;
+use crate::error::ApiError;
+use crate::http::{self as h, Body};
+use crate::router::ResourceRoute;
+use crate::watch::{WatchCache, decode_object};
+
+pub use meta::now_rfc3339;
+
+/// State the REST handlers share.
+pub struct Rest {
+    /// The store.
+    pub store: SharedStore,
+    /// The watch cache.
+    pub cache: Arc<WatchCache>,
+    /// Serialises IP and port allocation.
+    pub(crate) alloc_lock: tokio::sync::Mutex<()>,
+}
+
+/// Query parameters (last value wins, as upstream's decoding does).
+#[derive(Debug, Default, Clone)]
+pub struct Query(pub HashMap<String, String>);
+
+impl Query {
+    /// Parses a raw query string.
+    pub fn parse(q: Option<&str>) -> Query {
+        Query(
+            url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// A parameter, if present and non-empty.
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// A boolean parameter (`true`/`1`).
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+
+    /// An integer parameter; a malformed one is a 400.
+    pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?} is not an integer"))),
+        }
+    }
+
+    /// `dryRun=All` requested. Unknown values are a 400.
+    pub fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.get("dryRun") {
+            None => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "Invalid dry run value: {other:?}: supported values: \"All\""
+            ))),
+        }
+    }
+}
+
+/// Everything about one request the handlers need.
+pub struct Call {
+    /// The parsed path.
+    pub route: ResourceRoute,
+    /// Method.
+    pub method: Method,
+    /// Query.
+    pub query: Query,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Authenticated user.
+    pub user: User,
+}
+
+impl Call {
+    /// The resource.
+    pub fn info(&self) -> &'static ResourceInfo {
+        self.route.info
+    }
+
+    /// The namespace for a namespaced resource (from the path).
+    pub fn ns(&self) -> Option<&str> {
+        self.route.namespace.as_deref()
+    }
+
+    /// The field manager for managedFields: `fieldManager`, else the user
+    /// agent's program name, as upstream derives it.
+    pub fn manager(&self) -> String {
+        if let Some(m) = self.query.get("fieldManager") {
+            return m.to_string();
+        }
+        self.headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown")
+            .to_string()
+    }
+}
+
+/// The store key of an object.
+pub fn object_key(info: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
+    match ns {
+        Some(ns) if info.namespaced => format!("{}{ns}/{name}", info.storage_prefix()),
+        _ => format!("{}{name}", info.storage_prefix()),
+    }
+}
+
+/// The store prefix of a collection (all namespaces when `ns` is None).
+pub fn collection_prefix(info: &ResourceInfo, ns: Option<&str>) -> String {
+    match ns {
+        Some(ns) if info.namespaced => format!("{}{ns}/", info.storage_prefix()),
+        _ => info.storage_prefix(),
+    }
+}
+
+/// Decodes a stored object for `info`'s version.
+pub fn decode_kv(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut v = decode_object(&kv.value, kv.mod_revision)
+        .ok_or_else(|| ApiError::internal(format!("stored object at {} is not valid JSON", kv.key)))?;
+    crate::convert::to_version(info, &mut v);
+    Ok(v)
+}
+
+impl Rest {
+    /// Creates the REST layer over a store and its watch cache.
+    pub fn new(store: SharedStore, cache: Arc<WatchCache>) -> Rest {
+        Rest {
+            store,
+            cache,
+            alloc_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Serves one resource request.
+    pub async fn serve(&self, route: ResourceRoute, req: Request<Incoming>, user: User) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let call = Call {
+            route,
+            method: parts.method.clone(),
+            query: Query::parse(parts.uri.query()),
+            headers: parts.headers,
+            user,
+        };
+        match self.dispatch(&call, body).await {
+            Ok(r) => r,
+            Err(e) => h::error(&e),
+        }
+    }
+
+    async fn dispatch(&self, call: &Call, body: Incoming) -> Result<Response<Body>, ApiError> {
+        let info = call.info();
+        if info.namespaced
+            && call.route.namespace.is_none()
+            && call.route.name.is_some()
+        {
+            return Err(ApiError::no_route("a namespaced resource needs a namespace in the path"));
+        }
+        if !info.namespaced && call.route.namespace.is_some() {
+            return Err(ApiError::no_route("the resource is not namespaced"));
+        }
+        if let Some(sub) = call.route.subresource.as_deref() {
+            if !info.has_subresource(sub) {
+                return Err(ApiError::not_found(info.group, &format!("{}/{sub}", info.plural), ""));
+            }
+            return sub::serve(self, call, sub, body).await;
+        }
+        let name = call.route.name.as_deref();
+        let verb_ok = |v: &str| {
+            if info.has_verb(v) {
+                Ok(())
+            } else {
+                Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource ({v} {})",
+                    info.plural
+                )))
+            }
+        };
+        let watch = call.route.watch_prefix || call.query.flag("watch");
+        match (&call.method, name) {
+            (&Method::GET, _) if watch => {
+                verb_ok("watch")?;
+                read::watch(self, call).await
+            }
+            (&Method::GET, None) => {
+                verb_ok("list")?;
+                read::list(self, call).await
+            }
+            (&Method::GET, Some(name)) => {
+                verb_ok("get")?;
+                read::get(self, call, name).await
+            }
+            (&Method::POST, None) => {
+                verb_ok("create")?;
+                let bytes = h::read_body(body, &call.headers).await?;
+                write::create(self, call, &bytes).await
+            }
+            (&Method::PUT, Some(name)) => {
+                verb_ok("update")?;
+                let bytes = h::read_body(body, &call.headers).await?;
+                write::update(self, call, name, &bytes).await
+            }
+            (&Method::PATCH, Some(name)) => {
+                verb_ok("patch")?;
+                let bytes = h::read_body(body, &call.headers).await?;
+                write::patch(self, call, name, &bytes).await
+            }
+            (&Method::DELETE, Some(name)) => {
+                verb_ok("delete")?;
+                let bytes = h::read_body(body, &call.headers).await?;
+                write::delete(self, call, name, &bytes).await
+            }
+            (&Method::DELETE, None) => {
+                verb_ok("deletecollection")?;
+                let bytes = h::read_body(body, &call.headers).await?;
+                write::delete_collection(self, call, &bytes).await
+            }
+            (m, _) => Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({m} {})",
+                info.plural
+            ))),
+        }
+    }
+
+    /// Reads an object, 404 if absent.
+    pub async fn load(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<(Value, KeyValue), ApiError> {
+        let key = object_key(info, ns, name);
+        match self.store.get(&key).await? {
+            Some(kv) => Ok((decode_kv(info, &kv)?, kv)),
+            None => Err(ApiError::not_found(info.group, info.plural, name)),
+        }
+    }
+}
+
+impl Rest {
+    /// Creates an object on the server's own behalf (bootstrap objects),
+    /// through the same pipeline as API requests. AlreadyExists is success.
+    pub async fn ensure(&self, info: &'static ResourceInfo, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let call = Call {
+            route: ResourceRoute {
+                info,
+                namespace: ns.map(str::to_string),
+                name: None,
+                subresource: None,
+                rest: String::new(),
+                watch_prefix: false,
+            },
+            method: Method::POST,
+            query: Query::default(),
+            headers: http::HeaderMap::new(),
+            user: User {
+                name: "system:apiserver".into(),
+                groups: vec!["system:masters".into()],
+            },
+        };
+        match write::create_object(self, &call, obj).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(ApiError { message: format!("bootstrap {} {name}: {}", info.plural, e.message), ..e }),
+        }
+    }
+}

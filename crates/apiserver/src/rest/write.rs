@@ -1,0 +1,617 @@
+//! Writes: create, update, patch, delete, deletecollection.
+
+use api::catalogue::ResourceInfo;
+use api::strategy;
+use http::Response;
+use serde_json::{Value, json};
+use store::{KeyValue, StoreError};
+
+use super::{Call, Rest, admit, decode_kv, meta, object_key};
+use crate::convert;
+use crate::error::{ApiError, cause};
+use crate::http::{self as h, Body};
+
+/// How unknown fields are treated (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+fn field_validation(call: &Call) -> Result<FieldValidation, ApiError> {
+    match call.query.get("fieldValidation") {
+        None | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation parameter unsupported: {other}"
+        ))),
+    }
+}
+
+/// Decodes through the typed model and applies `fieldValidation`; returns
+/// the normalised object and any warnings.
+fn normalize(call: &Call, info: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), ApiError> {
+    let fv = field_validation(call)?;
+    let Some(res) = strategy::typed::normalize(info, &obj) else {
+        return Ok((obj, Vec::new()));
+    };
+    let norm = res.map_err(|e| ApiError::bad_request(format!("error decoding request body: {}", e.message)))?;
+    let unknown = strategy::typed::unknown_fields(&obj, &norm);
+    let mut warnings = Vec::new();
+    if !unknown.is_empty() {
+        match fv {
+            FieldValidation::Strict => {
+                let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+                return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+            }
+            FieldValidation::Warn => {
+                warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\"")));
+            }
+            FieldValidation::Ignore => {}
+        }
+    }
+    Ok((norm, warnings))
+}
+
+fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        let v = format!("299 - \"{}\"", w.replace('"', "\\\""));
+        if let Ok(hv) = http::HeaderValue::from_str(&v) {
+            resp.headers_mut().append("Warning", hv);
+        }
+    }
+    resp
+}
+
+fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+    let mut causes = meta::validate_meta(info, obj);
+    causes.extend(
+        strategy::validate::validate(info, obj)
+            .into_iter()
+            .map(|f| cause(f.reason, &f.field, f.message)),
+    );
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        Err(ApiError::invalid(info.group, info.kind, name, causes))
+    }
+}
+
+fn check_namespace(call: &Call, obj: &mut Value) -> Result<(), ApiError> {
+    let info = call.info();
+    if !info.namespaced {
+        return Ok(());
+    }
+    let path_ns = call.ns().unwrap_or("");
+    match obj["metadata"]["namespace"].as_str() {
+        Some(ns) if !ns.is_empty() && ns != path_ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {
+            obj["metadata"]["namespace"] = json!(path_ns);
+            Ok(())
+        }
+    }
+}
+
+/// Encodes an object for the store: at its storage version, without the
+/// resourceVersion (the store's revision is the version).
+fn encode(info: &ResourceInfo, obj: &Value) -> Vec<u8> {
+    let mut o = obj.clone();
+    if let Some(m) = o["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    o["apiVersion"] = json!(convert::storage_api_version(info));
+    serde_json::to_vec(&o).unwrap_or_default()
+}
+
+fn stamp(obj: &mut Value, rev: i64) {
+    obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+}
+
+/// The object as the client sees it after a write.
+fn present(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
+    decode_kv(info, kv)
+}
+
+fn map_conflict(info: &ResourceInfo, name: &str, e: StoreError) -> ApiError {
+    match e {
+        StoreError::AlreadyExists(_) => ApiError::already_exists(info.group, info.plural, name),
+        StoreError::NotFound(_) => ApiError::not_found(info.group, info.plural, name),
+        StoreError::Conflict { .. } => ApiError::conflict(
+            info.group,
+            info.plural,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ),
+        other => other.into(),
+    }
+}
+
+/// Decodes a request body per its content type.
+fn body_object(call: &Call, bytes: &[u8]) -> Result<Value, ApiError> {
+    let ct = call
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    h::decode_body(bytes, ct)
+}
+
+/// POST to a collection.
+pub async fn create(rest: &Rest, call: &Call, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+    let obj = body_object(call, bytes)?;
+    let (out, warnings) = create_object(rest, call, obj).await?;
+    Ok(with_warnings(h::json(201, &out), &warnings))
+}
+
+/// The create pipeline, shared with apply-on-absent.
+pub(super) async fn create_object(rest: &Rest, call: &Call, obj: Value) -> Result<(Value, Vec<String>), ApiError> {
+    let info = call.info();
+    meta::check_type(info, &obj)?;
+    let mut obj = obj;
+    if obj.get("metadata").is_none_or(Value::is_null) {
+        obj["metadata"] = json!({});
+    }
+    check_namespace(call, &mut obj)?;
+    meta::apply_generate_name(&mut obj);
+    let (mut obj, warnings) = normalize(call, info, obj)?;
+    convert::to_storage(info, &mut obj);
+    meta::prepare_create_meta(&mut obj, call.ns().filter(|_| info.namespaced));
+    strategy::prepare_for_create(info, &mut obj);
+    strategy::defaults::apply(info.group, info.plural, &mut obj);
+    if info.group.is_empty() && info.plural == "secrets" {
+        admit::secret_string_data(&mut obj);
+    }
+    validate(info, &obj)?;
+    admit::namespace_lifecycle(rest, info, call.ns()).await?;
+    if info.group.is_empty() && info.plural == "services" {
+        admit::allocate_service(rest, info, &mut obj, None).await?;
+    }
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let key = object_key(info, call.ns(), &name);
+    if call.query.dry_run()? {
+        if rest.store.get(&key).await?.is_some() {
+            return Err(ApiError::already_exists(info.group, info.plural, &name));
+        }
+        convert::to_version(info, &mut obj);
+        return Ok((obj, warnings));
+    }
+    let kv = rest
+        .store
+        .create(&key, encode(info, &obj))
+        .await
+        .map_err(|e| map_conflict(info, &name, e))?;
+    Ok((present(info, &kv)?, warnings))
+}
+
+/// What an update does to the stored object.
+pub(super) enum Outcome {
+    /// Written (or unchanged) object.
+    Stored(Value),
+    /// The update removed the last finalizer of a deleted object: it is gone.
+    Deleted(Value),
+}
+
+/// Replaces `old` (read at `old_kv`) with `new`, applying update
+/// semantics. `status_only` for the status subresource.
+pub(super) async fn update_object(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    new: Value,
+    old: &Value,
+    old_kv: &KeyValue,
+    status_only: bool,
+) -> Result<(Outcome, Vec<String>), ApiError> {
+    let info = call.info();
+    meta::check_type(info, &new)?;
+    let mut new = new;
+    if new.get("metadata").is_none_or(Value::is_null) {
+        new["metadata"] = json!({});
+    }
+    match new["metadata"]["name"].as_str() {
+        Some(n) if !n.is_empty() && n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        _ => new["metadata"]["name"] = json!(name),
+    }
+    check_namespace(call, &mut new)?;
+    // An explicit resourceVersion is a precondition; none means "whatever
+    // is there" (upstream allows unconditional updates for built-ins).
+    let expected = match new["metadata"]["resourceVersion"].as_str() {
+        Some(rv) if !rv.is_empty() => rv.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+        })?,
+        _ => old_kv.mod_revision,
+    };
+    if expected != old_kv.mod_revision {
+        return Err(ApiError::conflict(
+            info.group,
+            info.plural,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    let (mut new, warnings) = normalize(call, info, new)?;
+    convert::to_storage(info, &mut new);
+    let mut old_storage = old.clone();
+    convert::to_storage(info, &mut old_storage);
+    if status_only {
+        new = strategy::prepare_for_status_update(&new, &old_storage);
+    } else {
+        meta::carry_immutable_meta(&mut new, &old_storage);
+        strategy::prepare_for_update(info, &mut new, &old_storage);
+        strategy::defaults::apply(info.group, info.plural, &mut new);
+        if info.group.is_empty() && info.plural == "secrets" {
+            admit::secret_string_data(&mut new);
+        }
+        if info.group.is_empty() && info.plural == "services" {
+            admit::allocate_service(rest, info, &mut new, Some(&old_storage)).await?;
+        }
+        if info.group.is_empty() && info.plural == "namespaces" {
+            // spec.finalizers only changes through the finalize subresource.
+            if call.route.subresource.as_deref() != Some("finalize") {
+                new["spec"]["finalizers"] = old_storage["spec"]["finalizers"].clone();
+            }
+            if old_storage["status"]["phase"] == "Terminating" {
+                new["status"] = old_storage["status"].clone();
+            }
+        }
+    }
+    validate(info, &new)?;
+    let key = object_key(info, call.ns(), name);
+    let dry = call.query.dry_run()?;
+    // Removing the last finalizer of an object being deleted deletes it.
+    if is_deleting(&new) && !has_finalizers(&new) {
+        if dry {
+            return Ok((Outcome::Deleted(new), warnings));
+        }
+        let deleted = rest
+            .store
+            .delete(&key, old_kv.mod_revision)
+            .await
+            .map_err(|e| map_conflict(info, name, e))?;
+        let mut out = new;
+        stamp(&mut out, deleted.revision);
+        convert::to_version(info, &mut out);
+        return Ok((Outcome::Deleted(out), warnings));
+    }
+    let mut cmp_new = new.clone();
+    let mut cmp_old = old_storage.clone();
+    for o in [&mut cmp_new, &mut cmp_old] {
+        if let Some(m) = o["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+    }
+    if cmp_new == cmp_old || dry {
+        // A no-op update does not write, as upstream: same resourceVersion.
+        let mut out = if dry { new } else { old_storage };
+        stamp(&mut out, old_kv.mod_revision);
+        convert::to_version(info, &mut out);
+        return Ok((Outcome::Stored(out), warnings));
+    }
+    let kv = rest
+        .store
+        .update(&key, encode(info, &new), old_kv.mod_revision)
+        .await
+        .map_err(|e| map_conflict(info, name, e))?;
+    Ok((Outcome::Stored(present(info, &kv)?), warnings))
+}
+
+fn is_deleting(obj: &Value) -> bool {
+    obj["metadata"]["deletionTimestamp"].is_string()
+}
+
+fn has_finalizers(obj: &Value) -> bool {
+    let meta = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    let ns = obj["kind"] == "Namespace"
+        && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    meta || ns
+}
+
+/// PUT to an object (or its status).
+pub async fn update(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+    let info = call.info();
+    let new = body_object(call, bytes)?;
+    let status_only = matches!(call.route.subresource.as_deref(), Some("status"));
+    let (old, kv) = match rest.load(info, call.ns(), name).await {
+        Ok(x) => x,
+        Err(e) if e.code == 404 && allow_create_on_update(info) && !status_only => {
+            let (out, warnings) = create_object(rest, call, new).await?;
+            return Ok(with_warnings(h::json(201, &out), &warnings));
+        }
+        Err(e) => return Err(e),
+    };
+    let (outcome, warnings) = update_object(rest, call, name, new, &old, &kv, status_only).await?;
+    let out = match outcome {
+        Outcome::Stored(v) | Outcome::Deleted(v) => v,
+    };
+    Ok(with_warnings(h::json(200, &out), &warnings))
+}
+
+fn allow_create_on_update(info: &ResourceInfo) -> bool {
+    matches!(
+        (info.group, info.plural),
+        ("", "endpoints" | "events") | ("coordination.k8s.io", "leases") | ("events.k8s.io", "events")
+    )
+}
+
+/// The content types PATCH accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+fn patch_type(call: &Call) -> Result<PatchType, ApiError> {
+    let ct = call
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/json-patch+json" => Ok(PatchType::Json),
+        "application/merge-patch+json" => Ok(PatchType::Merge),
+        "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
+        "application/apply-patch+yaml" => Ok(PatchType::Apply),
+        other => Err(ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
+        ))),
+    }
+}
+
+fn apply_patch(info: &ResourceInfo, kind: PatchType, current: &Value, bytes: &[u8]) -> Result<Value, ApiError> {
+    let bad = |e: &dyn std::fmt::Display| ApiError::bad_request(format!("error applying patch: {e}"));
+    match kind {
+        PatchType::Json => api::patch::json_patch(current, bytes).map_err(|e| {
+            // A failed test operation or a missing path is a 422 upstream.
+            ApiError::invalid(info.group, info.kind, current["metadata"]["name"].as_str().unwrap_or(""), vec![cause("FieldValueInvalid", "", format!("the server rejected our request due to an error in our request: {e}"))])
+        }),
+        PatchType::Merge => {
+            let p: Value = serde_json::from_slice(bytes).map_err(|e| bad(&e))?;
+            if !p.is_object() {
+                return Err(ApiError::bad_request("error decoding patch: a merge patch must be a JSON object"));
+            }
+            Ok(api::patch::merge_patch(current, &p))
+        }
+        PatchType::Strategic => {
+            let p: Value = serde_json::from_slice(bytes).map_err(|e| bad(&e))?;
+            if !p.is_object() {
+                return Err(ApiError::bad_request("error decoding patch: a strategic merge patch must be a JSON object"));
+            }
+            api::patch::strategic_merge_patch(current, &p, info.definition).map_err(|e| bad(&e))
+        }
+        PatchType::Apply => Err(ApiError::internal("apply patches are handled by the apply path")),
+    }
+}
+
+/// PATCH to an object (or its status).
+pub async fn patch(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+    let info = call.info();
+    let kind = patch_type(call)?;
+    let status_only = matches!(call.route.subresource.as_deref(), Some("status"));
+    if kind == PatchType::Apply {
+        return super::sub::apply(rest, call, name, bytes, status_only).await;
+    }
+    // Retry on conflicts: a patch applies to whatever is current, unless it
+    // carries its own resourceVersion precondition.
+    for _ in 0..16 {
+        let (current, kv) = rest.load(info, call.ns(), name).await?;
+        let patched = apply_patch(info, kind, &current, bytes)?;
+        let has_precondition = patched["metadata"]["resourceVersion"]
+            .as_str()
+            .is_some_and(|rv| rv != current["metadata"]["resourceVersion"].as_str().unwrap_or(""));
+        let mut patched = patched;
+        if !has_precondition {
+            patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+        }
+        match update_object(rest, call, name, patched, &current, &kv, status_only).await {
+            Ok((Outcome::Stored(v) | Outcome::Deleted(v), warnings)) => {
+                return Ok(with_warnings(h::json(200, &v), &warnings));
+            }
+            Err(e) if e.reason == "Conflict" && !has_precondition => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(info.group, info.plural, name, "too many conflicting updates; try again"))
+}
+
+/// DeleteOptions from the body and query.
+#[derive(Debug, Default)]
+pub(super) struct DeleteOptions {
+    pub grace: Option<i64>,
+    pub policy: Option<String>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+pub(super) fn delete_options(call: &Call, bytes: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let mut o = DeleteOptions::default();
+    if !bytes.iter().all(u8::is_ascii_whitespace) {
+        let v: Value = serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        o.grace = v["gracePeriodSeconds"].as_i64();
+        o.policy = v["propagationPolicy"].as_str().map(str::to_string);
+        if v["orphanDependents"] == json!(true) && o.policy.is_none() {
+            o.policy = Some("Orphan".into());
+        }
+        o.uid = v["preconditions"]["uid"].as_str().map(str::to_string);
+        o.resource_version = v["preconditions"]["resourceVersion"].as_str().map(str::to_string);
+    }
+    if let Some(g) = call.query.int("gracePeriodSeconds")? {
+        o.grace = Some(g);
+    }
+    if let Some(p) = call.query.get("propagationPolicy") {
+        o.policy = Some(p.to_string());
+    }
+    if call.query.flag("orphanDependents") && o.policy.is_none() {
+        o.policy = Some("Orphan".into());
+    }
+    if let Some(p) = &o.policy
+        && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+    {
+        return Err(ApiError::invalid("", "DeleteOptions", "", vec![cause("FieldValueNotSupported", "propagationPolicy", format!("Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""))]));
+    }
+    Ok(o)
+}
+
+/// DELETE of one object.
+pub async fn delete(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+    let opts = delete_options(call, bytes)?;
+    let (code, obj) = delete_object(rest, call, name, &opts).await?;
+    Ok(h::json(code, &obj))
+}
+
+/// Deletes (or starts deleting) one object; returns the HTTP code and the
+/// object as left.
+pub(super) async fn delete_object(rest: &Rest, call: &Call, name: &str, opts: &DeleteOptions) -> Result<(u16, Value), ApiError> {
+    let info = call.info();
+    let dry = call.query.dry_run()?;
+    let key = object_key(info, call.ns(), name);
+    for _ in 0..16 {
+        let (obj, kv) = rest.load(info, call.ns(), name).await?;
+        if let Some(uid) = &opts.uid
+            && obj["metadata"]["uid"].as_str() != Some(uid)
+        {
+            return Err(ApiError::conflict(info.group, info.plural, name, &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                obj["metadata"]["uid"].as_str().unwrap_or("")
+            )));
+        }
+        if let Some(rv) = &opts.resource_version
+            && obj["metadata"]["resourceVersion"].as_str() != Some(rv)
+        {
+            return Err(ApiError::conflict(info.group, info.plural, name, &format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                obj["metadata"]["resourceVersion"].as_str().unwrap_or("")
+            )));
+        }
+        let mut updated = obj.clone();
+        convert::to_storage(info, &mut updated);
+        let mut finalizers: Vec<Value> = updated["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+        match opts.policy.as_deref() {
+            Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => {
+                finalizers.push(json!("foregroundDeletion"));
+            }
+            Some("Orphan") if !finalizers.contains(&json!("orphan")) => finalizers.push(json!("orphan")),
+            _ => {}
+        }
+        let is_ns = info.group.is_empty() && info.plural == "namespaces";
+        let ns_finalizers = is_ns && updated["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let grace = graceful_period(info, &updated, opts.grace);
+        let already = is_deleting(&updated);
+        if finalizers.is_empty() && !ns_finalizers && grace == 0 {
+            if dry {
+                return Ok((200, obj));
+            }
+            match rest.store.delete(&key, kv.mod_revision).await {
+                Ok(d) => {
+                    let mut out = decode_kv(info, &d.prev)?;
+                    stamp(&mut out, d.prev.mod_revision);
+                    return Ok((200, out));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(map_conflict(info, name, e)),
+            }
+        }
+        // Graceful or finalized deletion: mark the object and let its
+        // owner (kubelet, namespace controller, garbage collector) finish.
+        if already {
+            let old_grace = updated["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+            if grace >= old_grace && updated["metadata"]["finalizers"].as_array().map(Vec::len) == Some(finalizers.len()) {
+                return Ok((200, obj));
+            }
+        }
+        let now = chrono::Utc::now();
+        if !already || grace < updated["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) {
+            let ts = (now + chrono::Duration::seconds(grace)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            updated["metadata"]["deletionTimestamp"] = json!(ts);
+            updated["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        }
+        if !finalizers.is_empty() {
+            updated["metadata"]["finalizers"] = Value::Array(finalizers);
+        }
+        if is_ns {
+            updated["status"]["phase"] = json!("Terminating");
+        }
+        if strategy::tracks_generation(info) && !already {
+            let g = updated["metadata"]["generation"].as_i64().unwrap_or(0);
+            updated["metadata"]["generation"] = json!(g + 1);
+        }
+        if dry {
+            convert::to_version(info, &mut updated);
+            return Ok((200, updated));
+        }
+        match rest.store.update(&key, encode(info, &updated), kv.mod_revision).await {
+            Ok(kv) => return Ok((200, present(info, &kv)?)),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(map_conflict(info, name, e)),
+        }
+    }
+    Err(ApiError::conflict(info.group, info.plural, name, "too many conflicting updates; try again"))
+}
+
+/// Pods on a node terminate gracefully (the kubelet finishes the delete);
+/// everything else is deleted at once.
+fn graceful_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>) -> i64 {
+    if !(info.group.is_empty() && info.plural == "pods") {
+        return 0;
+    }
+    let scheduled = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let finished = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !scheduled || finished {
+        return 0;
+    }
+    let g = requested
+        .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    // Upstream turns a requested 0 into 1 unless forced, so the kubelet
+    // still gets to kill the containers; a forced delete removes at once.
+    g.max(0)
+}
+
+/// DELETE of a collection.
+pub async fn delete_collection(rest: &Rest, call: &Call, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+    let info = call.info();
+    let opts = delete_options(call, bytes)?;
+    let items = super::read::list_objects(rest, call).await?;
+    let mut deleted = Vec::new();
+    for obj in items.items {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+        let sub_call = Call {
+            route: crate::router::ResourceRoute {
+                info,
+                namespace: ns,
+                name: Some(name.clone()),
+                subresource: None,
+                rest: String::new(),
+                watch_prefix: false,
+            },
+            method: call.method.clone(),
+            query: call.query.clone(),
+            headers: call.headers.clone(),
+            user: call.user.clone(),
+        };
+        match delete_object(rest, &sub_call, &name, &opts).await {
+            Ok((_, o)) => deleted.push(o),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(h::json(200, &json!({
+        "kind": format!("{}List", info.kind),
+        "apiVersion": info.api_version(),
+        "metadata": {},
+        "items": deleted,
+    })))
+}

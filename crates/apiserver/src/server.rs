@@ -1,0 +1,293 @@
+//! The HTTPS server: TLS accept loop, HTTP/1.1 and HTTP/2 by ALPN,
+//! authentication, top-level routing, metrics, and cluster bootstrap.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use api::catalogue;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use store::SharedStore;
+use tokio::net::TcpListener;
+
+use crate::auth::{self, User};
+use crate::discovery;
+use crate::error::ApiError;
+use crate::http::{self as h, Body};
+use crate::rest::Rest;
+use crate::router::{self, Route};
+use crate::tls::{self, Pki};
+use crate::watch::WatchCache;
+
+/// The Kubernetes version r8s reports (kubectl's dispatcher picks its
+/// client from it).
+pub const KUBE_VERSION: &str = "v1.33.0";
+
+/// Server start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// PKI trouble.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Binding or file I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// Bootstrapping cluster objects failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+/// How to run the API server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data directory: PKI and kubeconfig live here.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub bind_address: IpAddr,
+    /// HTTPS port; 0 picks a free one.
+    pub https_port: u16,
+    /// Extra subject alternative names for the serving certificate.
+    pub tls_sans: Vec<String>,
+}
+
+/// A running API server.
+pub struct Running {
+    /// The URL clients use.
+    pub url: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The admin kubeconfig written at start.
+    pub kubeconfig: PathBuf,
+    /// The PKI (to issue node and user certificates).
+    pub pki: Pki,
+    /// The accept loop.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+struct State {
+    rest: Rest,
+    metrics: crate::metrics::Metrics,
+    server_address: String,
+}
+
+/// Starts the API server on `store`.
+pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let listener = TcpListener::bind(SocketAddr::new(cfg.bind_address, cfg.https_port)).await?;
+    let addr = listener.local_addr()?;
+    let client_host = if cfg.bind_address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        cfg.bind_address.to_string()
+    };
+    let mut sans = vec!["127.0.0.1".to_string(), "localhost".to_string(), "kubernetes".to_string(), "kubernetes.default".to_string(), "kubernetes.default.svc".to_string(), "kubernetes.default.svc.cluster.local".to_string(), "10.43.0.1".to_string()];
+    if let Ok(host) = hostname() {
+        sans.push(host);
+    }
+    if !cfg.bind_address.is_unspecified() {
+        sans.push(cfg.bind_address.to_string());
+    }
+    for s in &cfg.tls_sans {
+        if !sans.contains(s) {
+            sans.push(s.clone());
+        }
+    }
+    let pki = Pki::load_or_create(&cfg.data_dir.join("tls"), &sans)?;
+    let tls_config = pki.server_config()?;
+    let host_for_url = if client_host.contains(':') { format!("[{client_host}]") } else { client_host.clone() };
+    let url = format!("https://{host_for_url}:{}", addr.port());
+    let kubeconfig = cfg.data_dir.join("kubeconfig.yaml");
+    pki.write_admin_kubeconfig(&kubeconfig, &url)?;
+
+    let cache = WatchCache::start(store.clone(), 16384).await?;
+    let rest = Rest::new(store, cache);
+    bootstrap(&rest, &client_host, addr.port()).await?;
+    let state = Arc::new(State {
+        rest,
+        metrics: crate::metrics::Metrics::default(),
+        server_address: format!("{client_host}:{}", addr.port()),
+    });
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    let task = tokio::spawn(accept_loop(listener, acceptor, state));
+    tracing::info!(url = %url, took_ms = started.elapsed().as_millis() as u64, "API server ready");
+    Ok(Running { url, addr, kubeconfig, pki, task })
+}
+
+fn hostname() -> std::io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_lowercase())
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, state: Arc<State>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            // A client that never finishes the handshake must not hold a task
+            // forever.
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| tls::user_from_cert(c))
+                .map(|(n, g)| User::from_cert(n, g))
+                .unwrap_or_else(User::anonymous);
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let user = user.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req, user).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+fn metric_verb(method: &Method, route: &Route, watch: bool) -> &'static str {
+    match (method, route) {
+        (&Method::GET, Route::Resource(r)) if watch || r.watch_prefix => "WATCH",
+        (&Method::GET, Route::Resource(r)) if r.name.is_none() => "LIST",
+        (&Method::GET, _) => "GET",
+        (&Method::POST, _) => "POST",
+        (&Method::PUT, _) => "PUT",
+        (&Method::PATCH, _) => "PATCH",
+        (&Method::DELETE, Route::Resource(r)) if r.name.is_none() => "DELETECOLLECTION",
+        (&Method::DELETE, _) => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<Body> {
+    let start = Instant::now();
+    let path = req.uri().path().to_string();
+    let route = router::route(&path);
+    let watch = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let verb = metric_verb(req.method(), &route, watch);
+    let (group, resource) = match &route {
+        Route::Resource(r) => (r.info.group.to_string(), r.info.plural.to_string()),
+        _ => (String::new(), String::new()),
+    };
+    let resp = if user.is_anonymous() && !auth::public_path(&path) {
+        h::error(&ApiError::forbidden(format!(
+            "forbidden: User \"system:anonymous\" cannot {} path \"{path}\"",
+            req.method().as_str().to_lowercase()
+        )))
+    } else {
+        dispatch(state, route, req, user).await
+    };
+    state.metrics.observe(verb, &group, &resource, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+async fn dispatch(state: &State, route: Route, req: Request<Incoming>, user: User) -> Response<Body> {
+    let get_only = |req: &Request<Incoming>| req.method() == Method::GET || req.method() == Method::HEAD;
+    match route {
+        Route::Resource(r) => state.rest.serve(r, req, user).await,
+        _ if !get_only(&req) => h::error(&ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({} {})",
+            req.method(),
+            req.uri().path()
+        ))),
+        Route::Version => h::json(200, &version()),
+        Route::Health(_) => h::text(200, "ok"),
+        Route::Metrics => {
+            let mut r = h::text(200, state.metrics.render());
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+            r
+        }
+        Route::CoreVersions => match discovery::aggregated_version(req.headers()) {
+            Some(v) => h::json_typed(200, &discovery::aggregated(true, v), &discovery::aggregated_content_type(v)),
+            None => h::json(200, &discovery::core_versions(&state.server_address)),
+        },
+        Route::Groups => match discovery::aggregated_version(req.headers()) {
+            Some(v) => h::json_typed(200, &discovery::aggregated(false, v), &discovery::aggregated_content_type(v)),
+            None => h::json(200, &discovery::group_list()),
+        },
+        Route::Group(g) => match discovery::group(&g) {
+            Some(doc) => h::json(200, &doc),
+            None => h::error(&ApiError::no_route(req.uri().path())),
+        },
+        Route::ResourceList(g, v) => match discovery::resource_list(&g, &v) {
+            Some(doc) => h::json(200, &doc),
+            None => h::error(&ApiError::no_route(req.uri().path())),
+        },
+        Route::OpenApiV2 => h::json(200, api::openapi::v2_document()),
+        Route::OpenApiV3Root => h::json(200, api::openapi::v3_root()),
+        Route::OpenApiV3(g, v) => match api::openapi::v3_document(&g, &v) {
+            Some(doc) => {
+                let mut r = h::json(200, doc);
+                r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, immutable"));
+                r
+            }
+            None => h::error(&ApiError::no_route(req.uri().path())),
+        },
+        Route::NotFound => h::error(&ApiError::no_route(req.uri().path())),
+    }
+}
+
+fn version() -> serde_json::Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": KUBE_VERSION,
+        "gitCommit": "r8s",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("linux/{}", match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a }),
+    })
+}
+
+/// Creates the objects every cluster has: the system namespaces and the
+/// `kubernetes` Service with its endpoints.
+async fn bootstrap(rest: &Rest, host: &str, port: u16) -> Result<(), ServerError> {
+    let ns = catalogue::find("", "v1", "namespaces").ok_or_else(|| ServerError::Bootstrap("no namespaces".into()))?;
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        rest.ensure(ns, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.message))?;
+    }
+    let svc = catalogue::find("", "v1", "services").ok_or_else(|| ServerError::Bootstrap("no services".into()))?;
+    rest.ensure(svc, Some("default"), json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    })).await.map_err(|e| ServerError::Bootstrap(e.message))?;
+    let ip = if host.parse::<std::net::Ipv4Addr>().is_ok() { host.to_string() } else { "127.0.0.1".to_string() };
+    let ep = catalogue::find("", "v1", "endpoints").ok_or_else(|| ServerError::Bootstrap("no endpoints".into()))?;
+    rest.ensure(ep, Some("default"), json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    })).await.map_err(|e| ServerError::Bootstrap(e.message))?;
+    Ok(())
+}

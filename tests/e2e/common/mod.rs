@@ -1,0 +1,177 @@
+//! The end-to-end harness: a real `r8s server` in a temp dir on a free
+//! port, driven by the installed `kubectl`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running server; killed (and its data dir removed) on drop.
+pub struct Cluster {
+    child: Child,
+    /// The data dir.
+    pub dir: tempfile::TempDir,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The API URL.
+    pub url: String,
+}
+
+/// The r8s binary under test.
+pub fn r8s_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_r8s"))
+}
+
+impl Cluster {
+    /// Starts a server with the embedded SQLite store.
+    pub fn start() -> Cluster {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), &[])
+    }
+
+    /// Starts a server in `dir` with extra arguments.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Cluster {
+        let mut child = Command::new(r8s_bin())
+            .args(["server", "--https-port", "0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env("R8S_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn r8s server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut url = String::new();
+        let mut kubeconfig = PathBuf::new();
+        let mut lines = BufReader::new(stdout).lines();
+        while url.is_empty() || kubeconfig.as_os_str().is_empty() {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(u) = line.strip_prefix("r8s API server listening on ") {
+                        url = u.trim().to_string();
+                    }
+                    if let Some(k) = line.strip_prefix("kubeconfig: ") {
+                        kubeconfig = PathBuf::from(k.trim());
+                    }
+                }
+                _ => break,
+            }
+        }
+        assert!(!url.is_empty(), "r8s server did not report its URL (see its stderr above)");
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Cluster { child, dir, kubeconfig, url }
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_env(args, &[], None)
+    }
+
+    /// Runs kubectl with extra environment and optional stdin.
+    pub fn kubectl_env(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("kubectl must be installed and on PATH");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut si = child.stdin.take().expect("stdin");
+            si.write_all(input.as_bytes()).expect("write stdin");
+        }
+        wait_with_timeout(child, Duration::from_secs(60))
+    }
+
+    /// Runs kubectl and asserts success, returning stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl with stdin and asserts success.
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_env(args, &[], Some(stdin));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed but printed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Writes a file into the data dir and returns its path as a string.
+    pub fn file(&self, name: &str, contents: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, contents).expect("write file");
+        p.to_string_lossy().into_owned()
+    }
+
+    /// Stops the server with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Data dir path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits for a child, killing it after `timeout` so a hung client fails the
+/// test instead of hanging CI.
+pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().expect("collect output"),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect output");
+                panic!(
+                    "command timed out after {timeout:?}; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("wait failed: {e}"),
+        }
+    }
+}
+
+/// Parses JSON output.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
