@@ -8,6 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "r8s", version, about = "Kubernetes, rebuilt in Rust, in one binary")]
 struct Cli {
@@ -19,6 +21,15 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server with its embedded store).
     Server(ServerArgs),
+    /// Built-in benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// API throughput and latency (creates, gets, lists, watch events).
+    Api(bench::ApiBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -95,5 +106,6 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Server(args) => rt.block_on(server(args)),
+        Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
     }
 }
