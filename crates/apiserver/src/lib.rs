@@ -6,12 +6,14 @@ pub mod auth;
 pub mod convert;
 pub mod discovery;
 pub mod error;
+pub mod fieldset;
 pub mod filter;
 pub mod http;
 pub mod metrics;
 pub mod rest;
 pub mod router;
 pub mod server;
+pub mod shape;
 pub mod tls;
 pub mod watch;
 

@@ -284,10 +284,22 @@ async fn bootstrap(rest: &Rest, host: &str, port: u16) -> Result<(), ServerError
     })).await.map_err(|e| ServerError::Bootstrap(e.message))?;
     let ip = if host.parse::<std::net::Ipv4Addr>().is_ok() { host.to_string() } else { "127.0.0.1".to_string() };
     let ep = catalogue::find("", "v1", "endpoints").ok_or_else(|| ServerError::Bootstrap("no endpoints".into()))?;
+    let subsets = json!([{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]);
     rest.ensure(ep, Some("default"), json!({
         "apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+        "subsets": subsets,
     })).await.map_err(|e| ServerError::Bootstrap(e.message))?;
+    // The port may differ from the last run (--https-port 0): point the
+    // endpoints at this run's address.
+    let (mut live, kv) = rest.load(ep, Some("default"), "kubernetes").await.map_err(|e| ServerError::Bootstrap(e.message))?;
+    if live["subsets"] != subsets {
+        live["subsets"] = subsets;
+        if let Some(m) = live["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        let bytes = serde_json::to_vec(&live).map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        rest.store.update(&kv.key, bytes, kv.mod_revision).await?;
+    }
     Ok(())
 }

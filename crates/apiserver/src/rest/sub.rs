@@ -256,12 +256,15 @@ pub async fn apply(rest: &Rest, call: &Call, name: &str, bytes: &[u8], status_on
                 if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
                     obj["metadata"]["name"] = json!(name);
                 }
-                let obj = crate::apply::apply(None, &obj, &call.manager(), force, info.definition)?;
+                let shape = crate::shape::SchemaShape::root(info.definition);
+                let obj = crate::apply::apply(None, &obj, &call.manager(), force, None, &shape)?;
                 let (out, _) = write::create_object(rest, call, obj).await?;
                 return Ok(h::json(201, &out));
             }
             Some((live, kv)) => {
-                let mut merged = crate::apply::apply(Some(&live), &applied, &call.manager(), force, info.definition)?;
+                let shape = crate::shape::SchemaShape::root(info.definition);
+                let sub = call.route.subresource.as_deref();
+                let mut merged = crate::apply::apply(Some(&live), &applied, &call.manager(), force, sub, &shape)?;
                 merged["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
                 match write::update_object(rest, call, name, merged, &live, &kv, status_only).await {
                     Ok((Outcome::Stored(v) | Outcome::Deleted(v), _)) => return Ok(h::json(200, &v)),

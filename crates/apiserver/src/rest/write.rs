@@ -131,6 +131,15 @@ fn map_conflict(info: &ResourceInfo, name: &str, e: StoreError) -> ApiError {
     }
 }
 
+/// Whether the request is a server-side apply (which records its own
+/// managedFields entry).
+fn is_apply(call: &Call) -> bool {
+    call.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/apply-patch"))
+}
+
 /// Decodes a request body per its content type.
 fn body_object(call: &Call, bytes: &[u8]) -> Result<Value, ApiError> {
     let ct = call
@@ -165,6 +174,10 @@ pub(super) async fn create_object(rest: &Rest, call: &Call, obj: Value) -> Resul
     strategy::defaults::apply(info.group, info.plural, &mut obj);
     if info.group.is_empty() && info.plural == "secrets" {
         admit::secret_string_data(&mut obj);
+    }
+    if !is_apply(call) {
+        let shape = crate::shape::SchemaShape::root(info.definition);
+        crate::apply::record_update(None, &mut obj, &call.manager(), &info.api_version(), None, &shape);
     }
     validate(info, &obj)?;
     admit::namespace_lifecycle(rest, info, call.ns()).await?;
@@ -263,6 +276,11 @@ pub(super) async fn update_object(
                 new["status"] = old_storage["status"].clone();
             }
         }
+    }
+    if !is_apply(call) {
+        let shape = crate::shape::SchemaShape::root(info.definition);
+        let sub = call.route.subresource.as_deref();
+        crate::apply::record_update(Some(&old_storage), &mut new, &call.manager(), &info.api_version(), sub, &shape);
     }
     validate(info, &new)?;
     let key = object_key(info, call.ns(), name);
