@@ -8,4 +8,3 @@ pub mod schema;
 pub mod selector;
 pub mod strategy;
 pub mod table;
-pub mod validation;
