@@ -81,6 +81,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         tls_sans: args.tls_san.clone(),
     };
     let running = apiserver::start(cfg, store).await.context("starting the API server")?;
+    let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).context("reading the admin kubeconfig")?;
+    let client_cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("loading the admin kubeconfig")?;
+    let client = kube::Client::try_from(client_cfg).context("building the controllers' client")?;
+    tokio::spawn(controllers::run(client, controllers::Options::default()));
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());
     println!("  export KUBECONFIG={}", running.kubeconfig.display());
