@@ -41,7 +41,7 @@ pub async fn run(client: kube::Client, opts: Options) {
     loop {
         tick.tick().await;
         // Rediscover now and then so new resource types are covered.
-        if res.is_empty() || passes % 30 == 0 {
+        if res.is_empty() || passes.is_multiple_of(30) {
             match resources::discover(&client).await {
                 Ok(r) => res = r,
                 Err(e) => {

@@ -13,8 +13,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+mod hub;
 pub mod memory;
 pub mod sqlite;
+
+pub use hub::DEFAULT_WATCH_BUFFER;
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteOptions, SqliteStore, WriteStats};
 
 /// A store revision; 0 means "latest" where a revision is requested.
 pub type Revision = i64;
