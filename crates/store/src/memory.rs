@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 
 use crate::hub::{DEFAULT_WATCH_BUFFER, Hub};
-use crate::{Deleted, Event, EventType, KeyValue, RangeResult, Revision, Store, StoreError, WatchStream};
+use crate::{
+    Deleted, Event, EventType, KeyValue, RangeResult, Revision, Store, StoreError, WatchStream,
+};
 
 /// One write in the history.
 #[derive(Clone, Debug)]
@@ -91,7 +93,10 @@ impl State {
             let p = prev.clone()?;
             Some(Event {
                 kind: EventType::Delete,
-                kv: KeyValue { mod_revision: rev, ..p },
+                kv: KeyValue {
+                    mod_revision: rev,
+                    ..p
+                },
                 prev,
             })
         } else {
@@ -210,9 +215,16 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<KeyValue, StoreError> {
         let mut st = self.lock();
-        let cur = st.latest(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let cur = st
+            .latest(key)
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         if expected != 0 && expected != cur.mod_revision {
             return Err(StoreError::Conflict {
                 key: key.to_string(),
@@ -238,7 +250,9 @@ impl Store for MemoryStore {
 
     async fn delete(&self, key: &str, expected: Revision) -> Result<Deleted, StoreError> {
         let mut st = self.lock();
-        let cur = st.latest(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let cur = st
+            .latest(key)
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         if expected != 0 && expected != cur.mod_revision {
             return Err(StoreError::Conflict {
                 key: key.to_string(),
@@ -254,7 +268,10 @@ impl Store for MemoryStore {
             deleted: true,
         };
         let revision = self.write(&mut st, row);
-        Ok(Deleted { prev: cur, revision })
+        Ok(Deleted {
+            prev: cur,
+            revision,
+        })
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
@@ -280,7 +297,9 @@ impl Store for MemoryStore {
         let (live, published) = self.hub.subscribe(prefix);
         drop(st);
         let skip = published.max(after);
-        Ok(futures::stream::iter(replay).chain(live.into_stream(skip)).boxed())
+        Ok(futures::stream::iter(replay)
+            .chain(live.into_stream(skip))
+            .boxed())
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
@@ -304,10 +323,16 @@ impl Store for MemoryStore {
         }
         let st = &mut *st;
         // Only keys with a row at or before `revision` can have something to drop.
-        let touched: HashSet<String> = st.log.range(..=revision).map(|(_, row)| row.key.clone()).collect();
+        let touched: HashSet<String> = st
+            .log
+            .range(..=revision)
+            .map(|(_, row)| row.key.clone())
+            .collect();
         let mut dropped = 0usize;
         for key in touched {
-            let Some(revs) = st.index.get_mut(&key) else { continue };
+            let Some(revs) = st.index.get_mut(&key) else {
+                continue;
+            };
             let n = revs.partition_point(|&r| r <= revision);
             // Rows before the newest one at or before `revision` are superseded.
             let mut cut = n.saturating_sub(1);

@@ -32,7 +32,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::hub::{DEFAULT_WATCH_BUFFER, Hub, event_revision};
-use crate::{Deleted, Event, EventType, KeyValue, RangeResult, Revision, Store, StoreError, WatchStream};
+use crate::{
+    Deleted, Event, EventType, KeyValue, RangeResult, Revision, Store, StoreError, WatchStream,
+};
 
 /// How long a connection waits for a lock before failing (only matters when
 /// another process, e.g. a backup, holds the database).
@@ -75,10 +77,22 @@ pub struct WriteStats {
 
 /// A write request for the writer thread.
 enum Op {
-    Create { key: String, value: Vec<u8> },
-    Update { key: String, value: Vec<u8>, expected: Revision },
-    Delete { key: String, expected: Revision },
-    Compact { revision: Revision },
+    Create {
+        key: String,
+        value: Vec<u8>,
+    },
+    Update {
+        key: String,
+        value: Vec<u8>,
+        expected: Revision,
+    },
+    Delete {
+        key: String,
+        expected: Revision,
+    },
+    Compact {
+        revision: Revision,
+    },
 }
 
 /// The writer's answer to one request.
@@ -116,7 +130,8 @@ fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 fn key_string(bytes: Vec<u8>) -> Result<String, StoreError> {
-    String::from_utf8(bytes).map_err(|e| StoreError::Backend(format!("sqlite: stored key is not UTF-8: {e}")))
+    String::from_utf8(bytes)
+        .map_err(|e| StoreError::Backend(format!("sqlite: stored key is not UTF-8: {e}")))
 }
 
 /// The exclusive upper bound of keys starting with `prefix`: keys are UTF-8,
@@ -137,7 +152,8 @@ fn range_start<'a>(prefix: &'a str, start_after: Option<&'a str>) -> (&'static s
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(db("setting busy timeout"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(db("setting busy timeout"))?;
     Ok(())
 }
 
@@ -195,11 +211,13 @@ impl SqliteStore {
     }
 
     /// Opens (creating if needed) the database at `path`.
-    pub fn open_with(path: impl AsRef<Path>, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        opts: SqliteOptions,
+    ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let conn = Connection::open(&path).map_err(|e| {
-            StoreError::Backend(format!("sqlite: opening {}: {e}", path.display()))
-        })?;
+        let conn = Connection::open(&path)
+            .map_err(|e| StoreError::Backend(format!("sqlite: opening {}: {e}", path.display())))?;
         configure(&conn)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -261,7 +279,9 @@ impl SqliteStore {
         let stopped = || StoreError::Backend("sqlite: writer thread has stopped".into());
         let tx = self.tx.as_ref().ok_or_else(stopped)?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Request { op, reply }).await.map_err(|_| stopped())?;
+        tx.send(Request { op, reply })
+            .await
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 }
@@ -428,7 +448,16 @@ fn insert_row(
         "INSERT INTO log (revision, key, value, create_revision, prev_revision, deleted)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
-    .and_then(|mut s| s.execute(params![revision, key.as_bytes(), value, create_revision, prev_revision, deleted]))
+    .and_then(|mut s| {
+        s.execute(params![
+            revision,
+            key.as_bytes(),
+            value,
+            create_revision,
+            prev_revision,
+            deleted
+        ])
+    })
     .map_err(db("appending to log"))?;
     if deleted {
         tx.prepare_cached("DELETE FROM current WHERE key = ?1")
@@ -442,7 +471,11 @@ fn insert_row(
     Ok(())
 }
 
-fn check_expected(key: &str, expected: Revision, current: Option<KeyValue>) -> Result<KeyValue, StoreError> {
+fn check_expected(
+    key: &str,
+    expected: Revision,
+    current: Option<KeyValue>,
+) -> Result<KeyValue, StoreError> {
     let cur = current.ok_or_else(|| StoreError::NotFound(key.to_string()))?;
     if expected != 0 && expected != cur.mod_revision {
         return Err(StoreError::Conflict {
@@ -482,13 +515,29 @@ fn apply_op(
             });
             Ok(Ok(Reply::Kv(kv)))
         }
-        Op::Update { key, value, expected } => {
-            let cur = match check_expected(key, *expected, current_kv(tx, key).map_err(db("reading key"))?) {
+        Op::Update {
+            key,
+            value,
+            expected,
+        } => {
+            let cur = match check_expected(
+                key,
+                *expected,
+                current_kv(tx, key).map_err(db("reading key"))?,
+            ) {
                 Ok(cur) => cur,
                 Err(e) => return Ok(Err(e)),
             };
             let rev = *revision + 1;
-            insert_row(tx, rev, key, value, cur.create_revision, cur.mod_revision, false)?;
+            insert_row(
+                tx,
+                rev,
+                key,
+                value,
+                cur.create_revision,
+                cur.mod_revision,
+                false,
+            )?;
             *revision = rev;
             let kv = KeyValue {
                 key: key.clone(),
@@ -504,12 +553,24 @@ fn apply_op(
             Ok(Ok(Reply::Kv(kv)))
         }
         Op::Delete { key, expected } => {
-            let cur = match check_expected(key, *expected, current_kv(tx, key).map_err(db("reading key"))?) {
+            let cur = match check_expected(
+                key,
+                *expected,
+                current_kv(tx, key).map_err(db("reading key"))?,
+            ) {
                 Ok(cur) => cur,
                 Err(e) => return Ok(Err(e)),
             };
             let rev = *revision + 1;
-            insert_row(tx, rev, key, &[], cur.create_revision, cur.mod_revision, true)?;
+            insert_row(
+                tx,
+                rev,
+                key,
+                &[],
+                cur.create_revision,
+                cur.mod_revision,
+                true,
+            )?;
             *revision = rev;
             events.push(Event {
                 kind: EventType::Delete,
@@ -556,7 +617,11 @@ fn apply_op(
     }
 }
 
-fn check_revision(requested: Revision, current: Revision, compacted: Revision) -> Result<Revision, StoreError> {
+fn check_revision(
+    requested: Revision,
+    current: Revision,
+    compacted: Revision,
+) -> Result<Revision, StoreError> {
     if requested == 0 {
         return Ok(current);
     }
@@ -564,7 +629,10 @@ fn check_revision(requested: Revision, current: Revision, compacted: Revision) -
         return Err(StoreError::FutureRevision { requested, current });
     }
     if requested < compacted {
-        return Err(StoreError::Compacted { requested, compacted });
+        return Err(StoreError::Compacted {
+            requested,
+            compacted,
+        });
     }
     Ok(requested)
 }
@@ -581,7 +649,11 @@ fn range_in(
     let (op, lo) = range_start(prefix, start_after);
     let hi = prefix_end(prefix);
     // One extra row tells whether there are more; -1 is SQLite's "no limit".
-    let fetch = if limit > 0 { limit.saturating_add(1) } else { -1 };
+    let fetch = if limit > 0 {
+        limit.saturating_add(1)
+    } else {
+        -1
+    };
     // At the latest revision the `current` table answers directly; at an
     // older one, take the newest row of each key at or before `at` and skip
     // tombstones (this walks only the history of keys under the prefix).
@@ -595,7 +667,9 @@ fn range_in(
                 "SELECT l.key, l.value, l.create_revision, l.revision FROM ({latest}) m
                  JOIN log l ON l.revision = m.r WHERE l.deleted = 0 ORDER BY l.key LIMIT ?4"
             ),
-            format!("SELECT COUNT(*) FROM ({latest}) m JOIN log l ON l.revision = m.r WHERE l.deleted = 0"),
+            format!(
+                "SELECT COUNT(*) FROM ({latest}) m JOIN log l ON l.revision = m.r WHERE l.deleted = 0"
+            ),
         )
     } else {
         (
@@ -610,11 +684,15 @@ fn range_in(
     let mut kvs = tx
         .prepare_cached(&rows_sql)
         .and_then(|mut s| {
-            let map = |r: &rusqlite::Row<'_>| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+            let map = |r: &rusqlite::Row<'_>| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            };
             if historical {
-                s.query_map(params![lo, hi, at, fetch], map)?.collect::<rusqlite::Result<Vec<_>>>()
+                s.query_map(params![lo, hi, at, fetch], map)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
             } else {
-                s.query_map(params![lo, hi, fetch], map)?.collect::<rusqlite::Result<Vec<_>>>()
+                s.query_map(params![lo, hi, fetch], map)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
             }
         })
         .map_err(db("reading range"))?
@@ -758,7 +836,11 @@ impl WatchState {
     ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send + 'static {
         let prefix = self.prefix.clone();
         let shared = self.shared.clone();
-        async move { shared.read(move |tx| replay_in(tx, &prefix, after, upto, limit)).await }
+        async move {
+            shared
+                .read(move |tx| replay_in(tx, &prefix, after, upto, limit))
+                .await
+        }
     }
 
     /// The next item of the stream. History is replayed page by page until
@@ -839,11 +921,18 @@ impl Store for SqliteStore {
             .await?
         {
             Reply::Kv(kv) => Ok(kv),
-            _ => Err(StoreError::Backend("sqlite: unexpected writer reply".into())),
+            _ => Err(StoreError::Backend(
+                "sqlite: unexpected writer reply".into(),
+            )),
         }
     }
 
-    async fn update(&self, key: &str, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
+    async fn update(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expected: Revision,
+    ) -> Result<KeyValue, StoreError> {
         match self
             .submit(Op::Update {
                 key: key.to_string(),
@@ -853,7 +942,9 @@ impl Store for SqliteStore {
             .await?
         {
             Reply::Kv(kv) => Ok(kv),
-            _ => Err(StoreError::Backend("sqlite: unexpected writer reply".into())),
+            _ => Err(StoreError::Backend(
+                "sqlite: unexpected writer reply".into(),
+            )),
         }
     }
 
@@ -866,7 +957,9 @@ impl Store for SqliteStore {
             .await?
         {
             Reply::Deleted(d) => Ok(d),
-            _ => Err(StoreError::Backend("sqlite: unexpected writer reply".into())),
+            _ => Err(StoreError::Backend(
+                "sqlite: unexpected writer reply".into(),
+            )),
         }
     }
 

@@ -1,0 +1,690 @@
+//! Conformance suite: every backend must behave like etcd v3 does.
+//!
+//! Each check is a function over a `SharedStore`; the `backends!` macro runs
+//! it against the memory and the SQLite backend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use store::{
+    EventType, MemoryStore, SharedStore, SqliteOptions, SqliteStore, Store, StoreError, WatchStream,
+};
+use tempfile::TempDir;
+
+/// A store under test plus whatever must live as long as it.
+struct Backend {
+    store: SharedStore,
+    _dir: Option<TempDir>,
+}
+
+fn memory(watch_buffer: usize) -> Backend {
+    Backend {
+        store: Arc::new(MemoryStore::with_watch_buffer(watch_buffer)),
+        _dir: None,
+    }
+}
+
+fn sqlite(watch_buffer: usize) -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SqliteOptions {
+        watch_buffer,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open_with(dir.path().join("state.db"), opts).unwrap();
+    Backend {
+        store: Arc::new(s),
+        _dir: Some(dir),
+    }
+}
+
+const BUFFER: usize = 1 << 16;
+
+/// Next watch item, failing the test if none arrives in time.
+async fn next(w: &mut WatchStream) -> store::Event {
+    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        Ok(Some(Ok(ev))) => ev,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+/// Asserts that nothing arrives on the watch for a short while.
+async fn quiet(w: &mut WatchStream) {
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(200), w.next()).await {
+        panic!("expected no event, got {item:?}");
+    }
+}
+
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let b = super::memory(super::BUFFER);
+                    super::$name(b.store.clone()).await;
+                }
+            )*
+        }
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let b = super::sqlite(super::BUFFER);
+                    super::$name(b.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+backends!(
+    create_get_update_delete,
+    cas_conflicts,
+    range_prefix_limit_pagination,
+    range_at_old_revision,
+    paginated_list_is_consistent,
+    revision_is_monotonic,
+    watch_from_now,
+    watch_replays_history,
+    watch_prefix_filter,
+    watch_event_contents,
+    compaction,
+    compaction_keeps_what_reads_need,
+    future_revision,
+    concurrent_writers_and_watcher,
+    watch_replay_joins_live_without_gap,
+);
+
+async fn create_get_update_delete(s: SharedStore) {
+    assert_eq!(s.get("/k").await.unwrap(), None);
+    let c = s.create("/k", b"v1".to_vec()).await.unwrap();
+    assert_eq!(c.key, "/k");
+    assert_eq!(c.value, b"v1");
+    assert_eq!(c.create_revision, c.mod_revision);
+    assert_eq!(s.get("/k").await.unwrap(), Some(c.clone()));
+
+    match s.create("/k", b"again".to_vec()).await {
+        Err(StoreError::AlreadyExists(k)) => assert_eq!(k, "/k"),
+        other => panic!("expected AlreadyExists, got {other:?}"),
+    }
+
+    let u = s
+        .update("/k", b"v2".to_vec(), c.mod_revision)
+        .await
+        .unwrap();
+    assert_eq!(u.create_revision, c.create_revision);
+    assert!(u.mod_revision > c.mod_revision);
+    assert_eq!(u.value, b"v2");
+    // expected = 0: unconditional.
+    let u2 = s.update("/k", b"v3".to_vec(), 0).await.unwrap();
+    assert!(u2.mod_revision > u.mod_revision);
+    assert_eq!(s.get("/k").await.unwrap(), Some(u2.clone()));
+
+    match s.update("/missing", b"x".to_vec(), 0).await {
+        Err(StoreError::NotFound(k)) => assert_eq!(k, "/missing"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+
+    let d = s.delete("/k", u2.mod_revision).await.unwrap();
+    assert_eq!(d.prev, u2);
+    assert!(d.revision > u2.mod_revision);
+    assert_eq!(s.current_revision().await.unwrap(), d.revision);
+    assert_eq!(s.get("/k").await.unwrap(), None);
+    assert!(matches!(
+        s.delete("/k", 0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.update("/k", b"x".to_vec(), 0).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Re-creation starts a new lifetime.
+    let again = s.create("/k", b"new".to_vec()).await.unwrap();
+    assert_eq!(again.create_revision, again.mod_revision);
+    assert!(again.create_revision > d.revision);
+    // Unconditional delete.
+    let d2 = s.delete("/k", 0).await.unwrap();
+    assert_eq!(d2.prev, again);
+}
+
+async fn cas_conflicts(s: SharedStore) {
+    let c = s.create("/cas", b"1".to_vec()).await.unwrap();
+    let u = s
+        .update("/cas", b"2".to_vec(), c.mod_revision)
+        .await
+        .unwrap();
+    match s.update("/cas", b"3".to_vec(), c.mod_revision).await {
+        Err(StoreError::Conflict {
+            key,
+            expected,
+            current,
+        }) => {
+            assert_eq!(key, "/cas");
+            assert_eq!(expected, c.mod_revision);
+            assert_eq!(*current, u);
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    match s.delete("/cas", c.mod_revision).await {
+        Err(StoreError::Conflict { current, .. }) => assert_eq!(*current, u),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    // A failed precondition consumes no revision and changes nothing.
+    assert_eq!(s.current_revision().await.unwrap(), u.mod_revision);
+    assert_eq!(s.get("/cas").await.unwrap(), Some(u));
+}
+
+async fn range_prefix_limit_pagination(s: SharedStore) {
+    for k in [
+        "/a/1", "/a/2", "/a/3", "/a/4", "/a/5", "/a", "/ab", "/b/1", "/a/3/x",
+    ] {
+        s.create(k, k.as_bytes().to_vec()).await.unwrap();
+    }
+    let all = s.range("/a/", None, 0, 0).await.unwrap();
+    let keys: Vec<_> = all.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, ["/a/1", "/a/2", "/a/3", "/a/3/x", "/a/4", "/a/5"]);
+    assert!(!all.more);
+    assert_eq!(all.count, 6);
+    assert_eq!(all.revision, s.current_revision().await.unwrap());
+    assert_eq!(all.kvs[0].value, b"/a/1");
+
+    let page = s.range("/a/", None, 2, 0).await.unwrap();
+    assert_eq!(page.kvs.len(), 2);
+    assert!(page.more);
+    assert_eq!(page.count, 6);
+
+    // Paginate with start_after at the first page's revision.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let p = s
+            .range("/a/", after.as_deref(), 2, page.revision)
+            .await
+            .unwrap();
+        assert_eq!(p.revision, page.revision);
+        assert_eq!(p.count, 6 - seen.len() as i64);
+        seen.extend(p.kvs.iter().map(|kv| kv.key.clone()));
+        if !p.more {
+            break;
+        }
+        after = p.kvs.last().map(|kv| kv.key.clone());
+    }
+    assert_eq!(seen, keys);
+
+    let exact = s.range("/a/", None, 6, 0).await.unwrap();
+    assert_eq!(exact.kvs.len(), 6);
+    assert!(!exact.more);
+    assert_eq!(exact.count, 6);
+
+    let end = s.range("/a/", Some("/a/5"), 10, 0).await.unwrap();
+    assert!(end.kvs.is_empty());
+    assert!(!end.more);
+    assert_eq!(end.count, 0);
+
+    // start_after before the prefix is harmless.
+    let before = s.range("/a/", Some("/0"), 0, 0).await.unwrap();
+    assert_eq!(before.count, 6);
+
+    // The empty prefix is everything.
+    assert_eq!(s.range("", None, 0, 0).await.unwrap().count, 9);
+    assert_eq!(s.range("/zzz", None, 0, 0).await.unwrap().count, 0);
+}
+
+async fn range_at_old_revision(s: SharedStore) {
+    let x1 = s.create("/p/x", b"x1".to_vec()).await.unwrap();
+    let x2 = s.update("/p/x", b"x2".to_vec(), 0).await.unwrap();
+    let y1 = s.create("/p/y", b"y1".to_vec()).await.unwrap();
+    let dx = s.delete("/p/x", 0).await.unwrap();
+    let z1 = s.create("/p/z", b"z1".to_vec()).await.unwrap();
+
+    let at = |rev| {
+        let s = s.clone();
+        async move {
+            let r = s.range("/p/", None, 0, rev).await.unwrap();
+            assert_eq!(r.revision, rev);
+            r.kvs
+        }
+    };
+    assert_eq!(at(x1.mod_revision).await, vec![x1.clone()]);
+    assert_eq!(at(x2.mod_revision).await, vec![x2.clone()]);
+    assert_eq!(at(y1.mod_revision).await, vec![x2.clone(), y1.clone()]);
+    assert_eq!(at(dx.revision).await, vec![y1.clone()]);
+    assert_eq!(at(z1.mod_revision).await, vec![y1.clone(), z1.clone()]);
+
+    let limited = s.range("/p/", None, 1, y1.mod_revision).await.unwrap();
+    assert_eq!(limited.kvs, vec![x2]);
+    assert!(limited.more);
+    assert_eq!(limited.count, 2);
+    let rest = s
+        .range("/p/", Some("/p/x"), 1, y1.mod_revision)
+        .await
+        .unwrap();
+    assert_eq!(rest.kvs, vec![y1]);
+    assert!(!rest.more);
+    assert_eq!(rest.count, 1);
+}
+
+async fn paginated_list_is_consistent(s: SharedStore) {
+    for i in 0..20 {
+        s.create(&format!("/list/{i:02}"), b"v".to_vec())
+            .await
+            .unwrap();
+    }
+    let first = s.range("/list/", None, 5, 0).await.unwrap();
+    // Writes between pages must not show up in later pages.
+    s.delete("/list/07", 0).await.unwrap();
+    s.create("/list/99", b"late".to_vec()).await.unwrap();
+    s.update("/list/10", b"changed".to_vec(), 0).await.unwrap();
+    let mut all = first.kvs.clone();
+    let mut last = first.kvs.last().map(|kv| kv.key.clone());
+    while let Some(after) = last.take() {
+        let p = s
+            .range("/list/", Some(&after), 5, first.revision)
+            .await
+            .unwrap();
+        all.extend(p.kvs.iter().cloned());
+        if p.more {
+            last = p.kvs.last().map(|kv| kv.key.clone());
+        }
+    }
+    assert_eq!(all.len(), 20);
+    assert!(all.iter().all(|kv| kv.value == b"v"));
+    assert!(all.iter().any(|kv| kv.key == "/list/07"));
+}
+
+async fn revision_is_monotonic(s: SharedStore) {
+    let start = s.current_revision().await.unwrap();
+    let mut last = start;
+    for i in 0..20 {
+        let key = format!("/m/{}", i % 3);
+        let rev = match s.get(&key).await.unwrap() {
+            None => s.create(&key, vec![i]).await.unwrap().mod_revision,
+            Some(kv) if i % 2 == 0 => s.delete(&key, kv.mod_revision).await.unwrap().revision,
+            Some(kv) => {
+                s.update(&key, vec![i], kv.mod_revision)
+                    .await
+                    .unwrap()
+                    .mod_revision
+            }
+        };
+        assert_eq!(rev, last + 1, "each write takes exactly the next revision");
+        last = rev;
+        assert_eq!(s.current_revision().await.unwrap(), rev);
+    }
+}
+
+async fn watch_from_now(s: SharedStore) {
+    s.create("/w/old", b"old".to_vec()).await.unwrap();
+    let mut w = s.watch("/w/", 0).await.unwrap();
+    quiet(&mut w).await;
+    let c = s.create("/w/new", b"new".to_vec()).await.unwrap();
+    let ev = next(&mut w).await;
+    assert_eq!(ev.kind, EventType::Put);
+    assert_eq!(ev.kv, c);
+    assert_eq!(ev.prev, None);
+}
+
+async fn watch_replays_history(s: SharedStore) {
+    let mut revs = Vec::new();
+    for i in 0..5 {
+        revs.push(
+            s.create(&format!("/h/{i}"), vec![i])
+                .await
+                .unwrap()
+                .mod_revision,
+        );
+    }
+    let mut w = s.watch("/h/", revs[1]).await.unwrap();
+    for (i, rev) in revs.iter().enumerate().skip(2) {
+        let ev = next(&mut w).await;
+        assert_eq!(ev.kv.mod_revision, *rev);
+        assert_eq!(ev.kv.key, format!("/h/{i}"));
+    }
+    let live = s.create("/h/live", b"l".to_vec()).await.unwrap();
+    assert_eq!(next(&mut w).await.kv, live);
+    quiet(&mut w).await;
+
+    // Watching from the current revision replays nothing.
+    let mut w2 = s.watch("/h/", live.mod_revision).await.unwrap();
+    quiet(&mut w2).await;
+    // Watching from a future revision waits for it.
+    let mut w3 = s.watch("/h/", live.mod_revision + 1).await.unwrap();
+    let a = s.create("/h/a", vec![]).await.unwrap();
+    let b = s.create("/h/b", vec![]).await.unwrap();
+    assert_eq!(next(&mut w2).await.kv, a);
+    assert_eq!(next(&mut w2).await.kv, b);
+    assert_eq!(next(&mut w3).await.kv, b);
+}
+
+async fn watch_prefix_filter(s: SharedStore) {
+    // (after = 0 means "from now", so make sure the history starts later.)
+    s.create("/pre", vec![]).await.unwrap();
+    let base = s.create("/f/x/0", vec![]).await.unwrap().mod_revision;
+    s.create("/f/y/0", vec![]).await.unwrap();
+    s.create("/f/x/1", vec![]).await.unwrap();
+    let mut past = s.watch("/f/x/", base - 1).await.unwrap();
+    let mut live = s.watch("/f/x/", 0).await.unwrap();
+    s.create("/f/y/1", vec![]).await.unwrap();
+    s.create("/f/xx", vec![]).await.unwrap();
+    s.create("/f/x/2", vec![]).await.unwrap();
+    for k in ["/f/x/0", "/f/x/1", "/f/x/2"] {
+        assert_eq!(next(&mut past).await.kv.key, k);
+    }
+    assert_eq!(next(&mut live).await.kv.key, "/f/x/2");
+    quiet(&mut past).await;
+    quiet(&mut live).await;
+}
+
+async fn watch_event_contents(s: SharedStore) {
+    s.create("/pre", vec![]).await.unwrap();
+    let start = s.current_revision().await.unwrap();
+    let mut live = s.watch("/e/", 0).await.unwrap();
+    let c = s.create("/e/k", b"v1".to_vec()).await.unwrap();
+    let u = s
+        .update("/e/k", b"v2".to_vec(), c.mod_revision)
+        .await
+        .unwrap();
+    let d = s.delete("/e/k", u.mod_revision).await.unwrap();
+    let mut replay = s.watch("/e/", start).await.unwrap();
+    for w in [&mut live, &mut replay] {
+        let e1 = next(w).await;
+        assert_eq!((e1.kind, &e1.kv, &e1.prev), (EventType::Put, &c, &None));
+        let e2 = next(w).await;
+        assert_eq!(
+            (e2.kind, &e2.kv, e2.prev.as_ref()),
+            (EventType::Put, &u, Some(&c))
+        );
+        let e3 = next(w).await;
+        assert_eq!(e3.kind, EventType::Delete);
+        assert_eq!(e3.kv.key, "/e/k");
+        assert_eq!(e3.kv.value, b"v2", "a delete event carries the last value");
+        assert_eq!(e3.kv.mod_revision, d.revision);
+        assert_eq!(e3.kv.create_revision, c.create_revision);
+        assert_eq!(e3.prev.as_ref(), Some(&u));
+    }
+}
+
+async fn compaction(s: SharedStore) {
+    let a1 = s.create("/c/a", b"1".to_vec()).await.unwrap();
+    let a2 = s.update("/c/a", b"2".to_vec(), 0).await.unwrap();
+    let b1 = s.create("/c/b", b"1".to_vec()).await.unwrap();
+    let db = s.delete("/c/b", 0).await.unwrap();
+    let a3 = s.update("/c/a", b"3".to_vec(), 0).await.unwrap();
+    assert_eq!(s.compact_revision().await.unwrap(), 0);
+
+    s.compact(db.revision).await.unwrap();
+    assert_eq!(s.compact_revision().await.unwrap(), db.revision);
+    // Compacting to an older revision again is a no-op.
+    s.compact(a1.mod_revision).await.unwrap();
+    assert_eq!(s.compact_revision().await.unwrap(), db.revision);
+
+    match s.watch("/c/", b1.mod_revision).await {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            assert_eq!((requested, compacted), (b1.mod_revision, db.revision));
+        }
+        Err(e) => panic!("expected Compacted, got {e:?}"),
+        Ok(_) => panic!("expected Compacted, got a stream"),
+    }
+    match s.range("/c/", None, 0, a2.mod_revision).await {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            assert_eq!((requested, compacted), (a2.mod_revision, db.revision));
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    // The compact revision itself and later stay readable.
+    assert_eq!(
+        s.range("/c/", None, 0, db.revision).await.unwrap().kvs,
+        vec![a2.clone()]
+    );
+    assert_eq!(
+        s.range("/c/", None, 0, 0).await.unwrap().kvs,
+        vec![a3.clone()]
+    );
+    let mut w = s.watch("/c/", db.revision).await.unwrap();
+    let ev = next(&mut w).await;
+    assert_eq!(ev.kv, a3);
+    assert_eq!(ev.prev, Some(a2));
+    // The revision counter is unaffected.
+    assert_eq!(s.current_revision().await.unwrap(), a3.mod_revision);
+    assert_eq!(
+        s.create("/c/n", vec![]).await.unwrap().mod_revision,
+        a3.mod_revision + 1
+    );
+}
+
+async fn compaction_keeps_what_reads_need(s: SharedStore) {
+    // A key deleted at the compact revision, one deleted after it, and one
+    // updated after it: reads and watches from the compact revision on must
+    // still see the right values and prev values.
+    let x = s.create("/k/x", b"x".to_vec()).await.unwrap();
+    let y = s.create("/k/y", b"y".to_vec()).await.unwrap();
+    let z = s.create("/k/z", b"z".to_vec()).await.unwrap();
+    let dx = s.delete("/k/x", 0).await.unwrap();
+    s.compact(dx.revision).await.unwrap();
+    let dy = s.delete("/k/y", 0).await.unwrap();
+    let z2 = s.update("/k/z", b"z2".to_vec(), 0).await.unwrap();
+    let at = s.range("/k/", None, 0, dx.revision).await.unwrap();
+    assert_eq!(at.kvs, vec![y.clone(), z.clone()]);
+    let mut w = s.watch("/k/", dx.revision).await.unwrap();
+    let e = next(&mut w).await;
+    assert_eq!(
+        (e.kind, e.kv.mod_revision, e.kv.value.as_slice()),
+        (EventType::Delete, dy.revision, &b"y"[..])
+    );
+    assert_eq!(e.prev, Some(y));
+    let e = next(&mut w).await;
+    assert_eq!(e.kv, z2);
+    assert_eq!(e.prev, Some(z));
+    // Compacting everything leaves only live keys.
+    s.compact(z2.mod_revision).await.unwrap();
+    assert_eq!(
+        s.range("/k/", None, 0, 0).await.unwrap().kvs,
+        vec![z2.clone()]
+    );
+    assert_eq!(
+        s.range("/k/", None, 0, z2.mod_revision).await.unwrap().kvs,
+        vec![z2]
+    );
+    assert!(x.mod_revision < dx.revision);
+}
+
+async fn future_revision(s: SharedStore) {
+    let c = s.create("/fut", vec![]).await.unwrap();
+    match s.range("/", None, 0, c.mod_revision + 1).await {
+        Err(StoreError::FutureRevision { requested, current }) => {
+            assert_eq!((requested, current), (c.mod_revision + 1, c.mod_revision));
+        }
+        other => panic!("expected FutureRevision, got {other:?}"),
+    }
+    assert!(matches!(
+        s.compact(c.mod_revision + 5).await,
+        Err(StoreError::FutureRevision { .. })
+    ));
+}
+
+async fn concurrent_writers_and_watcher(s: SharedStore) {
+    const TASKS: usize = 64;
+    const WRITES: usize = 50;
+    let start = s.current_revision().await.unwrap();
+    let mut w = s.watch("/conc/", 0).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("/conc/{t:02}");
+            let mut kv = s.create(&key, b"0".to_vec()).await.unwrap();
+            let mut revs = vec![kv.mod_revision];
+            for i in 1..WRITES {
+                kv = s
+                    .update(&key, i.to_string().into_bytes(), kv.mod_revision)
+                    .await
+                    .unwrap();
+                revs.push(kv.mod_revision);
+            }
+            revs
+        }));
+    }
+    let mut acked: HashMap<i64, usize> = HashMap::new();
+    for (t, task) in tasks.into_iter().enumerate() {
+        for rev in task.await.unwrap() {
+            assert!(
+                acked.insert(rev, t).is_none(),
+                "revision {rev} handed out twice"
+            );
+        }
+    }
+    let total = (TASKS * WRITES) as i64;
+    assert_eq!(s.current_revision().await.unwrap(), start + total);
+    let all = s.range("/conc/", None, 0, 0).await.unwrap();
+    assert_eq!(all.count, TASKS as i64);
+    for kv in &all.kvs {
+        assert_eq!(kv.value, (WRITES - 1).to_string().into_bytes());
+    }
+    // The watcher sees every write, in order, no gap, no duplicate.
+    for expected in start + 1..=start + total {
+        let ev = next(&mut w).await;
+        assert_eq!(ev.kv.mod_revision, expected);
+        let t = acked[&expected];
+        assert_eq!(ev.kv.key, format!("/conc/{t:02}"));
+    }
+    quiet(&mut w).await;
+}
+
+async fn watch_replay_joins_live_without_gap(s: SharedStore) {
+    // Start watchers from past revisions while writes are in flight; each
+    // must see a contiguous sequence of revisions.
+    let start = s.current_revision().await.unwrap();
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..1500 {
+                s.create(&format!("/gap/{i:05}"), vec![]).await.unwrap();
+            }
+        })
+    };
+    let mut watchers = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let from = s.current_revision().await.unwrap().max(start + 1) - 1;
+        watchers.push((from, s.watch("/gap/", from).await.unwrap()));
+    }
+    writer.await.unwrap();
+    for (from, mut w) in watchers {
+        for expected in from + 1..=start + 1500 {
+            assert_eq!(next(&mut w).await.kv.mod_revision, expected);
+        }
+        quiet(&mut w).await;
+    }
+}
+
+// ---- Lagging watchers (both backends, small buffers) ----
+
+async fn lagging_watcher_is_closed(s: SharedStore) {
+    let mut w = s.watch("/lag/", 0).await.unwrap();
+    let mut quiet_w = s.watch("/other/", 0).await.unwrap();
+    for i in 0..100 {
+        s.create(&format!("/lag/{i}"), vec![]).await.unwrap();
+    }
+    let mut got = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(_)) => got += 1,
+            Some(Err(StoreError::WatcherLagged)) => break,
+            other => panic!("expected WatcherLagged, got {other:?}"),
+        }
+    }
+    assert!(got <= 8, "delivered {got} events from an 8-event buffer");
+    assert!(
+        w.next().await.is_none(),
+        "the stream ends after the lag error"
+    );
+    // A watcher on an untouched prefix is unaffected.
+    s.create("/other/x", vec![]).await.unwrap();
+    assert_eq!(next(&mut quiet_w).await.kv.key, "/other/x");
+}
+
+#[tokio::test]
+async fn memory_lagging_watcher_is_closed() {
+    lagging_watcher_is_closed(memory(8).store).await;
+}
+
+#[tokio::test]
+async fn sqlite_lagging_watcher_is_closed() {
+    let b = sqlite(8);
+    lagging_watcher_is_closed(b.store.clone()).await;
+}
+
+// ---- SQLite specifics ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (kept, last) = {
+        let s = SqliteStore::open(&path).unwrap();
+        let kept = s.create("/r/kept", b"v".to_vec()).await.unwrap();
+        s.create("/r/gone", b"v".to_vec()).await.unwrap();
+        // The newest write is a tombstone that compaction removes: the
+        // revision counter must still not go backwards.
+        let d = s.delete("/r/gone", 0).await.unwrap();
+        s.compact(d.revision).await.unwrap();
+        (kept, d.revision)
+    };
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.current_revision().await.unwrap(), last);
+    assert_eq!(s.compact_revision().await.unwrap(), last);
+    assert_eq!(s.get("/r/kept").await.unwrap(), Some(kept));
+    assert_eq!(s.get("/r/gone").await.unwrap(), None);
+    let next_kv = s.create("/r/next", vec![]).await.unwrap();
+    assert_eq!(next_kv.mod_revision, last + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_group_commit_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::open(dir.path().join("state.db")).unwrap());
+    let before = s.stats();
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                s.create(&format!("/g/{t}/{i}"), vec![]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = s.stats();
+    let writes = after.writes - before.writes;
+    let commits = after.commits - before.commits;
+    assert_eq!(writes, 64 * 20);
+    assert!(
+        commits < writes / 4,
+        "{commits} commits for {writes} writes: not batching"
+    );
+    assert_eq!(s.range("/g/", None, 0, 0).await.unwrap().count, 64 * 20);
+}
+
+#[tokio::test]
+async fn sqlite_open_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    match SqliteStore::open(dir.path().join("no/such/dir/state.db")) {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("sqlite"), "{msg}"),
+        Err(e) => panic!("expected Backend, got {e:?}"),
+        Ok(_) => panic!("opening in a missing directory succeeded"),
+    }
+}
