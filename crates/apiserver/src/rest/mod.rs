@@ -262,6 +262,11 @@ impl Rest {
     /// through the same pipeline as API requests. AlreadyExists is success.
     pub async fn ensure(&self, info: &'static ResourceInfo, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if self.store.get(&object_key(info, ns, &name)).await?.is_some() {
+            return Ok(());
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("r8s-apiserver"));
         let call = Call {
             route: ResourceRoute {
                 info,
@@ -273,7 +278,7 @@ impl Rest {
             },
             method: Method::POST,
             query: Query::default(),
-            headers: http::HeaderMap::new(),
+            headers,
             user: User {
                 name: "system:apiserver".into(),
                 groups: vec!["system:masters".into()],
