@@ -239,7 +239,16 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, user: Use
             Some(doc) => h::json(200, &doc),
             None => h::error(&ApiError::no_route(req.uri().path())),
         },
-        Route::OpenApiV2 => h::json(200, api::openapi::v2_document()),
+        Route::OpenApiV2 => {
+            // Only JSON is served; a protobuf-only client must not get JSON
+            // it would misparse.
+            let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("*/*");
+            if accept.contains("json") || accept.contains("*/*") || accept.trim().is_empty() {
+                h::json(200, api::openapi::v2_document())
+            } else {
+                h::error(&ApiError::not_acceptable(format!("only application/json is served for /openapi/v2 (asked for {accept})")))
+            }
+        }
         Route::OpenApiV3Root => h::json(200, api::openapi::v3_root()),
         Route::OpenApiV3(g, v) => match api::openapi::v3_document(&g, &v) {
             Some(doc) => {
