@@ -86,6 +86,11 @@ impl Hub {
         (Live { rx, lagged }, st.revision)
     }
 
+    /// Ends every live feed (the store is going away).
+    pub(crate) fn close(&self) {
+        self.lock().subscribers.clear();
+    }
+
     /// Publishes the events of one commit (in revision order) and records
     /// `revision` as the latest.
     pub(crate) fn publish(&self, revision: Revision, events: &[Event]) {

@@ -178,3 +178,30 @@ pub trait Store: Send + Sync + 'static {
 
 /// A shared, dynamically chosen store.
 pub type SharedStore = Arc<dyn Store>;
+
+/// Compacts `store` periodically, keeping about one `interval` of history:
+/// each tick compacts to the revision observed at the previous tick (as the
+/// Kubernetes API server does with etcd). Failures are logged and retried on
+/// the next tick; the task runs until aborted.
+pub fn spawn_compactor(
+    store: SharedStore,
+    interval: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous: Option<Revision> = None;
+        loop {
+            ticker.tick().await;
+            if let Some(rev) = previous
+                && let Err(e) = store.compact(rev).await
+            {
+                tracing::warn!(revision = rev, error = %e, "periodic compaction failed");
+            }
+            match store.current_revision().await {
+                Ok(rev) => previous = Some(rev),
+                Err(e) => tracing::warn!(error = %e, "reading revision for compaction failed"),
+            }
+        }
+    })
+}

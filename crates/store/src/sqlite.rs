@@ -154,6 +154,8 @@ fn range_start<'a>(prefix: &'a str, start_after: Option<&'a str>) -> (&'static s
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(db("setting busy timeout"))?;
+    // Room for every statement this module prepares (the default is 16).
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 
@@ -297,6 +299,9 @@ impl Drop for SqliteStore {
         {
             tracing::error!("sqlite writer thread panicked");
         }
+        // Watch streams keep the shared state alive; end them now rather
+        // than leaving them waiting for events that can no longer come.
+        self.shared.hub.close();
     }
 }
 
@@ -655,21 +660,21 @@ fn range_in(
         -1
     };
     // At the latest revision the `current` table answers directly; at an
-    // older one, take the newest row of each key at or before `at` and skip
-    // tombstones (this walks only the history of keys under the prefix).
+    // older one, take the newest row of each key at or before `at` unless it
+    // is a tombstone (this walks only the history of keys under the prefix).
     let historical = at != current;
     let (rows_sql, count_sql) = if historical {
-        let latest = format!(
-            "SELECT MAX(revision) AS r FROM log WHERE key {op} ?1 AND key < ?2 AND revision <= ?3 GROUP BY key"
+        // Walks the key index in key order, so a page stops after `limit`
+        // keys instead of materializing the whole prefix.
+        let newest = format!(
+            "FROM log l WHERE l.key {op} ?1 AND l.key < ?2 AND l.revision <= ?3 AND l.deleted = 0
+             AND l.revision = (SELECT MAX(x.revision) FROM log x WHERE x.key = l.key AND x.revision <= ?3)"
         );
         (
             format!(
-                "SELECT l.key, l.value, l.create_revision, l.revision FROM ({latest}) m
-                 JOIN log l ON l.revision = m.r WHERE l.deleted = 0 ORDER BY l.key LIMIT ?4"
+                "SELECT l.key, l.value, l.create_revision, l.revision {newest} ORDER BY l.key LIMIT ?4"
             ),
-            format!(
-                "SELECT COUNT(*) FROM ({latest}) m JOIN log l ON l.revision = m.r WHERE l.deleted = 0"
-            ),
+            format!("SELECT COUNT(*) {newest}"),
         )
     } else {
         (

@@ -671,6 +671,7 @@ async fn sqlite_group_commit_batches() {
     let after = s.stats();
     let writes = after.writes - before.writes;
     let commits = after.commits - before.commits;
+    eprintln!("group commit: {writes} writes in {commits} commits");
     assert_eq!(writes, 64 * 20);
     assert!(
         commits < writes / 4,
@@ -686,5 +687,105 @@ async fn sqlite_open_fails_cleanly() {
         Err(StoreError::Backend(msg)) => assert!(msg.contains("sqlite"), "{msg}"),
         Err(e) => panic!("expected Backend, got {e:?}"),
         Ok(_) => panic!("opening in a missing directory succeeded"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_drop_ends_watch_streams() {
+    let b = sqlite(BUFFER);
+    let mut w = b.store.watch("/", 0).await.unwrap();
+    drop(b.store);
+    let end = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "expected the stream to end, got {end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_compactor_compacts() {
+    let s: SharedStore = Arc::new(MemoryStore::new());
+    let c = s.create("/pc", vec![]).await.unwrap();
+    let task = store::spawn_compactor(s.clone(), Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    task.abort();
+    assert_eq!(s.compact_revision().await.unwrap(), c.mod_revision);
+}
+
+/// Env var that turns `kill_child` into the writer process of `sqlite_acknowledged_writes_survive_kill`.
+const KILL_CHILD_DB: &str = "STORE_CONFORMANCE_KILL_CHILD_DB";
+
+/// Child half of the kill -9 test: writes concurrently forever and prints
+/// every acknowledged write. A no-op when run as an ordinary test.
+#[test]
+fn kill_child() {
+    let Ok(path) = std::env::var(KILL_CHILD_DB) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let s = Arc::new(SqliteStore::open(&path).unwrap());
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                // Bounded so an orphaned child cannot run forever.
+                for i in 0..20_000 {
+                    let key = format!("/kill/{t}/{i}");
+                    let kv = s.create(&key, key.clone().into_bytes()).await.unwrap();
+                    println!("ack {key} {}", kv.mod_revision);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledged_writes_survive_kill() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "kill_child", "--nocapture", "--test-threads=1"])
+        .env(KILL_CHILD_DB, &path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let mut parts = line.split_whitespace();
+            if parts.next() != Some("ack") {
+                continue;
+            }
+            let key = parts.next().unwrap().to_string();
+            let rev: i64 = parts.next().unwrap().parse().unwrap();
+            acked.push((key, rev));
+            if acked.len() == 500 {
+                // SIGKILL mid-stream: writes are in flight right now.
+                child.kill().unwrap();
+                break;
+            }
+        }
+        child.wait().unwrap();
+        acked
+    })
+    .await
+    .unwrap();
+    assert_eq!(acked.len(), 500, "child stopped early");
+    let s = SqliteStore::open(&path).unwrap();
+    let max = acked.iter().map(|(_, r)| *r).max().unwrap();
+    assert!(s.current_revision().await.unwrap() >= max);
+    for (key, rev) in &acked {
+        let kv = s
+            .get(key)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged {key} lost"));
+        assert_eq!(kv.mod_revision, *rev);
     }
 }
