@@ -53,6 +53,9 @@ pub struct SqliteOptions {
     pub max_batch: usize,
     /// Pending write requests before callers wait (backpressure).
     pub queue: usize,
+    /// Cap on the database size in pages (a quota); writes that would grow
+    /// it further fail with a `Backend` "database or disk is full" error.
+    pub max_pages: Option<u64>,
 }
 
 impl Default for SqliteOptions {
@@ -62,6 +65,7 @@ impl Default for SqliteOptions {
             read_connections: 8,
             max_batch: 1024,
             queue: 8192,
+            max_pages: None,
         }
     }
 }
@@ -235,6 +239,10 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db("setting synchronous=FULL"))?;
         conn.execute_batch(SCHEMA).map_err(db("creating schema"))?;
+        if let Some(pages) = opts.max_pages {
+            conn.pragma_update(None, "max_page_count", pages)
+                .map_err(db("setting max_page_count"))?;
+        }
         let (meta_rev, _) = meta(&conn)?;
         let log_rev: Option<Revision> = conn
             .query_row("SELECT MAX(revision) FROM log", [], |r| r.get(0))
@@ -399,6 +407,14 @@ impl Writer {
                 // never observed and can be handed out again.
                 self.revision = start;
                 tracing::error!(error = %e, requests = n, "sqlite write batch failed");
+                // Dropping the transaction rolled it back; if even that
+                // failed, retry so the next batch does not start inside a
+                // dead transaction.
+                if !self.conn.is_autocommit()
+                    && let Err(e) = self.conn.execute_batch("ROLLBACK")
+                {
+                    tracing::error!(error = %e, "sqlite rollback failed");
+                }
                 for req in batch {
                     let _ = req.reply.send(Err(clone_backend(&e)));
                 }

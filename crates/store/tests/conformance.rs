@@ -789,3 +789,38 @@ async fn sqlite_acknowledged_writes_survive_kill() {
         assert_eq!(kv.mod_revision, *rev);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_disk_full_is_a_backend_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let opts = SqliteOptions {
+        max_pages: Some(64),
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open_with(&path, opts).unwrap();
+    let mut acked = Vec::new();
+    let err = loop {
+        let key = format!("/full/{}", acked.len());
+        match s.create(&key, vec![7; 4096]).await {
+            Ok(kv) => acked.push(kv),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 1000, "the page cap never took effect");
+    };
+    match &err {
+        StoreError::Backend(msg) => assert!(msg.contains("full"), "{msg}"),
+        other => panic!("expected Backend, got {other:?}"),
+    }
+    // The failed write consumed nothing; reads and deletes still work.
+    let last = acked.last().unwrap().clone();
+    assert_eq!(s.current_revision().await.unwrap(), last.mod_revision);
+    assert_eq!(s.get(&last.key).await.unwrap(), Some(last.clone()));
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    for kv in &acked {
+        assert_eq!(s.get(&kv.key).await.unwrap().as_ref(), Some(kv));
+    }
+    let next_kv = s.create("/full/after", vec![]).await.unwrap();
+    assert_eq!(next_kv.mod_revision, last.mod_revision + 1);
+}
