@@ -74,6 +74,8 @@ fn open_store(args: &ServerArgs) -> anyhow::Result<store::SharedStore> {
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let store = open_store(&args)?;
+    // Keep about five minutes of history, as upstream compacts etcd.
+    store::spawn_compactor(store.clone(), std::time::Duration::from_secs(300));
     let cfg = apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
