@@ -279,3 +279,55 @@ fn data_survives_restart() {
     let rv2: i64 = c2.ok(&["get", "cm", "after", "-o", "jsonpath={.metadata.resourceVersion}"]).parse().expect("rv");
     assert!(rv2 > rv1, "revision went backwards: {rv2} <= {rv1}");
 }
+
+/// Creates an owner ConfigMap and a dependent ConfigMap owned by it.
+fn owner_and_dependent(c: &Cluster, owner: &str, dep: &str) {
+    c.ok_stdin(&["create", "-f", "-"], &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {owner}\n"));
+    let uid = c.ok(&["get", "cm", owner, "-o", "jsonpath={.metadata.uid}"]);
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {dep}\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {owner}\n    uid: {uid}\n"
+        ),
+    );
+}
+
+fn wait_gone(c: &Cluster, kind: &str, name: &str) -> bool {
+    for _ in 0..100 {
+        if !c.kubectl(&["get", kind, name]).status.success() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn cascading_deletion_foreground_background_orphan() {
+    let c = Cluster::start();
+    owner_and_dependent(&c, "fg-owner", "fg-dep");
+    c.ok(&["delete", "cm", "fg-owner", "--cascade=foreground", "--timeout=30s"]);
+    assert!(wait_gone(&c, "cm", "fg-dep"), "foreground deletion left the dependent");
+    assert!(wait_gone(&c, "cm", "fg-owner"));
+
+    owner_and_dependent(&c, "bg-owner", "bg-dep");
+    c.ok(&["delete", "cm", "bg-owner", "--cascade=background"]);
+    assert!(wait_gone(&c, "cm", "bg-dep"), "background deletion left the dependent");
+
+    owner_and_dependent(&c, "or-owner", "or-dep");
+    c.ok(&["delete", "cm", "or-owner", "--cascade=orphan", "--timeout=30s"]);
+    assert!(wait_gone(&c, "cm", "or-owner"));
+    let refs = c.ok(&["get", "cm", "or-dep", "-o", "jsonpath={.metadata.ownerReferences}"]);
+    assert_eq!(refs.trim(), "", "orphaned dependent still has an owner: {refs}");
+}
+
+#[test]
+fn deleting_a_namespace_deletes_its_content() {
+    let c = Cluster::start();
+    c.ok_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: doomed\n");
+    c.ok_stdin(&["create", "-n", "doomed", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: inside\n");
+    c.ok(&["delete", "ns", "doomed", "--timeout=60s"]);
+    assert!(wait_gone(&c, "ns", "doomed"));
+    let err = c.fails(&["get", "cm", "inside", "-n", "doomed"]);
+    assert!(err.contains("not found"), "{err}");
+}
