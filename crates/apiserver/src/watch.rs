@@ -27,6 +27,17 @@ pub struct CachedEvent {
     pub prev: Option<Arc<Value>>,
     /// The event's revision.
     pub revision: Revision,
+    /// The object serialised once, shared by every watcher that wants it
+    /// as stored (the common case), so fan-out costs no re-encoding.
+    pub encoded: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl CachedEvent {
+    /// The object as JSON bytes, encoded on first use.
+    pub fn encoded(&self) -> &bytes::Bytes {
+        self.encoded
+            .get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+    }
 }
 
 struct Ring {
@@ -86,6 +97,7 @@ pub fn from_store_event(ev: &store::Event) -> Option<CachedEvent> {
         object: Arc::new(object),
         prev: prev.map(Arc::new),
         revision: ev.kv.mod_revision,
+        encoded: std::sync::OnceLock::new(),
     })
 }
 

@@ -220,28 +220,59 @@ fn bookmark(info: &ResourceInfo, rev: Revision, initial_end: bool) -> Value {
     json!({"kind": info.kind, "apiVersion": info.api_version(), "metadata": meta})
 }
 
-/// Classifies a cached event for this watcher, honouring selector
-/// transitions as upstream does (an object leaving the selector is DELETED).
+/// Whether a stored object can be sent as stored (no version conversion).
+fn as_stored(info: &ResourceInfo, obj: &Value) -> bool {
+    obj["apiVersion"].as_str() == Some(info.api_version().as_str()) && obj["kind"].as_str() == Some(info.kind)
+}
+
+/// The event type for this watcher, honouring selector transitions as
+/// upstream does (an object leaving the selector is DELETED).
+fn event_type(ev: &CachedEvent, now: bool, before: impl FnOnce() -> bool) -> Option<&'static str> {
+    match ev.kind {
+        EventType::Delete => now.then_some("DELETED"),
+        EventType::Put => match (before(), now) {
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        },
+    }
+}
+
+/// Encodes one cached event for a watcher, or None when it does not see it.
+/// Objects that need no conversion are filtered in place and sent from the
+/// shared encoding.
+fn encode_event(info: &ResourceInfo, filter: &Filter, call: &Call, want: Want, ev: &CachedEvent) -> Option<Bytes> {
+    if want == Want::Object && as_stored(info, &ev.object) {
+        let now = filter.matches(&ev.object);
+        let t = event_type(ev, now, || ev.prev.as_ref().is_some_and(|p| filter.matches(p)))?;
+        let body = ev.encoded();
+        let mut line = Vec::with_capacity(body.len() + 32);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(t.as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        line.extend_from_slice(body);
+        line.extend_from_slice(b"}\n");
+        return Some(Bytes::from(line));
+    }
+    let (t, obj) = classify(info, filter, ev)?;
+    Some(watch_event(t, call, want, obj))
+}
+
+/// Classifies a cached event for this watcher, converting the object to the
+/// watcher's version first.
 fn classify(info: &ResourceInfo, filter: &Filter, ev: &CachedEvent) -> Option<(&'static str, Value)> {
     let mut obj = (*ev.object).clone();
     convert::to_version(info, &mut obj);
     let now = filter.matches(&obj);
-    match ev.kind {
-        EventType::Delete => now.then_some(("DELETED", obj)),
-        EventType::Put => {
-            let before = ev.prev.as_ref().is_some_and(|p| {
-                let mut p = (**p).clone();
-                convert::to_version(info, &mut p);
-                filter.matches(&p)
-            });
-            match (before, now) {
-                (true, true) => Some(("MODIFIED", obj)),
-                (false, true) => Some(("ADDED", obj)),
-                (true, false) => Some(("DELETED", obj)),
-                (false, false) => None,
-            }
-        }
-    }
+    let t = event_type(ev, now, || {
+        ev.prev.as_ref().is_some_and(|p| {
+            let mut p = (**p).clone();
+            convert::to_version(info, &mut p);
+            filter.matches(&p)
+        })
+    })?;
+    Some((t, obj))
 }
 
 /// A watch: a chunked stream of JSON events.
@@ -329,8 +360,8 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
             Source::Cache { replay, mut live, after: skip } => {
                 for ev in replay {
                     last_sent = ev.revision;
-                    if let Some((t, obj)) = classify(call_info, &filter, &ev)
-                        && !send(watch_event(t, &call, want, obj)).await
+                    if let Some(line) = encode_event(call_info, &filter, &call, want, &ev)
+                        && !send(line).await
                     {
                         return;
                     }
@@ -349,8 +380,8 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
                                     continue;
                                 }
                                 last_sent = ev.revision;
-                                if let Some((t, obj)) = classify(call_info, &filter, &ev)
-                                    && !send(watch_event(t, &call, want, obj)).await
+                                if let Some(line) = encode_event(call_info, &filter, &call, want, &ev)
+                                    && !send(line).await
                                 {
                                     return;
                                 }
