@@ -17,13 +17,18 @@
 //! and only then publishes the events and acknowledges the callers. Reads use
 //! a small pool of read-only connections on the blocking thread pool; WAL
 //! mode lets them run concurrently with the writer.
+//!
+//! A maintenance thread periodically asks the writer to checkpoint the WAL
+//! (so it cannot grow without bound under constant reads) and, if
+//! configured, to compact history; going through the writer keeps the write
+//! connection single-owner.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -41,6 +46,9 @@ use crate::{
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events read per query when a watcher replays history.
 const REPLAY_PAGE: usize = 1000;
+/// How long a checkpoint waits for readers to leave the WAL: it runs on the
+/// writer thread, so waiting longer would stall every write.
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Tunables for [`SqliteStore::open_with`].
 #[derive(Clone, Debug)]
@@ -56,6 +64,13 @@ pub struct SqliteOptions {
     /// Cap on the database size in pages (a quota); writes that would grow
     /// it further fail with a `Backend` "database or disk is full" error.
     pub max_pages: Option<u64>,
+    /// How often the WAL is checkpointed and truncated (`None`: only
+    /// SQLite's automatic passive checkpoints).
+    pub checkpoint_interval: Option<Duration>,
+    /// How often history is compacted, each time to the revision seen one
+    /// interval earlier, as upstream does with etcd (`None`: only on request,
+    /// e.g. by [`crate::spawn_compactor`], which the r8s server runs).
+    pub compact_interval: Option<Duration>,
 }
 
 impl Default for SqliteOptions {
@@ -66,6 +81,8 @@ impl Default for SqliteOptions {
             max_batch: 1024,
             queue: 8192,
             max_pages: None,
+            checkpoint_interval: Some(Duration::from_secs(60)),
+            compact_interval: None,
         }
     }
 }
@@ -97,6 +114,8 @@ enum Op {
     Compact {
         revision: Revision,
     },
+    /// Checkpoint and truncate the WAL (outside any transaction).
+    Checkpoint,
 }
 
 /// The writer's answer to one request.
@@ -104,6 +123,7 @@ enum Reply {
     Kv(KeyValue),
     Deleted(Deleted),
     Compacted,
+    Checkpointed,
 }
 
 struct Request {
@@ -125,6 +145,9 @@ struct Shared {
 pub struct SqliteStore {
     tx: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
+    /// Dropping this wakes the maintenance thread and makes it exit.
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    maintenance: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
 }
 
@@ -259,6 +282,13 @@ impl SqliteStore {
             writes: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let maintenance = Maintenance {
+            // Weak, so the maintenance thread never keeps the writer alive.
+            tx: tx.downgrade(),
+            shared: shared.clone(),
+            checkpoint: opts.checkpoint_interval.filter(|d| !d.is_zero()),
+            compact: opts.compact_interval.filter(|d| !d.is_zero()),
+        };
         let writer = Writer {
             conn,
             rx,
@@ -270,11 +300,37 @@ impl SqliteStore {
             .name("store-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Backend(format!("sqlite: starting writer thread: {e}")))?;
-        Ok(SqliteStore {
+        let mut store = SqliteStore {
             tx: Some(tx),
             writer: Some(handle),
+            stop: None,
+            maintenance: None,
             shared,
-        })
+        };
+        if maintenance.checkpoint.is_some() || maintenance.compact.is_some() {
+            let (stop, stopped) = std::sync::mpsc::channel();
+            // On failure `store` is dropped here, which stops the writer.
+            let handle = std::thread::Builder::new()
+                .name("store-maintenance".into())
+                .spawn(move || maintenance.run(stopped))
+                .map_err(|e| {
+                    StoreError::Backend(format!("sqlite: starting maintenance thread: {e}"))
+                })?;
+            store.stop = Some(stop);
+            store.maintenance = Some(handle);
+        }
+        Ok(store)
+    }
+
+    /// Transactions committed so far (each one fsync); see [`Self::stats`].
+    pub fn commit_count(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints the WAL into the database file and truncates it. A no-op
+    /// (not an error) when readers keep part of the WAL in use.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.submit(Op::Checkpoint).await.map(|_| ())
     }
 
     /// Group-commit counters: under concurrency `commits` stays well below `writes`.
@@ -298,10 +354,19 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
+        // The maintenance thread only holds a weak sender (upgraded for the
+        // duration of one request), so stopping it cannot deadlock with the
+        // writer shutting down.
+        self.stop.take();
         // Closing the channel lets the writer finish its current batch and
         // exit; waiting for it means a reopen of the same file sees every
         // acknowledged write and no lingering writer.
         self.tx.take();
+        if let Some(handle) = self.maintenance.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("sqlite maintenance thread panicked");
+        }
         if let Some(handle) = self.writer.take()
             && handle.join().is_err()
         {
@@ -379,9 +444,53 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_batch(batch);
+            // A checkpoint cannot run inside a transaction: run it after the
+            // batch, which also lets it include the batch's pages.
+            let (checkpoints, batch): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|r| matches!(r.op, Op::Checkpoint));
+            if !batch.is_empty() {
+                self.commit_batch(batch);
+            }
+            for req in checkpoints {
+                let _ = req
+                    .reply
+                    .send(self.checkpoint().map(|()| Reply::Checkpointed));
+            }
         }
         tracing::debug!("sqlite writer stopped");
+    }
+
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(CHECKPOINT_BUSY_TIMEOUT)
+            .map_err(db("setting checkpoint busy timeout"))?;
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db("checkpointing WAL"));
+        // Restore the long timeout even when the checkpoint failed.
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(db("restoring busy timeout"))?;
+        let (busy, log, checkpointed) = result?;
+        if busy != 0 {
+            // Readers still use part of the WAL; the next one will catch up.
+            tracing::debug!(
+                log,
+                checkpointed,
+                "WAL checkpoint incomplete: readers active"
+            );
+        } else {
+            tracing::debug!(log, checkpointed, "WAL checkpointed");
+        }
+        Ok(())
     }
 
     fn commit_batch(&mut self, batch: Vec<Request>) {
@@ -419,6 +528,82 @@ impl Writer {
                     let _ = req.reply.send(Err(clone_backend(&e)));
                 }
             }
+        }
+    }
+}
+
+/// Periodic background work, run as requests to the writer.
+struct Maintenance {
+    tx: mpsc::WeakSender<Request>,
+    shared: Arc<Shared>,
+    checkpoint: Option<Duration>,
+    compact: Option<Duration>,
+}
+
+impl Maintenance {
+    fn run(self, stop: std::sync::mpsc::Receiver<()>) {
+        let now = Instant::now();
+        let mut next_checkpoint = self.checkpoint.map(|d| now + d);
+        let mut next_compact = self.compact.map(|d| now + d);
+        // The revision seen at the previous compaction tick: compacting to
+        // it keeps about one interval of history for watchers to resume.
+        let mut previous: Option<Revision> = None;
+        loop {
+            let Some(deadline) = next_checkpoint.into_iter().chain(next_compact).min() else {
+                return;
+            };
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match stop.recv_timeout(wait) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // The store was dropped.
+                _ => return,
+            }
+            let now = Instant::now();
+            if let (Some(at), Some(every)) = (next_checkpoint, self.checkpoint)
+                && now >= at
+            {
+                if !self.request(Op::Checkpoint) {
+                    return;
+                }
+                next_checkpoint = Some(now + every);
+            }
+            if let (Some(at), Some(every)) = (next_compact, self.compact)
+                && now >= at
+            {
+                if let Some(revision) = previous
+                    && !self.request(Op::Compact { revision })
+                {
+                    return;
+                }
+                previous = Some(self.shared.hub.revision());
+                next_compact = Some(now + every);
+            }
+        }
+    }
+
+    /// Sends one request and waits for it; false once the writer is gone.
+    fn request(&self, op: Op) -> bool {
+        let what = match &op {
+            Op::Checkpoint => "checkpoint",
+            _ => "compaction",
+        };
+        let Some(tx) = self.tx.upgrade() else {
+            return false;
+        };
+        let (reply, rx) = oneshot::channel();
+        if tx.blocking_send(Request { op, reply }).is_err() {
+            return false;
+        }
+        // Drop the strong sender before waiting, so it never delays shutdown.
+        drop(tx);
+        match rx.blocking_recv() {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                // Retried on the next tick.
+                tracing::warn!(error = %e, "periodic {what} failed");
+                true
+            }
+            Err(_) => false,
         }
     }
 }
@@ -606,6 +791,8 @@ fn apply_op(
                 revision: rev,
             })))
         }
+        // Split off by the writer loop before a batch is applied.
+        Op::Checkpoint => Ok(Ok(Reply::Checkpointed)),
         Op::Compact { revision: target } => {
             let target = *target;
             if target > *revision {

@@ -824,3 +824,60 @@ async fn sqlite_disk_full_is_a_backend_error() {
     let next_kv = s.create("/full/after", vec![]).await.unwrap();
     assert_eq!(next_kv.mod_revision, last.mod_revision + 1);
 }
+
+fn wal_len(db: &std::path::Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoint_truncates_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let opts = SqliteOptions {
+        checkpoint_interval: None,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open_with(&path, opts).unwrap();
+    for i in 0..50 {
+        s.create(&format!("/ck/{i}"), vec![1; 1024]).await.unwrap();
+    }
+    assert!(wal_len(&path) > 0);
+    s.checkpoint().await.unwrap();
+    assert_eq!(wal_len(&path), 0);
+    // Commit counting is unaffected by checkpoints.
+    assert_eq!(s.commit_count(), s.stats().commits);
+    assert_eq!(s.get("/ck/49").await.unwrap().unwrap().value, vec![1; 1024]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_background_maintenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let opts = SqliteOptions {
+        checkpoint_interval: Some(Duration::from_millis(30)),
+        compact_interval: Some(Duration::from_millis(30)),
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open_with(&path, opts).unwrap();
+    let first = s.create("/bg/a", vec![1; 1024]).await.unwrap();
+    s.update("/bg/a", vec![2; 1024], 0).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.compact_revision().await.unwrap() <= first.mod_revision || wal_len(&path) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background compaction/checkpoint did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        s.range("/bg/", None, 0, first.mod_revision).await,
+        Err(StoreError::Compacted { .. })
+    ));
+    assert_eq!(s.get("/bg/a").await.unwrap().unwrap().value, vec![2; 1024]);
+    // Dropping the store stops both background threads promptly.
+    let t = std::time::Instant::now();
+    drop(s);
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
