@@ -95,6 +95,7 @@ backends!(
     future_revision,
     concurrent_writers_and_watcher,
     watch_replay_joins_live_without_gap,
+    concurrent_cas_has_one_winner,
 );
 
 async fn create_get_update_delete(s: SharedStore) {
@@ -583,6 +584,41 @@ async fn watch_replay_joins_live_without_gap(s: SharedStore) {
             assert_eq!(next(&mut w).await.kv.mod_revision, expected);
         }
         quiet(&mut w).await;
+    }
+}
+
+async fn concurrent_cas_has_one_winner(s: SharedStore) {
+    // Racing writers with the same expected revision usually land in one
+    // SQLite batch: each must be checked against the earlier ones.
+    for round in 0..10 {
+        let key = format!("/race/{round}");
+        let base = s.create(&key, b"base".to_vec()).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..16u8 {
+            let s = s.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                if t % 2 == 0 {
+                    s.update(&key, vec![t], base.mod_revision).await.map(|_| ())
+                } else {
+                    s.delete(&key, base.mod_revision).await.map(|_| ())
+                }
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => winners += 1,
+                Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {}
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+        assert_eq!(
+            s.current_revision().await.unwrap(),
+            base.mod_revision + 1,
+            "losers consume no revision"
+        );
     }
 }
 
