@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn update_moves_ownership() {
-        let mut o1 = json!({"metadata": {"name": "c"}, "data": {"a": "1"}});
+        let mut o1 = json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "1"}});
         record_update(None, &mut o1, "one", "v1", None, &Flat);
         let mut o2 = o1.clone();
         o2["data"]["a"] = json!("2");
@@ -320,6 +320,7 @@ mod tests {
         let mf = o2["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(mf.len(), 2, "{mf:?}");
         assert_eq!(mf[1]["manager"], "two");
+        assert_eq!(mf[0]["fieldsV1"], json!({"f:data": {"f:b": {}}}), "one keeps only what two did not take");
         assert_eq!(mf[1]["fieldsV1"], json!({"f:data": {"f:a": {}}}));
     }
 }
