@@ -57,6 +57,24 @@ pub fn prepare_create_meta(obj: &mut Value, ns: Option<&str>) {
     }
 }
 
+/// Drops empty metadata lists and maps, as upstream's `omitempty` encoding
+/// does (a GC that removes the last ownerReference leaves none, not `[]`).
+pub fn tidy_meta(obj: &mut Value) {
+    if let Some(m) = obj["metadata"].as_object_mut() {
+        for k in ["ownerReferences", "finalizers", "managedFields", "labels", "annotations"] {
+            let empty = match m.get(k) {
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Object(o)) => o.is_empty(),
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                m.remove(k);
+            }
+        }
+    }
+}
+
 /// Carries over what an update may not change.
 pub fn carry_immutable_meta(new: &mut Value, old: &Value) {
     let om = &old["metadata"];

@@ -168,6 +168,7 @@ pub(super) async fn create_object(rest: &Rest, call: &Call, obj: Value) -> Resul
     check_namespace(call, &mut obj)?;
     meta::apply_generate_name(&mut obj);
     let (mut obj, warnings) = normalize(call, info, obj)?;
+    meta::tidy_meta(&mut obj);
     convert::to_storage(info, &mut obj);
     meta::prepare_create_meta(&mut obj, call.ns().filter(|_| info.namespaced));
     strategy::prepare_for_create(info, &mut obj);
@@ -252,6 +253,7 @@ pub(super) async fn update_object(
         ));
     }
     let (mut new, warnings) = normalize(call, info, new)?;
+    meta::tidy_meta(&mut new);
     convert::to_storage(info, &mut new);
     let mut old_storage = old.clone();
     convert::to_storage(info, &mut old_storage);
