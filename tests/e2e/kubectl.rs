@@ -140,15 +140,25 @@ fn server_side_apply_and_multi_document_files() {
 }
 
 #[test]
+fn create_namespace_configmap_secret_generators() {
+    // kubectl's generators send protobuf bodies.
+    let c = Cluster::start();
+    c.ok(&["create", "namespace", "gen"]);
+    c.ok(&["create", "configmap", "cfg", "-n", "gen", "--from-literal=a=1"]);
+    c.ok(&["create", "secret", "generic", "pw", "-n", "gen", "--from-literal=password=s3cret"]);
+    let s = c.ok(&["get", "secret", "pw", "-n", "gen", "-o", "jsonpath={.data.password}"]);
+    assert_eq!(s, "czNjcmV0");
+    let a = c.ok(&["get", "cm", "cfg", "-n", "gen", "-o", "jsonpath={.data.a}"]);
+    assert_eq!(a, "1");
+    let dup = c.fails(&["create", "configmap", "cfg", "-n", "gen"]);
+    assert!(dup.contains("AlreadyExists") || dup.contains("already exists"), "{dup}");
+}
+
+#[test]
 fn create_label_annotate_patch_scale_delete() {
     let c = Cluster::start();
-    c.ok(&["create", "namespace", "work"]);
-    c.ok(&["create", "configmap", "cfg", "-n", "work", "--from-literal=a=1"]);
-    c.ok(&["create", "secret", "generic", "pw", "-n", "work", "--from-literal=password=s3cret"]);
-    let s = c.ok(&["get", "secret", "pw", "-n", "work", "-o", "jsonpath={.data.password}"]);
-    assert_eq!(s, "czNjcmV0");
-    let dup = c.fails(&["create", "configmap", "cfg", "-n", "work"]);
-    assert!(dup.contains("AlreadyExists") || dup.contains("already exists"), "{dup}");
+    c.ok_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: work\n");
+    c.ok_stdin(&["create", "-n", "work", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n");
 
     c.ok(&["label", "cm", "cfg", "-n", "work", "tier=backend"]);
     c.ok(&["annotate", "cm", "cfg", "-n", "work", "note=hello"]);
@@ -242,9 +252,9 @@ fn describe_explain_edit_diff_events() {
 #[test]
 fn watch_streams_changes() {
     let c = Cluster::start();
-    c.ok(&["create", "configmap", "w1"]);
+    c.ok_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: w1\n");
     let mut child = std::process::Command::new("kubectl")
-        .args(["get", "cm", "-w", "--output-watch-events", "-o", "name", "--request-timeout=0"])
+        .args(["get", "cm", "-w", "--output-watch-events", "-o", "json", "--request-timeout=0"])
         .env("KUBECONFIG", &c.kubeconfig)
         .env("HOME", c.path())
         .stdout(std::process::Stdio::piped())
@@ -252,30 +262,43 @@ fn watch_streams_changes() {
         .spawn()
         .expect("kubectl");
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    c.ok(&["create", "configmap", "w2"]);
+    c.ok_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: w2\n");
     c.ok(&["label", "cm", "w2", "x=y"]);
     c.ok(&["delete", "cm", "w2"]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let _ = child.kill();
     let out = child.wait_with_output().expect("output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("ADDED") && text.contains("configmap/w1"), "{text}");
-    assert!(text.contains("ADDED") && text.contains("configmap/w2"), "{text}");
-    assert!(text.contains("MODIFIED"), "{text}");
-    assert!(text.contains("DELETED"), "{text}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // kubectl prints one JSON watch event per change: {"type": ..., "object": ...}.
+    let events: Vec<(String, String)> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<serde_json::Value>()
+        .filter_map(Result::ok)
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["object"]["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [("ADDED", "w1"), ("ADDED", "w2"), ("MODIFIED", "w2"), ("DELETED", "w2")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let relevant: Vec<(String, String)> = events.into_iter().filter(|(_, n)| n.starts_with('w')).collect();
+    assert_eq!(relevant, want, "{text}");
 }
 
 #[test]
 fn data_survives_restart() {
     let mut c = Cluster::start();
-    c.ok(&["create", "configmap", "keep", "--from-literal=k=v"]);
+    c.ok_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\ndata:\n  k: v\n");
     let rv1: i64 = c.ok(&["get", "cm", "keep", "-o", "jsonpath={.metadata.resourceVersion}"]).parse().expect("rv");
     c.kill();
     let dir = std::mem::replace(&mut c.dir, tempfile::tempdir().expect("tempdir"));
     let c2 = Cluster::start_in(dir, &[]);
     let v = c2.ok(&["get", "cm", "keep", "-o", "jsonpath={.data.k}"]);
     assert_eq!(v, "v");
-    c2.ok(&["create", "configmap", "after"]);
+    c2.ok_stdin(&["create", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n");
     let rv2: i64 = c2.ok(&["get", "cm", "after", "-o", "jsonpath={.metadata.resourceVersion}"]).parse().expect("rv");
     assert!(rv2 > rv1, "revision went backwards: {rv2} <= {rv1}");
 }
