@@ -1,7 +1,4 @@
-//! Patches: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and
-//! Kubernetes strategic merge patch.
-//!
-//! Strategic merge patch follows upstream's
+//! Kubernetes strategic merge patch, following upstream's
 //! `k8s.io/apimachinery/pkg/util/strategicpatch` (`StrategicMergeMapPatch`
 //! as the API server calls it) rule for rule, with the per-field patch
 //! strategy and merge key taken from [`crate::schema::patch_meta`]: lists
@@ -13,43 +10,9 @@
 
 use serde_json::{Map, Value};
 
+use super::PatchError;
+
 use crate::schema;
-
-/// A patch that cannot be applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PatchError {
-    /// The JSON patch document is malformed.
-    #[error("invalid JSON patch: {0}")]
-    InvalidJsonPatch(String),
-    /// A JSON patch operation failed (missing path, failed test); the
-    /// message names the operation's path.
-    #[error("{0}")]
-    JsonPatchFailed(String),
-    /// A strategic merge patch cannot be applied at `path`.
-    #[error("{path}: {message}")]
-    Strategic {
-        /// Where in the object, e.g. `.spec.template.spec.containers`.
-        path: String,
-        /// What is wrong there.
-        message: String,
-    },
-}
-
-/// Applies an RFC 6902 JSON patch.
-pub fn json_patch(target: &Value, patch: &[u8]) -> Result<Value, PatchError> {
-    let p: json_patch::Patch =
-        serde_json::from_slice(patch).map_err(|e| PatchError::InvalidJsonPatch(e.to_string()))?;
-    let mut doc = target.clone();
-    json_patch::patch(&mut doc, &p).map_err(|e| PatchError::JsonPatchFailed(e.to_string()))?;
-    Ok(doc)
-}
-
-/// Applies an RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &Value, patch: &Value) -> Value {
-    let mut doc = target.clone();
-    json_patch::merge(&mut doc, patch);
-    doc
-}
 
 /// Applies a strategic merge patch to an object of OpenAPI definition
 /// `definition` (e.g. `io.k8s.api.apps.v1.Deployment`).
@@ -65,8 +28,25 @@ pub fn strategic_merge_patch(
         Value::Object(m) => m.clone(),
         _ => Map::new(),
     };
-    let merged = merge_map(original, p.clone(), Some(definition), "")?;
-    Ok(Value::Object(merged))
+    // Unknown definitions simply have no patch metadata.
+    let def = schema::definitions()
+        .get_key_value(definition)
+        .map(|(k, _)| k.as_str());
+    let root = Node {
+        lookup: &Served,
+        def,
+    };
+    Ok(Value::Object(merge_map(original, p.clone(), root, "")?))
+}
+
+/// [`strategic_merge_patch`] with patch metadata from `root`'s lookup.
+#[cfg(test)]
+pub(super) fn merge_objects(
+    target: Map<String, Value>,
+    patch: Map<String, Value>,
+    root: Node<'_>,
+) -> Result<Map<String, Value>, PatchError> {
+    merge_map(target, patch, root, "")
 }
 
 const DIRECTIVE: &str = "$patch";
@@ -85,18 +65,63 @@ fn err(path: &str, message: impl Into<String>) -> PatchError {
     }
 }
 
-/// The definition of the objects property `k` of `def` holds: directly, as
-/// list items or as map values. None: no schema (merge-patch behaviour).
-fn child_def(def: Option<&str>, k: &str) -> Option<&'static str> {
-    let p = schema::property(def?, k)?;
-    schema::ref_name(p).or_else(|| schema::element(p).and_then(schema::ref_name))
+/// Where patch metadata comes from: the served definitions in production,
+/// upstream's fixture types in the ported upstream tests.
+pub(super) trait Lookup {
+    /// The patch strategy and merge key of `field` of definition `def`.
+    fn meta(&self, def: &str, field: &str) -> Option<schema::PatchMeta>;
+    /// The definition of the objects `field` of `def` holds: directly, as
+    /// list items or as map values.
+    fn child(&self, def: &str, field: &str) -> Option<&'static str>;
 }
 
-/// The patch strategy and merge key of property `k` of `def`.
-fn meta(def: Option<&str>, k: &str) -> (bool, bool, Option<&'static str>) {
-    match def.and_then(|d| schema::patch_meta(d, k)) {
-        Some(m) => (m.merges(), m.replaces(), m.merge_key),
-        None => (false, false, None),
+/// The served OpenAPI definitions.
+struct Served;
+
+impl Lookup for Served {
+    fn meta(&self, def: &str, field: &str) -> Option<schema::PatchMeta> {
+        schema::patch_meta(def, field)
+    }
+
+    fn child(&self, def: &str, field: &str) -> Option<&'static str> {
+        let p = schema::property(def, field)?;
+        schema::ref_name(p).or_else(|| schema::element(p).and_then(schema::ref_name))
+    }
+}
+
+/// A position in the schema: the definition of the object being merged.
+/// `def == None` means no schema is known (merge-patch behaviour).
+#[derive(Clone, Copy)]
+pub(super) struct Node<'l> {
+    lookup: &'l dyn Lookup,
+    def: Option<&'static str>,
+}
+
+impl<'l> Node<'l> {
+    /// The root of an object of definition `def`.
+    #[cfg(test)]
+    pub(super) fn root(lookup: &'l dyn Lookup, def: &'static str) -> Self {
+        Node {
+            lookup,
+            def: Some(def),
+        }
+    }
+
+    /// The node of the objects property `k` holds.
+    fn child(&self, k: &str) -> Node<'l> {
+        Node {
+            lookup: self.lookup,
+            def: self.def.and_then(|d| self.lookup.child(d, k)),
+        }
+    }
+
+    /// Whether property `k`'s lists merge, whether its objects are replaced,
+    /// and its merge key.
+    fn meta(&self, k: &str) -> (bool, bool, Option<&'static str>) {
+        match self.def.and_then(|d| self.lookup.meta(d, k)) {
+            Some(m) => (m.merges(), m.replaces(), m.merge_key),
+            None => (false, false, None),
+        }
     }
 }
 
@@ -104,7 +129,7 @@ fn meta(def: Option<&str>, k: &str) -> (bool, bool, Option<&'static str>) {
 fn merge_map(
     mut original: Map<String, Value>,
     mut patch: Map<String, Value>,
-    def: Option<&str>,
+    node: Node<'_>,
     path: &str,
 ) -> Result<Map<String, Value>, PatchError> {
     if let Some(d) = patch.remove(DIRECTIVE) {
@@ -118,7 +143,7 @@ fn merge_map(
         }
     }
     apply_retain_keys(&mut original, &mut patch, path)?;
-    apply_element_orders(&mut original, &mut patch, def, path)?;
+    apply_element_orders(&mut original, &mut patch, node, path)?;
 
     for (key, pv) in patch {
         let (k, is_delete_list) = match key.strip_prefix(DELETE_FROM) {
@@ -138,26 +163,20 @@ fn merge_map(
             }
             continue;
         };
-        let (merges, replaces, merge_key) = meta(def, &k);
+        let (merges, replaces, merge_key) = node.meta(&k);
         let merged = match (ov, pv) {
             (Value::Object(om), Value::Object(pm)) if !is_delete_list => {
                 if replaces {
                     Some(Value::Object(clean_map(pm)))
                 } else {
-                    Some(Value::Object(merge_map(om, pm, child_def(def, &k), &sub)?))
+                    Some(Value::Object(merge_map(om, pm, node.child(&k), &sub)?))
                 }
             }
             (Value::Array(oa), Value::Array(pa)) => {
                 if merges || is_delete_list {
-                    let item_def = child_def(def, &k);
-                    Some(Value::Array(merge_list(
-                        oa,
-                        pa,
-                        item_def,
-                        merge_key,
-                        is_delete_list,
-                        &sub,
-                    )?))
+                    let item = node.child(&k);
+                    let (list, _) = merge_list(oa, pa, item, merge_key, is_delete_list, &sub)?;
+                    Some(Value::Array(list))
                 } else {
                     Some(Value::Array(clean_list(pa)))
                 }
@@ -213,7 +232,7 @@ fn apply_retain_keys(
 fn apply_element_orders(
     original: &mut Map<String, Value>,
     patch: &mut Map<String, Value>,
-    def: Option<&str>,
+    node: Node<'_>,
     path: &str,
 ) -> Result<(), PatchError> {
     let keys: Vec<String> = patch
@@ -233,7 +252,7 @@ fn apply_element_orders(
         let Value::Array(order) = order_value else {
             return Err(err(&sub, format!("{key} must be a list")));
         };
-        let (merges, _, merge_key) = meta(def, &field);
+        let (merges, _, merge_key) = node.meta(&field);
         let orig_list = match original.get(&field) {
             None => None,
             Some(Value::Array(a)) => Some(a.clone()),
@@ -256,15 +275,16 @@ fn apply_element_orders(
         if let Some(pl) = &patch_list {
             validate_order(pl, &order, merge_key, &sub)?;
         }
-        let server_order = orig_list.clone().unwrap_or_default();
-        let merged = match (orig_list, patch_list) {
-            (Some(o), None) => o,
-            (None, Some(p)) => clean_list(p),
+        // The server order is the live list as merging left it (see
+        // `merge_list`).
+        let (merged, server_order) = match (orig_list, patch_list) {
+            (Some(o), None) => (o.clone(), o),
+            (None, Some(p)) => (clean_list(p), Vec::new()),
             (Some(o), Some(p)) => {
                 if merges {
-                    merge_list(o, p, child_def(def, &field), merge_key, false, &sub)?
+                    merge_list(o, p, node.child(&field), merge_key, false, &sub)?
                 } else {
-                    clean_list(p)
+                    (clean_list(p), o)
                 }
             }
             (None, None) => continue,
@@ -367,20 +387,18 @@ fn item_kind(items: &[Value], more: &[Value], path: &str) -> Result<Option<ItemK
 fn merge_list(
     original: Vec<Value>,
     patch: Vec<Value>,
-    item_def: Option<&'static str>,
+    item: Node<'_>,
     merge_key: Option<&str>,
     is_delete_list: bool,
     path: &str,
-) -> Result<Vec<Value>, PatchError> {
+) -> Result<(Vec<Value>, Vec<Value>), PatchError> {
     let Some(kind) = item_kind(&original, &patch, path)? else {
-        return Ok(original);
+        return Ok((original.clone(), original));
     };
     if kind != ItemKind::Object {
         if is_delete_list {
-            return Ok(original
-                .into_iter()
-                .filter(|v| !patch.contains(v))
-                .collect());
+            let kept = original.iter().filter(|v| !patch.contains(v)).cloned();
+            return Ok((kept.collect(), original));
         }
         // A set of scalars: the union, new values first (as upstream orders).
         let mut merged: Vec<Value> = Vec::with_capacity(original.len() + patch.len());
@@ -391,13 +409,8 @@ fn merge_list(
         }
         let (in_patch, server_only): (Vec<Value>, Vec<Value>) =
             merged.into_iter().partition(|v| patch.contains(v));
-        return Ok(normalize_order(
-            in_patch,
-            server_only,
-            &patch,
-            &original,
-            None,
-        ));
+        let sorted = normalize_order(in_patch, server_only, &patch, &original, None);
+        return Ok((sorted, original));
     }
     let Some(key) = merge_key else {
         return Err(err(
@@ -406,9 +419,17 @@ fn merge_list(
         ));
     };
 
+    // Upstream edits the live list in place (Go slices share their backing
+    // array), and its `$setElementOrder` handling later orders by that
+    // edited array: deletions shift later items left leaving the last one
+    // duplicated, new items overwrite the tail. `view` replays this so the
+    // resulting order matches upstream's; `len` is the list's own length.
+    let n = original.len();
+    let mut view = original;
+    let mut len = n;
+
     // Directives first: `$patch: delete` items remove their match, a
     // `$patch: replace` item makes the rest of the patch list the result.
-    let mut original = original;
     let mut items = Vec::with_capacity(patch.len());
     let mut replace = false;
     for p in patch {
@@ -424,7 +445,12 @@ fn merge_list(
                         format!("delete directive {p} does not contain merge key {key}"),
                     ));
                 };
-                original.retain(|o| o.get(key) != Some(kv));
+                while let Some(i) = view[..len].iter().position(|o| o.get(key) == Some(kv)) {
+                    for j in i..len - 1 {
+                        view[j] = view[j + 1].clone();
+                    }
+                    len -= 1;
+                }
             }
             Some("replace") => replace = true,
             Some("merge") => {
@@ -437,11 +463,11 @@ fn merge_list(
         }
     }
     if replace {
-        return Ok(clean_list(items));
+        return Ok((clean_list(items), view));
     }
 
-    let server_order = original.clone();
-    let mut merged = original;
+    let server_order = view[..len].to_vec();
+    let mut merged = server_order.clone();
     for p in &items {
         let Value::Object(pm) = p else {
             return Err(err(path, "list items are not all of one type"));
@@ -459,9 +485,13 @@ fn merge_list(
                     Value::Object(m) => m,
                     _ => Map::new(),
                 };
-                merged[i] = Value::Object(merge_map(om, pm.clone(), item_def, &sub)?);
+                merged[i] = Value::Object(merge_map(om, pm.clone(), item, &sub)?);
             }
             None => {
+                if len < n {
+                    view[len] = p.clone();
+                }
+                len += 1;
                 if let Some(v) = clean(p.clone()) {
                     merged.push(v);
                 }
@@ -471,13 +501,8 @@ fn merge_list(
     let (in_patch, server_only): (Vec<Value>, Vec<Value>) = merged
         .into_iter()
         .partition(|v| position(&items, v, merge_key).is_some());
-    Ok(normalize_order(
-        in_patch,
-        server_only,
-        &items,
-        &server_order,
-        merge_key,
-    ))
+    let sorted = normalize_order(in_patch, server_only, &items, &server_order, merge_key);
+    Ok((sorted, view))
 }
 
 /// Upstream's `normalizeElementOrder`: sorts the patched items by the patch
@@ -546,6 +571,7 @@ fn clean_list(a: Vec<Value>) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::patch::{json_patch, merge_patch};
     use serde_json::json;
 
     const DEPLOY: &str = "io.k8s.api.apps.v1.Deployment";
