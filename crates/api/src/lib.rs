@@ -4,6 +4,7 @@
 pub mod catalogue;
 pub mod openapi;
 pub mod patch;
+pub mod proto;
 pub mod schema;
 pub mod selector;
 pub mod strategy;
