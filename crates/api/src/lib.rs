@@ -9,3 +9,4 @@ pub mod schema;
 pub mod selector;
 pub mod strategy;
 pub mod table;
+pub mod validation;
