@@ -146,11 +146,16 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Want, ApiError> {
 /// Decodes a request body as JSON or YAML, per its content type.
 pub fn decode_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
     let media = content_type.split(';').next().unwrap_or("").trim();
-    // Clients that prefer protobuf or CBOR (kubectl's typed clients) fall
-    // back to JSON on a 415, as client-go does since 1.32.
+    // kubectl's typed clients (create configmap/secret/namespace, drain's
+    // evictions, ...) send Kubernetes protobuf; it is decoded into the same
+    // JSON every other client sends.
+    if media == "application/vnd.kubernetes.protobuf" {
+        return api::proto::decode(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf request body: {e}")));
+    }
     if media.contains("protobuf") || media.contains("cbor") {
         return Err(ApiError::unsupported_media(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {media})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {media})"
         )));
     }
     let is_yaml = content_type.contains("yaml");

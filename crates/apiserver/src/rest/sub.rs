@@ -53,6 +53,17 @@ pub async fn serve(rest: &Rest, call: &Call, sub: &str, body: Incoming) -> Resul
     }
 }
 
+/// Decodes a subresource body per its content type (client-go sends
+/// bindings, evictions and scales as protobuf).
+fn body_of(call: &Call, bytes: &[u8]) -> Result<Value, ApiError> {
+    let ct = call
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    h::decode_body(bytes, ct)
+}
+
 fn scale_of(info: &api::catalogue::ResourceInfo, obj: &Value) -> Value {
     let selector = match &obj["spec"]["selector"] {
         // ReplicationControllers have a plain map selector.
@@ -107,7 +118,7 @@ async fn scale_write(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Resu
         let current = scale_of(info, &obj);
         let scale = if call.method == Method::PATCH {
             let ct = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let p = h::decode_body(bytes, "application/json")?;
+            let p = h::decode_body(bytes, "application/json")?; // patches are JSON
             if ct.starts_with("application/json-patch+json") {
                 api::patch::json_patch(&current, bytes)
                     .map_err(|e| ApiError::bad_request(format!("error applying patch: {e}")))?
@@ -115,7 +126,7 @@ async fn scale_write(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Resu
                 api::patch::merge_patch(&current, &p)
             }
         } else {
-            h::decode_body(bytes, "application/json")?
+            body_of(call, bytes)?
         };
         let Some(replicas) = scale["spec"]["replicas"].as_i64() else {
             return Err(ApiError::invalid("autoscaling", "Scale", name, vec![cause("FieldValueRequired", "spec.replicas", "Required value")]));
@@ -150,7 +161,7 @@ async fn scale_write(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Resu
 
 async fn bind(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
     let info = call.info();
-    let binding = h::decode_body(bytes, "application/json")?;
+    let binding = body_of(call, bytes)?;
     let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
     if node.is_empty() {
         return Err(ApiError::invalid("", "Binding", name, vec![cause("FieldValueRequired", "target.name", "Required value")]));
@@ -189,7 +200,7 @@ async fn evict(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Res
     let eviction = if bytes.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        h::decode_body(bytes, "application/json")?
+        body_of(call, bytes)?
     };
     // Until PodDisruptionBudgets are enforced (the controllers issue), an
     // eviction is a delete with the eviction's options.
