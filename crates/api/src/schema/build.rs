@@ -167,10 +167,10 @@ fn push_gvk(defs: &mut Map<String, Value>, def: &str, entry: Value) {
     let list = d
         .entry("x-kubernetes-group-version-kind")
         .or_insert_with(|| Value::Array(Vec::new()));
-    if let Value::Array(a) = list {
-        if !a.contains(&entry) {
-            a.push(entry);
-        }
+    if let Value::Array(a) = list
+        && !a.contains(&entry)
+    {
+        a.push(entry);
     }
 }
 

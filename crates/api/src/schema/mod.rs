@@ -91,15 +91,15 @@ pub enum Shape {
 
 /// Classifies an (unresolved) schema node.
 pub fn shape(schema: &'static Value) -> Shape {
-    if let Some(name) = ref_name(schema) {
-        if let Some(def) = definition(name) {
-            return match def.get("type").and_then(Value::as_str) {
-                Some("object") if def.get("properties").is_some() => Shape::Struct(name),
-                Some("object") | None => Shape::Object,
-                Some("array") => Shape::List,
-                Some(_) => Shape::Primitive,
-            };
-        }
+    if let Some(name) = ref_name(schema)
+        && let Some(def) = definition(name)
+    {
+        return match def.get("type").and_then(Value::as_str) {
+            Some("object") if def.get("properties").is_some() => Shape::Struct(name),
+            Some("object") | None => Shape::Object,
+            Some("array") => Shape::List,
+            Some(_) => Shape::Primitive,
+        };
     }
     match schema.get("type").and_then(Value::as_str) {
         Some("array") => Shape::List,
@@ -199,10 +199,10 @@ fn collect_refs(v: &'static Value, out: &mut Vec<&'static str>) {
         Value::Object(m) => {
             for (k, child) in m {
                 if k == "$ref" {
-                    if let Some(name) = child.as_str().and_then(|r| r.rsplit('/').next()) {
-                        if let Some((key, _)) = DEFINITIONS.get_key_value(name) {
-                            out.push(key.as_str());
-                        }
+                    if let Some(name) = child.as_str().and_then(|r| r.rsplit('/').next())
+                        && let Some((key, _)) = DEFINITIONS.get_key_value(name)
+                    {
+                        out.push(key.as_str());
                     }
                 } else {
                     collect_refs(child, out);
