@@ -27,7 +27,8 @@ const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1035_LABEL_ERR: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 
@@ -104,7 +105,12 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: impl Into<String>, kind: ErrorKind, value: Value, detail: impl Into<String>) -> FieldError {
+    fn new(
+        field: impl Into<String>,
+        kind: ErrorKind,
+        value: Value,
+        detail: impl Into<String>,
+    ) -> FieldError {
         FieldError {
             field: field.into(),
             kind,
@@ -114,18 +120,32 @@ impl FieldError {
     }
 
     /// `field.Invalid`.
-    pub fn invalid(field: impl Into<String>, value: impl Into<Value>, detail: impl Into<String>) -> FieldError {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        detail: impl Into<String>,
+    ) -> FieldError {
         FieldError::new(field, ErrorKind::Invalid, value.into(), detail)
     }
 
     /// `field.Required`.
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
-        FieldError::new(field, ErrorKind::Required, Value::String(String::new()), detail)
+        FieldError::new(
+            field,
+            ErrorKind::Required,
+            Value::String(String::new()),
+            detail,
+        )
     }
 
     /// `field.Forbidden`.
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> FieldError {
-        FieldError::new(field, ErrorKind::Forbidden, Value::String(String::new()), detail)
+        FieldError::new(
+            field,
+            ErrorKind::Forbidden,
+            Value::String(String::new()),
+            detail,
+        )
     }
 
     /// `field.Duplicate`.
@@ -139,7 +159,11 @@ impl FieldError {
     }
 
     /// `field.NotSupported`: lists the allowed values, quoted, as upstream does.
-    pub fn not_supported(field: impl Into<String>, value: impl Into<Value>, allowed: &[&str]) -> FieldError {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        allowed: &[&str],
+    ) -> FieldError {
         let detail = if allowed.is_empty() {
             String::new()
         } else {
@@ -150,7 +174,11 @@ impl FieldError {
     }
 
     /// `field.TooLong`, with upstream's "may not be more than N bytes".
-    pub fn too_long(field: impl Into<String>, value: impl Into<Value>, max: Option<usize>) -> FieldError {
+    pub fn too_long(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        max: Option<usize>,
+    ) -> FieldError {
         let detail = match max {
             Some(1) => "may not be more than 1 byte".to_string(),
             Some(n) => format!("may not be more than {n} bytes"),
@@ -162,7 +190,12 @@ impl FieldError {
     /// `field.TooMany`.
     pub fn too_many(field: impl Into<String>, actual: Option<usize>, max: usize) -> FieldError {
         let value = actual.map_or(Value::String("unknown".into()), |a| json!(a));
-        FieldError::new(field, ErrorKind::TooMany, value, format!("must have at most {max} items"))
+        FieldError::new(
+            field,
+            ErrorKind::TooMany,
+            value,
+            format!("must have at most {max} items"),
+        )
     }
 
     /// `field.InternalError`.
@@ -174,9 +207,10 @@ impl FieldError {
     /// is what a StatusCause carries, e.g. `Invalid value: "Foo": ...`.
     pub fn body(&self) -> String {
         let mut s = match self.kind {
-            ErrorKind::Required | ErrorKind::Forbidden | ErrorKind::TooLong | ErrorKind::Internal => {
-                self.kind.text().to_string()
-            }
+            ErrorKind::Required
+            | ErrorKind::Forbidden
+            | ErrorKind::TooLong
+            | ErrorKind::Internal => self.kind.text().to_string(),
             _ => format!("{}: {}", self.kind.text(), render_value(&self.value)),
         };
         if !self.detail.is_empty() {
@@ -230,7 +264,11 @@ pub fn aggregate_message(errs: &[FieldError]) -> String {
 /// The 422 `Invalid` metav1.Status upstream's `errors.NewInvalid` builds:
 /// `Pod "Foo" is invalid: ...` with one cause per field error.
 pub fn invalid_status(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Value {
-    let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+    let qualified = if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    };
     let causes: Vec<Value> = errs
         .iter()
         .map(|e| json!({"reason": e.kind.reason(), "message": e.body(), "field": e.field}))
@@ -276,7 +314,8 @@ pub fn max_len_error(n: usize) -> String {
 fn dns1123_label_syntax(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.first().is_some_and(|c| *c != b'-')
         && b.last().is_some_and(|c| *c != b'-')
 }
@@ -290,7 +329,8 @@ fn dns1123_subdomain_syntax(s: &str) -> bool {
 fn qualified_name_syntax(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -306,7 +346,11 @@ pub fn is_dns1123_label(value: &str) -> Vec<String> {
             // A valid subdomain that is not a label can only have dots.
             errs.push("must not contain dots".to_string());
         } else {
-            errs.push(regex_error(DNS1123_LABEL_ERR, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
+            errs.push(regex_error(
+                DNS1123_LABEL_ERR,
+                DNS1123_LABEL_FMT,
+                &["my-name", "123-abc"],
+            ));
         }
     }
     errs
@@ -319,7 +363,11 @@ pub fn is_dns1123_subdomain(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
     }
     if !dns1123_subdomain_syntax(value) {
-        errs.push(regex_error(DNS1123_SUBDOMAIN_ERR, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+        errs.push(regex_error(
+            DNS1123_SUBDOMAIN_ERR,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
     }
     errs
 }
@@ -330,9 +378,14 @@ pub fn is_dns1035_label(value: &str) -> Vec<String> {
     if value.len() > DNS1123_LABEL_MAX_LENGTH {
         errs.push(max_len_error(DNS1123_LABEL_MAX_LENGTH));
     }
-    let ok = dns1123_label_syntax(value) && value.as_bytes().first().is_some_and(u8::is_ascii_lowercase);
+    let ok =
+        dns1123_label_syntax(value) && value.as_bytes().first().is_some_and(u8::is_ascii_lowercase);
     if !ok {
-        errs.push(regex_error(DNS1035_LABEL_ERR, DNS1035_LABEL_FMT, &["my-name", "abc-123"]));
+        errs.push(regex_error(
+            DNS1035_LABEL_ERR,
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
     }
     errs
 }
@@ -347,26 +400,41 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_string());
             } else {
-                errs.extend(is_dns1123_subdomain(prefix).into_iter().map(|m| format!("prefix part {m}")));
+                errs.extend(
+                    is_dns1123_subdomain(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
             }
             *name
         }
         _ => {
             return vec![format!(
                 "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
-                regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+                regex_error(
+                    QUALIFIED_NAME_ERR,
+                    QUALIFIED_NAME_FMT,
+                    &["MyName", "my.name", "123-abc"]
+                )
             )];
         }
     };
     if name.is_empty() {
         errs.push("name part must be non-empty".to_string());
     } else if name.len() > QUALIFIED_NAME_MAX_LENGTH {
-        errs.push(format!("name part {}", max_len_error(QUALIFIED_NAME_MAX_LENGTH)));
+        errs.push(format!(
+            "name part {}",
+            max_len_error(QUALIFIED_NAME_MAX_LENGTH)
+        ));
     }
     if !qualified_name_syntax(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_ERR,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     errs
@@ -379,7 +447,11 @@ pub fn is_valid_label_value(value: &str) -> Vec<String> {
         errs.push(max_len_error(LABEL_VALUE_MAX_LENGTH));
     }
     if !value.is_empty() && !qualified_name_syntax(value) {
-        errs.push(regex_error(LABEL_VALUE_ERR, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
+        errs.push(regex_error(
+            LABEL_VALUE_ERR,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     errs
 }
@@ -476,8 +548,16 @@ pub fn validate_labels(labels: &Value, path: &str) -> Vec<FieldError> {
     let mut entries: Vec<(&String, &str)> = string_map(labels).collect();
     entries.sort();
     for (k, v) in entries {
-        errs.extend(is_qualified_name(k).into_iter().map(|m| FieldError::invalid(path, k.as_str(), m)));
-        errs.extend(is_valid_label_value(v).into_iter().map(|m| FieldError::invalid(path, v, m)));
+        errs.extend(
+            is_qualified_name(k)
+                .into_iter()
+                .map(|m| FieldError::invalid(path, k.as_str(), m)),
+        );
+        errs.extend(
+            is_valid_label_value(v)
+                .into_iter()
+                .map(|m| FieldError::invalid(path, v, m)),
+        );
     }
     errs
 }
@@ -498,7 +578,11 @@ pub fn validate_annotations(annotations: &Value, path: &str) -> Vec<FieldError> 
         );
     }
     if total > TOTAL_ANNOTATION_SIZE_LIMIT {
-        errs.push(FieldError::too_long(path, "", Some(TOTAL_ANNOTATION_SIZE_LIMIT)));
+        errs.push(FieldError::too_long(
+            path,
+            "",
+            Some(TOTAL_ANNOTATION_SIZE_LIMIT),
+        ));
     }
     errs
 }
@@ -507,7 +591,12 @@ pub fn validate_annotations(annotations: &Value, path: &str) -> Vec<FieldError> 
 /// be a standard one).
 pub fn validate_finalizers(finalizers: &Value, path: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let list: Vec<&str> = finalizers.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let list: Vec<&str> = finalizers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     for f in &list {
         let msgs = is_qualified_name(f);
         if !msgs.is_empty() {
@@ -538,17 +627,33 @@ pub fn validate_owner_references(refs: &Value, path: &str) -> Vec<FieldError> {
         let api_version = r["apiVersion"].as_str().unwrap_or("");
         let version = api_version.rsplit('/').next().unwrap_or("");
         if version.is_empty() {
-            errs.push(FieldError::invalid(format!("{path}.apiVersion"), version, "version must not be empty"));
+            errs.push(FieldError::invalid(
+                format!("{path}.apiVersion"),
+                version,
+                "version must not be empty",
+            ));
         }
         if r["kind"].as_str().unwrap_or("").is_empty() {
-            errs.push(FieldError::invalid(format!("{path}.kind"), "", "kind must not be empty"));
+            errs.push(FieldError::invalid(
+                format!("{path}.kind"),
+                "",
+                "kind must not be empty",
+            ));
         }
         let name = r["name"].as_str().unwrap_or("");
         if name.is_empty() {
-            errs.push(FieldError::invalid(format!("{path}.name"), name, "name must not be empty"));
+            errs.push(FieldError::invalid(
+                format!("{path}.name"),
+                name,
+                "name must not be empty",
+            ));
         }
         if r["uid"].as_str().unwrap_or("").is_empty() {
-            errs.push(FieldError::invalid(format!("{path}.uid"), "", "uid must not be empty"));
+            errs.push(FieldError::invalid(
+                format!("{path}.uid"),
+                "",
+                "uid must not be empty",
+            ));
         }
         if r["controller"] == Value::Bool(true) {
             controllers.push(format!("{}/{}", r["kind"].as_str().unwrap_or(""), name));
@@ -570,7 +675,12 @@ pub fn validate_owner_references(refs: &Value, path: &str) -> Vec<FieldError> {
 /// Upstream's `ValidateObjectMeta` for a create: name or generateName by
 /// the kind's rule, namespace presence and syntax, generation, labels,
 /// annotations, owner references and finalizers.
-pub fn validate_object_meta(group: &str, plural: &str, namespaced: bool, meta: &Value) -> Vec<FieldError> {
+pub fn validate_object_meta(
+    group: &str,
+    plural: &str,
+    namespaced: bool,
+    meta: &Value,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let rule = name_rule(group, plural);
     let name = meta["name"].as_str().unwrap_or("");
@@ -583,9 +693,16 @@ pub fn validate_object_meta(group: &str, plural: &str, namespaced: bool, meta: &
         );
     }
     if name.is_empty() {
-        errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+        errs.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
     } else {
-        errs.extend(rule.check(name, false).into_iter().map(|m| FieldError::invalid("metadata.name", name, m)));
+        errs.extend(
+            rule.check(name, false)
+                .into_iter()
+                .map(|m| FieldError::invalid("metadata.name", name, m)),
+        );
     }
     let namespace = meta["namespace"].as_str().unwrap_or("");
     if namespaced {
@@ -599,17 +716,33 @@ pub fn validate_object_meta(group: &str, plural: &str, namespaced: bool, meta: &
             );
         }
     } else if !namespace.is_empty() {
-        errs.push(FieldError::forbidden("metadata.namespace", "not allowed on this type"));
+        errs.push(FieldError::forbidden(
+            "metadata.namespace",
+            "not allowed on this type",
+        ));
     }
     if let Some(g) = meta["generation"].as_i64()
         && g < 0
     {
-        errs.push(FieldError::invalid("metadata.generation", g, "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            "metadata.generation",
+            g,
+            "must be greater than or equal to 0",
+        ));
     }
     errs.extend(validate_labels(&meta["labels"], "metadata.labels"));
-    errs.extend(validate_annotations(&meta["annotations"], "metadata.annotations"));
-    errs.extend(validate_owner_references(&meta["ownerReferences"], "metadata.ownerReferences"));
-    errs.extend(validate_finalizers(&meta["finalizers"], "metadata.finalizers"));
+    errs.extend(validate_annotations(
+        &meta["annotations"],
+        "metadata.annotations",
+    ));
+    errs.extend(validate_owner_references(
+        &meta["ownerReferences"],
+        "metadata.ownerReferences",
+    ));
+    errs.extend(validate_finalizers(
+        &meta["finalizers"],
+        "metadata.finalizers",
+    ));
     errs
 }
 
@@ -630,7 +763,9 @@ pub fn generate_name(base: &str) -> String {
     let mut out = base[..cut].to_string();
     let random = uuid::Uuid::new_v4();
     for b in random.as_bytes().iter().take(RANDOM_SUFFIX) {
-        out.push(char::from(NAME_ALPHABET[usize::from(*b) % NAME_ALPHABET.len()]));
+        out.push(char::from(
+            NAME_ALPHABET[usize::from(*b) % NAME_ALPHABET.len()],
+        ));
     }
     out
 }
@@ -641,7 +776,12 @@ mod tests {
 
     #[test]
     fn subdomain_message_is_upstreams() {
-        let errs = validate_object_meta("", "pods", true, &json!({"name": "Foo", "namespace": "default"}));
+        let errs = validate_object_meta(
+            "",
+            "pods",
+            true,
+            &json!({"name": "Foo", "namespace": "default"}),
+        );
         assert_eq!(errs.len(), 1);
         assert_eq!(
             errs[0].to_string(),
@@ -653,15 +793,28 @@ mod tests {
     #[test]
     fn name_rules_per_kind() {
         assert!(is_dns1123_subdomain("a.b-c").is_empty());
-        assert_eq!(is_dns1123_label("a.b"), vec!["must not contain dots".to_string()]);
+        assert_eq!(
+            is_dns1123_label("a.b"),
+            vec!["must not contain dots".to_string()]
+        );
         assert!(is_dns1123_label("a-b").is_empty());
         assert!(!is_dns1035_label("1abc").is_empty());
         assert!(is_dns1035_label("abc-1").is_empty());
         assert_eq!(name_rule("", "services"), NameRule::Dns1035Label);
         assert_eq!(name_rule("", "namespaces"), NameRule::Label);
-        assert_eq!(name_rule("rbac.authorization.k8s.io", "clusterroles"), NameRule::PathSegment);
-        assert!(NameRule::PathSegment.check("system:controller:x", false).is_empty());
-        assert_eq!(NameRule::PathSegment.check("..", false), vec!["may not be '..'".to_string()]);
+        assert_eq!(
+            name_rule("rbac.authorization.k8s.io", "clusterroles"),
+            NameRule::PathSegment
+        );
+        assert!(
+            NameRule::PathSegment
+                .check("system:controller:x", false)
+                .is_empty()
+        );
+        assert_eq!(
+            NameRule::PathSegment.check("..", false),
+            vec!["may not be '..'".to_string()]
+        );
         assert_eq!(NameRule::PathSegment.check("a/b%", false).len(), 2);
         assert_eq!(is_dns1123_subdomain(&"a".repeat(254)).len(), 1);
     }
@@ -670,8 +823,16 @@ mod tests {
     fn generate_name_prefix_and_result() {
         assert!(NameRule::Subdomain.check("web-", true).is_empty());
         assert!(!NameRule::Subdomain.check("Web-", true).is_empty());
-        let errs = validate_object_meta("", "pods", true, &json!({"generateName": "web-", "namespace": "d"}));
-        assert_eq!(errs[0].to_string(), "metadata.name: Required value: name or generateName is required");
+        let errs = validate_object_meta(
+            "",
+            "pods",
+            true,
+            &json!({"generateName": "web-", "namespace": "d"}),
+        );
+        assert_eq!(
+            errs[0].to_string(),
+            "metadata.name: Required value: name or generateName is required"
+        );
         let n = generate_name("web-");
         assert_eq!(n.len(), 9);
         assert!(n.starts_with("web-"));
@@ -685,20 +846,35 @@ mod tests {
         let errs = validate_object_meta("", "configmaps", true, &meta);
         let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(text[0], "metadata.namespace: Required value");
-        assert!(text[1].starts_with("metadata.labels: Invalid value: \"-bad\": name part must consist of"));
+        assert!(
+            text[1]
+                .starts_with("metadata.labels: Invalid value: \"-bad\": name part must consist of")
+        );
         assert!(text[1].contains("(e.g. 'MyName',  or 'my.name',  or '123-abc', regex"));
-        assert!(text[2].starts_with("metadata.labels: Invalid value: \"-bad\": a valid label must be an empty string"));
+        assert!(text[2].starts_with(
+            "metadata.labels: Invalid value: \"-bad\": a valid label must be an empty string"
+        ));
         assert_eq!(errs.len(), 3, "{text:?}");
         let big = json!({"k": "v".repeat(TOTAL_ANNOTATION_SIZE_LIMIT)});
         let errs = validate_annotations(&big, "metadata.annotations");
-        assert_eq!(errs[0].to_string(), "metadata.annotations: Too long: may not be more than 262144 bytes");
-        let errs = validate_object_meta("", "nodes", false, &json!({"name": "n", "namespace": "x"}));
-        assert_eq!(errs[0].to_string(), "metadata.namespace: Forbidden: not allowed on this type");
+        assert_eq!(
+            errs[0].to_string(),
+            "metadata.annotations: Too long: may not be more than 262144 bytes"
+        );
+        let errs =
+            validate_object_meta("", "nodes", false, &json!({"name": "n", "namespace": "x"}));
+        assert_eq!(
+            errs[0].to_string(),
+            "metadata.namespace: Forbidden: not allowed on this type"
+        );
     }
 
     #[test]
     fn finalizers_and_owner_references() {
-        let errs = validate_finalizers(&json!(["kubernetes", "example.com/x", "custom"]), "metadata.finalizers");
+        let errs = validate_finalizers(
+            &json!(["kubernetes", "example.com/x", "custom"]),
+            "metadata.finalizers",
+        );
         assert_eq!(errs.len(), 1);
         assert_eq!(
             errs[0].to_string(),
@@ -709,18 +885,29 @@ mod tests {
                           {"apiVersion": "", "kind": "", "name": "", "uid": ""}]);
         let errs = validate_owner_references(&refs, "metadata.ownerReferences");
         assert_eq!(errs.len(), 5);
-        assert!(errs[4].detail.starts_with("Only one reference can have Controller set to true"));
+        assert!(
+            errs[4]
+                .detail
+                .starts_with("Only one reference can have Controller set to true")
+        );
     }
 
     #[test]
     fn status_and_bodies() {
-        let errs = vec![
+        let errs = [
             FieldError::invalid("metadata.name", "Foo", "bad"),
             FieldError::required("spec.containers", ""),
-            FieldError::not_supported("spec.restartPolicy", "Sometimes", &["Always", "OnFailure", "Never"]),
+            FieldError::not_supported(
+                "spec.restartPolicy",
+                "Sometimes",
+                &["Always", "OnFailure", "Never"],
+            ),
             FieldError::duplicate("spec.ports[1].name", "http"),
         ];
-        assert_eq!(errs[2].body(), "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"");
+        assert_eq!(
+            errs[2].body(),
+            "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
+        );
         assert_eq!(errs[3].body(), "Duplicate value: \"http\"");
         let st = invalid_status("apps", "Deployment", "Foo", &errs[..2]);
         assert_eq!(st["code"], 422);
@@ -729,8 +916,14 @@ mod tests {
             "Deployment.apps \"Foo\" is invalid: [metadata.name: Invalid value: \"Foo\": bad, spec.containers: Required value]"
         );
         assert_eq!(st["details"]["causes"][1]["reason"], "FieldValueRequired");
-        assert_eq!(st["details"]["causes"][0]["message"], "Invalid value: \"Foo\": bad");
+        assert_eq!(
+            st["details"]["causes"][0]["message"],
+            "Invalid value: \"Foo\": bad"
+        );
         let one = invalid_status("", "Pod", "Foo", &errs[..1]);
-        assert_eq!(one["message"], "Pod \"Foo\" is invalid: metadata.name: Invalid value: \"Foo\": bad");
+        assert_eq!(
+            one["message"],
+            "Pod \"Foo\" is invalid: metadata.name: Invalid value: \"Foo\": bad"
+        );
     }
 }

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::format::{
-    access_modes, bool_ptr, containers, count, format_label_selector, format_labels, host_port, human_duration,
-    int, int_or_string, list_with_more, or, parse_time, selector_string, since, str_of,
+    access_modes, bool_ptr, containers, count, format_label_selector, format_labels, host_port,
+    human_duration, int, int_or_string, list_with_more, or, parse_time, selector_string, since,
+    str_of,
 };
 
 /// The cells of one row for a kind with an upstream printer, or `None`.
@@ -19,7 +20,12 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
     let row = match (group, plural) {
         ("", "podtemplates") => {
             let (names, images) = containers(&o["template"]["spec"]["containers"]);
-            vec![name, json!(names), json!(images), json!(format_labels(&o["template"]["metadata"]["labels"]))]
+            vec![
+                name,
+                json!(names),
+                json!(images),
+                json!(format_labels(&o["template"]["metadata"]["labels"])),
+            ]
         }
         ("policy", "poddisruptionbudgets") => vec![
             name,
@@ -58,7 +64,11 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
             let (names, images) = containers(&spec["template"]["spec"]["containers"]);
             vec![
                 name,
-                json!(format!("{}/{}", st["readyReplicas"].as_i64().unwrap_or(0), spec["replicas"].as_i64().unwrap_or(0))),
+                json!(format!(
+                    "{}/{}",
+                    st["readyReplicas"].as_i64().unwrap_or(0),
+                    spec["replicas"].as_i64().unwrap_or(0)
+                )),
                 int(&st["updatedReplicas"]),
                 int(&st["availableReplicas"]),
                 age,
@@ -71,7 +81,11 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
             let (names, images) = containers(&spec["template"]["spec"]["containers"]);
             vec![
                 name,
-                json!(format!("{}/{}", st["readyReplicas"].as_i64().unwrap_or(0), spec["replicas"].as_i64().unwrap_or(0))),
+                json!(format!(
+                    "{}/{}",
+                    st["readyReplicas"].as_i64().unwrap_or(0),
+                    spec["replicas"].as_i64().unwrap_or(0)
+                )),
                 age,
                 json!(names),
                 json!(images),
@@ -93,10 +107,13 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
                 json!(format_label_selector(&spec["selector"])),
             ]
         }
-        ("apps", "controllerrevisions") => vec![name, json!(controller_of(o)), int(&o["revision"]), age],
+        ("apps", "controllerrevisions") => {
+            vec![name, json!(controller_of(o)), int(&o["revision"]), age]
+        }
         ("batch", "jobs") => job(o, name, age, now),
         ("batch", "cronjobs") => {
-            let (names, images) = containers(&spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]);
+            let (names, images) =
+                containers(&spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]);
             let last = match parse_time(&st["lastScheduleTime"]) {
                 Some(t) => human_duration((now - t).num_seconds()),
                 None => "<none>".into(),
@@ -111,7 +128,9 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
                 age,
                 json!(names),
                 json!(images),
-                json!(format_label_selector(&spec["jobTemplate"]["spec"]["selector"])),
+                json!(format_label_selector(
+                    &spec["jobTemplate"]["spec"]["selector"]
+                )),
             ]
         }
         ("", "services") => {
@@ -132,14 +151,25 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
                 json!(str_of(&spec["type"])),
                 json!(or(&spec["clusterIPs"][0], "<none>")),
                 json!(service_external_ip(o)),
-                json!(if ports.is_empty() { "<none>".into() } else { ports.join(",") }),
+                json!(if ports.is_empty() {
+                    "<none>".into()
+                } else {
+                    ports.join(",")
+                }),
                 age,
                 json!(format_labels(&spec["selector"])),
             ]
         }
         ("networking.k8s.io", "ingresses") => {
-            let rules = spec["rules"].as_array().map(Vec::as_slice).unwrap_or_default();
-            let hosts: Vec<&str> = rules.iter().map(|r| str_of(&r["host"])).filter(|h| !h.is_empty()).collect();
+            let rules = spec["rules"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let hosts: Vec<&str> = rules
+                .iter()
+                .map(|r| str_of(&r["host"]))
+                .filter(|h| !h.is_empty())
+                .collect();
             let hosts = if hosts.is_empty() {
                 "*".to_string()
             } else if rules.len() > 3 && hosts.len() >= 3 {
@@ -200,12 +230,25 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
         ("", "nodes") => node(o, name, age),
         ("", "events") => event(o, name, now),
         ("", "namespaces") => vec![name, json!(str_of(&st["phase"])), age],
-        ("", "secrets") => vec![name, json!(str_of(&o["type"])), json!(count(&o["data"])), age],
+        ("", "secrets") => vec![
+            name,
+            json!(str_of(&o["type"])),
+            json!(count(&o["data"])),
+            age,
+        ],
         ("", "serviceaccounts") => vec![name, json!(count(&o["secrets"])), age],
-        ("", "configmaps") => vec![name, json!(count(&o["data"]) + count(&o["binaryData"])), age],
+        ("", "configmaps") => vec![
+            name,
+            json!(count(&o["data"]) + count(&o["binaryData"])),
+            age,
+        ],
         ("", "persistentvolumes") => {
             let claim = if spec["claimRef"].is_object() {
-                format!("{}/{}", str_of(&spec["claimRef"]["namespace"]), str_of(&spec["claimRef"]["name"]))
+                format!(
+                    "{}/{}",
+                    str_of(&spec["claimRef"]["namespace"]),
+                    str_of(&spec["claimRef"]["name"])
+                )
             } else {
                 String::new()
             };
@@ -226,7 +269,10 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
         ("", "persistentvolumeclaims") => {
             let bound = !str_of(&spec["volumeName"]).is_empty();
             let (capacity, modes) = if bound {
-                (str_of(&st["capacity"]["storage"]).to_string(), access_modes(&st["accessModes"]))
+                (
+                    str_of(&st["capacity"]["storage"]).to_string(),
+                    access_modes(&st["accessModes"]),
+                )
             } else {
                 (String::new(), String::new())
             };
@@ -244,21 +290,37 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
         }
         ("autoscaling", "horizontalpodautoscalers") => vec![
             name,
-            json!(format!("{}/{}", str_of(&spec["scaleTargetRef"]["kind"]), str_of(&spec["scaleTargetRef"]["name"]))),
+            json!(format!(
+                "{}/{}",
+                str_of(&spec["scaleTargetRef"]["kind"]),
+                str_of(&spec["scaleTargetRef"]["name"])
+            )),
             json!(hpa_metrics(o)),
-            json!(spec["minReplicas"].as_i64().map_or_else(|| "<unset>".into(), |n| n.to_string())),
+            json!(
+                spec["minReplicas"]
+                    .as_i64()
+                    .map_or_else(|| "<unset>".into(), |n| n.to_string())
+            ),
             int(&spec["maxReplicas"]),
             int(&st["currentReplicas"]),
             age,
         ],
-        ("networking.k8s.io", "networkpolicies") => vec![name, json!(format_label_selector(&spec["podSelector"])), age],
+        ("networking.k8s.io", "networkpolicies") => vec![
+            name,
+            json!(format_label_selector(&spec["podSelector"])),
+            age,
+        ],
         ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
             let mut users = Vec::new();
             let mut groups = Vec::new();
             let mut sas = Vec::new();
             for s in o["subjects"].as_array().into_iter().flatten() {
                 match str_of(&s["kind"]) {
-                    "ServiceAccount" => sas.push(format!("{}/{}", str_of(&s["namespace"]), str_of(&s["name"]))),
+                    "ServiceAccount" => sas.push(format!(
+                        "{}/{}",
+                        str_of(&s["namespace"]),
+                        str_of(&s["name"])
+                    )),
                     "User" => users.push(str_of(&s["name"]).to_string()),
                     "Group" => groups.push(str_of(&s["name"]).to_string()),
                     _ => {}
@@ -266,19 +328,29 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
             }
             vec![
                 name,
-                json!(format!("{}/{}", str_of(&o["roleRef"]["kind"]), str_of(&o["roleRef"]["name"]))),
+                json!(format!(
+                    "{}/{}",
+                    str_of(&o["roleRef"]["kind"]),
+                    str_of(&o["roleRef"]["name"])
+                )),
                 age,
                 json!(users.join(", ")),
                 json!(groups.join(", ")),
                 json!(sas.join(", ")),
             ]
         }
-        ("coordination.k8s.io", "leases") => vec![name, json!(str_of(&spec["holderIdentity"])), age],
+        ("coordination.k8s.io", "leases") => {
+            vec![name, json!(str_of(&spec["holderIdentity"])), age]
+        }
         ("storage.k8s.io", "storageclasses") => {
             let ann = &o["metadata"]["annotations"];
             let default = ann["storageclass.kubernetes.io/is-default-class"] == "true"
                 || ann["storageclass.beta.kubernetes.io/is-default-class"] == "true";
-            let shown = if default { format!("{} (default)", str_of(&name)) } else { str_of(&name).to_string() };
+            let shown = if default {
+                format!("{} (default)", str_of(&name))
+            } else {
+                str_of(&name).to_string()
+            };
             vec![
                 json!(shown),
                 json!(str_of(&o["provisioner"])),
@@ -289,12 +361,21 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
             ]
         }
         ("", "resourcequotas") => {
-            let mut keys: Vec<&String> = st["hard"].as_object().into_iter().flatten().map(|(k, _)| k).collect();
+            let mut keys: Vec<&String> = st["hard"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .collect();
             keys.sort();
             let mut requests = Vec::new();
             let mut limits = Vec::new();
             for k in keys {
-                let entry = format!("{k}: {}/{}", or(&st["used"][k.as_str()], "0"), str_of(&st["hard"][k.as_str()]));
+                let entry = format!(
+                    "{k}: {}/{}",
+                    or(&st["used"][k.as_str()], "0"),
+                    str_of(&st["hard"][k.as_str()])
+                );
                 let mut pieces = k.split('.');
                 if pieces.next() == Some("limits") && pieces.next().is_some() {
                     limits.push(entry);
@@ -302,7 +383,12 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
                     requests.push(entry);
                 }
             }
-            vec![name, json!(requests.join(", ")), json!(limits.join(", ")), age]
+            vec![
+                name,
+                json!(requests.join(", ")),
+                json!(limits.join(", ")),
+                age,
+            ]
         }
         ("scheduling.k8s.io", "priorityclasses") => vec![
             name,
@@ -321,10 +407,18 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
         ],
         ("storage.k8s.io", "csinodes") => vec![name, json!(count(&spec["drivers"])), age],
         ("storage.k8s.io", "csidrivers") => {
-            let modes: Vec<&str> =
-                spec["volumeLifecycleModes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let modes: Vec<&str> = spec["volumeLifecycleModes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             let tokens = match spec["tokenRequests"].as_array() {
-                Some(t) => t.iter().map(|r| str_of(&r["audience"])).collect::<Vec<_>>().join(","),
+                Some(t) => t
+                    .iter()
+                    .map(|r| str_of(&r["audience"]))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 None => "<unset>".into(),
             };
             vec![
@@ -334,15 +428,28 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
                 json!(spec["storageCapacity"].as_bool().unwrap_or(false)),
                 json!(tokens),
                 json!(spec["requiresRepublish"].as_bool().unwrap_or(false)),
-                json!(if modes.is_empty() { "<none>".into() } else { modes.join(",") }),
+                json!(if modes.is_empty() {
+                    "<none>".into()
+                } else {
+                    modes.join(",")
+                }),
                 age,
             ]
         }
         ("storage.k8s.io", "csistoragecapacities") => {
-            vec![name, json!(str_of(&o["storageClassName"])), json!(or(&o["capacity"], "<unset>"))]
+            vec![
+                name,
+                json!(str_of(&o["storageClassName"])),
+                json!(or(&o["capacity"], "<unset>")),
+            ]
         }
         ("networking.k8s.io", "servicecidrs") => {
-            let cidrs: Vec<&str> = spec["cidrs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let cidrs: Vec<&str> = spec["cidrs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
             vec![name, json!(cidrs.join(",")), age]
         }
         ("networking.k8s.io", "ipaddresses") => {
@@ -350,7 +457,11 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
             let parent = if p.is_object() {
                 let group = str_of(&p["group"]);
                 let resource = str_of(&p["resource"]);
-                let mut s = if group.is_empty() { resource.to_lowercase() } else { format!("{resource}.{group}").to_lowercase() };
+                let mut s = if group.is_empty() {
+                    resource.to_lowercase()
+                } else {
+                    format!("{resource}.{group}").to_lowercase()
+                };
                 if let Some(ns) = p["namespace"].as_str().filter(|n| !n.is_empty()) {
                     s = format!("{s}/{ns}");
                 }
@@ -376,7 +487,10 @@ fn job(o: &Value, name: Value, age: Value, now: DateTime<Utc>) -> Vec<Value> {
             _ => format!("{succeeded}/1"),
         },
     };
-    let duration = match (parse_time(&st["startTime"]), parse_time(&st["completionTime"])) {
+    let duration = match (
+        parse_time(&st["startTime"]),
+        parse_time(&st["completionTime"]),
+    ) {
         (None, _) => String::new(),
         (Some(start), None) => human_duration((now - start).num_seconds()),
         (Some(start), Some(end)) => human_duration((end - start).num_seconds()),
@@ -420,8 +534,15 @@ fn node(o: &Value, name: Value, age: Value) -> Vec<Value> {
     let st = &o["status"];
     let mut status: Vec<String> = Vec::new();
     // Upstream keeps the last condition of each type; only Ready is shown.
-    if let Some(c) = st["conditions"].as_array().into_iter().flatten().filter(|c| c["type"] == "Ready").last() {
-        status.push(if c["status"] == "True" { "Ready".into() } else { "NotReady".into() });
+    if let Some(c) = st["conditions"]
+        .as_array()
+        .and_then(|a| a.iter().rev().find(|c| c["type"] == "Ready"))
+    {
+        status.push(if c["status"] == "True" {
+            "Ready".into()
+        } else {
+            "NotReady".into()
+        });
     }
     if status.is_empty() {
         status.push("Unknown".into());
@@ -447,13 +568,20 @@ fn node(o: &Value, name: Value, age: Value) -> Vec<Value> {
             .into_iter()
             .flatten()
             .find(|a| a["type"] == ty)
-            .map_or_else(|| "<none>".to_string(), |a| str_of(&a["address"]).to_string())
+            .map_or_else(
+                || "<none>".to_string(),
+                |a| str_of(&a["address"]).to_string(),
+            )
     };
     let info = &st["nodeInfo"];
     vec![
         name,
         json!(status.join(",")),
-        json!(if roles.is_empty() { "<none>".into() } else { roles.join(",") }),
+        json!(if roles.is_empty() {
+            "<none>".into()
+        } else {
+            roles.join(",")
+        }),
         age,
         json!(str_of(&info["kubeletVersion"])),
         json!(address("InternalIP")),
@@ -470,7 +598,11 @@ fn event(o: &Value, name: Value, now: DateTime<Utc>) -> Vec<Value> {
     } else {
         since(&o["eventTime"], now)
     };
-    let mut last = if parse_time(&o["lastTimestamp"]).is_some() { since(&o["lastTimestamp"], now) } else { first.clone() };
+    let mut last = if parse_time(&o["lastTimestamp"]).is_some() {
+        since(&o["lastTimestamp"], now)
+    } else {
+        first.clone()
+    };
     let mut n = o["count"].as_i64().unwrap_or(0);
     if o["series"].is_object() {
         last = since(&o["series"]["lastObservedTime"], now);
@@ -487,7 +619,11 @@ fn event(o: &Value, name: Value, now: DateTime<Utc>) -> Vec<Value> {
     };
     let component = or(&o["source"]["component"], str_of(&o["reportingComponent"]));
     let instance = or(&o["source"]["host"], str_of(&o["reportingInstance"]));
-    let source = if instance.is_empty() { component } else { format!("{component}, {instance}") };
+    let source = if instance.is_empty() {
+        component
+    } else {
+        format!("{component}, {instance}")
+    };
     vec![
         json!(last),
         json!(str_of(&o["type"])),
@@ -518,7 +654,11 @@ fn controller_of(o: &Value) -> String {
         None => "",
     };
     let kind = str_of(&r["kind"]);
-    let gk = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+    let gk = if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    };
     if gk.is_empty() {
         str_of(&r["name"]).to_string()
     } else {
@@ -562,15 +702,28 @@ fn load_balancer(lb: &Value) -> String {
 
 fn service_external_ip(svc: &Value) -> String {
     let spec = &svc["spec"];
-    let external: Vec<&str> = spec["externalIPs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let external: Vec<&str> = spec["externalIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     match str_of(&spec["type"]) {
         "ClusterIP" | "NodePort" => {
-            if external.is_empty() { "<none>".into() } else { external.join(",") }
+            if external.is_empty() {
+                "<none>".into()
+            } else {
+                external.join(",")
+            }
         }
         "LoadBalancer" => {
             let lb = load_balancer(&svc["status"]["loadBalancer"]);
             if !external.is_empty() {
-                let mut all: Vec<&str> = if lb.is_empty() { Vec::new() } else { lb.split(',').collect() };
+                let mut all: Vec<&str> = if lb.is_empty() {
+                    Vec::new()
+                } else {
+                    lb.split(',').collect()
+                };
                 all.extend(external);
                 all.join(",")
             } else if !lb.is_empty() {
@@ -586,15 +739,24 @@ fn service_external_ip(svc: &Value) -> String {
 
 /// Upstream's `formatEndpoints`: up to three `ip:port`, then `+ N more...`.
 fn endpoints(o: &Value) -> String {
-    let subsets = o["subsets"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let subsets = o["subsets"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if subsets.is_empty() {
         return "<none>".into();
     }
     let mut list: Vec<String> = Vec::new();
     let mut total = 0usize;
     for ss in subsets {
-        let addrs = ss["addresses"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let ports = ss["ports"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let addrs = ss["addresses"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let ports = ss["ports"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         if ports.is_empty() {
             // Headless services may have no ports.
             total += addrs.len();
@@ -603,11 +765,19 @@ fn endpoints(o: &Value) -> String {
         }
         for p in ports {
             total += addrs.len();
-            list.extend(addrs.iter().map(|a| host_port(str_of(&a["ip"]), &int(&p["port"]))));
+            list.extend(
+                addrs
+                    .iter()
+                    .map(|a| host_port(str_of(&a["ip"]), &int(&p["port"]))),
+            );
         }
     }
     let shown = list.iter().take(3).cloned().collect::<Vec<_>>().join(",");
-    if total > 3 { format!("{shown} + {} more...", total - 3) } else { shown }
+    if total > 3 {
+        format!("{shown} + {} more...", total - 3)
+    } else {
+        shown
+    }
 }
 
 /// Upstream's `formatHPAMetrics` for autoscaling/v2 objects, and for v1
@@ -636,25 +806,49 @@ fn hpa_metrics(o: &Value) -> String {
             let q = |v: &Value| int_or_string(v).unwrap_or_default();
             let current = |src: &str, field: &str| {
                 let v = &cur[src]["current"][field];
-                if v.is_null() { "<unknown>".to_string() } else { q(v) }
+                if v.is_null() {
+                    "<unknown>".to_string()
+                } else {
+                    q(v)
+                }
             };
             match str_of(&m["type"]) {
                 "External" | "Object" => {
-                    let src = if m["type"] == "External" { "external" } else { "object" };
+                    let src = if m["type"] == "External" {
+                        "external"
+                    } else {
+                        "object"
+                    };
                     let target = &m[src]["target"];
                     if !target["averageValue"].is_null() {
-                        format!("{}/{} (avg)", current(src, "averageValue"), q(&target["averageValue"]))
+                        format!(
+                            "{}/{} (avg)",
+                            current(src, "averageValue"),
+                            q(&target["averageValue"])
+                        )
                     } else {
                         format!("{}/{}", current(src, "value"), q(&target["value"]))
                     }
                 }
-                "Pods" => format!("{}/{}", current("pods", "averageValue"), q(&m["pods"]["target"]["averageValue"])),
+                "Pods" => format!(
+                    "{}/{}",
+                    current("pods", "averageValue"),
+                    q(&m["pods"]["target"]["averageValue"])
+                ),
                 "Resource" | "ContainerResource" => {
-                    let src = if m["type"] == "Resource" { "resource" } else { "containerResource" };
+                    let src = if m["type"] == "Resource" {
+                        "resource"
+                    } else {
+                        "containerResource"
+                    };
                     let res = str_of(&m[src]["name"]);
                     let target = &m[src]["target"];
                     if !target["averageValue"].is_null() {
-                        format!("{res}: {}/{}", current(src, "averageValue"), q(&target["averageValue"]))
+                        format!(
+                            "{res}: {}/{}",
+                            current(src, "averageValue"),
+                            q(&target["averageValue"])
+                        )
                     } else {
                         let c = cur[src]["current"]["averageUtilization"]
                             .as_i64()

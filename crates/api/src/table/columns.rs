@@ -25,8 +25,20 @@ const CREATED_DOC: &str = "CreationTimestamp is a timestamp representing the ser
 
 const NAME: Col = ("Name", "string", "name", Desc::Doc(META, "name"), 0);
 const AGE: Col = ("Age", "string", "", Desc::Doc(META, "creationTimestamp"), 0);
-const CONTAINERS: Col = ("Containers", "string", "", Desc::Text("Names of each container in the template."), 1);
-const IMAGES: Col = ("Images", "string", "", Desc::Text("Images referenced by each container in the template."), 1);
+const CONTAINERS: Col = (
+    "Containers",
+    "string",
+    "",
+    Desc::Text("Names of each container in the template."),
+    1,
+);
+const IMAGES: Col = (
+    "Images",
+    "string",
+    "",
+    Desc::Text("Images referenced by each container in the template."),
+    1,
+);
 
 const fn col(name: &'static str, ty: &'static str, desc: Desc) -> Col {
     (name, ty, "", desc, 0)
@@ -66,7 +78,16 @@ fn describe(d: Desc) -> String {
 pub fn definitions(group: &str, plural: &str) -> Vec<ColumnDefinition> {
     let cols = raw(group, plural);
     let cols = if cols.is_empty() {
-        vec![NAME, ("Created At", "date", "", Desc::Doc(META, "creationTimestamp"), 0)]
+        vec![
+            NAME,
+            (
+                "Created At",
+                "date",
+                "",
+                Desc::Doc(META, "creationTimestamp"),
+                0,
+            ),
+        ]
     } else {
         cols
     };
@@ -113,30 +134,68 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
     match (group, plural) {
         ("", "pods") => vec![
             NAME,
-            col("Ready", "string", text("The aggregate readiness state of this pod for accepting traffic.")),
-            col("Status", "string", text("The aggregate status of the containers in this pod.")),
+            col(
+                "Ready",
+                "string",
+                text("The aggregate readiness state of this pod for accepting traffic."),
+            ),
+            col(
+                "Status",
+                "string",
+                text("The aggregate status of the containers in this pod."),
+            ),
             col(
                 "Restarts",
                 "string",
-                text("The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+                text(
+                    "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+                ),
             ),
             AGE,
             wide("IP", "string", doc(POD_STATUS, "podIP")),
             wide("Node", "string", doc(POD_SPEC, "nodeName")),
-            wide("Nominated Node", "string", doc(POD_STATUS, "nominatedNodeName")),
+            wide(
+                "Nominated Node",
+                "string",
+                doc(POD_STATUS, "nominatedNodeName"),
+            ),
             wide("Readiness Gates", "string", doc(POD_SPEC, "readinessGates")),
         ],
         ("", "podtemplates") => vec![
             NAME,
-            col("Containers", "string", text("Names of each container in the template.")),
-            col("Images", "string", text("Images referenced by each container in the template.")),
-            col("Pod Labels", "string", text("The labels for the pod template.")),
+            col(
+                "Containers",
+                "string",
+                text("Names of each container in the template."),
+            ),
+            col(
+                "Images",
+                "string",
+                text("Images referenced by each container in the template."),
+            ),
+            col(
+                "Pod Labels",
+                "string",
+                text("The labels for the pod template."),
+            ),
         ],
         ("policy", "poddisruptionbudgets") => vec![
             NAME,
-            col("Min Available", "string", text("The minimum number of pods that must be available.")),
-            col("Max Unavailable", "string", text("The maximum number of pods that may be unavailable.")),
-            col("Allowed Disruptions", "integer", text("Calculated number of pods that may be disrupted at this time.")),
+            col(
+                "Min Available",
+                "string",
+                text("The minimum number of pods that must be available."),
+            ),
+            col(
+                "Max Unavailable",
+                "string",
+                text("The maximum number of pods that may be unavailable."),
+            ),
+            col(
+                "Allowed Disruptions",
+                "integer",
+                text("Calculated number of pods that may be disrupted at this time."),
+            ),
             AGE,
         ],
         ("", "replicationcontrollers") => vec![
@@ -161,22 +220,46 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
         ],
         ("apps", "daemonsets") => vec![
             NAME,
-            col("Desired", "integer", doc(DS_STATUS, "desiredNumberScheduled")),
-            col("Current", "integer", doc(DS_STATUS, "currentNumberScheduled")),
+            col(
+                "Desired",
+                "integer",
+                doc(DS_STATUS, "desiredNumberScheduled"),
+            ),
+            col(
+                "Current",
+                "integer",
+                doc(DS_STATUS, "currentNumberScheduled"),
+            ),
             col("Ready", "integer", doc(DS_STATUS, "numberReady")),
-            col("Up-to-date", "integer", doc(DS_STATUS, "updatedNumberScheduled")),
+            col(
+                "Up-to-date",
+                "integer",
+                doc(DS_STATUS, "updatedNumberScheduled"),
+            ),
             col("Available", "integer", doc(DS_STATUS, "numberAvailable")),
             col("Node Selector", "string", doc(POD_SPEC, "nodeSelector")),
             AGE,
             CONTAINERS,
             IMAGES,
-            wide("Selector", "string", doc("io.k8s.api.apps.v1.DaemonSetSpec", "selector")),
+            wide(
+                "Selector",
+                "string",
+                doc("io.k8s.api.apps.v1.DaemonSetSpec", "selector"),
+            ),
         ],
         ("batch", "jobs") => vec![
             NAME,
             col("Status", "string", text("Status of the job.")),
-            col("Completions", "string", doc("io.k8s.api.batch.v1.JobStatus", "succeeded")),
-            col("Duration", "string", text("Time required to complete the job.")),
+            col(
+                "Completions",
+                "string",
+                doc("io.k8s.api.batch.v1.JobStatus", "succeeded"),
+            ),
+            col(
+                "Duration",
+                "string",
+                text("Time required to complete the job."),
+            ),
             AGE,
             CONTAINERS,
             IMAGES,
@@ -188,7 +271,11 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
             col("Timezone", "string", doc(CJ_SPEC, "timeZone")),
             col("Suspend", "boolean", doc(CJ_SPEC, "suspend")),
             col("Active", "integer", doc(CJ_STATUS, "active")),
-            col("Last Schedule", "string", doc(CJ_STATUS, "lastScheduleTime")),
+            col(
+                "Last Schedule",
+                "string",
+                doc(CJ_STATUS, "lastScheduleTime"),
+            ),
             AGE,
             CONTAINERS,
             IMAGES,
@@ -205,26 +292,64 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
         ],
         ("networking.k8s.io", "ingresses") => vec![
             NAME,
-            col("Class", "string", text("The name of the IngressClass resource that should be used for additional configuration")),
-            col("Hosts", "string", text("Hosts that incoming requests are matched against before the ingress rule")),
-            col("Address", "string", text("Address is a list containing ingress points for the load-balancer")),
-            col("Ports", "string", text("Ports of TLS configurations that open")),
+            col(
+                "Class",
+                "string",
+                text(
+                    "The name of the IngressClass resource that should be used for additional configuration",
+                ),
+            ),
+            col(
+                "Hosts",
+                "string",
+                text("Hosts that incoming requests are matched against before the ingress rule"),
+            ),
+            col(
+                "Address",
+                "string",
+                text("Address is a list containing ingress points for the load-balancer"),
+            ),
+            col(
+                "Ports",
+                "string",
+                text("Ports of TLS configurations that open"),
+            ),
             AGE,
         ],
         ("networking.k8s.io", "ingressclasses") => vec![
             NAME,
-            col("Controller", "string", text("Controller that is responsible for handling this class")),
-            col("Parameters", "string", text("A reference to a resource with additional parameters")),
+            col(
+                "Controller",
+                "string",
+                text("Controller that is responsible for handling this class"),
+            ),
+            col(
+                "Parameters",
+                "string",
+                text("A reference to a resource with additional parameters"),
+            ),
             AGE,
         ],
         ("apps", "statefulsets") => vec![
             NAME,
-            col("Ready", "string", text("Number of the pod with ready state")),
+            col(
+                "Ready",
+                "string",
+                text("Number of the pod with ready state"),
+            ),
             AGE,
             CONTAINERS,
             IMAGES,
         ],
-        ("", "endpoints") => vec![NAME, col("Endpoints", "string", doc("io.k8s.api.core.v1.Endpoints", "subsets")), AGE],
+        ("", "endpoints") => vec![
+            NAME,
+            col(
+                "Endpoints",
+                "string",
+                doc("io.k8s.api.core.v1.Endpoints", "subsets"),
+            ),
+            AGE,
+        ],
         ("", "nodes") => vec![
             NAME,
             col("Status", "string", text("The status of the node")),
@@ -235,7 +360,11 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
             wide("External-IP", "string", doc(NODE_STATUS, "addresses")),
             wide("OS-Image", "string", doc(NODE_INFO, "osImage")),
             wide("Kernel-Version", "string", doc(NODE_INFO, "kernelVersion")),
-            wide("Container-Runtime", "string", doc(NODE_INFO, "containerRuntimeVersion")),
+            wide(
+                "Container-Runtime",
+                "string",
+                doc(NODE_INFO, "containerRuntimeVersion"),
+            ),
         ],
         ("", "events") => vec![
             col("Last Seen", "string", doc(EVENT, "lastTimestamp")),
@@ -249,7 +378,11 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
             wide("Count", "string", doc(EVENT, "count")),
             ("Name", "string", "name", Desc::Doc(META, "name"), 1),
         ],
-        ("", "namespaces") => vec![NAME, col("Status", "string", text("The status of the namespace")), AGE],
+        ("", "namespaces") => vec![
+            NAME,
+            col("Status", "string", text("The status of the namespace")),
+            AGE,
+        ],
         ("", "secrets") => vec![
             NAME,
             col("Type", "string", doc("io.k8s.api.core.v1.Secret", "type")),
@@ -258,18 +391,30 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
         ],
         ("", "serviceaccounts") => vec![
             NAME,
-            col("Secrets", "string", doc("io.k8s.api.core.v1.ServiceAccount", "secrets")),
+            col(
+                "Secrets",
+                "string",
+                doc("io.k8s.api.core.v1.ServiceAccount", "secrets"),
+            ),
             AGE,
         ],
         ("", "persistentvolumes") => vec![
             NAME,
             col("Capacity", "string", doc(PV_SPEC, "capacity")),
             col("Access Modes", "string", doc(PV_SPEC, "accessModes")),
-            col("Reclaim Policy", "string", doc(PV_SPEC, "persistentVolumeReclaimPolicy")),
+            col(
+                "Reclaim Policy",
+                "string",
+                doc(PV_SPEC, "persistentVolumeReclaimPolicy"),
+            ),
             col("Status", "string", doc(PV_STATUS, "phase")),
             col("Claim", "string", doc(PV_SPEC, "claimRef")),
             col("StorageClass", "string", text("StorageClass of the pv")),
-            col("VolumeAttributesClass", "string", text("VolumeAttributesClass of the pv")),
+            col(
+                "VolumeAttributesClass",
+                "string",
+                text("VolumeAttributesClass of the pv"),
+            ),
             col("Reason", "string", doc(PV_STATUS, "reason")),
             AGE,
             wide("VolumeMode", "string", doc(PV_SPEC, "volumeMode")),
@@ -281,13 +426,21 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
             col("Capacity", "string", doc(PVC_STATUS, "capacity")),
             col("Access Modes", "string", doc(PVC_STATUS, "accessModes")),
             col("StorageClass", "string", text("StorageClass of the pvc")),
-            col("VolumeAttributesClass", "string", text("VolumeAttributesClass of the pvc")),
+            col(
+                "VolumeAttributesClass",
+                "string",
+                text("VolumeAttributesClass of the pvc"),
+            ),
             AGE,
             wide("VolumeMode", "string", doc(PVC_SPEC, "volumeMode")),
         ],
         ("apps", "deployments") => vec![
             NAME,
-            col("Ready", "string", text("Number of the pod with ready state")),
+            col(
+                "Ready",
+                "string",
+                text("Number of the pod with ready state"),
+            ),
             col("Up-to-date", "string", doc(DEP_STATUS, "updatedReplicas")),
             col("Available", "string", doc(DEP_STATUS, "availableReplicas")),
             AGE,
@@ -304,31 +457,63 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
             col("Replicas", "string", doc(HPA_STATUS, "currentReplicas")),
             AGE,
         ],
-        ("", "configmaps") => vec![NAME, col("Data", "string", doc("io.k8s.api.core.v1.ConfigMap", "data")), AGE],
+        ("", "configmaps") => vec![
+            NAME,
+            col(
+                "Data",
+                "string",
+                doc("io.k8s.api.core.v1.ConfigMap", "data"),
+            ),
+            AGE,
+        ],
         ("networking.k8s.io", "networkpolicies") => vec![
             NAME,
-            col("Pod-Selector", "string", doc("io.k8s.api.networking.v1.NetworkPolicySpec", "podSelector")),
+            col(
+                "Pod-Selector",
+                "string",
+                doc("io.k8s.api.networking.v1.NetworkPolicySpec", "podSelector"),
+            ),
             AGE,
         ],
         ("rbac.authorization.k8s.io", "rolebindings") => vec![
             NAME,
-            col("Role", "string", doc("io.k8s.api.rbac.v1.RoleBinding", "roleRef")),
+            col(
+                "Role",
+                "string",
+                doc("io.k8s.api.rbac.v1.RoleBinding", "roleRef"),
+            ),
             AGE,
             wide("Users", "string", text("Users in the roleBinding")),
             wide("Groups", "string", text("Groups in the roleBinding")),
-            wide("ServiceAccounts", "string", text("ServiceAccounts in the roleBinding")),
+            wide(
+                "ServiceAccounts",
+                "string",
+                text("ServiceAccounts in the roleBinding"),
+            ),
         ],
         ("rbac.authorization.k8s.io", "clusterrolebindings") => vec![
             NAME,
-            col("Role", "string", doc("io.k8s.api.rbac.v1.ClusterRoleBinding", "roleRef")),
+            col(
+                "Role",
+                "string",
+                doc("io.k8s.api.rbac.v1.ClusterRoleBinding", "roleRef"),
+            ),
             AGE,
             wide("Users", "string", text("Users in the clusterRoleBinding")),
             wide("Groups", "string", text("Groups in the clusterRoleBinding")),
-            wide("ServiceAccounts", "string", text("ServiceAccounts in the clusterRoleBinding")),
+            wide(
+                "ServiceAccounts",
+                "string",
+                text("ServiceAccounts in the clusterRoleBinding"),
+            ),
         ],
         ("coordination.k8s.io", "leases") => vec![
             NAME,
-            col("Holder", "string", doc("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity")),
+            col(
+                "Holder",
+                "string",
+                doc("io.k8s.api.coordination.v1.LeaseSpec", "holderIdentity"),
+            ),
             AGE,
         ],
         ("storage.k8s.io", "storageclasses") => vec![
@@ -336,22 +521,38 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
             col("Provisioner", "string", doc(SC, "provisioner")),
             col("ReclaimPolicy", "string", doc(SC, "reclaimPolicy")),
             col("VolumeBindingMode", "string", doc(SC, "volumeBindingMode")),
-            col("AllowVolumeExpansion", "string", doc(SC, "allowVolumeExpansion")),
+            col(
+                "AllowVolumeExpansion",
+                "string",
+                doc(SC, "allowVolumeExpansion"),
+            ),
             AGE,
         ],
         ("apps", "controllerrevisions") => vec![
             NAME,
             col("Controller", "string", text("Controller of the object")),
-            col("Revision", "string", doc("io.k8s.api.apps.v1.ControllerRevision", "revision")),
+            col(
+                "Revision",
+                "string",
+                doc("io.k8s.api.apps.v1.ControllerRevision", "revision"),
+            ),
             AGE,
         ],
         ("", "resourcequotas") => vec![
             NAME,
-            col("Request", "string", text("Request represents a minimum amount of cpu/memory that a container may consume.")),
+            col(
+                "Request",
+                "string",
+                text(
+                    "Request represents a minimum amount of cpu/memory that a container may consume.",
+                ),
+            ),
             col(
                 "Limit",
                 "string",
-                text("Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node."),
+                text(
+                    "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+                ),
             ),
             AGE,
         ],
@@ -365,9 +566,20 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
         ("storage.k8s.io", "volumeattachments") => vec![
             NAME,
             ("Attacher", "string", "name", doc(VA_SPEC, "attacher"), 0),
-            col("PV", "string", doc("io.k8s.api.storage.v1.VolumeAttachmentSource", "persistentVolumeName")),
+            col(
+                "PV",
+                "string",
+                doc(
+                    "io.k8s.api.storage.v1.VolumeAttachmentSource",
+                    "persistentVolumeName",
+                ),
+            ),
             col("Node", "string", doc(VA_SPEC, "nodeName")),
-            col("Attached", "boolean", doc("io.k8s.api.storage.v1.VolumeAttachmentStatus", "attached")),
+            col(
+                "Attached",
+                "boolean",
+                doc("io.k8s.api.storage.v1.VolumeAttachmentStatus", "attached"),
+            ),
             AGE,
         ],
         ("discovery.k8s.io", "endpointslices") => vec![
@@ -379,32 +591,71 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
         ],
         ("storage.k8s.io", "csinodes") => vec![
             NAME,
-            col("Drivers", "integer", text("Drivers indicates the number of CSI drivers registered on the node")),
+            col(
+                "Drivers",
+                "integer",
+                text("Drivers indicates the number of CSI drivers registered on the node"),
+            ),
             AGE,
         ],
         ("storage.k8s.io", "csidrivers") => vec![
             NAME,
-            col("AttachRequired", "boolean", doc(CSI_DRIVER, "attachRequired")),
-            col("PodInfoOnMount", "boolean", doc(CSI_DRIVER, "podInfoOnMount")),
-            col("StorageCapacity", "boolean", doc(CSI_DRIVER, "storageCapacity")),
+            col(
+                "AttachRequired",
+                "boolean",
+                doc(CSI_DRIVER, "attachRequired"),
+            ),
+            col(
+                "PodInfoOnMount",
+                "boolean",
+                doc(CSI_DRIVER, "podInfoOnMount"),
+            ),
+            col(
+                "StorageCapacity",
+                "boolean",
+                doc(CSI_DRIVER, "storageCapacity"),
+            ),
             col("TokenRequests", "string", doc(CSI_DRIVER, "tokenRequests")),
-            col("RequiresRepublish", "boolean", doc(CSI_DRIVER, "requiresRepublish")),
+            col(
+                "RequiresRepublish",
+                "boolean",
+                doc(CSI_DRIVER, "requiresRepublish"),
+            ),
             col("Modes", "string", doc(CSI_DRIVER, "volumeLifecycleModes")),
             AGE,
         ],
         ("storage.k8s.io", "csistoragecapacities") => vec![
             NAME,
-            col("StorageClassName", "string", doc("io.k8s.api.storage.v1.CSIStorageCapacity", "storageClassName")),
-            col("Capacity", "string", doc("io.k8s.api.storage.v1.CSIStorageCapacity", "capacity")),
+            col(
+                "StorageClassName",
+                "string",
+                doc(
+                    "io.k8s.api.storage.v1.CSIStorageCapacity",
+                    "storageClassName",
+                ),
+            ),
+            col(
+                "Capacity",
+                "string",
+                doc("io.k8s.api.storage.v1.CSIStorageCapacity", "capacity"),
+            ),
         ],
         ("networking.k8s.io", "servicecidrs") => vec![
             NAME,
-            col("CIDRs", "string", doc("io.k8s.api.networking.v1.ServiceCIDRSpec", "cidrs")),
+            col(
+                "CIDRs",
+                "string",
+                doc("io.k8s.api.networking.v1.ServiceCIDRSpec", "cidrs"),
+            ),
             AGE,
         ],
         ("networking.k8s.io", "ipaddresses") => vec![
             NAME,
-            col("ParentRef", "string", doc("io.k8s.api.networking.v1.IPAddressSpec", "parentRef")),
+            col(
+                "ParentRef",
+                "string",
+                doc("io.k8s.api.networking.v1.IPAddressSpec", "parentRef"),
+            ),
         ],
         _ => Vec::new(),
     }

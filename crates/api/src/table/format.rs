@@ -16,21 +16,33 @@ pub fn human_duration(secs: i64) -> String {
     }
     let m = s / 60;
     if m < 10 {
-        return if s % 60 == 0 { format!("{m}m") } else { format!("{m}m{}s", s % 60) };
+        return if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        };
     }
     if m < 180 {
         return format!("{m}m");
     }
     let h = m / 60;
     if h < 8 {
-        return if m % 60 == 0 { format!("{h}h") } else { format!("{h}h{}m", m % 60) };
+        return if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        };
     }
     if h < 48 {
         return format!("{h}h");
     }
     if h < 24 * 8 {
         let d = h / 24;
-        return if h % 24 == 0 { format!("{d}d") } else { format!("{d}d{}h", h % 24) };
+        return if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        };
     }
     if h < 24 * 365 * 2 {
         return format!("{}d", h / 24);
@@ -38,7 +50,11 @@ pub fn human_duration(secs: i64) -> String {
     let y = h / 24 / 365;
     if h < 24 * 365 * 8 {
         let d = (h / 24) % 365;
-        return if d == 0 { format!("{y}y") } else { format!("{y}y{d}d") };
+        return if d == 0 {
+            format!("{y}y")
+        } else {
+            format!("{y}y{d}d")
+        };
     }
     format!("{y}y")
 }
@@ -112,7 +128,12 @@ pub fn selector_string(sel: &Value) -> String {
     }
     for e in sel["matchExpressions"].as_array().into_iter().flatten() {
         let key = str_of(&e["key"]);
-        let mut vals: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let mut vals: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         vals.sort_unstable();
         vals.dedup();
         let text = match str_of(&e["operator"]) {
@@ -127,7 +148,10 @@ pub fn selector_string(sel: &Value) -> String {
     // Upstream sorts requirements by key only; a stable sort keeps
     // matchLabels before expressions on the same key.
     reqs.sort_by(|a, b| a.0.cmp(&b.0));
-    reqs.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(",")
+    reqs.into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Upstream's `metav1.FormatLabelSelector`: like [`selector_string`] but
@@ -151,7 +175,12 @@ pub fn list_with_more(items: &[String], max: usize) -> String {
     if items.is_empty() {
         return "<unset>".into();
     }
-    let shown = items.iter().take(max).cloned().collect::<Vec<_>>().join(",");
+    let shown = items
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",");
     if items.len() > max {
         format!("{shown} + {} more...", items.len() - max)
     } else {
@@ -179,12 +208,21 @@ pub fn bool_ptr(v: &Value) -> String {
 
 /// `net.JoinHostPort`: brackets around IPv6 addresses.
 pub fn host_port(ip: &str, port: &Value) -> String {
-    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 /// Upstream's `GetAccessModesAsString`: fixed order, short names.
 pub fn access_modes(v: &Value) -> String {
-    let modes: Vec<&str> = v.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let modes: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     [
         ("ReadWriteOnce", "RWO"),
         ("ReadOnlyMany", "ROX"),
@@ -231,8 +269,14 @@ mod tests {
         assert_eq!(selector_string(&json!({})), "");
         assert_eq!(format_label_selector(&json!({})), "<none>");
         assert_eq!(format_labels(&json!({"z": "1", "a": "2"})), "a=2,z=1");
-        assert_eq!(access_modes(&json!(["ReadWriteMany", "ReadWriteOnce"])), "RWO,RWX");
-        let items: Vec<String> = ["a", "b", "c", "d", "e"].iter().map(ToString::to_string).collect();
+        assert_eq!(
+            access_modes(&json!(["ReadWriteMany", "ReadWriteOnce"])),
+            "RWO,RWX"
+        );
+        let items: Vec<String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(list_with_more(&items, 3), "a,b,c + 2 more...");
     }
 }

@@ -49,13 +49,22 @@ pub fn row_cells(group: &str, plural: &str, obj: &Value, now: DateTime<Utc>) -> 
     let created = format::parse_time(&obj["metadata"]["creationTimestamp"])
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
         .unwrap_or_default();
-    vec![json!(format::str_of(&obj["metadata"]["name"])), json!(created)]
+    vec![
+        json!(format::str_of(&obj["metadata"]["name"])),
+        json!(created),
+    ]
 }
 
 /// Builds a meta.k8s.io/v1 Table of `rows`; `include_object` is `None`
 /// (no object), `Object` (the whole object) or anything else, upstream's
 /// default `Metadata` (a PartialObjectMetadata).
-pub fn table(group: &str, plural: &str, rows: &[&Value], now: DateTime<Utc>, include_object: &str) -> Value {
+pub fn table(
+    group: &str,
+    plural: &str,
+    rows: &[&Value],
+    now: DateTime<Utc>,
+    include_object: &str,
+) -> Value {
     let rows: Vec<Value> = rows
         .iter()
         .map(|o| {
@@ -94,7 +103,9 @@ mod tests {
     use crate::catalogue::RESOURCES;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     /// Every served kind prints as many cells as it has columns, even for
@@ -108,18 +119,33 @@ mod tests {
             assert_eq!(cols.len(), cells.len(), "{}/{}", r.group, r.plural);
             // Upstream also marks VolumeAttachment's Attacher column as a name.
             assert!(cols.iter().any(|c| c.format == "name"), "{}", r.plural);
-            assert!(cols.iter().all(|c| !c.description.is_empty()), "{}/{}", r.group, r.plural);
+            assert!(
+                cols.iter().all(|c| !c.description.is_empty()),
+                "{}/{}",
+                r.group,
+                r.plural
+            );
         }
     }
 
     #[test]
     fn default_table_is_name_and_created_at() {
         let cols = column_definitions("rbac.authorization.k8s.io", "clusterroles");
-        assert_eq!(cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["Name", "Created At"]);
+        assert_eq!(
+            cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["Name", "Created At"]
+        );
         assert_eq!(cols[1].type_, "date");
-        assert!(cols[0].description.starts_with("Name must be unique within a namespace."));
+        assert!(
+            cols[0]
+                .description
+                .starts_with("Name must be unique within a namespace.")
+        );
         let o = json!({"metadata": {"name": "admin", "creationTimestamp": "2025-12-31T10:00:00Z"}});
-        assert_eq!(row_cells("rbac.authorization.k8s.io", "clusterroles", &o, now()), [json!("admin"), json!("2025-12-31T10:00:00Z")]);
+        assert_eq!(
+            row_cells("rbac.authorization.k8s.io", "clusterroles", &o, now()),
+            [json!("admin"), json!("2025-12-31T10:00:00Z")]
+        );
     }
 
     #[test]
@@ -132,7 +158,14 @@ mod tests {
         assert_eq!(t["rows"][0]["object"]["metadata"]["uid"], "u");
         assert_eq!(t["rows"][0]["cells"], json!(["c", 1, "<unknown>"]));
         assert_eq!(t["columnDefinitions"][1]["type"], "string");
-        assert_eq!(table("", "configmaps", &[&o], now(), "Object")["rows"][0]["object"], o);
-        assert!(table("", "configmaps", &[&o], now(), "None")["rows"][0].get("object").is_none());
+        assert_eq!(
+            table("", "configmaps", &[&o], now(), "Object")["rows"][0]["object"],
+            o
+        );
+        assert!(
+            table("", "configmaps", &[&o], now(), "None")["rows"][0]
+                .get("object")
+                .is_none()
+        );
     }
 }

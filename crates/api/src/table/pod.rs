@@ -19,7 +19,11 @@ fn condition_true(status: &Value, ty: &str) -> bool {
 
 fn last_termination(c: &Value) -> Option<DateTime<Utc>> {
     let t = &c["lastState"]["terminated"];
-    if t.is_object() { parse_time(&t["finishedAt"]) } else { None }
+    if t.is_object() {
+        parse_time(&t["finishedAt"])
+    } else {
+        None
+    }
 }
 
 fn later(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -56,10 +60,20 @@ fn summarize(pod: &Value) -> Summary {
             reason = "SchedulingGated".into();
         }
     }
-    let init_specs = spec["initContainers"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let is_sidecar = |name: &str| init_specs.iter().any(|c| c["name"] == name && c["restartPolicy"] == "Always");
+    let init_specs = spec["initContainers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let is_sidecar = |name: &str| {
+        init_specs
+            .iter()
+            .any(|c| c["name"] == name && c["restartPolicy"] == "Always")
+    };
     let mut total = spec["containers"].as_array().map(Vec::len).unwrap_or(0);
-    total += init_specs.iter().filter(|c| c["restartPolicy"] == "Always").count();
+    total += init_specs
+        .iter()
+        .filter(|c| c["restartPolicy"] == "Always")
+        .count();
 
     let mut ready = 0usize;
     let mut restarts = 0i64;
@@ -67,7 +81,10 @@ fn summarize(pod: &Value) -> Summary {
     let mut last_restart = None;
     let mut last_sidecar_restart = None;
     let mut initializing = false;
-    let inits = st["initContainerStatuses"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let inits = st["initContainerStatuses"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     for (i, c) in inits.iter().enumerate() {
         restarts += restart_count(c);
         last_restart = later(last_restart, last_termination(c));
@@ -108,7 +125,10 @@ fn summarize(pod: &Value) -> Summary {
         restarts = sidecar_restarts;
         last_restart = last_sidecar_restart;
         let mut has_running = false;
-        let statuses = st["containerStatuses"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let statuses = st["containerStatuses"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         // Upstream walks backwards so the first container's state wins.
         for c in statuses.iter().rev() {
             restarts += restart_count(c);
@@ -131,7 +151,11 @@ fn summarize(pod: &Value) -> Summary {
             }
         }
         if reason == "Completed" && has_running {
-            reason = if condition_true(st, "Ready") { "Running".into() } else { "NotReady".into() };
+            reason = if condition_true(st, "Ready") {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
         }
     }
 
@@ -151,7 +175,11 @@ fn summarize(pod: &Value) -> Summary {
 }
 
 fn none_if_empty(s: &str) -> String {
-    if s.is_empty() { "<none>".into() } else { s.to_string() }
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// The nine cells of a pod row (the wide ones included, as the server
@@ -159,17 +187,30 @@ fn none_if_empty(s: &str) -> String {
 pub fn cells(pod: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let s = summarize(pod);
     let restarts = match s.last_restart {
-        Some(t) if s.restarts != 0 => format!("{} ({} ago)", s.restarts, human_duration((now - t).num_seconds())),
+        Some(t) if s.restarts != 0 => format!(
+            "{} ({} ago)",
+            s.restarts,
+            human_duration((now - t).num_seconds())
+        ),
         _ => s.restarts.to_string(),
     };
     let spec = &pod["spec"];
     let st = &pod["status"];
-    let ip = st["podIPs"][0]["ip"].as_str().or_else(|| st["podIP"].as_str()).unwrap_or("");
-    let gates = spec["readinessGates"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let ip = st["podIPs"][0]["ip"]
+        .as_str()
+        .or_else(|| st["podIP"].as_str())
+        .unwrap_or("");
+    let gates = spec["readinessGates"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     let readiness = if gates.is_empty() {
         "<none>".to_string()
     } else {
-        let conds = st["conditions"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let conds = st["conditions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let ok = gates
             .iter()
             .filter(|g| {
