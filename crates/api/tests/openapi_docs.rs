@@ -17,9 +17,16 @@ fn deployments_patch_has_field_validation() {
     let doc = api::openapi::v3_document("apps", "v1").unwrap();
     let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
     assert_eq!(patch["x-kubernetes-action"], "patch");
-    assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+    assert_eq!(
+        patch["x-kubernetes-group-version-kind"]["kind"],
+        "Deployment"
+    );
     let params = patch["parameters"].as_array().unwrap();
-    assert!(params.iter().any(|p| p["name"] == "fieldValidation" && p["in"] == "query"));
+    assert!(
+        params
+            .iter()
+            .any(|p| p["name"] == "fieldValidation" && p["in"] == "query")
+    );
     let content = patch["requestBody"]["content"].as_object().unwrap();
     for ct in [
         "application/json-patch+json",
@@ -39,9 +46,16 @@ fn every_patch_operation_has_field_validation() {
         for v in versions {
             let doc = api::openapi::v3_document(g, v).unwrap();
             for (path, item) in doc["paths"].as_object().unwrap() {
-                if let Some(op) = item.get("patch").filter(|op| op["x-kubernetes-action"] != "connect") {
+                if let Some(op) = item
+                    .get("patch")
+                    .filter(|op| op["x-kubernetes-action"] != "connect")
+                {
                     assert!(op["x-kubernetes-group-version-kind"].is_object(), "{path}");
-                    let ok = op["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation");
+                    let ok = op["parameters"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["name"] == "fieldValidation");
                     assert!(ok, "{path}");
                 }
             }
@@ -55,7 +69,9 @@ fn check_refs(v: &Value, prefix: &str, names: &serde_json::Map<String, Value>, a
             for (k, c) in m {
                 if k == "$ref" {
                     let r = c.as_str().unwrap();
-                    let name = r.strip_prefix(prefix).unwrap_or_else(|| panic!("{at}: {r}"));
+                    let name = r
+                        .strip_prefix(prefix)
+                        .unwrap_or_else(|| panic!("{at}: {r}"));
                     assert!(names.contains_key(name), "{at}: dangling {r}");
                 } else {
                     check_refs(c, prefix, names, at);
@@ -77,15 +93,27 @@ fn every_reference_resolves() {
         }
     }
     let v2 = api::openapi::v2_document();
-    check_refs(v2, "#/definitions/", v2["definitions"].as_object().unwrap(), "v2");
+    check_refs(
+        v2,
+        "#/definitions/",
+        v2["definitions"].as_object().unwrap(),
+        "v2",
+    );
 }
 
 #[test]
 fn root_lists_every_group_version_with_a_hash() {
     let root = api::openapi::v3_root();
-    let apps = root["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
+    let apps = root["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap();
     assert!(apps.starts_with("/openapi/v3/apis/apps/v1?hash="), "{apps}");
-    assert!(root["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/api/v1?hash="));
+    assert!(
+        root["paths"]["api/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("/openapi/v3/api/v1?hash=")
+    );
     assert!(api::openapi::v3_document("nope", "v1").is_none());
 }
 
@@ -95,16 +123,30 @@ fn explain_path_has_descriptions() {
     let doc = api::openapi::v3_document("apps", "v1").unwrap();
     let s = &doc["components"]["schemas"];
     let deploy = &s["io.k8s.api.apps.v1.Deployment"];
-    assert_eq!(deploy["properties"]["spec"]["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec");
+    assert_eq!(
+        deploy["properties"]["spec"]["allOf"][0]["$ref"],
+        "#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec"
+    );
     assert!(deploy["properties"]["spec"]["description"].is_string());
     let containers = &s["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
     assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
-    assert!(containers["description"].as_str().unwrap().contains("containers"));
+    assert!(
+        containers["description"]
+            .as_str()
+            .unwrap()
+            .contains("containers")
+    );
     assert!(s["io.k8s.api.core.v1.Container"]["properties"]["image"]["description"].is_string());
     let ios = &s["io.k8s.apimachinery.pkg.util.intstr.IntOrString"];
     assert_eq!(ios["format"], "int-or-string");
     // The v2 document keeps swagger's spelling.
     let v2 = api::openapi::v2_document();
-    assert_eq!(v2["definitions"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["type"], "string");
-    assert_eq!(v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]["x-kubernetes-action"], "patch");
+    assert_eq!(
+        v2["definitions"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["type"],
+        "string"
+    );
+    assert_eq!(
+        v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]["x-kubernetes-action"],
+        "patch"
+    );
 }

@@ -39,7 +39,10 @@ static V3: LazyLock<HashMap<(String, String), Doc>> = LazyLock::new(|| {
     let mut out = HashMap::new();
     for (group, versions) in catalogue::groups() {
         for version in versions {
-            out.insert((group.to_string(), version.to_string()), Doc::new(build_v3(group, version)));
+            out.insert(
+                (group.to_string(), version.to_string()),
+                Doc::new(build_v3(group, version)),
+            );
         }
     }
     out
@@ -49,8 +52,12 @@ static V3_ROOT: LazyLock<Value> = LazyLock::new(|| {
     let mut paths = Map::new();
     for (group, versions) in catalogue::groups() {
         for version in versions {
-            let Some(doc) = V3.get(&(group.to_string(), version.to_string())) else { continue };
-            let key = paths::prefix(group, version).trim_start_matches('/').to_string();
+            let Some(doc) = V3.get(&(group.to_string(), version.to_string())) else {
+                continue;
+            };
+            let key = paths::prefix(group, version)
+                .trim_start_matches('/')
+                .to_string();
             paths.insert(
                 key.clone(),
                 json!({ "serverRelativeURL": format!("/openapi/v3/{key}?hash={}", doc.hash) }),
@@ -70,17 +77,20 @@ pub fn v3_root() -> &'static Value {
 
 /// The OpenAPI 3.0 document of one group version (`""` for core), if served.
 pub fn v3_document(group: &str, version: &str) -> Option<&'static Value> {
-    V3.get(&(group.to_string(), version.to_string())).map(|d| &d.value)
+    V3.get(&(group.to_string(), version.to_string()))
+        .map(|d| &d.value)
 }
 
 /// [`v3_document`] already serialized as JSON.
 pub fn v3_document_bytes(group: &str, version: &str) -> Option<&'static [u8]> {
-    V3.get(&(group.to_string(), version.to_string())).map(|d| d.bytes.as_slice())
+    V3.get(&(group.to_string(), version.to_string()))
+        .map(|d| d.bytes.as_slice())
 }
 
 /// The content hash [`v3_root`] advertises for a group version's document.
 pub fn v3_hash(group: &str, version: &str) -> Option<&'static str> {
-    V3.get(&(group.to_string(), version.to_string())).map(|d| d.hash.as_str())
+    V3.get(&(group.to_string(), version.to_string()))
+        .map(|d| d.hash.as_str())
 }
 
 /// The swagger 2.0 document (`/openapi/v2`) for every served group version.
@@ -97,9 +107,15 @@ pub fn v2_document_bytes() -> &'static [u8] {
 /// builds) 128-bit fingerprint; it only has to change when content does.
 fn content_hash(bytes: &[u8]) -> String {
     let fnv = |basis: u64| {
-        bytes.iter().fold(basis, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+        bytes.iter().fold(basis, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
     };
-    format!("{:016X}{:016X}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142))
+    format!(
+        "{:016X}{:016X}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
 }
 
 fn info() -> Value {
@@ -129,7 +145,8 @@ fn referenced(items: &[PathItem]) -> Vec<String> {
 }
 
 fn gvk_value(gvk: &Option<(String, String, String)>) -> Option<Value> {
-    gvk.as_ref().map(|(g, v, k)| json!({ "group": g, "kind": k, "version": v }))
+    gvk.as_ref()
+        .map(|(g, v, k)| json!({ "group": g, "kind": k, "version": v }))
 }
 
 // ---- OpenAPI 3 ----
@@ -175,11 +192,17 @@ fn definition_v3(name: &str, def: &Value) -> Value {
         match name {
             QUANTITY => {
                 m.remove("type");
-                m.insert("oneOf".into(), json!([{ "type": "string" }, { "type": "number" }]));
+                m.insert(
+                    "oneOf".into(),
+                    json!([{ "type": "string" }, { "type": "number" }]),
+                );
             }
             INT_OR_STRING => {
                 m.remove("type");
-                m.insert("oneOf".into(), json!([{ "type": "integer" }, { "type": "string" }]));
+                m.insert(
+                    "oneOf".into(),
+                    json!([{ "type": "integer" }, { "type": "string" }]),
+                );
             }
             _ => {}
         }
@@ -219,7 +242,10 @@ fn param_v3(p: &Param) -> Value {
     if p.required {
         m.insert("required".into(), true.into());
     }
-    m.insert("schema".into(), json!({ "type": p.ty, "uniqueItems": true }));
+    m.insert(
+        "schema".into(),
+        json!({ "type": p.ty, "uniqueItems": true }),
+    );
     Value::Object(m)
 }
 
@@ -238,12 +264,20 @@ fn op_v3(op: &Op) -> Value {
     m.insert("description".into(), op.description.clone().into());
     m.insert("operationId".into(), op.id.clone().into());
     if !op.params.is_empty() {
-        m.insert("parameters".into(), op.params.iter().map(param_v3).collect());
+        m.insert(
+            "parameters".into(),
+            op.params.iter().map(param_v3).collect(),
+        );
     }
     if let Some((def, types)) = &op.body {
         let content: Map<String, Value> = types
             .iter()
-            .map(|t| (t.to_string(), json!({ "schema": { "$ref": format!("{V3_REF}{def}") } })))
+            .map(|t| {
+                (
+                    t.to_string(),
+                    json!({ "schema": { "$ref": format!("{V3_REF}{def}") } }),
+                )
+            })
             .collect();
         let mut body = Map::new();
         body.insert("content".into(), Value::Object(content));
@@ -257,9 +291,17 @@ fn op_v3(op: &Op) -> Value {
         let content: Map<String, Value> = op
             .produces
             .iter()
-            .map(|t| (t.to_string(), json!({ "schema": reply_schema_v3(&op.reply) })))
+            .map(|t| {
+                (
+                    t.to_string(),
+                    json!({ "schema": reply_schema_v3(&op.reply) }),
+                )
+            })
             .collect();
-        responses.insert(code.to_string(), json!({ "content": content, "description": description }));
+        responses.insert(
+            code.to_string(),
+            json!({ "content": content, "description": description }),
+        );
     }
     responses.insert("401".into(), json!({ "description": "Unauthorized" }));
     m.insert("responses".into(), Value::Object(responses));
@@ -279,7 +321,10 @@ fn path_item_v3(item: &PathItem) -> Value {
         m.insert(op.method.into(), op_v3(op));
     }
     if !item.params.is_empty() {
-        m.insert("parameters".into(), item.params.iter().map(param_v3).collect());
+        m.insert(
+            "parameters".into(),
+            item.params.iter().map(param_v3).collect(),
+        );
     }
     Value::Object(m)
 }
@@ -359,7 +404,10 @@ fn op_v2(op: &Op) -> Value {
     };
     let mut responses = Map::new();
     for (code, description) in op.codes {
-        responses.insert(code.to_string(), json!({ "description": description, "schema": schema }));
+        responses.insert(
+            code.to_string(),
+            json!({ "description": description, "schema": schema }),
+        );
     }
     responses.insert("401".into(), json!({ "description": "Unauthorized" }));
     m.insert("responses".into(), Value::Object(responses));
@@ -380,7 +428,10 @@ fn path_item_v2(item: &PathItem) -> Value {
         m.insert(op.method.into(), op_v2(op));
     }
     if !item.params.is_empty() {
-        m.insert("parameters".into(), item.params.iter().map(param_v2).collect());
+        m.insert(
+            "parameters".into(),
+            item.params.iter().map(param_v2).collect(),
+        );
     }
     Value::Object(m)
 }

@@ -104,9 +104,7 @@ pub(super) fn definitions() -> Map<String, Value> {
 /// `<Kind>List` definitions: k8s-openapi has one generic `List<T>` without a
 /// schema, upstream names one per kind.
 fn add_lists(defs: &mut Map<String, Value>) {
-    let meta_ref = |name: &str, description: &str| {
-        json!({ "$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.{name}"), "description": description })
-    };
+    let meta_ref = |name: &str, description: &str| json!({ "$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.{name}"), "description": description });
     for r in RESOURCES {
         let list = format!("{}List", r.definition);
         if defs.contains_key(&list) || !defs.contains_key(r.definition) {
@@ -163,7 +161,9 @@ fn gvk(group: &str, version: &str, kind: &str) -> Value {
 }
 
 fn push_gvk(defs: &mut Map<String, Value>, def: &str, entry: Value) {
-    let Some(Value::Object(d)) = defs.get_mut(def) else { return };
+    let Some(Value::Object(d)) = defs.get_mut(def) else {
+        return;
+    };
     let list = d
         .entry("x-kubernetes-group-version-kind")
         .or_insert_with(|| Value::Array(Vec::new()));
@@ -180,13 +180,32 @@ fn add_group_version_kinds(defs: &mut Map<String, Value>) {
     for r in RESOURCES {
         push_gvk(defs, r.definition, gvk(r.group, r.version, r.kind));
         let list = format!("{}List", r.definition);
-        push_gvk(defs, &list, gvk(r.group, r.version, &format!("{}List", r.kind)));
+        push_gvk(
+            defs,
+            &list,
+            gvk(r.group, r.version, &format!("{}List", r.kind)),
+        );
     }
     let fixed = [
-        ("io.k8s.apimachinery.pkg.apis.meta.v1.Status", "", "v1", "Status"),
-        ("io.k8s.api.autoscaling.v1.Scale", "autoscaling", "v1", "Scale"),
+        (
+            "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+            "",
+            "v1",
+            "Status",
+        ),
+        (
+            "io.k8s.api.autoscaling.v1.Scale",
+            "autoscaling",
+            "v1",
+            "Scale",
+        ),
         ("io.k8s.api.policy.v1.Eviction", "policy", "v1", "Eviction"),
-        ("io.k8s.api.authentication.v1.TokenRequest", "authentication.k8s.io", "v1", "TokenRequest"),
+        (
+            "io.k8s.api.authentication.v1.TokenRequest",
+            "authentication.k8s.io",
+            "v1",
+            "TokenRequest",
+        ),
     ];
     for (def, g, v, k) in fixed {
         push_gvk(defs, def, gvk(g, v, k));
@@ -195,8 +214,14 @@ fn add_group_version_kinds(defs: &mut Map<String, Value>) {
     for (group, versions) in crate::catalogue::groups() {
         for version in versions {
             for (def, kind) in [
-                ("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions", "DeleteOptions"),
-                ("io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent", "WatchEvent"),
+                (
+                    "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+                    "DeleteOptions",
+                ),
+                (
+                    "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent",
+                    "WatchEvent",
+                ),
             ] {
                 push_gvk(defs, def, gvk(group, version, kind));
             }

@@ -6,7 +6,15 @@
 
 /// One field's facts: definition, property, patch strategy, patch merge key, list
 /// type, list map keys, map type (empty string: not set).
-pub(super) type FieldFact = (&'static str, &'static str, &'static str, &'static str, &'static str, &'static [&'static str], &'static str);
+pub(super) type FieldFact = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+);
 
 /// Field facts, grouped by definition.
 #[rustfmt::skip]

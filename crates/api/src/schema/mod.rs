@@ -63,7 +63,9 @@ pub fn resolve(schema: &'static Value) -> &'static Value {
 /// A property's schema inside a definition, as written there (not resolved:
 /// the `x-kubernetes-*` extensions sit on the property itself).
 pub fn property(definition_name: &str, property: &str) -> Option<&'static Value> {
-    definition(definition_name)?.get("properties")?.get(property)
+    definition(definition_name)?
+        .get("properties")?
+        .get(property)
 }
 
 /// The schema of a list's items or a map's values (unresolved, so it can be
@@ -126,7 +128,8 @@ pub struct PatchMeta {
 
 impl PatchMeta {
     fn has_strategy(&self, s: &str) -> bool {
-        self.strategy.is_some_and(|all| all.split(',').any(|p| p == s))
+        self.strategy
+            .is_some_and(|all| all.split(',').any(|p| p == s))
     }
 
     /// Whether strategic merge patch merges this list (rather than replacing it).
@@ -157,7 +160,9 @@ pub fn is_atomic_struct(definition: &str) -> bool {
 
 /// The `x-kubernetes-group-version-kind` entries of a definition, as
 /// (group, version, kind).
-pub fn group_version_kinds(definition_name: &str) -> Vec<(&'static str, &'static str, &'static str)> {
+pub fn group_version_kinds(
+    definition_name: &str,
+) -> Vec<(&'static str, &'static str, &'static str)> {
     let Some(gvks) = definition(definition_name)
         .and_then(|d| d.get("x-kubernetes-group-version-kind"))
         .and_then(Value::as_array)
@@ -223,12 +228,20 @@ mod tests {
     fn every_catalogue_kind_and_list_has_a_definition() {
         for r in RESOURCES {
             let def = definition(r.definition).unwrap_or_else(|| panic!("{}", r.definition));
-            assert!(def["x-kubernetes-group-version-kind"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|g| g["kind"] == r.kind && g["group"] == r.group && g["version"] == r.version));
-            assert!(definition(&format!("{}List", r.definition)).is_some(), "{}", r.definition);
+            assert!(
+                def["x-kubernetes-group-version-kind"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|g| g["kind"] == r.kind
+                        && g["group"] == r.group
+                        && g["version"] == r.version)
+            );
+            assert!(
+                definition(&format!("{}List", r.definition)).is_some(),
+                "{}",
+                r.definition
+            );
         }
     }
 
@@ -241,7 +254,10 @@ mod tests {
         assert_eq!(ios["type"], "string");
         let t = definition("io.k8s.apimachinery.pkg.apis.meta.v1.Time").unwrap();
         assert_eq!(t["format"], "date-time");
-        assert_eq!(definition("io.k8s.apimachinery.pkg.runtime.RawExtension").unwrap()["type"], "object");
+        assert_eq!(
+            definition("io.k8s.apimachinery.pkg.runtime.RawExtension").unwrap()["type"],
+            "object"
+        );
         for (name, def) in definitions() {
             let text = def.to_string();
             assert!(!text.contains("$defs"), "{name}");
@@ -269,7 +285,11 @@ mod tests {
         assert_eq!(c["x-kubernetes-list-type"], "map");
         let v = property("io.k8s.api.core.v1.PodSpec", "volumes").unwrap();
         assert_eq!(v["x-kubernetes-patch-strategy"], "merge,retainKeys");
-        let f = property("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers").unwrap();
+        let f = property(
+            "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+            "finalizers",
+        )
+        .unwrap();
         assert_eq!(f["x-kubernetes-list-type"], "set");
         let t = property("io.k8s.api.core.v1.PodSpec", "tolerations").unwrap();
         assert_eq!(t["x-kubernetes-list-type"], "atomic");
@@ -286,7 +306,10 @@ mod tests {
     #[test]
     fn walking_types() {
         let spec = property("io.k8s.api.apps.v1.Deployment", "spec").unwrap();
-        assert_eq!(shape(spec), Shape::Struct("io.k8s.api.apps.v1.DeploymentSpec"));
+        assert_eq!(
+            shape(spec),
+            Shape::Struct("io.k8s.api.apps.v1.DeploymentSpec")
+        );
         let containers = property("io.k8s.api.core.v1.PodSpec", "containers").unwrap();
         assert_eq!(shape(containers), Shape::List);
         let item = resolve(element(containers).unwrap());
