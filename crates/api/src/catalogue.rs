@@ -46,7 +46,10 @@ impl ResourceInfo {
     /// group out of the path for built-in kinds), so the data in an etcd
     /// looks like Kubernetes data.
     pub fn storage_prefix(&self) -> String {
-        format!("/registry/{}/", storage_resource(self.storage_group, self.plural))
+        format!(
+            "/registry/{}/",
+            storage_resource(self.storage_group, self.plural)
+        )
     }
 
     /// Whether `verb` is allowed on the main resource.
@@ -98,7 +101,9 @@ const STATUS_SCALE: &[&str] = &["status", "scale"];
 
 macro_rules! res {
     ($g:expr, $v:expr, $kind:expr, $plural:expr, $singular:expr, $ns:expr, $short:expr, $cat:expr, $sub:expr, $def:expr) => {
-        res!($g, $v, $kind, $plural, $singular, $ns, $short, $cat, $sub, $def, $g, RW)
+        res!(
+            $g, $v, $kind, $plural, $singular, $ns, $short, $cat, $sub, $def, $g, RW
+        )
     };
     ($g:expr, $v:expr, $kind:expr, $plural:expr, $singular:expr, $ns:expr, $short:expr, $cat:expr, $sub:expr, $def:expr, $sg:expr, $verbs:expr) => {
         ResourceInfo {
@@ -121,61 +126,575 @@ macro_rules! res {
 /// Every served resource, in discovery order (preferred versions first).
 pub static RESOURCES: &[ResourceInfo] = &[
     // core/v1
-    res!("", "v1", "Binding", "bindings", "binding", true, NONE, NONE, NONE, "io.k8s.api.core.v1.Binding", "", &["create"]),
-    res!("", "v1", "ConfigMap", "configmaps", "configmap", true, &["cm"], NONE, NONE, "io.k8s.api.core.v1.ConfigMap"),
-    res!("", "v1", "Endpoints", "endpoints", "endpoints", true, &["ep"], NONE, NONE, "io.k8s.api.core.v1.Endpoints"),
-    res!("", "v1", "Event", "events", "event", true, &["ev"], NONE, NONE, "io.k8s.api.core.v1.Event"),
-    res!("", "v1", "LimitRange", "limitranges", "limitrange", true, &["limits"], NONE, NONE, "io.k8s.api.core.v1.LimitRange"),
-    res!("", "v1", "Namespace", "namespaces", "namespace", false, &["ns"], NONE, &["finalize", "status"], "io.k8s.api.core.v1.Namespace", "", &["create", "delete", "get", "list", "patch", "update", "watch"]),
-    res!("", "v1", "Node", "nodes", "node", false, &["no"], NONE, &["proxy", "status"], "io.k8s.api.core.v1.Node"),
-    res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, &["pvc"], NONE, STATUS, "io.k8s.api.core.v1.PersistentVolumeClaim"),
-    res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, &["pv"], NONE, STATUS, "io.k8s.api.core.v1.PersistentVolume"),
-    res!("", "v1", "Pod", "pods", "pod", true, &["po"], ALL, &["attach", "binding", "ephemeralcontainers", "eviction", "exec", "log", "portforward", "proxy", "resize", "status"], "io.k8s.api.core.v1.Pod"),
-    res!("", "v1", "PodTemplate", "podtemplates", "podtemplate", true, NONE, NONE, NONE, "io.k8s.api.core.v1.PodTemplate"),
-    res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true, &["rc"], ALL, STATUS_SCALE, "io.k8s.api.core.v1.ReplicationController"),
-    res!("", "v1", "ResourceQuota", "resourcequotas", "resourcequota", true, &["quota"], NONE, STATUS, "io.k8s.api.core.v1.ResourceQuota"),
-    res!("", "v1", "Secret", "secrets", "secret", true, NONE, NONE, NONE, "io.k8s.api.core.v1.Secret"),
-    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, &["sa"], NONE, &["token"], "io.k8s.api.core.v1.ServiceAccount"),
-    res!("", "v1", "Service", "services", "service", true, &["svc"], ALL, &["proxy", "status"], "io.k8s.api.core.v1.Service", "", &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]),
+    res!(
+        "",
+        "v1",
+        "Binding",
+        "bindings",
+        "binding",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.core.v1.Binding",
+        "",
+        &["create"]
+    ),
+    res!(
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        true,
+        &["cm"],
+        NONE,
+        NONE,
+        "io.k8s.api.core.v1.ConfigMap"
+    ),
+    res!(
+        "",
+        "v1",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        true,
+        &["ep"],
+        NONE,
+        NONE,
+        "io.k8s.api.core.v1.Endpoints"
+    ),
+    res!(
+        "",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        true,
+        &["ev"],
+        NONE,
+        NONE,
+        "io.k8s.api.core.v1.Event"
+    ),
+    res!(
+        "",
+        "v1",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        true,
+        &["limits"],
+        NONE,
+        NONE,
+        "io.k8s.api.core.v1.LimitRange"
+    ),
+    res!(
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        false,
+        &["ns"],
+        NONE,
+        &["finalize", "status"],
+        "io.k8s.api.core.v1.Namespace",
+        "",
+        &[
+            "create", "delete", "get", "list", "patch", "update", "watch"
+        ]
+    ),
+    res!(
+        "",
+        "v1",
+        "Node",
+        "nodes",
+        "node",
+        false,
+        &["no"],
+        NONE,
+        &["proxy", "status"],
+        "io.k8s.api.core.v1.Node"
+    ),
+    res!(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        true,
+        &["pvc"],
+        NONE,
+        STATUS,
+        "io.k8s.api.core.v1.PersistentVolumeClaim"
+    ),
+    res!(
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        false,
+        &["pv"],
+        NONE,
+        STATUS,
+        "io.k8s.api.core.v1.PersistentVolume"
+    ),
+    res!(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        "pod",
+        true,
+        &["po"],
+        ALL,
+        &[
+            "attach",
+            "binding",
+            "ephemeralcontainers",
+            "eviction",
+            "exec",
+            "log",
+            "portforward",
+            "proxy",
+            "resize",
+            "status"
+        ],
+        "io.k8s.api.core.v1.Pod"
+    ),
+    res!(
+        "",
+        "v1",
+        "PodTemplate",
+        "podtemplates",
+        "podtemplate",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.core.v1.PodTemplate"
+    ),
+    res!(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        "replicationcontroller",
+        true,
+        &["rc"],
+        ALL,
+        STATUS_SCALE,
+        "io.k8s.api.core.v1.ReplicationController"
+    ),
+    res!(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        true,
+        &["quota"],
+        NONE,
+        STATUS,
+        "io.k8s.api.core.v1.ResourceQuota"
+    ),
+    res!(
+        "",
+        "v1",
+        "Secret",
+        "secrets",
+        "secret",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.core.v1.Secret"
+    ),
+    res!(
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        true,
+        &["sa"],
+        NONE,
+        &["token"],
+        "io.k8s.api.core.v1.ServiceAccount"
+    ),
+    res!(
+        "",
+        "v1",
+        "Service",
+        "services",
+        "service",
+        true,
+        &["svc"],
+        ALL,
+        &["proxy", "status"],
+        "io.k8s.api.core.v1.Service",
+        "",
+        &[
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ]
+    ),
     // apps/v1
-    res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, NONE, NONE, NONE, "io.k8s.api.apps.v1.ControllerRevision"),
-    res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], ALL, STATUS, "io.k8s.api.apps.v1.DaemonSet"),
-    res!("apps", "v1", "Deployment", "deployments", "deployment", true, &["deploy"], ALL, STATUS_SCALE, "io.k8s.api.apps.v1.Deployment"),
-    res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], ALL, STATUS_SCALE, "io.k8s.api.apps.v1.ReplicaSet"),
-    res!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, &["sts"], ALL, STATUS_SCALE, "io.k8s.api.apps.v1.StatefulSet"),
+    res!(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.apps.v1.ControllerRevision"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        true,
+        &["ds"],
+        ALL,
+        STATUS,
+        "io.k8s.api.apps.v1.DaemonSet"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+        &["deploy"],
+        ALL,
+        STATUS_SCALE,
+        "io.k8s.api.apps.v1.Deployment"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        true,
+        &["rs"],
+        ALL,
+        STATUS_SCALE,
+        "io.k8s.api.apps.v1.ReplicaSet"
+    ),
+    res!(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        true,
+        &["sts"],
+        ALL,
+        STATUS_SCALE,
+        "io.k8s.api.apps.v1.StatefulSet"
+    ),
     // autoscaling
-    res!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, &["hpa"], ALL, STATUS, "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"),
-    res!("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", true, &["hpa"], ALL, STATUS, "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"),
+    res!(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        &["hpa"],
+        ALL,
+        STATUS,
+        "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"
+    ),
+    res!(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        &["hpa"],
+        ALL,
+        STATUS,
+        "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"
+    ),
     // batch/v1
-    res!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], ALL, STATUS, "io.k8s.api.batch.v1.CronJob"),
-    res!("batch", "v1", "Job", "jobs", "job", true, NONE, ALL, STATUS, "io.k8s.api.batch.v1.Job"),
+    res!(
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        true,
+        &["cj"],
+        ALL,
+        STATUS,
+        "io.k8s.api.batch.v1.CronJob"
+    ),
+    res!(
+        "batch",
+        "v1",
+        "Job",
+        "jobs",
+        "job",
+        true,
+        NONE,
+        ALL,
+        STATUS,
+        "io.k8s.api.batch.v1.Job"
+    ),
     // networking.k8s.io/v1
-    res!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false, NONE, NONE, NONE, "io.k8s.api.networking.v1.IngressClass"),
-    res!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, &["ing"], NONE, STATUS, "io.k8s.api.networking.v1.Ingress"),
-    res!("networking.k8s.io", "v1", "IPAddress", "ipaddresses", "ipaddress", false, &["ip"], NONE, NONE, "io.k8s.api.networking.v1.IPAddress"),
-    res!("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", true, &["netpol"], NONE, NONE, "io.k8s.api.networking.v1.NetworkPolicy"),
-    res!("networking.k8s.io", "v1", "ServiceCIDR", "servicecidrs", "servicecidr", false, NONE, NONE, STATUS, "io.k8s.api.networking.v1.ServiceCIDR"),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.networking.v1.IngressClass"
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        true,
+        &["ing"],
+        NONE,
+        STATUS,
+        "io.k8s.api.networking.v1.Ingress"
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "IPAddress",
+        "ipaddresses",
+        "ipaddress",
+        false,
+        &["ip"],
+        NONE,
+        NONE,
+        "io.k8s.api.networking.v1.IPAddress"
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        true,
+        &["netpol"],
+        NONE,
+        NONE,
+        "io.k8s.api.networking.v1.NetworkPolicy"
+    ),
+    res!(
+        "networking.k8s.io",
+        "v1",
+        "ServiceCIDR",
+        "servicecidrs",
+        "servicecidr",
+        false,
+        NONE,
+        NONE,
+        STATUS,
+        "io.k8s.api.networking.v1.ServiceCIDR"
+    ),
     // policy/v1
-    res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, &["pdb"], NONE, STATUS, "io.k8s.api.policy.v1.PodDisruptionBudget"),
+    res!(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        &["pdb"],
+        NONE,
+        STATUS,
+        "io.k8s.api.policy.v1.PodDisruptionBudget"
+    ),
     // rbac.authorization.k8s.io/v1
-    res!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, NONE, NONE, NONE, "io.k8s.api.rbac.v1.ClusterRoleBinding"),
-    res!("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", false, NONE, NONE, NONE, "io.k8s.api.rbac.v1.ClusterRole"),
-    res!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true, NONE, NONE, NONE, "io.k8s.api.rbac.v1.RoleBinding"),
-    res!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, NONE, NONE, NONE, "io.k8s.api.rbac.v1.Role"),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.rbac.v1.ClusterRoleBinding"
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.rbac.v1.ClusterRole"
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.rbac.v1.RoleBinding"
+    ),
+    res!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.rbac.v1.Role"
+    ),
     // storage.k8s.io/v1
-    res!("storage.k8s.io", "v1", "CSIDriver", "csidrivers", "csidriver", false, NONE, NONE, NONE, "io.k8s.api.storage.v1.CSIDriver"),
-    res!("storage.k8s.io", "v1", "CSINode", "csinodes", "csinode", false, NONE, NONE, NONE, "io.k8s.api.storage.v1.CSINode"),
-    res!("storage.k8s.io", "v1", "CSIStorageCapacity", "csistoragecapacities", "csistoragecapacity", true, NONE, NONE, NONE, "io.k8s.api.storage.v1.CSIStorageCapacity"),
-    res!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, &["sc"], NONE, NONE, "io.k8s.api.storage.v1.StorageClass"),
-    res!("storage.k8s.io", "v1", "VolumeAttachment", "volumeattachments", "volumeattachment", false, NONE, NONE, STATUS, "io.k8s.api.storage.v1.VolumeAttachment"),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "CSIDriver",
+        "csidrivers",
+        "csidriver",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.storage.v1.CSIDriver"
+    ),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "CSINode",
+        "csinodes",
+        "csinode",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.storage.v1.CSINode"
+    ),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "CSIStorageCapacity",
+        "csistoragecapacities",
+        "csistoragecapacity",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.storage.v1.CSIStorageCapacity"
+    ),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+        &["sc"],
+        NONE,
+        NONE,
+        "io.k8s.api.storage.v1.StorageClass"
+    ),
+    res!(
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        "volumeattachments",
+        "volumeattachment",
+        false,
+        NONE,
+        NONE,
+        STATUS,
+        "io.k8s.api.storage.v1.VolumeAttachment"
+    ),
     // coordination.k8s.io/v1
-    res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, NONE, NONE, NONE, "io.k8s.api.coordination.v1.Lease"),
+    res!(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.coordination.v1.Lease"
+    ),
     // discovery.k8s.io/v1
-    res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, NONE, NONE, NONE, "io.k8s.api.discovery.v1.EndpointSlice"),
+    res!(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.api.discovery.v1.EndpointSlice"
+    ),
     // events.k8s.io/v1: the same objects as core events.
-    res!("events.k8s.io", "v1", "Event", "events", "event", true, &["ev"], NONE, NONE, "io.k8s.api.events.v1.Event", "", RW),
+    res!(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        true,
+        &["ev"],
+        NONE,
+        NONE,
+        "io.k8s.api.events.v1.Event",
+        "",
+        RW
+    ),
     // scheduling.k8s.io/v1
-    res!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, &["pc"], NONE, NONE, "io.k8s.api.scheduling.v1.PriorityClass"),
+    res!(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        false,
+        &["pc"],
+        NONE,
+        NONE,
+        "io.k8s.api.scheduling.v1.PriorityClass"
+    ),
 ];
 
 /// Groups in discovery order, each with its versions (preferred first).
@@ -242,7 +761,10 @@ mod tests {
     #[test]
     fn core_and_apps_are_found() {
         assert_eq!(find("", "v1", "pods").map(|r| r.kind), Some("Pod"));
-        assert_eq!(find_kind("apps/v1", "Deployment").map(|r| r.plural), Some("deployments"));
+        assert_eq!(
+            find_kind("apps/v1", "Deployment").map(|r| r.plural),
+            Some("deployments")
+        );
         assert!(find("apps", "v1", "pods").is_none());
         assert_eq!(groups()[0], ("", vec!["v1"]));
         let autoscaling = groups().into_iter().find(|(g, _)| *g == "autoscaling");

@@ -50,7 +50,9 @@ impl Entry {
     }
 
     fn is(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
-        self.manager == manager && self.operation == operation && self.subresource.as_deref() == subresource
+        self.manager == manager
+            && self.operation == operation
+            && self.subresource.as_deref() == subresource
     }
 }
 
@@ -110,7 +112,10 @@ pub fn record_update<S: Shape>(
     }
     let now = crate::rest::now_rfc3339();
     let mine = FieldSet(changed.0.intersection(&present.0).cloned().collect());
-    match entries.iter_mut().find(|e| e.is(manager, "Update", subresource)) {
+    match entries
+        .iter_mut()
+        .find(|e| e.is(manager, "Update", subresource))
+    {
         Some(e) => {
             e.fields = e.fields.union(&mine);
             e.time = now;
@@ -153,13 +158,20 @@ pub fn apply<S: Shape>(
             let live_clean = without_meta_noise(live);
             // Conflicts: another manager owns a field this apply would change.
             let mut conflicts: Vec<(String, String, String)> = Vec::new();
-            for e in entries.iter().filter(|e| !e.is(manager, "Apply", subresource)) {
+            for e in entries
+                .iter()
+                .filter(|e| !e.is(manager, "Apply", subresource))
+            {
                 for p in new_set.0.intersection(&e.fields.0) {
                     let before = fieldset::get(&live_clean, p, shape);
                     let after = fieldset::get(&applied_clean, p, shape);
                     let is_container = before.is_some_and(|v| v.is_object());
                     if before != after && !is_container {
-                        conflicts.push((e.manager.clone(), e.api_version.clone(), fieldset::render(p)));
+                        conflicts.push((
+                            e.manager.clone(),
+                            e.api_version.clone(),
+                            fieldset::render(p),
+                        ));
                     }
                 }
             }
@@ -167,14 +179,18 @@ pub fn apply<S: Shape>(
                 return Err(conflict_error(&conflicts));
             }
             if force {
-                for e in entries.iter_mut().filter(|e| !e.is(manager, "Apply", subresource)) {
+                for e in entries
+                    .iter_mut()
+                    .filter(|e| !e.is(manager, "Apply", subresource))
+                {
                     let lost: Vec<_> = e
                         .fields
                         .0
                         .iter()
                         .filter(|p| {
                             new_set.0.contains(*p)
-                                && fieldset::get(&live_clean, p, shape) != fieldset::get(&applied_clean, p, shape)
+                                && fieldset::get(&live_clean, p, shape)
+                                    != fieldset::get(&applied_clean, p, shape)
                         })
                         .cloned()
                         .collect();
@@ -199,7 +215,10 @@ pub fn apply<S: Shape>(
         }
     };
     let now = crate::rest::now_rfc3339();
-    match entries.iter_mut().find(|e| e.is(manager, "Apply", subresource)) {
+    match entries
+        .iter_mut()
+        .find(|e| e.is(manager, "Apply", subresource))
+    {
         Some(e) => {
             if e.fields != new_set {
                 e.time = now;
@@ -252,9 +271,9 @@ fn conflict_error(conflicts: &[(String, String, String)]) -> ApiError {
         code: 409,
         reason: "Conflict",
         message,
-        details: Some(json!({
+        details: Some(Box::new(json!({
             "causes": causes.iter().map(|c| json!({"type": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
-        })),
+        }))),
         causes,
     }
 }
@@ -299,11 +318,20 @@ mod tests {
         let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "2"}});
         let err = apply(Some(&stored), &applied, "me", false, None, &Flat).unwrap_err();
         assert_eq!(err.code, 409);
-        assert!(err.message.contains("conflict with \"editor\""), "{}", err.message);
+        assert!(
+            err.message.contains("conflict with \"editor\""),
+            "{}",
+            err.message
+        );
         assert!(err.message.contains(".data.a"), "{}", err.message);
         let forced = apply(Some(&stored), &applied, "me", true, None, &Flat).unwrap();
         assert_eq!(forced["data"]["a"], "2");
-        let managers: Vec<&str> = forced["metadata"]["managedFields"].as_array().unwrap().iter().filter_map(|e| e["manager"].as_str()).collect();
+        let managers: Vec<&str> = forced["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["manager"].as_str())
+            .collect();
         assert_eq!(managers, vec!["me"]);
         // Same value: shared ownership, no conflict.
         let same = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
@@ -320,7 +348,11 @@ mod tests {
         let mf = o2["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(mf.len(), 2, "{mf:?}");
         assert_eq!(mf[1]["manager"], "two");
-        assert_eq!(mf[0]["fieldsV1"], json!({"f:data": {"f:b": {}}}), "one keeps only what two did not take");
+        assert_eq!(
+            mf[0]["fieldsV1"],
+            json!({"f:data": {"f:b": {}}}),
+            "one keeps only what two did not take"
+        );
         assert_eq!(mf[1]["fieldsV1"], json!({"f:data": {"f:a": {}}}));
     }
 }

@@ -140,7 +140,10 @@ mod tests {
         let v1 = catalogue::find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
         let mut o = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "spec": {"maxReplicas": 5, "targetCPUUtilizationPercentage": 70}});
         to_storage(v1, &mut o);
-        assert_eq!(o["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70);
+        assert_eq!(
+            o["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            70
+        );
         to_version(v1, &mut o);
         assert_eq!(o["apiVersion"], "autoscaling/v1");
         assert_eq!(o["spec"]["targetCPUUtilizationPercentage"], 70);

@@ -238,7 +238,11 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(pods["shortNames"], json!(["po"]));
         let apis = aggregated(false, "v2");
-        assert!(apis["items"].as_array().is_some_and(|i| i.iter().any(|g| g["metadata"]["name"] == "apps")));
+        assert!(
+            apis["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|g| g["metadata"]["name"] == "apps"))
+        );
     }
 
     #[test]
@@ -258,9 +262,17 @@ mod tests {
     #[test]
     fn legacy_lists() {
         let l = resource_list("apps", "v1").unwrap();
-        let names: Vec<&str> = l["resources"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+        let names: Vec<&str> = l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
         assert!(names.contains(&"deployments/scale"));
-        assert_eq!(group("apps").unwrap()["preferredVersion"]["groupVersion"], "apps/v1");
+        assert_eq!(
+            group("apps").unwrap()["preferredVersion"]["groupVersion"],
+            "apps/v1"
+        );
         assert!(group("nope").is_none());
     }
 }

@@ -24,7 +24,7 @@ pub struct ApiError {
     /// Message.
     pub message: String,
     /// Kind/group/name details.
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Field causes (Invalid).
     pub causes: Vec<Cause>,
 }
@@ -56,7 +56,7 @@ impl ApiError {
         if !group.is_empty() {
             d["group"] = json!(group);
         }
-        self.details = Some(d);
+        self.details = Some(Box::new(d));
         self
     }
 
@@ -72,8 +72,12 @@ impl ApiError {
 
     /// 404 for a path that serves nothing.
     pub fn no_route(path: &str) -> Self {
-        Self::new(404, "NotFound", format!("the server could not find the requested resource ({path})"))
-            .with_details("", "", "")
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+        .with_details("", "", "")
     }
 
     /// 409 on create of an existing object.
@@ -121,7 +125,11 @@ impl ApiError {
         } else {
             format!("{kind}.{group}")
         };
-        let mut e = Self::new(422, "Invalid", format!("{gk} \"{name}\" is invalid: {joined}"));
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{gk} \"{name}\" is invalid: {joined}"),
+        );
         let mut d = json!({"name": name, "kind": kind});
         if !group.is_empty() {
             d["group"] = json!(group);
@@ -132,7 +140,7 @@ impl ApiError {
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect(),
         );
-        e.details = Some(d);
+        e.details = Some(Box::new(d));
         e.causes = causes;
         e
     }
@@ -179,7 +187,11 @@ impl ApiError {
 
     /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     /// 503/504-style storage trouble.
@@ -204,7 +216,7 @@ impl ApiError {
             "code": self.code,
         });
         if let Some(d) = &self.details {
-            s["details"] = d.clone();
+            s["details"] = (**d).clone();
         }
         s
     }

@@ -75,8 +75,17 @@ fn ignored_top(path: &[Step]) -> bool {
         [Step::Field(f)] => matches!(f.as_str(), "apiVersion" | "kind"),
         [Step::Field(m), Step::Field(f), ..] if m == "metadata" => matches!(
             f.as_str(),
-            "name" | "namespace" | "uid" | "resourceVersion" | "generation" | "creationTimestamp"
-                | "managedFields" | "selfLink" | "deletionTimestamp" | "deletionGracePeriodSeconds" | "generateName"
+            "name"
+                | "namespace"
+                | "uid"
+                | "resourceVersion"
+                | "generation"
+                | "creationTimestamp"
+                | "managedFields"
+                | "selfLink"
+                | "deletionTimestamp"
+                | "deletionGracePeriodSeconds"
+                | "generateName"
         ),
         _ => false,
     }
@@ -86,8 +95,16 @@ fn ignored_top(path: &[Step]) -> bool {
 fn item_key(item: &Value, keys: &[String]) -> Option<String> {
     let mut m = Map::new();
     for k in keys {
-        if let Some(v) = item.get(k) {
-            m.insert(k.clone(), v.clone());
+        match item.get(k) {
+            Some(v) => {
+                m.insert(k.clone(), v.clone());
+            }
+            // Upstream's schema defaults `protocol` so that a port applied
+            // without it keys the same as the defaulted live port.
+            None if k == "protocol" => {
+                m.insert(k.clone(), Value::String("TCP".into()));
+            }
+            None => {}
         }
     }
     if m.is_empty() {
@@ -119,7 +136,7 @@ impl FieldSet {
 
     /// Whether `p` or an ancestor of `p` is owned.
     pub fn covers(&self, p: &Path) -> bool {
-        (1..=p.len()).any(|n| self.0.contains(&p[..n].to_vec()))
+        (1..=p.len()).any(|n| self.0.contains(&p[..n]))
     }
 
     /// The FieldsV1 JSON.
@@ -129,7 +146,9 @@ impl FieldSet {
             let mut node = &mut root;
             for (i, step) in path.iter().enumerate() {
                 let entry = node.entry(step.encode()).or_insert_with(|| json!({}));
-                let Some(m) = entry.as_object_mut() else { break };
+                let Some(m) = entry.as_object_mut() else {
+                    break;
+                };
                 if i + 1 == path.len() && matches!(step, Step::Key(_)) {
                     m.insert(".".into(), json!({}));
                 }
@@ -144,10 +163,8 @@ impl FieldSet {
         let mut set = BTreeSet::new();
         fn rec(v: &Value, path: &mut Path, set: &mut BTreeSet<Path>) {
             let Some(m) = v.as_object() else { return };
-            if m.is_empty() || m.contains_key(".") {
-                if !path.is_empty() {
-                    set.insert(path.clone());
-                }
+            if (m.is_empty() || m.contains_key(".")) && !path.is_empty() {
+                set.insert(path.clone());
             }
             for (k, child) in m {
                 if k == "." {
@@ -219,8 +236,13 @@ pub fn get<'a, S: Shape>(obj: &'a Value, path: &[Step], shape: &S) -> Option<&'a
     match first {
         Step::Field(f) => get(obj.get(f)?, rest, &shape.field(f)),
         Step::Key(k) => {
-            let ListKind::Map(keys) = shape.list_kind() else { return None };
-            let item = obj.as_array()?.iter().find(|i| item_key(i, &keys).as_deref() == Some(k))?;
+            let ListKind::Map(keys) = shape.list_kind() else {
+                return None;
+            };
+            let item = obj
+                .as_array()?
+                .iter()
+                .find(|i| item_key(i, &keys).as_deref() == Some(k))?;
             get(item, rest, &shape.item())
         }
         Step::Value(v) => obj.as_array()?.iter().find(|i| i.to_string() == *v),
@@ -229,7 +251,9 @@ pub fn get<'a, S: Shape>(obj: &'a Value, path: &[Step], shape: &S) -> Option<&'a
 
 /// Removes the field or item at `path` from `obj`.
 pub fn remove<S: Shape>(obj: &mut Value, path: &[Step], shape: &S) {
-    let Some((first, rest)) = path.split_first() else { return };
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
     match first {
         Step::Field(f) => {
             if rest.is_empty() {
@@ -241,17 +265,24 @@ pub fn remove<S: Shape>(obj: &mut Value, path: &[Step], shape: &S) {
             }
         }
         Step::Key(k) => {
-            let ListKind::Map(keys) = shape.list_kind() else { return };
-            let Some(items) = obj.as_array_mut() else { return };
+            let ListKind::Map(keys) = shape.list_kind() else {
+                return;
+            };
+            let Some(items) = obj.as_array_mut() else {
+                return;
+            };
             if rest.is_empty() {
                 items.retain(|i| item_key(i, &keys).as_deref() != Some(k));
-            } else if let Some(item) = items.iter_mut().find(|i| item_key(i, &keys).as_deref() == Some(k)) {
+            } else if let Some(item) = items
+                .iter_mut()
+                .find(|i| item_key(i, &keys).as_deref() == Some(k))
+            {
                 remove(item, rest, &shape.item());
             }
         }
         Step::Value(v) => {
             if let Some(items) = obj.as_array_mut() {
-                items.retain(|i| i.to_string() != *v);
+                items.retain(|i| i.to_string().as_str() != v.as_str());
             }
         }
     }
@@ -281,7 +312,10 @@ pub fn merge<S: Shape>(live: &Value, applied: &Value, shape: &S) -> Value {
                 let mut out = l.clone();
                 for ai in a {
                     let key = item_key(ai, &keys);
-                    match out.iter_mut().find(|li| key.is_some() && item_key(li, &keys) == key) {
+                    match out
+                        .iter_mut()
+                        .find(|li| key.is_some() && item_key(li, &keys) == key)
+                    {
                         Some(li) => *li = merge(li, ai, &item_shape),
                         None => out.push(ai.clone()),
                     }
@@ -379,8 +413,14 @@ mod tests {
         let set = FieldSet::of(&obj, &Toy(""));
         let v1 = set.to_fields_v1();
         assert_eq!(v1["f:metadata"]["f:labels"]["f:a"], json!({}));
-        assert_eq!(v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["."], json!({}));
-        assert_eq!(v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:args"], json!({}));
+        assert_eq!(
+            v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["."],
+            json!({})
+        );
+        assert_eq!(
+            v1["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:args"],
+            json!({})
+        );
         assert!(v1.get("f:apiVersion").is_none());
         assert!(v1["f:metadata"].get("f:name").is_none());
         assert_eq!(FieldSet::from_fields_v1(&v1), set);
@@ -394,7 +434,11 @@ mod tests {
         assert_eq!(m["spec"]["containers"][1]["image"], "3");
         assert_eq!(m["spec"]["containers"][0]["image"], "1");
         let mut m2 = m.clone();
-        let p = vec![Step::Field("spec".into()), Step::Field("containers".into()), Step::Key("{\"name\":\"a\"}".into())];
+        let p = vec![
+            Step::Field("spec".into()),
+            Step::Field("containers".into()),
+            Step::Key("{\"name\":\"a\"}".into()),
+        ];
         remove(&mut m2, &p, &Toy(""));
         assert_eq!(m2["spec"]["containers"].as_array().map(Vec::len), Some(1));
         assert_eq!(render(&p), ".spec.containers[name=\"a\"]");

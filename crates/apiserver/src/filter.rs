@@ -19,12 +19,15 @@ impl Filter {
     /// Parses `labelSelector` and `fieldSelector`; bad ones are a 400.
     pub fn from_query(info: &'static ResourceInfo, q: &Query) -> Result<Filter, ApiError> {
         let labels = match q.get("labelSelector") {
-            Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
+            Some(s) => {
+                Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            }
             None => None,
         };
         let fields = match q.get("fieldSelector") {
             Some(s) => {
-                let f = FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let f =
+                    FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 // Reject unsupported fields up front, as upstream does.
                 f.check_supported(info.group, info.plural)
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -32,7 +35,12 @@ impl Filter {
             }
             None => None,
         };
-        Ok(Filter { info, labels, fields, name: None })
+        Ok(Filter {
+            info,
+            labels,
+            fields,
+            name: None,
+        })
     }
 
     /// Restricts to one object name (single-object watches).

@@ -29,7 +29,9 @@ where
     S: Stream<Item = Bytes> + Send + Sync + 'static,
 {
     use futures::StreamExt;
-    BodyExt::boxed(StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b)))))
+    BodyExt::boxed(StreamBody::new(
+        stream.map(|b| Ok::<_, Infallible>(Frame::data(b))),
+    ))
 }
 
 /// A JSON response.
@@ -67,7 +69,8 @@ pub fn error(e: &ApiError) -> Response<Body> {
 
 /// Reads the whole request body, refusing more than [`MAX_BODY`].
 pub async fn read_body(body: Incoming, headers: &HeaderMap) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::too_large("the request body is larger than the 3145728-byte limit");
+    let too_large =
+        || ApiError::too_large("the request body is larger than the 3145728-byte limit");
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -80,10 +83,14 @@ pub async fn read_body(body: Incoming, headers: &HeaderMap) -> Result<Bytes, Api
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(too_large())
             } else {
-                Err(ApiError::bad_request(format!("error reading request body: {e}")))
+                Err(ApiError::bad_request(format!(
+                    "error reading request body: {e}"
+                )))
             }
         }
     }
@@ -114,7 +121,11 @@ pub fn negotiate(headers: &HeaderMap) -> Result<Want, ApiError> {
         let media = params.next().unwrap_or("");
         if !matches!(
             media,
-            "application/json" | "*/*" | "application/*" | "application/yaml" | "application/json-seq"
+            "application/json"
+                | "*/*"
+                | "application/*"
+                | "application/yaml"
+                | "application/json-seq"
         ) {
             continue;
         }
@@ -150,8 +161,9 @@ pub fn decode_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> 
     // evictions, ...) send Kubernetes protobuf; it is decoded into the same
     // JSON every other client sends.
     if media == "application/vnd.kubernetes.protobuf" {
-        return api::proto::decode(bytes)
-            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf request body: {e}")));
+        return api::proto::decode(bytes).map_err(|e| {
+            ApiError::bad_request(format!("error decoding protobuf request body: {e}"))
+        });
     }
     if media.contains("protobuf") || media.contains("cbor") {
         return Err(ApiError::unsupported_media(format!(
@@ -165,8 +177,6 @@ pub fn decode_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> 
         return Ok(v);
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request(format!(
-            "error decoding request body: invalid JSON: {e}"
-        ))
+        ApiError::bad_request(format!("error decoding request body: invalid JSON: {e}"))
     })
 }

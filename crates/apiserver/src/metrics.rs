@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 const BUCKETS: &[f64] = &[
-    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0,
-    15.0, 20.0, 30.0, 45.0, 60.0,
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 45.0, 60.0,
 ];
 
 #[derive(Default)]
@@ -29,7 +29,8 @@ impl Metrics {
     /// Records one finished request.
     pub fn observe(&self, verb: &str, group: &str, resource: &str, code: u16, took: Duration) {
         if let Ok(mut t) = self.totals.lock() {
-            *t.entry((verb.into(), group.into(), resource.into(), code)).or_default() += 1;
+            *t.entry((verb.into(), group.into(), resource.into(), code))
+                .or_default() += 1;
         }
         // Watches last as long as the client wants; upstream keeps them out
         // of the latency histogram too.
@@ -37,7 +38,9 @@ impl Metrics {
             return;
         }
         if let Ok(mut l) = self.latency.lock() {
-            let h = l.entry((verb.into(), group.into(), resource.into())).or_default();
+            let h = l
+                .entry((verb.into(), group.into(), resource.into()))
+                .or_default();
             if h.counts.is_empty() {
                 h.counts = vec![0; BUCKETS.len()];
             }
@@ -58,7 +61,10 @@ impl Metrics {
         out.push_str("# HELP apiserver_request_total Counter of apiserver requests broken out for each verb, group, resource and HTTP response code.\n# TYPE apiserver_request_total counter\n");
         if let Ok(t) = self.totals.lock() {
             for ((verb, group, resource, code), n) in t.iter() {
-                let _ = writeln!(out, "apiserver_request_total{{code=\"{code}\",group=\"{group}\",resource=\"{resource}\",verb=\"{verb}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_total{{code=\"{code}\",group=\"{group}\",resource=\"{resource}\",verb=\"{verb}\"}} {n}"
+                );
             }
         }
         out.push_str("# HELP apiserver_request_duration_seconds Response latency distribution in seconds for each verb, group and resource.\n# TYPE apiserver_request_duration_seconds histogram\n");
@@ -66,11 +72,27 @@ impl Metrics {
             for ((verb, group, resource), h) in l.iter() {
                 let labels = format!("group=\"{group}\",resource=\"{resource}\",verb=\"{verb}\"");
                 for (i, b) in BUCKETS.iter().enumerate() {
-                    let _ = writeln!(out, "apiserver_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}", h.counts[i]);
+                    let _ = writeln!(
+                        out,
+                        "apiserver_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                        h.counts[i]
+                    );
                 }
-                let _ = writeln!(out, "apiserver_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-                let _ = writeln!(out, "apiserver_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-                let _ = writeln!(out, "apiserver_request_duration_seconds_count{{{labels}}} {}", h.count);
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_duration_seconds_sum{{{labels}}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "apiserver_request_duration_seconds_count{{{labels}}} {}",
+                    h.count
+                );
             }
         }
         out
@@ -87,8 +109,12 @@ mod tests {
         m.observe("GET", "", "pods", 200, Duration::from_millis(3));
         m.observe("GET", "", "pods", 200, Duration::from_millis(30));
         let text = m.render();
-        assert!(text.contains("apiserver_request_total{code=\"200\",group=\"\",resource=\"pods\",verb=\"GET\"} 2"));
+        assert!(text.contains(
+            "apiserver_request_total{code=\"200\",group=\"\",resource=\"pods\",verb=\"GET\"} 2"
+        ));
         assert!(text.contains("le=\"0.005\"} 1"));
-        assert!(text.contains("apiserver_request_duration_seconds_count{group=\"\",resource=\"pods\",verb=\"GET\"} 2"));
+        assert!(text.contains(
+            "apiserver_request_duration_seconds_count{group=\"\",resource=\"pods\",verb=\"GET\"} 2"
+        ));
     }
 }

@@ -60,11 +60,7 @@ fn decode(seg: &str) -> String {
 /// Parses a request path.
 pub fn route(path: &str) -> Route {
     let trimmed = path.trim_end_matches('/');
-    let segs: Vec<String> = trimmed
-        .split('/')
-        .skip(1)
-        .map(decode)
-        .collect::<Vec<_>>();
+    let segs: Vec<String> = trimmed.split('/').skip(1).map(decode).collect::<Vec<_>>();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     match s.as_slice() {
         [] | [""] => Route::NotFound,
@@ -138,7 +134,10 @@ mod tests {
         assert_eq!(route("/version"), Route::Version);
         assert_eq!(route("/api"), Route::CoreVersions);
         assert_eq!(route("/apis/apps"), Route::Group("apps".into()));
-        assert_eq!(route("/apis/apps/v1"), Route::ResourceList("apps".into(), "v1".into()));
+        assert_eq!(
+            route("/apis/apps/v1"),
+            Route::ResourceList("apps".into(), "v1".into())
+        );
         let r = res("/api/v1/namespaces/default/pods/web/log");
         assert_eq!(r.info.plural, "pods");
         assert_eq!(r.namespace.as_deref(), Some("default"));

@@ -89,7 +89,15 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
     } else {
         cfg.bind_address.to_string()
     };
-    let mut sans = vec!["127.0.0.1".to_string(), "localhost".to_string(), "kubernetes".to_string(), "kubernetes.default".to_string(), "kubernetes.default.svc".to_string(), "kubernetes.default.svc.cluster.local".to_string(), "10.43.0.1".to_string()];
+    let mut sans = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default".to_string(),
+        "kubernetes.default.svc".to_string(),
+        "kubernetes.default.svc.cluster.local".to_string(),
+        "10.43.0.1".to_string(),
+    ];
     if let Ok(host) = hostname() {
         sans.push(host);
     }
@@ -103,7 +111,11 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
     }
     let pki = Pki::load_or_create(&cfg.data_dir.join("tls"), &sans)?;
     let tls_config = pki.server_config()?;
-    let host_for_url = if client_host.contains(':') { format!("[{client_host}]") } else { client_host.clone() };
+    let host_for_url = if client_host.contains(':') {
+        format!("[{client_host}]")
+    } else {
+        client_host.clone()
+    };
     let url = format!("https://{host_for_url}:{}", addr.port());
     let kubeconfig = cfg.data_dir.join("kubeconfig.yaml");
     pki.write_admin_kubeconfig(&kubeconfig, &url)?;
@@ -119,14 +131,26 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
     let task = tokio::spawn(accept_loop(listener, acceptor, state));
     tracing::info!(url = %url, took_ms = started.elapsed().as_millis() as u64, "API server ready");
-    Ok(Running { url, addr, kubeconfig, pki, task })
+    Ok(Running {
+        url,
+        addr,
+        kubeconfig,
+        pki,
+        task,
+    })
 }
 
 fn hostname() -> std::io::Result<String> {
-    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().to_lowercase())
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_lowercase())
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, state: Arc<State>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -142,7 +166,12 @@ async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor,
         tokio::spawn(async move {
             // A client that never finishes the handshake must not hold a task
             // forever.
-            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -164,7 +193,10 @@ async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor,
                 async move { Ok::<_, Infallible>(handle(&state, req, user).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
@@ -189,7 +221,10 @@ async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<B
     let start = Instant::now();
     let path = req.uri().path().to_string();
     let route = router::route(&path);
-    let watch = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    let watch = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
     let verb = metric_verb(req.method(), &route, watch);
     let (group, resource) = match &route {
         Route::Resource(r) => (r.info.group.to_string(), r.info.plural.to_string()),
@@ -203,12 +238,24 @@ async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<B
     } else {
         dispatch(state, route, req, user).await
     };
-    state.metrics.observe(verb, &group, &resource, resp.status().as_u16(), start.elapsed());
+    state.metrics.observe(
+        verb,
+        &group,
+        &resource,
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
     resp
 }
 
-async fn dispatch(state: &State, route: Route, req: Request<Incoming>, user: User) -> Response<Body> {
-    let get_only = |req: &Request<Incoming>| req.method() == Method::GET || req.method() == Method::HEAD;
+async fn dispatch(
+    state: &State,
+    route: Route,
+    req: Request<Incoming>,
+    user: User,
+) -> Response<Body> {
+    let get_only =
+        |req: &Request<Incoming>| req.method() == Method::GET || req.method() == Method::HEAD;
     match route {
         Route::Resource(r) => state.rest.serve(r, req, user).await,
         _ if !get_only(&req) => h::error(&ApiError::method_not_allowed(format!(
@@ -220,15 +267,26 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, user: Use
         Route::Health(_) => h::text(200, "ok"),
         Route::Metrics => {
             let mut r = h::text(200, state.metrics.render());
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             r
         }
         Route::CoreVersions => match discovery::aggregated_version(req.headers()) {
-            Some(v) => h::json_typed(200, &discovery::aggregated(true, v), &discovery::aggregated_content_type(v)),
+            Some(v) => h::json_typed(
+                200,
+                &discovery::aggregated(true, v),
+                &discovery::aggregated_content_type(v),
+            ),
             None => h::json(200, &discovery::core_versions(&state.server_address)),
         },
         Route::Groups => match discovery::aggregated_version(req.headers()) {
-            Some(v) => h::json_typed(200, &discovery::aggregated(false, v), &discovery::aggregated_content_type(v)),
+            Some(v) => h::json_typed(
+                200,
+                &discovery::aggregated(false, v),
+                &discovery::aggregated_content_type(v),
+            ),
             None => h::json(200, &discovery::group_list()),
         },
         Route::Group(g) => match discovery::group(&g) {
@@ -242,18 +300,27 @@ async fn dispatch(state: &State, route: Route, req: Request<Incoming>, user: Use
         Route::OpenApiV2 => {
             // Only JSON is served; a protobuf-only client must not get JSON
             // it would misparse.
-            let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("*/*");
+            let accept = req
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("*/*");
             if accept.contains("json") || accept.contains("*/*") || accept.trim().is_empty() {
                 h::json(200, api::openapi::v2_document())
             } else {
-                h::error(&ApiError::not_acceptable(format!("only application/json is served for /openapi/v2 (asked for {accept})")))
+                h::error(&ApiError::not_acceptable(format!(
+                    "only application/json is served for /openapi/v2 (asked for {accept})"
+                )))
             }
         }
         Route::OpenApiV3Root => h::json(200, api::openapi::v3_root()),
         Route::OpenApiV3(g, v) => match api::openapi::v3_document(&g, &v) {
             Some(doc) => {
                 let mut r = h::json(200, doc);
-                r.headers_mut().insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("public, immutable"));
+                r.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("public, immutable"),
+                );
                 r
             }
             None => h::error(&ApiError::no_route(req.uri().path())),
@@ -279,20 +346,31 @@ fn version() -> serde_json::Value {
 /// Creates the objects every cluster has: the system namespaces and the
 /// `kubernetes` Service with its endpoints.
 async fn bootstrap(rest: &Rest, host: &str, port: u16) -> Result<(), ServerError> {
-    let ns = catalogue::find("", "v1", "namespaces").ok_or_else(|| ServerError::Bootstrap("no namespaces".into()))?;
+    let ns = catalogue::find("", "v1", "namespaces")
+        .ok_or_else(|| ServerError::Bootstrap("no namespaces".into()))?;
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        rest.ensure(ns, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
-            .await
-            .map_err(|e| ServerError::Bootstrap(e.message))?;
+        rest.ensure(
+            ns,
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+        )
+        .await
+        .map_err(|e| ServerError::Bootstrap(e.message))?;
     }
-    let svc = catalogue::find("", "v1", "services").ok_or_else(|| ServerError::Bootstrap("no services".into()))?;
+    let svc = catalogue::find("", "v1", "services")
+        .ok_or_else(|| ServerError::Bootstrap("no services".into()))?;
     rest.ensure(svc, Some("default"), json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     })).await.map_err(|e| ServerError::Bootstrap(e.message))?;
-    let ip = if host.parse::<std::net::Ipv4Addr>().is_ok() { host.to_string() } else { "127.0.0.1".to_string() };
-    let ep = catalogue::find("", "v1", "endpoints").ok_or_else(|| ServerError::Bootstrap("no endpoints".into()))?;
+    let ip = if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        host.to_string()
+    } else {
+        "127.0.0.1".to_string()
+    };
+    let ep = catalogue::find("", "v1", "endpoints")
+        .ok_or_else(|| ServerError::Bootstrap("no endpoints".into()))?;
     let subsets = json!([{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]);
     rest.ensure(ep, Some("default"), json!({
         "apiVersion": "v1", "kind": "Endpoints",
@@ -301,7 +379,10 @@ async fn bootstrap(rest: &Rest, host: &str, port: u16) -> Result<(), ServerError
     })).await.map_err(|e| ServerError::Bootstrap(e.message))?;
     // The port may differ from the last run (--https-port 0): point the
     // endpoints at this run's address.
-    let (mut live, kv) = rest.load(ep, Some("default"), "kubernetes").await.map_err(|e| ServerError::Bootstrap(e.message))?;
+    let (mut live, kv) = rest
+        .load(ep, Some("default"), "kubernetes")
+        .await
+        .map_err(|e| ServerError::Bootstrap(e.message))?;
     if live["subsets"] != subsets {
         live["subsets"] = subsets;
         if let Some(m) = live["metadata"].as_object_mut() {

@@ -45,16 +45,27 @@ impl Shape for SchemaShape {
     }
 
     fn list_kind(&self) -> ListKind {
-        let Some(raw) = self.0 else { return ListKind::Atomic };
+        let Some(raw) = self.0 else {
+            return ListKind::Atomic;
+        };
         // Extensions sit on the property itself (next to `items`).
         let n = raw;
         match n["x-kubernetes-list-type"].as_str() {
             Some("map") => {
                 let keys: Vec<String> = n["x-kubernetes-list-map-keys"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default();
-                if keys.is_empty() { ListKind::Atomic } else { ListKind::Map(keys) }
+                if keys.is_empty() {
+                    ListKind::Atomic
+                } else {
+                    ListKind::Map(keys)
+                }
             }
             Some("set") => ListKind::Set,
             Some(_) => ListKind::Atomic,
@@ -70,7 +81,9 @@ impl Shape for SchemaShape {
     }
 
     fn atomic_map(&self) -> bool {
-        self.0
-            .is_some_and(|n| n["x-kubernetes-map-type"] == "atomic" || resolve(n)["x-kubernetes-map-type"] == "atomic")
+        self.0.is_some_and(|n| {
+            n["x-kubernetes-map-type"] == "atomic"
+                || resolve(n)["x-kubernetes-map-type"] == "atomic"
+        })
     }
 }

@@ -196,11 +196,13 @@ impl Pki {
                 .add(ca)
                 .map_err(|e| TlsError::Verifier(e.to_string()))?;
         }
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
         let certs = parse_certs(&self.server_cert_pem, &self.dir.join("serving.crt"))?;
         let key = parse_key(&self.server_key_pem, &self.dir.join("serving.key"))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

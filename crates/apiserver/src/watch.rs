@@ -35,8 +35,9 @@ pub struct CachedEvent {
 impl CachedEvent {
     /// The object as JSON bytes, encoded on first use.
     pub fn encoded(&self) -> &bytes::Bytes {
-        self.encoded
-            .get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+        self.encoded.get_or_init(|| {
+            bytes::Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default())
+        })
     }
 }
 
@@ -172,7 +173,9 @@ impl WatchCache {
     }
 
     fn push(&self, ev: Arc<CachedEvent>) {
-        let Ok(mut ring) = self.ring.lock() else { return };
+        let Ok(mut ring) = self.ring.lock() else {
+            return;
+        };
         if ring.events.len() >= self.capacity
             && let Some(old) = ring.events.pop_front()
         {

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use serde_json::{Value, json};
 use store::Store;
 
@@ -38,16 +40,31 @@ async fn server_on(store: Arc<store::memory::MemoryStore>) -> (Server, kube::Cli
     };
     let running = apiserver::start(cfg, store.clone()).await.unwrap();
     let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
     let client = kube::Client::try_from(config).unwrap();
-    (Server { _dir: dir, running, store }, client)
+    (
+        Server {
+            _dir: dir,
+            running,
+            store,
+        },
+        client,
+    )
 }
 
 fn cm(name: &str, v: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": v}})).unwrap()
 }
 
-async fn raw(client: &kube::Client, method: &str, path: &str, ct: &str, body: Vec<u8>) -> (u16, Value) {
+async fn raw(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
     let req = http::Request::builder()
         .method(method)
         .uri(path)
@@ -65,13 +82,21 @@ async fn raw(client: &kube::Client, method: &str, path: &str, ct: &str, body: Ve
 async fn stale_resource_version_is_a_conflict() {
     let (_s, client) = server().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    let created = api.create(&PostParams::default(), &cm("a", "1")).await.unwrap();
+    let created = api
+        .create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap();
     let mut first = created.clone();
     first.data = Some([("k".to_string(), "2".to_string())].into());
-    api.replace("a", &PostParams::default(), &first).await.unwrap();
+    api.replace("a", &PostParams::default(), &first)
+        .await
+        .unwrap();
     let mut stale = created;
     stale.data = Some([("k".to_string(), "3".to_string())].into());
-    let err = api.replace("a", &PostParams::default(), &stale).await.unwrap_err();
+    let err = api
+        .replace("a", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 409);
@@ -79,10 +104,19 @@ async fn stale_resource_version_is_a_conflict() {
         }
         other => panic!("{other}"),
     }
-    let dup = api.create(&PostParams::default(), &cm("a", "1")).await.unwrap_err();
-    assert!(matches!(dup, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"), "{dup}");
+    let dup = api
+        .create(&PostParams::default(), &cm("a", "1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(dup, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{dup}"
+    );
     let missing = api.get("nope").await.unwrap_err();
-    assert!(matches!(missing, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"), "{missing}");
+    assert!(
+        matches!(missing, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"),
+        "{missing}"
+    );
 }
 
 #[tokio::test]
@@ -90,7 +124,9 @@ async fn pagination_walks_every_object_once() {
     let (_s, client) = server().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
     for i in 0..25 {
-        api.create(&PostParams::default(), &cm(&format!("p{i:02}"), "x")).await.unwrap();
+        api.create(&PostParams::default(), &cm(&format!("p{i:02}"), "x"))
+            .await
+            .unwrap();
     }
     let mut names = Vec::new();
     let mut token: Option<String> = None;
@@ -114,7 +150,10 @@ async fn pagination_walks_every_object_once() {
     assert_eq!(pages, 3);
     let expected: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
     assert_eq!(names, expected);
-    let labeled = api.list(&ListParams::default().labels("nothing=here")).await.unwrap();
+    let labeled = api
+        .list(&ListParams::default().labels("nothing=here"))
+        .await
+        .unwrap();
     assert!(labeled.items.is_empty());
 }
 
@@ -122,16 +161,24 @@ async fn pagination_walks_every_object_once() {
 async fn watch_resumes_from_resource_version_and_expires_when_compacted() {
     let (s, client) = server().await;
     let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    let a = api.create(&PostParams::default(), &cm("w", "1")).await.unwrap();
+    let a = api
+        .create(&PostParams::default(), &cm("w", "1"))
+        .await
+        .unwrap();
     let rv = a.metadata.resource_version.clone().unwrap();
     let mut b = a.clone();
     b.data = Some([("k".to_string(), "2".to_string())].into());
     api.replace("w", &PostParams::default(), &b).await.unwrap();
     api.delete("w", &DeleteParams::default()).await.unwrap();
 
-    let stream = api.watch(&WatchParams::default().timeout(5), &rv).await.unwrap();
+    let stream = api
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap();
     let events: Vec<_> = stream.take(2).try_collect().await.unwrap();
-    assert!(matches!(events[0], WatchEvent::Modified(ref c) if c.data.as_ref().unwrap()["k"] == "2"));
+    assert!(
+        matches!(events[0], WatchEvent::Modified(ref c) if c.data.as_ref().unwrap()["k"] == "2")
+    );
     assert!(matches!(events[1], WatchEvent::Deleted(_)));
 
     // Compact everything, restart the API server on the same store (its
@@ -157,17 +204,30 @@ async fn watch_resumes_from_resource_version_and_expires_when_compacted() {
 async fn watch_sends_bookmarks_and_initial_events() {
     let (_s, client) = server().await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    api.create(&PostParams::default(), &cm("b1", "1")).await.unwrap();
+    api.create(&PostParams::default(), &cm("b1", "1"))
+        .await
+        .unwrap();
     let wp = WatchParams::default().timeout(3).initial_events();
     let stream = api.watch(&wp, "").await.unwrap();
-    let events: Vec<_> = tokio::time::timeout(Duration::from_secs(10), stream.take(2).try_collect::<Vec<_>>())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(events[0], WatchEvent::Added(ref c) if c.metadata.name.as_deref() == Some("b1")));
+    let events: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.take(2).try_collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        matches!(events[0], WatchEvent::Added(ref c) if c.metadata.name.as_deref() == Some("b1"))
+    );
     match &events[1] {
         WatchEvent::Bookmark(b) => {
-            assert_eq!(b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str), Some("true"));
+            assert_eq!(
+                b.metadata
+                    .annotations
+                    .get("k8s.io/initial-events-end")
+                    .map(String::as_str),
+                Some("true")
+            );
         }
         other => panic!("expected a bookmark, got {other:?}"),
     }
@@ -176,7 +236,14 @@ async fn watch_sends_bookmarks_and_initial_events() {
 #[tokio::test]
 async fn bad_input_gets_status_errors() {
     let (_s, client) = server().await;
-    let (code, body) = raw(&client, "POST", "/api/v1/namespaces/default/configmaps", "application/json", b"{not json".to_vec()).await;
+    let (code, body) = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        b"{not json".to_vec(),
+    )
+    .await;
     assert_eq!(code, 400, "{body}");
     let (code, body) = raw(
         &client,
@@ -187,13 +254,43 @@ async fn bad_input_gets_status_errors() {
     )
     .await;
     assert_eq!(code, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("does not match the expected API version"), "{body}");
-    let (code, _) = raw(&client, "GET", "/apis/nope.example.com/v1/things", "application/json", vec![]).await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the expected API version"),
+        "{body}"
+    );
+    let (code, _) = raw(
+        &client,
+        "GET",
+        "/apis/nope.example.com/v1/things",
+        "application/json",
+        vec![],
+    )
+    .await;
     assert_eq!(code, 404);
-    let big = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"k":"{}"}}}}"#, "x".repeat(4 * 1024 * 1024));
-    let (code, _) = raw(&client, "POST", "/api/v1/namespaces/default/configmaps", "application/json", big.into_bytes()).await;
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"k":"{}"}}}}"#,
+        "x".repeat(4 * 1024 * 1024)
+    );
+    let (code, _) = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        big.into_bytes(),
+    )
+    .await;
     assert_eq!(code, 413);
-    let (code, body) = raw(&client, "GET", "/api/v1/pods?labelSelector=a%20in%20(b", "application/json", vec![]).await;
+    let (code, body) = raw(
+        &client,
+        "GET",
+        "/api/v1/pods?labelSelector=a%20in%20(b",
+        "application/json",
+        vec![],
+    )
+    .await;
     assert_eq!(code, 400, "{body}");
     let (code, body) = raw(
         &client,
@@ -204,7 +301,13 @@ async fn bad_input_gets_status_errors() {
     )
     .await;
     assert_eq!(code, 422, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("spec.containers[0].image: Required value"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.containers[0].image: Required value"),
+        "{body}"
+    );
     let (code, body) = raw(
         &client,
         "POST",
@@ -214,8 +317,21 @@ async fn bad_input_gets_status_errors() {
     )
     .await;
     assert_eq!(code, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains(r#"unknown field "bogus""#), "{body}");
-    let (code, _) = raw(&client, "POST", "/api/v1/namespaces/missing/configmaps", "application/json", br#"{"metadata":{"name":"x"}}"#.to_vec()).await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"unknown field "bogus""#),
+        "{body}"
+    );
+    let (code, _) = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/missing/configmaps",
+        "application/json",
+        br#"{"metadata":{"name":"x"}}"#.to_vec(),
+    )
+    .await;
     assert_eq!(code, 404);
 }
 
@@ -226,7 +342,10 @@ async fn binding_status_and_scale() {
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})).unwrap();
     let p = pods.create(&PostParams::default(), &pod).await.unwrap();
     assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
-    assert_eq!(p.spec.as_ref().unwrap().restart_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        p.spec.as_ref().unwrap().restart_policy.as_deref(),
+        Some("Always")
+    );
     let (code, body) = raw(
         &client,
         "POST",
@@ -240,9 +359,26 @@ async fn binding_status_and_scale() {
     assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("n1"));
     // Status writes go through the subresource only.
     let patch = json!({"status": {"phase": "Running"}});
-    pods.patch_status("p", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    pods.patch("p", &PatchParams::default(), &Patch::Merge(&json!({"status": {"phase": "Failed"}}))).await.unwrap();
-    assert_eq!(pods.get("p").await.unwrap().status.unwrap().phase.as_deref(), Some("Running"));
+    pods.patch_status("p", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    pods.patch(
+        "p",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Failed"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        pods.get("p")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .phase
+            .as_deref(),
+        Some("Running")
+    );
 
     let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client, "default");
     let d = serde_json::from_value(json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"a": "b"}},
@@ -250,7 +386,14 @@ async fn binding_status_and_scale() {
     deploys.create(&PostParams::default(), &d).await.unwrap();
     let scale = deploys.get_scale("d").await.unwrap();
     assert_eq!(scale.spec.unwrap().replicas, Some(1));
-    deploys.patch_scale("d", &PatchParams::default(), &Patch::Merge(&json!({"spec": {"replicas": 4}}))).await.unwrap();
+    deploys
+        .patch_scale(
+            "d",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
     let d = deploys.get("d").await.unwrap();
     assert_eq!(d.spec.unwrap().replicas, Some(4));
     assert_eq!(d.metadata.generation, Some(2));
@@ -264,17 +407,32 @@ async fn server_side_apply_tracks_managers() {
     let pp = PatchParams::apply("alice");
     api.patch("ssa", &pp, &Patch::Apply(&a)).await.unwrap();
     let b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "9"}});
-    let err = api.patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(&b)).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409), "{err}");
-    api.patch("ssa", &PatchParams::apply("bob").force(), &Patch::Apply(&b)).await.unwrap();
+    let err = api
+        .patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(&b))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409),
+        "{err}"
+    );
+    api.patch("ssa", &PatchParams::apply("bob").force(), &Patch::Apply(&b))
+        .await
+        .unwrap();
     let got = api.get("ssa").await.unwrap();
     assert_eq!(got.data.as_ref().unwrap()["a"], "9");
     assert_eq!(got.data.as_ref().unwrap()["b"], "2");
     // alice drops b from her configuration: it goes away.
-    let a2 = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {}});
+    let a2 =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {}});
     api.patch("ssa", &pp, &Patch::Apply(&a2)).await.unwrap();
     let got = api.get("ssa").await.unwrap();
     assert_eq!(got.data.unwrap_or_default().get("b"), None);
-    let managers: Vec<String> = got.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
+    let managers: Vec<String> = got
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
     assert!(managers.contains(&"bob".to_string()), "{managers:?}");
 }

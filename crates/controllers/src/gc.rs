@@ -86,7 +86,10 @@ async fn pass(client: &kube::Client, res: &[Res]) -> Result<(), kube::Error> {
     let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
     for (uid, n) in &nodes {
         for o in &n.owners {
-            dependents.entry(o.uid.as_str()).or_default().push(uid.as_str());
+            dependents
+                .entry(o.uid.as_str())
+                .or_default()
+                .push(uid.as_str());
         }
     }
     for (uid, n) in &nodes {
@@ -135,10 +138,17 @@ async fn pass(client: &kube::Client, res: &[Res]) -> Result<(), kube::Error> {
 
 /// Re-reads each owner by name: gone, or replaced by an object with another
 /// uid, means gone.
-async fn owners_really_gone(client: &kube::Client, res: &[Res], n: &Node) -> Result<bool, kube::Error> {
+async fn owners_really_gone(
+    client: &kube::Client,
+    res: &[Res],
+    n: &Node,
+) -> Result<bool, kube::Error> {
     for o in &n.owners {
         let group = o.api_version.split_once('/').map(|(g, _)| g).unwrap_or("");
-        let Some(r) = res.iter().find(|r| r.ar.group == group && r.ar.kind == o.kind) else {
+        let Some(r) = res
+            .iter()
+            .find(|r| r.ar.group == group && r.ar.kind == o.kind)
+        else {
             // Unknown owner kind: never collect on a guess.
             return Ok(false);
         };
@@ -155,7 +165,12 @@ fn api_for(client: &kube::Client, r: &Res, n: &Node) -> Api<DynamicObject> {
     r.api(client, n.namespace.as_deref())
 }
 
-async fn delete(client: &kube::Client, r: &Res, n: &Node, dp: DeleteParams) -> Result<(), kube::Error> {
+async fn delete(
+    client: &kube::Client,
+    r: &Res,
+    n: &Node,
+    dp: DeleteParams,
+) -> Result<(), kube::Error> {
     match api_for(client, r, n).delete(&n.name, &dp).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
@@ -163,20 +178,36 @@ async fn delete(client: &kube::Client, r: &Res, n: &Node, dp: DeleteParams) -> R
     }
 }
 
-async fn remove_finalizer(client: &kube::Client, r: &Res, n: &Node, finalizer: &str) -> Result<(), kube::Error> {
+async fn remove_finalizer(
+    client: &kube::Client,
+    r: &Res,
+    n: &Node,
+    finalizer: &str,
+) -> Result<(), kube::Error> {
     let rest: Vec<&String> = n.finalizers.iter().filter(|f| *f != finalizer).collect();
     let patch = json!({"metadata": {"finalizers": rest}});
-    match api_for(client, r, n).patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api_for(client, r, n)
+        .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
 }
 
-async fn drop_owner_ref(client: &kube::Client, r: &Res, n: &Node, owner_uid: &str) -> Result<(), kube::Error> {
+async fn drop_owner_ref(
+    client: &kube::Client,
+    r: &Res,
+    n: &Node,
+    owner_uid: &str,
+) -> Result<(), kube::Error> {
     let rest: Vec<_> = n.owners.iter().filter(|o| o.uid != owner_uid).collect();
     let patch = json!({"metadata": {"ownerReferences": rest}});
-    match api_for(client, r, n).patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api_for(client, r, n)
+        .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e),

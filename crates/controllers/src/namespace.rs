@@ -55,8 +55,15 @@ async fn sweep(client: &kube::Client, api: &Api<Namespace>) -> Result<(), kube::
 
 /// Deletes a namespace's content; once none is left, drops the
 /// `kubernetes` finalizer through the finalize subresource.
-async fn finalize(client: &kube::Client, api: &Api<Namespace>, res: &[Res], ns: Namespace) -> Result<(), kube::Error> {
-    let Some(name) = ns.metadata.name.clone() else { return Ok(()) };
+async fn finalize(
+    client: &kube::Client,
+    api: &Api<Namespace>,
+    res: &[Res],
+    ns: Namespace,
+) -> Result<(), kube::Error> {
+    let Some(name) = ns.metadata.name.clone() else {
+        return Ok(());
+    };
     let mut remaining = 0usize;
     for r in res.iter().filter(|r| r.namespaced()) {
         let rapi = r.api(client, Some(&name));
@@ -70,7 +77,9 @@ async fn finalize(client: &kube::Client, api: &Api<Namespace>, res: &[Res], ns: 
             if obj.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let Some(n) = obj.metadata.name.as_deref() else { continue };
+            let Some(n) = obj.metadata.name.as_deref() else {
+                continue;
+            };
             match rapi.delete(n, &DeleteParams::background()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
@@ -93,7 +102,10 @@ async fn finalize(client: &kube::Client, api: &Api<Namespace>, res: &[Res], ns: 
                 .collect(),
         );
     }
-    match api.replace_subresource("finalize", &name, &PostParams::default(), &ns).await {
+    match api
+        .replace_subresource("finalize", &name, &PostParams::default(), &ns)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e),

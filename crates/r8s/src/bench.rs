@@ -66,7 +66,11 @@ fn spawn_server() -> anyhow::Result<Server> {
     }
     std::thread::spawn(move || for _ in lines {});
     let kubeconfig = kubeconfig.context("server did not print its kubeconfig")?;
-    Ok(Server { child, _dir: dir, kubeconfig })
+    Ok(Server {
+        child,
+        _dir: dir,
+        kubeconfig,
+    })
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
@@ -113,15 +117,28 @@ fn cm(name: &str) -> ConfigMap {
     c
 }
 
-async fn run_level(client: kube::Client, ns: &str, clients: usize, objects: usize, level: usize) -> anyhow::Result<()> {
+async fn run_level(
+    client: kube::Client,
+    ns: &str,
+    clients: usize,
+    objects: usize,
+    level: usize,
+) -> anyhow::Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     // A watcher counts how many events arrive while the creates run.
     let events = Arc::new(AtomicU64::new(0));
     let watch_api = api.clone();
     let ev = events.clone();
-    let rv = api.list_metadata(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
+    let rv = api
+        .list_metadata(&ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
     let watcher = tokio::spawn(async move {
-        let Ok(stream) = watch_api.watch(&WatchParams::default(), &rv).await else { return };
+        let Ok(stream) = watch_api.watch(&WatchParams::default(), &rv).await else {
+            return;
+        };
         let mut stream = std::pin::pin!(stream);
         while let Some(Ok(e)) = stream.next().await {
             if matches!(e, WatchEvent::Added(_)) {
@@ -139,7 +156,8 @@ async fn run_level(client: kube::Client, ns: &str, clients: usize, objects: usiz
             let mut lat = Vec::with_capacity(per);
             for i in 0..per {
                 let t = Instant::now();
-                api.create(&PostParams::default(), &cm(&format!("b{level}-{c}-{i}"))).await?;
+                api.create(&PostParams::default(), &cm(&format!("b{level}-{c}-{i}")))
+                    .await?;
                 lat.push(t.elapsed());
             }
             Ok::<_, kube::Error>(lat)
@@ -246,7 +264,8 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
             let api = api.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..per {
-                    api.create(&PostParams::default(), &cm(&format!("fill-{c}-{i}"))).await?;
+                    api.create(&PostParams::default(), &cm(&format!("fill-{c}-{i}")))
+                        .await?;
                 }
                 Ok::<_, kube::Error>(())
             }));
@@ -254,7 +273,11 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         for t in tasks {
             t.await??;
         }
-        println!("filled {} objects in {:.1}s", per * 64, start.elapsed().as_secs_f64());
+        println!(
+            "filled {} objects in {:.1}s",
+            per * 64,
+            start.elapsed().as_secs_f64()
+        );
         if let Some(rss) = pid.and_then(rss_mib) {
             println!("server RSS with {} objects: {rss:.1} MiB", per * 64);
         }

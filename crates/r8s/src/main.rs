@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 mod bench;
 
 #[derive(Parser)]
-#[command(name = "r8s", version, about = "Kubernetes, rebuilt in Rust, in one binary")]
+#[command(
+    name = "r8s",
+    version,
+    about = "Kubernetes, rebuilt in Rust, in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,10 +57,12 @@ struct ServerArgs {
 }
 
 fn open_store(args: &ServerArgs) -> anyhow::Result<store::SharedStore> {
-    let spec = args
-        .datastore
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", args.data_dir.join("db").join("state.db").display()));
+    let spec = args.datastore.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}",
+            args.data_dir.join("db").join("state.db").display()
+        )
+    });
     if let Some(path) = spec.strip_prefix("sqlite://") {
         let path = PathBuf::from(path);
         if let Some(dir) = path.parent() {
@@ -82,8 +88,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         https_port: args.https_port,
         tls_sans: args.tls_san.clone(),
     };
-    let running = apiserver::start(cfg, store).await.context("starting the API server")?;
-    let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).context("reading the admin kubeconfig")?;
+    let running = apiserver::start(cfg, store)
+        .await
+        .context("starting the API server")?;
+    let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig)
+        .context("reading the admin kubeconfig")?;
     let client_cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .context("loading the admin kubeconfig")?;

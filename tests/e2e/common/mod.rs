@@ -58,10 +58,18 @@ impl Cluster {
                 _ => break,
             }
         }
-        assert!(!url.is_empty(), "r8s server did not report its URL (see its stderr above)");
+        assert!(
+            !url.is_empty(),
+            "r8s server did not report its URL (see its stderr above)"
+        );
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Cluster { child, dir, kubeconfig, url }
+        Cluster {
+            child,
+            dir,
+            kubeconfig,
+            url,
+        }
     }
 
     /// Runs kubectl with this cluster's kubeconfig.
@@ -75,7 +83,11 @@ impl Cluster {
         cmd.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.dir.path())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -212,8 +212,26 @@ fn kind_fields(group: &str, plural: &str) -> &'static [&'static str] {
 }
 
 fn supported(group: &str, plural: &str, field: &str) -> bool {
-    matches!(field, "metadata.name" | "metadata.namespace")
-        || kind_fields(group, plural).contains(&field)
+    match (group, plural, field) {
+        // Upstream's conversions for these cluster-scoped kinds list
+        // metadata.name but not metadata.namespace.
+        ("", "nodes" | "namespaces", "metadata.namespace") => false,
+        (_, _, "metadata.name" | "metadata.namespace") => true,
+        _ => kind_fields(group, plural).contains(&field),
+    }
+}
+
+/// The value of field label `field` in `obj` for a kind: `Err` with
+/// upstream's `field label not supported: <field>` (a 400) when the kind
+/// has no such field, `Ok(Some(..))` otherwise (absent fields read as
+/// upstream's field sets print them: `""`, `false`, `0`).
+pub fn field_value(group: &str, plural: &str, obj: &Value, field: &str) -> Result<Option<String>, SelectorError> {
+    // Old v1 clients send spec.host for pods; upstream maps it.
+    let field = if (group, plural, field) == ("", "pods", "spec.host") { "spec.nodeName" } else { field };
+    match selectable_field(group, plural, obj, field) {
+        Some(v) => Ok(Some(v)),
+        None => Err(SelectorError(format!("field label not supported: {field}"))),
+    }
 }
 
 fn str_at<'a>(obj: &'a Value, pointer: &str) -> &'a str {

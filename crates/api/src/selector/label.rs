@@ -1,6 +1,7 @@
 //! Label selectors: upstream's lexer and recursive-descent parser
 //! (`labels.Parse`), its requirement validation, matching and printing.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -9,6 +10,32 @@ use super::SelectorError;
 use super::validation::{
     aggregate, invalid, invalid_list, label_value_errors, qualified_name_errors,
 };
+
+/// A set of labels a selector can be matched against: `metadata.labels`
+/// as JSON, or the typed maps controllers hold.
+pub trait Labels {
+    /// The value of label `key`, if present (non-string JSON values count
+    /// as absent).
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for Map<String, Value> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl Labels for HashMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
 
 /// How a requirement relates a label's value to its value set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,8 +162,8 @@ impl Requirement {
 
     /// Whether `labels` satisfy this requirement; a label that is not a
     /// string counts as absent.
-    pub fn matches(&self, labels: &Map<String, Value>) -> bool {
-        let value = labels.get(&self.key).and_then(Value::as_str);
+    pub fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
+        let value = labels.label(&self.key);
         let has = |v: &str| self.values.iter().any(|x| x == v);
         match self.operator {
             Operator::In | Operator::Equals | Operator::DoubleEquals => value.is_some_and(has),
@@ -316,8 +343,9 @@ impl LabelSelector {
         !self.nothing && self.requirements.is_empty()
     }
 
-    /// Whether `labels` satisfy every requirement.
-    pub fn matches(&self, labels: &Map<String, Value>) -> bool {
+    /// Whether `labels` satisfy every requirement (a JSON label map or a
+    /// `BTreeMap`/`HashMap` of strings).
+    pub fn matches<L: Labels + ?Sized>(&self, labels: &L) -> bool {
         !self.nothing && self.requirements.iter().all(|r| r.matches(labels))
     }
 

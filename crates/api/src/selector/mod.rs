@@ -6,8 +6,8 @@ mod field;
 mod label;
 mod validation;
 
-pub use field::{FieldRequirement, FieldSelector, selectable_field};
-pub use label::{LabelSelector, Operator, Requirement};
+pub use field::{FieldRequirement, FieldSelector, field_value, selectable_field};
+pub use label::{LabelSelector, Labels, Operator, Requirement};
 
 /// A selector that could not be parsed, built or is not supported; the
 /// message is upstream's, word for word where upstream has one.

@@ -19,7 +19,11 @@ fn child<'a>(obj: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<S
     obj.get_mut(key).and_then(Value::as_object_mut)
 }
 
-fn for_each_in(obj: &mut Map<String, Value>, key: &str, mut f: impl FnMut(&mut Map<String, Value>)) {
+fn for_each_in(
+    obj: &mut Map<String, Value>,
+    key: &str,
+    mut f: impl FnMut(&mut Map<String, Value>),
+) {
     if let Some(Value::Array(items)) = obj.get_mut(key) {
         for item in items.iter_mut().filter_map(Value::as_object_mut) {
             f(item);
@@ -131,7 +135,11 @@ pub fn apply(group: &str, plural: &str, obj: &mut Value) {
             if let Some(spec) = child(o, "spec") {
                 set_default(spec, "type", json!("ClusterIP"));
                 set_default(spec, "sessionAffinity", json!("None"));
-                let ty = spec.get("type").and_then(Value::as_str).unwrap_or("").to_string();
+                let ty = spec
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 if ty != "ExternalName" {
                     set_default(spec, "internalTrafficPolicy", json!("Cluster"));
                 }
@@ -212,7 +220,11 @@ pub fn apply(group: &str, plural: &str, obj: &mut Value) {
                 set_default(
                     spec,
                     "policyTypes",
-                    if has_egress { json!(["Ingress", "Egress"]) } else { json!(["Ingress"]) },
+                    if has_egress {
+                        json!(["Ingress", "Egress"])
+                    } else {
+                        json!(["Ingress"])
+                    },
                 );
                 for rule in ["ingress", "egress"] {
                     for_each_in(spec, rule, |r| {
@@ -247,10 +259,10 @@ fn job_spec(spec: &mut Map<String, Value>) {
 }
 
 fn template_in(spec: &mut Map<String, Value>) {
-    if let Some(t) = child(spec, "template") {
-        if let Some(s) = child(t, "spec") {
-            pod_spec(s);
-        }
+    if let Some(t) = child(spec, "template")
+        && let Some(s) = child(t, "spec")
+    {
+        pod_spec(s);
     }
 }
 
@@ -282,7 +294,11 @@ fn container(c: &mut Map<String, Value>, host_network: bool) {
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
     let image = c.get("image").and_then(Value::as_str).unwrap_or("");
-    let policy = if image_tag_is_latest(image) { "Always" } else { "IfNotPresent" };
+    let policy = if image_tag_is_latest(image) {
+        "Always"
+    } else {
+        "IfNotPresent"
+    };
     set_default(c, "imagePullPolicy", json!(policy));
     set_default(c, "resources", json!({}));
     for_each_in(c, "ports", |p| {
@@ -313,17 +329,21 @@ fn container(c: &mut Map<String, Value>, host_network: bool) {
     // Limits without requests mean requests equal to the limits.
     if let Some(Value::Object(res)) = c.get_mut("resources")
         && let Some(Value::Object(limits)) = res.get("limits").cloned()
+        && let Some(req) = child(res, "requests")
     {
-        if let Some(req) = child(res, "requests") {
-            for (k, v) in limits {
-                req.entry(k).or_insert(v);
-            }
+        for (k, v) in limits {
+            req.entry(k).or_insert(v);
         }
     }
 }
 
 fn volume(v: &mut Map<String, Value>) {
-    for (key, mode) in [("secret", 420), ("configMap", 420), ("projected", 420), ("downwardAPI", 420)] {
+    for (key, mode) in [
+        ("secret", 420),
+        ("configMap", 420),
+        ("projected", 420),
+        ("downwardAPI", 420),
+    ] {
         if let Some(Value::Object(src)) = v.get_mut(key) {
             set_default(src, "defaultMode", json!(mode));
         }

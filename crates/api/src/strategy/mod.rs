@@ -15,8 +15,10 @@ use crate::catalogue::ResourceInfo;
 pub fn tracks_generation(info: &ResourceInfo) -> bool {
     matches!(
         (info.group, info.plural),
-        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets")
-            | ("batch", "jobs" | "cronjobs")
+        (
+            "apps",
+            "deployments" | "replicasets" | "statefulsets" | "daemonsets"
+        ) | ("batch", "jobs" | "cronjobs")
             | ("autoscaling", "horizontalpodautoscalers")
             | ("policy", "poddisruptionbudgets")
             | ("", "replicationcontrollers")
@@ -154,7 +156,10 @@ mod tests {
         let mut same = json!({"metadata": {"labels": {"a": "c"}}, "spec": {"replicas": 1}, "status": {"replicas": 5}});
         prepare_for_update(info, &mut same, &old);
         assert_eq!(same["metadata"]["generation"], 3);
-        assert_eq!(same["status"]["replicas"], 1, "status is owned by the subresource");
+        assert_eq!(
+            same["status"]["replicas"], 1,
+            "status is owned by the subresource"
+        );
         let mut changed = json!({"metadata": {}, "spec": {"replicas": 2}});
         prepare_for_update(info, &mut changed, &old);
         assert_eq!(changed["metadata"]["generation"], 4);
@@ -162,7 +167,10 @@ mod tests {
 
     #[test]
     fn qos_classes() {
-        assert_eq!(qos_class(&json!({"containers": [{"name": "a"}]})), "BestEffort");
+        assert_eq!(
+            qos_class(&json!({"containers": [{"name": "a"}]})),
+            "BestEffort"
+        );
         let g = json!({"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}]});
         assert_eq!(qos_class(&g), "Guaranteed");
         let b = json!({"containers": [{"resources": {"requests": {"cpu": "100m"}}}]});

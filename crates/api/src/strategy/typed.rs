@@ -151,7 +151,10 @@ mod tests {
         });
         let out = normalize(info, &input).unwrap().unwrap();
         assert_eq!(out["spec"]["replicas"], 2);
-        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["image"], "busybox");
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0]["image"],
+            "busybox"
+        );
         assert_eq!(
             unknown_fields(&input, &out),
             vec!["spec.bogus", "spec.template.spec.containers[0].colour"]
@@ -164,6 +167,10 @@ mod tests {
         let input = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"replicas": "two"}});
         let err = normalize(info, &input).unwrap().unwrap_err();
         assert_eq!(err.path, "spec.replicas");
-        assert!(err.message.starts_with("spec.replicas: invalid type"), "{}", err.message);
+        assert!(
+            err.message.starts_with("spec.replicas: invalid type"),
+            "{}",
+            err.message
+        );
     }
 }

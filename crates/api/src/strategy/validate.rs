@@ -38,7 +38,11 @@ fn not_supported(field: impl Into<String>, value: &Value, allowed: &[&str]) -> F
     FieldError {
         reason: "FieldValueNotSupported",
         field: field.into(),
-        message: format!("Unsupported value: {}: supported values: {}", render(value), list.join(", ")),
+        message: format!(
+            "Unsupported value: {}: supported values: {}",
+            render(value),
+            list.join(", ")
+        ),
     }
 }
 
@@ -71,7 +75,11 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
             if let Some(r) = obj["spec"]["replicas"].as_i64()
                 && r < 0
             {
-                errs.push(invalid("spec.replicas", &obj["spec"]["replicas"], "must be greater than or equal to 0"));
+                errs.push(invalid(
+                    "spec.replicas",
+                    &obj["spec"]["replicas"],
+                    "must be greater than or equal to 0",
+                ));
             }
         }
         ("", "replicationcontrollers") => {
@@ -114,7 +122,8 @@ fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -124,14 +133,19 @@ fn config_key_ok(k: &str) -> bool {
         && k.len() <= 253
         && k != "."
         && k != ".."
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn job_restart_policy(template: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let rp = &template["spec"]["restartPolicy"];
     let ok = matches!(rp.as_str(), Some("Never" | "OnFailure"));
     if !ok {
-        errs.push(not_supported(format!("{path}.spec.restartPolicy"), rp, &["OnFailure", "Never"]));
+        errs.push(not_supported(
+            format!("{path}.spec.restartPolicy"),
+            rp,
+            &["OnFailure", "Never"],
+        ));
     }
 }
 
@@ -244,15 +258,26 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     }
     let rp = &spec["restartPolicy"];
     if !rp.is_null() && !matches!(rp.as_str(), Some("Always" | "OnFailure" | "Never")) {
-        errs.push(not_supported(format!("{path}.restartPolicy"), rp, &["Always", "OnFailure", "Never"]));
+        errs.push(not_supported(
+            format!("{path}.restartPolicy"),
+            rp,
+            &["Always", "OnFailure", "Never"],
+        ));
     }
 }
 
 fn service(obj: &Value, errs: &mut Vec<FieldError>) {
     let spec = &obj["spec"];
     let ty = spec["type"].as_str().unwrap_or("ClusterIP");
-    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
-        errs.push(not_supported("spec.type", &spec["type"], &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+    if !matches!(
+        ty,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        errs.push(not_supported(
+            "spec.type",
+            &spec["type"],
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
     }
     let headless = spec["clusterIP"].as_str() == Some("None");
     let ports = spec["ports"].as_array();
@@ -266,7 +291,11 @@ fn service(obj: &Value, errs: &mut Vec<FieldError>) {
     for (i, p) in ports.into_iter().flatten().enumerate() {
         let port = p["port"].as_i64().unwrap_or(0);
         if !(1..=65535).contains(&port) {
-            errs.push(invalid(format!("spec.ports[{i}].port"), &p["port"], "must be between 1 and 65535, inclusive"));
+            errs.push(invalid(
+                format!("spec.ports[{i}].port"),
+                &p["port"],
+                "must be between 1 and 65535, inclusive",
+            ));
         }
         if many && is_empty(&p["name"]) {
             errs.push(required(format!("spec.ports[{i}].name")));
@@ -294,7 +323,11 @@ mod tests {
         let errs = validate(info, &d);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].field, "spec.template.metadata.labels");
-        assert!(errs[0].message.contains("`selector` does not match template `labels`"));
+        assert!(
+            errs[0]
+                .message
+                .contains("`selector` does not match template `labels`")
+        );
     }
 
     #[test]

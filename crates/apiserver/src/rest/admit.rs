@@ -19,7 +19,11 @@ pub const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
 /// Refuses creates in a namespace that does not exist or is terminating,
 /// as upstream's NamespaceLifecycle admission plugin does.
-pub async fn namespace_lifecycle(rest: &Rest, info: &ResourceInfo, ns: Option<&str>) -> Result<(), ApiError> {
+pub async fn namespace_lifecycle(
+    rest: &Rest,
+    info: &ResourceInfo,
+    ns: Option<&str>,
+) -> Result<(), ApiError> {
     let Some(ns) = ns.filter(|_| info.namespaced) else {
         return Ok(());
     };
@@ -52,7 +56,10 @@ pub fn secret_string_data(obj: &mut Value) {
     if let Some(d) = data.as_object_mut() {
         for (k, v) in sd {
             let s = v.as_str().unwrap_or_default();
-            d.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(s)));
+            d.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(s)),
+            );
         }
     }
 }
@@ -63,7 +70,10 @@ fn in_cidr(ip: Ipv4Addr) -> bool {
     (u32::from(ip) & mask) == u32::from(net)
 }
 
-async fn used(rest: &Rest, info: &ResourceInfo) -> Result<(HashSet<Ipv4Addr>, HashSet<i64>), ApiError> {
+async fn used(
+    rest: &Rest,
+    info: &ResourceInfo,
+) -> Result<(HashSet<Ipv4Addr>, HashSet<i64>), ApiError> {
     let res = rest.store.range(&info.storage_prefix(), None, 0, 0).await?;
     let mut ips = HashSet::new();
     let mut ports = HashSet::new();
@@ -76,7 +86,10 @@ async fn used(rest: &Rest, info: &ResourceInfo) -> Result<(HashSet<Ipv4Addr>, Ha
                 ips.insert(ip);
             }
         }
-        if let Some(Ok(ip)) = svc["spec"]["clusterIP"].as_str().map(str::parse::<Ipv4Addr>) {
+        if let Some(Ok(ip)) = svc["spec"]["clusterIP"]
+            .as_str()
+            .map(str::parse::<Ipv4Addr>)
+        {
             ips.insert(ip);
         }
         for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
@@ -91,9 +104,17 @@ async fn used(rest: &Rest, info: &ResourceInfo) -> Result<(HashSet<Ipv4Addr>, Ha
 /// Allocates the cluster IP and node ports of a new Service, or checks the
 /// ones it asks for. Runs under the allocation lock so two creates never get
 /// the same address.
-pub async fn allocate_service(rest: &Rest, info: &ResourceInfo, svc: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+pub async fn allocate_service(
+    rest: &Rest,
+    info: &ResourceInfo,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
     let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
+    let ty = svc["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_string();
     if let Some(old) = old {
         // Cluster IPs are immutable; an update that leaves them out keeps them.
         for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
@@ -108,7 +129,14 @@ pub async fn allocate_service(rest: &Rest, info: &ResourceInfo, svc: &mut Value,
                 info.group,
                 info.kind,
                 &name,
-                vec![cause("FieldValueInvalid", "spec.clusterIPs[0]", format!("Invalid value: {}: may not change once set", svc["spec"]["clusterIP"]))],
+                vec![cause(
+                    "FieldValueInvalid",
+                    "spec.clusterIPs[0]",
+                    format!(
+                        "Invalid value: {}: may not change once set",
+                        svc["spec"]["clusterIP"]
+                    ),
+                )],
             ));
         }
     }
@@ -120,7 +148,10 @@ pub async fn allocate_service(rest: &Rest, info: &ResourceInfo, svc: &mut Value,
                 used_ports.remove(&np);
             }
         }
-        if let Some(Ok(ip)) = old["spec"]["clusterIP"].as_str().map(str::parse::<Ipv4Addr>) {
+        if let Some(Ok(ip)) = old["spec"]["clusterIP"]
+            .as_str()
+            .map(str::parse::<Ipv4Addr>)
+        {
             used_ips.remove(&ip);
         }
     }
@@ -162,10 +193,32 @@ pub async fn allocate_service(rest: &Rest, info: &ResourceInfo, svc: &mut Value,
             ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", "spec.clusterIPs[0]", format!("Invalid value: \"{requested}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))])
         })?;
         if !in_cidr(parsed) {
-            return Err(ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", "spec.clusterIPs", format!("Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"))]));
+            return Err(ApiError::invalid(
+                info.group,
+                info.kind,
+                &name,
+                vec![cause(
+                    "FieldValueInvalid",
+                    "spec.clusterIPs",
+                    format!(
+                        "Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"
+                    ),
+                )],
+            ));
         }
         if used_ips.contains(&parsed) && old.is_none() {
-            return Err(ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", "spec.clusterIPs", format!("Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: provided IP is already allocated"))]));
+            return Err(ApiError::invalid(
+                info.group,
+                info.kind,
+                &name,
+                vec![cause(
+                    "FieldValueInvalid",
+                    "spec.clusterIPs",
+                    format!(
+                        "Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: provided IP is already allocated"
+                    ),
+                )],
+            ));
         }
         requested
     };
@@ -182,13 +235,39 @@ pub async fn allocate_service(rest: &Rest, info: &ResourceInfo, svc: &mut Value,
                 match p["nodePort"].as_i64() {
                     Some(np) if np != 0 => {
                         let kept = old.is_some_and(|o| {
-                            o["spec"]["ports"].as_array().into_iter().flatten().any(|op| op["nodePort"].as_i64() == Some(np))
+                            o["spec"]["ports"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|op| op["nodePort"].as_i64() == Some(np))
                         });
                         if !NODE_PORTS.contains(&np) {
-                            return Err(ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", &format!("spec.ports[{i}].nodePort"), format!("Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"))]));
+                            return Err(ApiError::invalid(
+                                info.group,
+                                info.kind,
+                                &name,
+                                vec![cause(
+                                    "FieldValueInvalid",
+                                    &format!("spec.ports[{i}].nodePort"),
+                                    format!(
+                                        "Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+                                    ),
+                                )],
+                            ));
                         }
                         if used_ports.contains(&np) && !kept {
-                            return Err(ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", &format!("spec.ports[{i}].nodePort"), format!("Invalid value: {np}: provided port is already allocated"))]));
+                            return Err(ApiError::invalid(
+                                info.group,
+                                info.kind,
+                                &name,
+                                vec![cause(
+                                    "FieldValueInvalid",
+                                    &format!("spec.ports[{i}].nodePort"),
+                                    format!(
+                                        "Invalid value: {np}: provided port is already allocated"
+                                    ),
+                                )],
+                            ));
                         }
                         used_ports.insert(np);
                     }
@@ -197,7 +276,9 @@ pub async fn allocate_service(rest: &Rest, info: &ResourceInfo, svc: &mut Value,
                             next += 1;
                         }
                         if !NODE_PORTS.contains(&next) {
-                            return Err(ApiError::internal("failed to allocate a node port: range is full"));
+                            return Err(ApiError::internal(
+                                "failed to allocate a node port: range is full",
+                            ));
                         }
                         p["nodePort"] = json!(next);
                         used_ports.insert(next);

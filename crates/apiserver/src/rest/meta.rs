@@ -38,7 +38,12 @@ pub fn apply_generate_name(obj: &mut Value) {
 pub fn prepare_create_meta(obj: &mut Value, ns: Option<&str>) {
     let meta = &mut obj["metadata"];
     if let Some(m) = meta.as_object_mut() {
-        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             m.remove(k);
         }
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -61,7 +66,13 @@ pub fn prepare_create_meta(obj: &mut Value, ns: Option<&str>) {
 /// does (a GC that removes the last ownerReference leaves none, not `[]`).
 pub fn tidy_meta(obj: &mut Value) {
     if let Some(m) = obj["metadata"].as_object_mut() {
-        for k in ["ownerReferences", "finalizers", "managedFields", "labels", "annotations"] {
+        for k in [
+            "ownerReferences",
+            "finalizers",
+            "managedFields",
+            "labels",
+            "annotations",
+        ] {
             let empty = match m.get(k) {
                 Some(Value::Array(a)) => a.is_empty(),
                 Some(Value::Object(o)) => o.is_empty(),
@@ -108,7 +119,8 @@ fn is_dns1123_subdomain(s: &str) -> bool {
 fn is_dns1123_label_part(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -165,7 +177,11 @@ pub fn validate_meta(info: &ResourceInfo, obj: &Value) -> Vec<Cause> {
     if let Some(labels) = meta["labels"].as_object() {
         for (k, v) in labels {
             if let Some(msg) = qualified_name_error(k) {
-                causes.push(cause("FieldValueInvalid", "metadata.labels", format!("Invalid value: \"{k}\": {msg}")));
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    "metadata.labels",
+                    format!("Invalid value: \"{k}\": {msg}"),
+                ));
             }
             match v.as_str() {
                 Some(s) if label_value_ok(s) => {}
@@ -181,7 +197,11 @@ pub fn validate_meta(info: &ResourceInfo, obj: &Value) -> Vec<Cause> {
         let mut total = 0usize;
         for (k, v) in ann {
             if let Some(msg) = qualified_name_error(&k.to_lowercase()) {
-                causes.push(cause("FieldValueInvalid", "metadata.annotations", format!("Invalid value: \"{k}\": {msg}")));
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    "metadata.annotations",
+                    format!("Invalid value: \"{k}\": {msg}"),
+                ));
             }
             total += k.len() + v.as_str().map(str::len).unwrap_or(0);
         }
@@ -204,7 +224,8 @@ fn label_value_ok(s: &str) -> bool {
     b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// Upstream's qualified-name check (`prefix/name`), returning its message.
@@ -233,7 +254,9 @@ fn qualified_name_error(k: &str) -> Option<String> {
 /// Checks that the body's apiVersion and kind match the URL's resource.
 pub fn check_type(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     let av = obj["apiVersion"].as_str().unwrap_or("");
     let kind = obj["kind"].as_str().unwrap_or("");
@@ -261,12 +284,18 @@ mod tests {
     fn names_and_labels() {
         let cm = catalogue::find("", "v1", "configmaps").unwrap();
         assert!(validate_meta(cm, &json!({"metadata": {"name": "a.b-c"}})).is_empty());
-        let bad = validate_meta(cm, &json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "-x"}}}));
+        let bad = validate_meta(
+            cm,
+            &json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "-x"}}}),
+        );
         assert_eq!(bad.len(), 2);
         assert_eq!(bad[0].field, "metadata.name");
         assert_eq!(bad[1].field, "metadata.labels");
         let svc = catalogue::find("", "v1", "services").unwrap();
-        assert_eq!(validate_meta(svc, &json!({"metadata": {"name": "a.b"}})).len(), 1);
+        assert_eq!(
+            validate_meta(svc, &json!({"metadata": {"name": "a.b"}})).len(),
+            1
+        );
         let role = catalogue::find("rbac.authorization.k8s.io", "v1", "clusterroles").unwrap();
         assert!(validate_meta(role, &json!({"metadata": {"name": "system:foo"}})).is_empty());
     }

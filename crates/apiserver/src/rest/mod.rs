@@ -63,10 +63,9 @@ impl Query {
     pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
         match self.get(k) {
             None => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| ApiError::bad_request(format!("invalid value for {k}: {v:?} is not an integer"))),
+            Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("invalid value for {k}: {v:?} is not an integer"))
+            }),
         }
     }
 
@@ -141,8 +140,9 @@ pub fn collection_prefix(info: &ResourceInfo, ns: Option<&str>) -> String {
 
 /// Decodes a stored object for `info`'s version.
 pub fn decode_kv(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut v = decode_object(&kv.value, kv.mod_revision)
-        .ok_or_else(|| ApiError::internal(format!("stored object at {} is not valid JSON", kv.key)))?;
+    let mut v = decode_object(&kv.value, kv.mod_revision).ok_or_else(|| {
+        ApiError::internal(format!("stored object at {} is not valid JSON", kv.key))
+    })?;
     crate::convert::to_version(info, &mut v);
     Ok(v)
 }
@@ -158,7 +158,12 @@ impl Rest {
     }
 
     /// Serves one resource request.
-    pub async fn serve(&self, route: ResourceRoute, req: Request<Incoming>, user: User) -> Response<Body> {
+    pub async fn serve(
+        &self,
+        route: ResourceRoute,
+        req: Request<Incoming>,
+        user: User,
+    ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let call = Call {
             route,
@@ -175,18 +180,21 @@ impl Rest {
 
     async fn dispatch(&self, call: &Call, body: Incoming) -> Result<Response<Body>, ApiError> {
         let info = call.info();
-        if info.namespaced
-            && call.route.namespace.is_none()
-            && call.route.name.is_some()
-        {
-            return Err(ApiError::no_route("a namespaced resource needs a namespace in the path"));
+        if info.namespaced && call.route.namespace.is_none() && call.route.name.is_some() {
+            return Err(ApiError::no_route(
+                "a namespaced resource needs a namespace in the path",
+            ));
         }
         if !info.namespaced && call.route.namespace.is_some() {
             return Err(ApiError::no_route("the resource is not namespaced"));
         }
         if let Some(sub) = call.route.subresource.as_deref() {
             if !info.has_subresource(sub) {
-                return Err(ApiError::not_found(info.group, &format!("{}/{sub}", info.plural), ""));
+                return Err(ApiError::not_found(
+                    info.group,
+                    &format!("{}/{sub}", info.plural),
+                    "",
+                ));
             }
             return sub::serve(self, call, sub, body).await;
         }
@@ -248,7 +256,12 @@ impl Rest {
     }
 
     /// Reads an object, 404 if absent.
-    pub async fn load(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<(Value, KeyValue), ApiError> {
+    pub async fn load(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<(Value, KeyValue), ApiError> {
         let key = object_key(info, ns, name);
         match self.store.get(&key).await? {
             Some(kv) => Ok((decode_kv(info, &kv)?, kv)),
@@ -260,13 +273,26 @@ impl Rest {
 impl Rest {
     /// Creates an object on the server's own behalf (bootstrap objects),
     /// through the same pipeline as API requests. AlreadyExists is success.
-    pub async fn ensure(&self, info: &'static ResourceInfo, ns: Option<&str>, obj: Value) -> Result<(), ApiError> {
+    pub async fn ensure(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        obj: Value,
+    ) -> Result<(), ApiError> {
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-        if self.store.get(&object_key(info, ns, &name)).await?.is_some() {
+        if self
+            .store
+            .get(&object_key(info, ns, &name))
+            .await?
+            .is_some()
+        {
             return Ok(());
         }
         let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("r8s-apiserver"));
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static("r8s-apiserver"),
+        );
         let call = Call {
             route: ResourceRoute {
                 info,
@@ -287,7 +313,10 @@ impl Rest {
         match write::create_object(self, &call, obj).await {
             Ok(_) => Ok(()),
             Err(e) if e.reason == "AlreadyExists" => Ok(()),
-            Err(e) => Err(ApiError { message: format!("bootstrap {} {name}: {}", info.plural, e.message), ..e }),
+            Err(e) => Err(ApiError {
+                message: format!("bootstrap {} {name}: {}", info.plural, e.message),
+                ..e
+            }),
         }
     }
 }

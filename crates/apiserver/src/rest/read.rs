@@ -32,7 +32,13 @@ fn render_one(call: &Call, want: Want, obj: Value) -> Value {
         Want::Metadata => partial(&obj),
         Want::Table => {
             let include = call.query.get("includeObject").unwrap_or("Metadata");
-            let mut t = api::table::table(info.group, info.plural, &[&obj], chrono::Utc::now(), include);
+            let mut t = api::table::table(
+                info.group,
+                info.plural,
+                &[&obj],
+                chrono::Utc::now(),
+                include,
+            );
             t["metadata"] = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
             t
         }
@@ -65,7 +71,11 @@ fn encode_continue(rev: Revision, start: &str) -> String {
 }
 
 fn decode_continue(token: &str) -> Result<(Revision, String), ApiError> {
-    let bad = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
     let raw = base64::engine::general_purpose::URL_SAFE
         .decode(token)
         .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
@@ -99,7 +109,9 @@ pub async fn list_objects(rest: &Rest, call: &Call) -> Result<ListPage, ApiError
         match call.query.get("resourceVersionMatch") {
             Some("Exact") => {
                 revision = parse_rv(rv.ok_or_else(|| {
-                    ApiError::bad_request("resourceVersionMatch \"Exact\" requires a resourceVersion")
+                    ApiError::bad_request(
+                        "resourceVersionMatch \"Exact\" requires a resourceVersion",
+                    )
                 })?)?
             }
             Some("NotOlderThan") | None => {
@@ -109,7 +121,9 @@ pub async fn list_objects(rest: &Rest, call: &Call) -> Result<ListPage, ApiError
                     let want = parse_rv(rv)?;
                     let now = rest.store.current_revision().await?;
                     if want > now {
-                        return Err(ApiError::timeout(format!("Too large resource version: {want}, current: {now}")));
+                        return Err(ApiError::timeout(format!(
+                            "Too large resource version: {want}, current: {now}"
+                        )));
                     }
                 }
             }
@@ -125,7 +139,11 @@ pub async fn list_objects(rest: &Rest, call: &Call) -> Result<ListPage, ApiError
     let mut more;
     let mut remaining = None;
     loop {
-        let batch = if limit > 0 { (limit - items.len() as i64).max(1) } else { 0 };
+        let batch = if limit > 0 {
+            (limit - items.len() as i64).max(1)
+        } else {
+            0
+        };
         let res = match rest
             .store
             .range(&prefix, start_after.as_deref(), batch, revision)
@@ -133,7 +151,9 @@ pub async fn list_objects(rest: &Rest, call: &Call) -> Result<ListPage, ApiError
         {
             Ok(r) => r,
             Err(StoreError::Compacted { .. }) if call.query.get("continue").is_some() => {
-                return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
+                return Err(ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+                ));
             }
             Err(e) => return Err(e.into()),
         };
@@ -155,7 +175,10 @@ pub async fn list_objects(rest: &Rest, call: &Call) -> Result<ListPage, ApiError
         start_after = last_key.clone();
     }
     let continue_token = match (&last_key, more && limit > 0) {
-        (Some(k), true) => Some(encode_continue(revision, k.strip_prefix(&prefix).unwrap_or(k))),
+        (Some(k), true) => Some(encode_continue(
+            revision,
+            k.strip_prefix(&prefix).unwrap_or(k),
+        )),
         _ => None,
     };
     Ok(ListPage {
@@ -194,7 +217,8 @@ pub async fn list(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError> 
         Want::Table => {
             let include = call.query.get("includeObject").unwrap_or("Metadata");
             let rows: Vec<&Value> = page.items.iter().collect();
-            let mut t = api::table::table(info.group, info.plural, &rows, chrono::Utc::now(), include);
+            let mut t =
+                api::table::table(info.group, info.plural, &rows, chrono::Utc::now(), include);
             t["metadata"] = meta;
             t
         }
@@ -222,7 +246,8 @@ fn bookmark(info: &ResourceInfo, rev: Revision, initial_end: bool) -> Value {
 
 /// Whether a stored object can be sent as stored (no version conversion).
 fn as_stored(info: &ResourceInfo, obj: &Value) -> bool {
-    obj["apiVersion"].as_str() == Some(info.api_version().as_str()) && obj["kind"].as_str() == Some(info.kind)
+    obj["apiVersion"].as_str() == Some(info.api_version().as_str())
+        && obj["kind"].as_str() == Some(info.kind)
 }
 
 /// The event type for this watcher, honouring selector transitions as
@@ -242,10 +267,18 @@ fn event_type(ev: &CachedEvent, now: bool, before: impl FnOnce() -> bool) -> Opt
 /// Encodes one cached event for a watcher, or None when it does not see it.
 /// Objects that need no conversion are filtered in place and sent from the
 /// shared encoding.
-fn encode_event(info: &ResourceInfo, filter: &Filter, call: &Call, want: Want, ev: &CachedEvent) -> Option<Bytes> {
+fn encode_event(
+    info: &ResourceInfo,
+    filter: &Filter,
+    call: &Call,
+    want: Want,
+    ev: &CachedEvent,
+) -> Option<Bytes> {
     if want == Want::Object && as_stored(info, &ev.object) {
         let now = filter.matches(&ev.object);
-        let t = event_type(ev, now, || ev.prev.as_ref().is_some_and(|p| filter.matches(p)))?;
+        let t = event_type(ev, now, || {
+            ev.prev.as_ref().is_some_and(|p| filter.matches(p))
+        })?;
         let body = ev.encoded();
         let mut line = Vec::with_capacity(body.len() + 32);
         line.extend_from_slice(b"{\"type\":\"");
@@ -261,7 +294,11 @@ fn encode_event(info: &ResourceInfo, filter: &Filter, call: &Call, want: Want, e
 
 /// Classifies a cached event for this watcher, converting the object to the
 /// watcher's version first.
-fn classify(info: &ResourceInfo, filter: &Filter, ev: &CachedEvent) -> Option<(&'static str, Value)> {
+fn classify(
+    info: &ResourceInfo,
+    filter: &Filter,
+    ev: &CachedEvent,
+) -> Option<(&'static str, Value)> {
     let mut obj = (*ev.object).clone();
     convert::to_version(info, &mut obj);
     let now = filter.matches(&obj);
@@ -344,7 +381,10 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
             Ok(s) => s,
             Err(e) => {
                 let err: ApiError = match e {
-                    StoreError::Compacted { requested, compacted } => ApiError::gone(format!(
+                    StoreError::Compacted {
+                        requested,
+                        compacted,
+                    } => ApiError::gone(format!(
                         "too old resource version: {requested} ({compacted})"
                     )),
                     other => other.into(),
@@ -357,7 +397,11 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         tick.tick().await;
         match source {
-            Source::Cache { replay, mut live, after: skip } => {
+            Source::Cache {
+                replay,
+                mut live,
+                after: skip,
+            } => {
                 for ev in replay {
                     last_sent = ev.revision;
                     if let Some(line) = encode_event(call_info, &filter, &call, want, &ev)
@@ -471,7 +515,10 @@ mod tests {
     #[test]
     fn continue_tokens_roundtrip() {
         let t = encode_continue(42, "default/web");
-        assert_eq!(decode_continue(&t).unwrap(), (42, "default/web".to_string()));
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            (42, "default/web".to_string())
+        );
         assert!(decode_continue("!!!").is_err());
     }
 }

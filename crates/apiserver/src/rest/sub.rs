@@ -12,7 +12,12 @@ use crate::error::{ApiError, cause};
 use crate::http::{self as h, Body};
 
 /// Serves `/<name>/<sub>`.
-pub async fn serve(rest: &Rest, call: &Call, sub: &str, body: Incoming) -> Result<Response<Body>, ApiError> {
+pub async fn serve(
+    rest: &Rest,
+    call: &Call,
+    sub: &str,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let name = call
         .route
@@ -20,8 +25,11 @@ pub async fn serve(rest: &Rest, call: &Call, sub: &str, body: Incoming) -> Resul
         .as_deref()
         .ok_or_else(|| ApiError::no_route("a subresource needs an object name"))?;
     match (sub, &call.method) {
-        ("status" | "finalize" | "ephemeralcontainers" | "resize", &Method::GET) => super::read::get(rest, call, name).await,
-        ("status" | "ephemeralcontainers" | "resize", &Method::PUT) | ("finalize", &Method::PUT) => {
+        ("status" | "finalize" | "ephemeralcontainers" | "resize", &Method::GET) => {
+            super::read::get(rest, call, name).await
+        }
+        ("status" | "ephemeralcontainers" | "resize", &Method::PUT)
+        | ("finalize", &Method::PUT) => {
             let bytes = h::read_body(body, &call.headers).await?;
             write::update(rest, call, name, &bytes).await
         }
@@ -45,7 +53,9 @@ pub async fn serve(rest: &Rest, call: &Call, sub: &str, body: Incoming) -> Resul
             let bytes = h::read_body(body, &call.headers).await?;
             evict(rest, call, name, &bytes).await
         }
-        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => node_route(rest, call, name).await,
+        ("log" | "exec" | "attach" | "portforward" | "proxy", _) => {
+            node_route(rest, call, name).await
+        }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {}/{sub})",
             call.method, info.plural
@@ -67,7 +77,9 @@ fn body_of(call: &Call, bytes: &[u8]) -> Result<Value, ApiError> {
 fn scale_of(info: &api::catalogue::ResourceInfo, obj: &Value) -> Value {
     let selector = match &obj["spec"]["selector"] {
         // ReplicationControllers have a plain map selector.
-        Value::Object(m) if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") => {
+        Value::Object(m)
+            if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") =>
+        {
             selector_string(&json!({"matchLabels": obj["spec"]["selector"]}))
         }
         s => selector_string(s),
@@ -99,7 +111,12 @@ fn selector_string(sel: &Value) -> String {
     }
     for e in sel["matchExpressions"].as_array().into_iter().flatten() {
         let key = e["key"].as_str().unwrap_or("");
-        let vals: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let vals: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         match e["operator"].as_str().unwrap_or("") {
             "In" => parts.push(format!("{key} in ({})", vals.join(","))),
             "NotIn" => parts.push(format!("{key} notin ({})", vals.join(","))),
@@ -111,13 +128,22 @@ fn selector_string(sel: &Value) -> String {
     parts.join(",")
 }
 
-async fn scale_write(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+async fn scale_write(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     for _ in 0..16 {
         let (obj, kv) = rest.load(info, call.ns(), name).await?;
         let current = scale_of(info, &obj);
         let scale = if call.method == Method::PATCH {
-            let ct = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let ct = call
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             let p = h::decode_body(bytes, "application/json")?; // patches are JSON
             if ct.starts_with("application/json-patch+json") {
                 api::patch::json_patch(&current, bytes)
@@ -129,54 +155,110 @@ async fn scale_write(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Resu
             body_of(call, bytes)?
         };
         let Some(replicas) = scale["spec"]["replicas"].as_i64() else {
-            return Err(ApiError::invalid("autoscaling", "Scale", name, vec![cause("FieldValueRequired", "spec.replicas", "Required value")]));
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![cause(
+                    "FieldValueRequired",
+                    "spec.replicas",
+                    "Required value",
+                )],
+            ));
         };
         if replicas < 0 {
-            return Err(ApiError::invalid("autoscaling", "Scale", name, vec![cause("FieldValueInvalid", "spec.replicas", format!("Invalid value: {replicas}: must be greater than or equal to 0"))]));
+            return Err(ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![cause(
+                    "FieldValueInvalid",
+                    "spec.replicas",
+                    format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                )],
+            ));
         }
         if let Some(rv) = scale["metadata"]["resourceVersion"].as_str()
             && !rv.is_empty()
             && Some(rv) != obj["metadata"]["resourceVersion"].as_str()
             && call.method == Method::PUT
         {
-            return Err(ApiError::conflict(info.group, info.plural, name, "the object has been modified; please apply your changes to the latest version and try again"));
+            return Err(ApiError::conflict(
+                info.group,
+                info.plural,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
         }
         let mut new = obj.clone();
         new["spec"]["replicas"] = json!(replicas);
         let main_call = Call {
-            route: crate::router::ResourceRoute { subresource: None, ..call.route.clone() },
+            route: crate::router::ResourceRoute {
+                subresource: None,
+                ..call.route.clone()
+            },
             method: Method::PUT,
             query: call.query.clone(),
             headers: call.headers.clone(),
             user: call.user.clone(),
         };
         match write::update_object(rest, &main_call, name, new, &obj, &kv, false).await {
-            Ok((Outcome::Stored(v) | Outcome::Deleted(v), _)) => return Ok(h::json(200, &scale_of(info, &v))),
+            Ok((Outcome::Stored(v) | Outcome::Deleted(v), _)) => {
+                return Ok(h::json(200, &scale_of(info, &v)));
+            }
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::conflict(info.group, info.plural, name, "too many conflicting updates; try again"))
+    Err(ApiError::conflict(
+        info.group,
+        info.plural,
+        name,
+        "too many conflicting updates; try again",
+    ))
 }
 
-async fn bind(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+async fn bind(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let binding = body_of(call, bytes)?;
     let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
     if node.is_empty() {
-        return Err(ApiError::invalid("", "Binding", name, vec![cause("FieldValueRequired", "target.name", "Required value")]));
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            name,
+            vec![cause("FieldValueRequired", "target.name", "Required value")],
+        ));
     }
     for _ in 0..16 {
         let (pod, kv) = rest.load(info, call.ns(), name).await?;
         if pod["metadata"]["deletionTimestamp"].is_string() {
-            return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
         if let Some(existing) = pod["spec"]["nodeName"].as_str().filter(|s| !s.is_empty()) {
-            return Err(ApiError::conflict("", "pods", name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+            return Err(ApiError::conflict(
+                "",
+                "pods",
+                name,
+                &format!("pod {name} is already assigned to node \"{existing}\""),
+            ));
         }
         let mut new = pod.clone();
         new["spec"]["nodeName"] = json!(node);
-        let mut conditions: Vec<Value> = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut conditions: Vec<Value> = new["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         conditions.retain(|c| c["type"] != "PodScheduled");
         conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": super::now_rfc3339()}));
         new["status"]["conditions"] = Value::Array(conditions);
@@ -185,18 +267,39 @@ async fn bind(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Resp
         if let Some(m) = stored["metadata"].as_object_mut() {
             m.remove("resourceVersion");
         }
-        match rest.store.update(&key, serde_json::to_vec(&stored).unwrap_or_default(), kv.mod_revision).await {
+        match rest
+            .store
+            .update(
+                &key,
+                serde_json::to_vec(&stored).unwrap_or_default(),
+                kv.mod_revision,
+            )
+            .await
+        {
             Ok(_) => {
-                return Ok(h::json(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})));
+                return Ok(h::json(
+                    201,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ));
             }
             Err(store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::conflict("", "pods", name, "too many conflicting updates; try again"))
+    Err(ApiError::conflict(
+        "",
+        "pods",
+        name,
+        "too many conflicting updates; try again",
+    ))
 }
 
-async fn evict(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+async fn evict(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let eviction = if bytes.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -211,14 +314,20 @@ async fn evict(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Res
         write::delete_options(call, b"")?
     };
     let main_call = Call {
-        route: crate::router::ResourceRoute { subresource: None, ..call.route.clone() },
+        route: crate::router::ResourceRoute {
+            subresource: None,
+            ..call.route.clone()
+        },
         method: Method::DELETE,
         query: call.query.clone(),
         headers: call.headers.clone(),
         user: call.user.clone(),
     };
     write::delete_object(rest, &main_call, name, &opts).await?;
-    Ok(h::json(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(h::json(
+        201,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 async fn node_route(rest: &Rest, call: &Call, name: &str) -> Result<Response<Body>, ApiError> {
@@ -227,7 +336,9 @@ async fn node_route(rest: &Rest, call: &Call, name: &str) -> Result<Response<Bod
     if info.plural == "pods" {
         let node = obj["spec"]["nodeName"].as_str().unwrap_or("");
         if node.is_empty() {
-            return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+            return Err(ApiError::bad_request(format!(
+                "pod {name} does not have a host assigned"
+            )));
         }
         return Err(ApiError::unavailable(format!(
             "no node agent connection to node {node} is available for pods/{}",
@@ -242,14 +353,24 @@ async fn node_route(rest: &Rest, call: &Call, name: &str) -> Result<Response<Bod
 }
 
 /// Server-side apply (`application/apply-patch+yaml`).
-pub async fn apply(rest: &Rest, call: &Call, name: &str, bytes: &[u8], status_only: bool) -> Result<Response<Body>, ApiError> {
+pub async fn apply(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    bytes: &[u8],
+    status_only: bool,
+) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let applied = h::decode_body(bytes, "application/yaml")?;
     if !applied.is_object() {
-        return Err(ApiError::bad_request("error decoding apply patch: the body must be an object"));
+        return Err(ApiError::bad_request(
+            "error decoding apply patch: the body must be an object",
+        ));
     }
     if call.query.get("fieldManager").is_none() {
-        return Err(ApiError::bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set"));
+        return Err(ApiError::bad_request(
+            "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+        ));
     }
     let force = call.query.flag("force");
     for _ in 0..16 {
@@ -275,17 +396,39 @@ pub async fn apply(rest: &Rest, call: &Call, name: &str, bytes: &[u8], status_on
             Some((live, kv)) => {
                 let shape = crate::shape::SchemaShape::root(info.definition);
                 let sub = call.route.subresource.as_deref();
-                let mut merged = crate::apply::apply(Some(&live), &applied, &call.manager(), force, sub, &shape)?;
+                let mut merged = crate::apply::apply(
+                    Some(&live),
+                    &applied,
+                    &call.manager(),
+                    force,
+                    sub,
+                    &shape,
+                )?;
                 merged["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
-                match write::update_object(rest, call, name, merged, &live, &kv, status_only).await {
-                    Ok((Outcome::Stored(v) | Outcome::Deleted(v), _)) => return Ok(h::json(200, &v)),
-                    Err(e) if e.reason == "Conflict" && e.details.as_ref().is_some_and(|d| d.get("causes").is_none()) => continue,
+                match write::update_object(rest, call, name, merged, &live, &kv, status_only).await
+                {
+                    Ok((Outcome::Stored(v) | Outcome::Deleted(v), _)) => {
+                        return Ok(h::json(200, &v));
+                    }
+                    Err(e)
+                        if e.reason == "Conflict"
+                            && e.details
+                                .as_ref()
+                                .is_some_and(|d| d.get("causes").is_none()) =>
+                    {
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 }
             }
         }
     }
-    Err(ApiError::conflict(info.group, info.plural, name, "too many conflicting updates; try again"))
+    Err(ApiError::conflict(
+        info.group,
+        info.plural,
+        name,
+        "too many conflicting updates; try again",
+    ))
 }
 
 #[cfg(test)]

@@ -32,19 +32,31 @@ fn field_validation(call: &Call) -> Result<FieldValidation, ApiError> {
 
 /// Decodes through the typed model and applies `fieldValidation`; returns
 /// the normalised object and any warnings.
-fn normalize(call: &Call, info: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>), ApiError> {
+fn normalize(
+    call: &Call,
+    info: &ResourceInfo,
+    obj: Value,
+) -> Result<(Value, Vec<String>), ApiError> {
     let fv = field_validation(call)?;
     let Some(res) = strategy::typed::normalize(info, &obj) else {
         return Ok((obj, Vec::new()));
     };
-    let norm = res.map_err(|e| ApiError::bad_request(format!("error decoding request body: {}", e.message)))?;
+    let norm = res.map_err(|e| {
+        ApiError::bad_request(format!("error decoding request body: {}", e.message))
+    })?;
     let unknown = strategy::typed::unknown_fields(&obj, &norm);
     let mut warnings = Vec::new();
     if !unknown.is_empty() {
         match fv {
             FieldValidation::Strict => {
-                let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
-                return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|u| format!("unknown field \"{u}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )));
             }
             FieldValidation::Warn => {
                 warnings.extend(unknown.iter().map(|u| format!("unknown field \"{u}\"")));
@@ -158,7 +170,11 @@ pub async fn create(rest: &Rest, call: &Call, bytes: &[u8]) -> Result<Response<B
 }
 
 /// The create pipeline, shared with apply-on-absent.
-pub(super) async fn create_object(rest: &Rest, call: &Call, obj: Value) -> Result<(Value, Vec<String>), ApiError> {
+pub(super) async fn create_object(
+    rest: &Rest,
+    call: &Call,
+    obj: Value,
+) -> Result<(Value, Vec<String>), ApiError> {
     let info = call.info();
     meta::check_type(info, &obj)?;
     let mut obj = obj;
@@ -178,7 +194,14 @@ pub(super) async fn create_object(rest: &Rest, call: &Call, obj: Value) -> Resul
     }
     if !is_apply(call) {
         let shape = crate::shape::SchemaShape::root(info.definition);
-        crate::apply::record_update(None, &mut obj, &call.manager(), &info.api_version(), None, &shape);
+        crate::apply::record_update(
+            None,
+            &mut obj,
+            &call.manager(),
+            &info.api_version(),
+            None,
+            &shape,
+        );
     }
     validate(info, &obj)?;
     admit::namespace_lifecycle(rest, info, call.ns()).await?;
@@ -239,9 +262,9 @@ pub(super) async fn update_object(
     // An explicit resourceVersion is a precondition; none means "whatever
     // is there" (upstream allows unconditional updates for built-ins).
     let expected = match new["metadata"]["resourceVersion"].as_str() {
-        Some(rv) if !rv.is_empty() => rv.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-        })?,
+        Some(rv) if !rv.is_empty() => rv
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
         _ => old_kv.mod_revision,
     };
     if expected != old_kv.mod_revision {
@@ -282,7 +305,14 @@ pub(super) async fn update_object(
     if !is_apply(call) {
         let shape = crate::shape::SchemaShape::root(info.definition);
         let sub = call.route.subresource.as_deref();
-        crate::apply::record_update(Some(&old_storage), &mut new, &call.manager(), &info.api_version(), sub, &shape);
+        crate::apply::record_update(
+            Some(&old_storage),
+            &mut new,
+            &call.manager(),
+            &info.api_version(),
+            sub,
+            &shape,
+        );
     }
     validate(info, &new)?;
     let key = object_key(info, call.ns(), name);
@@ -329,14 +359,23 @@ fn is_deleting(obj: &Value) -> bool {
 }
 
 fn has_finalizers(obj: &Value) -> bool {
-    let meta = obj["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    let meta = obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty());
     let ns = obj["kind"] == "Namespace"
-        && obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        && obj["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
     meta || ns
 }
 
 /// PUT to an object (or its status).
-pub async fn update(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+pub async fn update(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let new = body_object(call, bytes)?;
     let status_only = matches!(call.route.subresource.as_deref(), Some("status"));
@@ -358,7 +397,9 @@ pub async fn update(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Resul
 fn allow_create_on_update(info: &ResourceInfo) -> bool {
     matches!(
         (info.group, info.plural),
-        ("", "endpoints" | "events") | ("coordination.k8s.io", "leases") | ("events.k8s.io", "events")
+        ("", "endpoints" | "events")
+            | ("coordination.k8s.io", "leases")
+            | ("events.k8s.io", "events")
     )
 }
 
@@ -389,33 +430,59 @@ fn patch_type(call: &Call) -> Result<PatchType, ApiError> {
     }
 }
 
-fn apply_patch(info: &ResourceInfo, kind: PatchType, current: &Value, bytes: &[u8]) -> Result<Value, ApiError> {
-    let bad = |e: &dyn std::fmt::Display| ApiError::bad_request(format!("error applying patch: {e}"));
+fn apply_patch(
+    info: &ResourceInfo,
+    kind: PatchType,
+    current: &Value,
+    bytes: &[u8],
+) -> Result<Value, ApiError> {
+    let bad =
+        |e: &dyn std::fmt::Display| ApiError::bad_request(format!("error applying patch: {e}"));
     match kind {
         PatchType::Json => api::patch::json_patch(current, bytes).map_err(|e| {
             // A failed test operation or a missing path is a 422 upstream.
-            ApiError::invalid(info.group, info.kind, current["metadata"]["name"].as_str().unwrap_or(""), vec![cause("FieldValueInvalid", "", format!("the server rejected our request due to an error in our request: {e}"))])
+            ApiError::invalid(
+                info.group,
+                info.kind,
+                current["metadata"]["name"].as_str().unwrap_or(""),
+                vec![cause(
+                    "FieldValueInvalid",
+                    "",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )],
+            )
         }),
         PatchType::Merge => {
             let p: Value = serde_json::from_slice(bytes).map_err(|e| bad(&e))?;
             if !p.is_object() {
-                return Err(ApiError::bad_request("error decoding patch: a merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "error decoding patch: a merge patch must be a JSON object",
+                ));
             }
             Ok(api::patch::merge_patch(current, &p))
         }
         PatchType::Strategic => {
             let p: Value = serde_json::from_slice(bytes).map_err(|e| bad(&e))?;
             if !p.is_object() {
-                return Err(ApiError::bad_request("error decoding patch: a strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "error decoding patch: a strategic merge patch must be a JSON object",
+                ));
             }
             api::patch::strategic_merge_patch(current, &p, info.definition).map_err(|e| bad(&e))
         }
-        PatchType::Apply => Err(ApiError::internal("apply patches are handled by the apply path")),
+        PatchType::Apply => Err(ApiError::internal(
+            "apply patches are handled by the apply path",
+        )),
     }
 }
 
 /// PATCH to an object (or its status).
-pub async fn patch(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+pub async fn patch(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let kind = patch_type(call)?;
     let status_only = matches!(call.route.subresource.as_deref(), Some("status"));
@@ -429,7 +496,11 @@ pub async fn patch(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result
         let patched = apply_patch(info, kind, &current, bytes)?;
         let has_precondition = patched["metadata"]["resourceVersion"]
             .as_str()
-            .is_some_and(|rv| rv != current["metadata"]["resourceVersion"].as_str().unwrap_or(""));
+            .is_some_and(|rv| {
+                rv != current["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+            });
         let mut patched = patched;
         if !has_precondition {
             patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
@@ -442,7 +513,12 @@ pub async fn patch(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::conflict(info.group, info.plural, name, "too many conflicting updates; try again"))
+    Err(ApiError::conflict(
+        info.group,
+        info.plural,
+        name,
+        "too many conflicting updates; try again",
+    ))
 }
 
 /// DeleteOptions from the body and query.
@@ -465,7 +541,9 @@ pub(super) fn delete_options(call: &Call, bytes: &[u8]) -> Result<DeleteOptions,
             o.policy = Some("Orphan".into());
         }
         o.uid = v["preconditions"]["uid"].as_str().map(str::to_string);
-        o.resource_version = v["preconditions"]["resourceVersion"].as_str().map(str::to_string);
+        o.resource_version = v["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
     }
     if let Some(g) = call.query.int("gracePeriodSeconds")? {
         o.grace = Some(g);
@@ -479,13 +557,29 @@ pub(super) fn delete_options(call: &Call, bytes: &[u8]) -> Result<DeleteOptions,
     if let Some(p) = &o.policy
         && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
     {
-        return Err(ApiError::invalid("", "DeleteOptions", "", vec![cause("FieldValueNotSupported", "propagationPolicy", format!("Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""))]));
+        return Err(ApiError::invalid(
+            "",
+            "DeleteOptions",
+            "",
+            vec![cause(
+                "FieldValueNotSupported",
+                "propagationPolicy",
+                format!(
+                    "Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                ),
+            )],
+        ));
     }
     Ok(o)
 }
 
 /// DELETE of one object.
-pub async fn delete(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+pub async fn delete(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let opts = delete_options(call, bytes)?;
     let (code, obj) = delete_object(rest, call, name, &opts).await?;
     Ok(h::json(code, &obj))
@@ -493,7 +587,12 @@ pub async fn delete(rest: &Rest, call: &Call, name: &str, bytes: &[u8]) -> Resul
 
 /// Deletes (or starts deleting) one object; returns the HTTP code and the
 /// object as left.
-pub(super) async fn delete_object(rest: &Rest, call: &Call, name: &str, opts: &DeleteOptions) -> Result<(u16, Value), ApiError> {
+pub(super) async fn delete_object(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<(u16, Value), ApiError> {
     let info = call.info();
     let dry = call.query.dry_run()?;
     let key = object_key(info, call.ns(), name);
@@ -502,31 +601,49 @@ pub(super) async fn delete_object(rest: &Rest, call: &Call, name: &str, opts: &D
         if let Some(uid) = &opts.uid
             && obj["metadata"]["uid"].as_str() != Some(uid)
         {
-            return Err(ApiError::conflict(info.group, info.plural, name, &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                obj["metadata"]["uid"].as_str().unwrap_or("")
-            )));
+            return Err(ApiError::conflict(
+                info.group,
+                info.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    obj["metadata"]["uid"].as_str().unwrap_or("")
+                ),
+            ));
         }
         if let Some(rv) = &opts.resource_version
             && obj["metadata"]["resourceVersion"].as_str() != Some(rv)
         {
-            return Err(ApiError::conflict(info.group, info.plural, name, &format!(
-                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                obj["metadata"]["resourceVersion"].as_str().unwrap_or("")
-            )));
+            return Err(ApiError::conflict(
+                info.group,
+                info.plural,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    obj["metadata"]["resourceVersion"].as_str().unwrap_or("")
+                ),
+            ));
         }
         let mut updated = obj.clone();
         convert::to_storage(info, &mut updated);
-        let mut finalizers: Vec<Value> = updated["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+        let mut finalizers: Vec<Value> = updated["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         match opts.policy.as_deref() {
             Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => {
                 finalizers.push(json!("foregroundDeletion"));
             }
-            Some("Orphan") if !finalizers.contains(&json!("orphan")) => finalizers.push(json!("orphan")),
+            Some("Orphan") if !finalizers.contains(&json!("orphan")) => {
+                finalizers.push(json!("orphan"))
+            }
             _ => {}
         }
         let is_ns = info.group.is_empty() && info.plural == "namespaces";
-        let ns_finalizers = is_ns && updated["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let ns_finalizers = is_ns
+            && updated["spec"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty());
         let grace = graceful_period(info, &updated, opts.grace);
         let already = is_deleting(&updated);
         if finalizers.is_empty() && !ns_finalizers && grace == 0 {
@@ -546,14 +663,26 @@ pub(super) async fn delete_object(rest: &Rest, call: &Call, name: &str, opts: &D
         // Graceful or finalized deletion: mark the object and let its
         // owner (kubelet, namespace controller, garbage collector) finish.
         if already {
-            let old_grace = updated["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
-            if grace >= old_grace && updated["metadata"]["finalizers"].as_array().map(Vec::len) == Some(finalizers.len()) {
+            let old_grace = updated["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0);
+            if grace >= old_grace
+                && updated["metadata"]["finalizers"].as_array().map(Vec::len)
+                    == Some(finalizers.len())
+            {
                 return Ok((200, obj));
             }
         }
         let now = chrono::Utc::now();
-        if !already || grace < updated["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) {
-            let ts = (now + chrono::Duration::seconds(grace)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        if !already
+            || grace
+                < updated["metadata"]["deletionGracePeriodSeconds"]
+                    .as_i64()
+                    .unwrap_or(0)
+        {
+            let ts = (now + chrono::Duration::seconds(grace))
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
             updated["metadata"]["deletionTimestamp"] = json!(ts);
             updated["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
         }
@@ -571,13 +700,22 @@ pub(super) async fn delete_object(rest: &Rest, call: &Call, name: &str, opts: &D
             convert::to_version(info, &mut updated);
             return Ok((200, updated));
         }
-        match rest.store.update(&key, encode(info, &updated), kv.mod_revision).await {
+        match rest
+            .store
+            .update(&key, encode(info, &updated), kv.mod_revision)
+            .await
+        {
             Ok(kv) => return Ok((200, present(info, &kv)?)),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(map_conflict(info, name, e)),
         }
     }
-    Err(ApiError::conflict(info.group, info.plural, name, "too many conflicting updates; try again"))
+    Err(ApiError::conflict(
+        info.group,
+        info.plural,
+        name,
+        "too many conflicting updates; try again",
+    ))
 }
 
 /// Pods on a node terminate gracefully (the kubelet finishes the delete);
@@ -586,8 +724,13 @@ fn graceful_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>) -> 
     if !(info.group.is_empty() && info.plural == "pods") {
         return 0;
     }
-    let scheduled = obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
-    let finished = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    let scheduled = obj["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        obj["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
     if !scheduled || finished {
         return 0;
     }
@@ -600,7 +743,11 @@ fn graceful_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>) -> 
 }
 
 /// DELETE of a collection.
-pub async fn delete_collection(rest: &Rest, call: &Call, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+pub async fn delete_collection(
+    rest: &Rest,
+    call: &Call,
+    bytes: &[u8],
+) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let opts = delete_options(call, bytes)?;
     let items = super::read::list_objects(rest, call).await?;
@@ -628,10 +775,13 @@ pub async fn delete_collection(rest: &Rest, call: &Call, bytes: &[u8]) -> Result
             Err(e) => return Err(e),
         }
     }
-    Ok(h::json(200, &json!({
-        "kind": format!("{}List", info.kind),
-        "apiVersion": info.api_version(),
-        "metadata": {},
-        "items": deleted,
-    })))
+    Ok(h::json(
+        200,
+        &json!({
+            "kind": format!("{}List", info.kind),
+            "apiVersion": info.api_version(),
+            "metadata": {},
+            "items": deleted,
+        }),
+    ))
 }
