@@ -174,6 +174,8 @@ fn kind_fields(group: &str, plural: &str) -> &'static [&'static str] {
             "status.podIP",
             "status.podIPs",
             "status.nominatedNodeName",
+            // Old v1 clients' name for spec.nodeName; upstream maps it.
+            "spec.host",
         ],
         ("", "events") => &[
             "involvedObject.kind",
@@ -225,9 +227,12 @@ fn supported(group: &str, plural: &str, field: &str) -> bool {
 /// upstream's `field label not supported: <field>` (a 400) when the kind
 /// has no such field, `Ok(Some(..))` otherwise (absent fields read as
 /// upstream's field sets print them: `""`, `false`, `0`).
-pub fn field_value(group: &str, plural: &str, obj: &Value, field: &str) -> Result<Option<String>, SelectorError> {
-    // Old v1 clients send spec.host for pods; upstream maps it.
-    let field = if (group, plural, field) == ("", "pods", "spec.host") { "spec.nodeName" } else { field };
+pub fn field_value(
+    group: &str,
+    plural: &str,
+    obj: &Value,
+    field: &str,
+) -> Result<Option<String>, SelectorError> {
     match selectable_field(group, plural, obj, field) {
         Some(v) => Ok(Some(v)),
         None => Err(SelectorError(format!("field label not supported: {field}"))),
@@ -267,6 +272,7 @@ pub fn selectable_field(group: &str, plural: &str, obj: &Value, field: &str) -> 
         (_, "metadata.name") => str_at(obj, "/metadata/name").to_string(),
         (_, "metadata.namespace") => str_at(obj, "/metadata/namespace").to_string(),
         ("pods", "spec.hostNetwork") => bool_at(obj, "/spec/hostNetwork"),
+        ("pods", "spec.host") => str_at(obj, "/spec/nodeName").to_string(),
         // Upstream takes the first of status.podIPs; status.podIPs itself is
         // accepted but is not in the field set, so it reads as empty.
         ("pods", "status.podIP") => {
