@@ -303,6 +303,20 @@ mod tests {
         assert_eq!(ports.list_map_keys, &["port", "protocol"]);
     }
 
+    /// Guards the hand-kept facts table against k8s-openapi upgrades that
+    /// rename or drop fields: every row of a served definition must land.
+    #[test]
+    fn every_fact_names_a_real_property() {
+        for &(def, field, ..) in facts::FIELDS {
+            if let Some(d) = definition(def) {
+                assert!(d["properties"].get(field).is_some(), "{def}.{field}");
+            }
+        }
+        for def in facts::ATOMIC_STRUCTS {
+            assert!(definition(def).is_some(), "{def}");
+        }
+    }
+
     #[test]
     fn walking_types() {
         let spec = property("io.k8s.api.apps.v1.Deployment", "spec").unwrap();
