@@ -118,16 +118,6 @@ pub fn validate(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
     errs
 }
 
-fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
 fn config_key_ok(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 253
@@ -226,7 +216,7 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
             match name.as_str() {
                 None | Some("") => errs.push(required(format!("{p}.name"))),
                 Some(n) => {
-                    if !is_dns1123_label(n) {
+                    if !crate::validation::is_dns1123_label(n).is_empty() {
                         errs.push(invalid(
                             format!("{p}.name"),
                             name,

@@ -112,143 +112,18 @@ pub fn carry_immutable_meta(new: &mut Value, old: &Value) {
     }
 }
 
-fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && !s.is_empty() && s.split('.').all(is_dns1123_label_part)
-}
-
-fn is_dns1123_label_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// Kinds whose names must be DNS-1123 labels (they become DNS names).
-fn name_is_label(info: &ResourceInfo) -> bool {
-    matches!((info.group, info.plural), ("", "namespaces" | "services"))
-}
-
-/// Kinds whose names may be any path segment (RBAC roles hold colons).
-fn name_is_path_segment(info: &ResourceInfo) -> bool {
-    matches!(
-        (info.group, info.plural),
-        ("rbac.authorization.k8s.io", _) | ("", "events") | ("events.k8s.io", "events")
-    )
-}
-
-/// Validates ObjectMeta: name, labels and annotations.
+/// Validates ObjectMeta (name or generateName, labels, annotations,
+/// finalizers, ownerReferences) with upstream's rules and messages.
 pub fn validate_meta(info: &ResourceInfo, obj: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    let meta = &obj["metadata"];
-    match meta["name"].as_str() {
-        None | Some("") => causes.push(cause(
-            "FieldValueRequired",
-            "metadata.name",
-            "Required value: name or generateName is required",
-        )),
-        Some(name) => {
-            if name_is_path_segment(info) {
-                if name == "." || name == ".." || name.contains('/') || name.contains('%') {
-                    causes.push(cause(
-                        "FieldValueInvalid",
-                        "metadata.name",
-                        format!("Invalid value: \"{name}\": may not be '.' or '..' and may not contain '/' or '%'"),
-                    ));
-                }
-            } else if name_is_label(info) {
-                if name.len() > 63 || !is_dns1123_label_part(name) {
-                    causes.push(cause(
-                        "FieldValueInvalid",
-                        "metadata.name",
-                        format!("Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"),
-                    ));
-                }
-            } else if !is_dns1123_subdomain(name) {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    "metadata.name",
-                    format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"),
-                ));
-            }
-        }
-    }
-    if let Some(labels) = meta["labels"].as_object() {
-        for (k, v) in labels {
-            if let Some(msg) = qualified_name_error(k) {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    "metadata.labels",
-                    format!("Invalid value: \"{k}\": {msg}"),
-                ));
-            }
-            match v.as_str() {
-                Some(s) if label_value_ok(s) => {}
-                _ => causes.push(cause(
-                    "FieldValueInvalid",
-                    "metadata.labels",
-                    format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
-                )),
-            }
-        }
-    }
-    if let Some(ann) = meta["annotations"].as_object() {
-        let mut total = 0usize;
-        for (k, v) in ann {
-            if let Some(msg) = qualified_name_error(&k.to_lowercase()) {
-                causes.push(cause(
-                    "FieldValueInvalid",
-                    "metadata.annotations",
-                    format!("Invalid value: \"{k}\": {msg}"),
-                ));
-            }
-            total += k.len() + v.as_str().map(str::len).unwrap_or(0);
-        }
-        if total > 256 * 1024 {
-            causes.push(cause(
-                "FieldValueTooLong",
-                "metadata.annotations",
-                format!("Too long: may not be more than 262144 bytes (got {total})"),
-            ));
-        }
-    }
-    causes
-}
-
-fn label_value_ok(s: &str) -> bool {
-    if s.is_empty() {
-        return true;
-    }
-    let b = s.as_bytes();
-    b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-}
-
-/// Upstream's qualified-name check (`prefix/name`), returning its message.
-fn qualified_name_error(k: &str) -> Option<String> {
-    let (prefix, name) = match k.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    if let Some(p) = prefix
-        && !is_dns1123_subdomain(p)
-    {
-        return Some("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".into());
-    }
-    if name.is_empty() {
-        return Some("name part must be non-empty".into());
-    }
-    if name.len() > 63 {
-        return Some("name part must be no more than 63 characters".into());
-    }
-    if !label_value_ok(name) {
-        return Some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".into());
-    }
-    None
+    api::validation::validate_object_meta(
+        info.group,
+        info.plural,
+        info.namespaced,
+        &obj["metadata"],
+    )
+    .into_iter()
+    .map(|e| cause(e.kind.reason(), &e.field, e.body()))
+    .collect()
 }
 
 /// Checks that the body's apiVersion and kind match the URL's resource.
@@ -283,19 +158,26 @@ mod tests {
     #[test]
     fn names_and_labels() {
         let cm = catalogue::find("", "v1", "configmaps").unwrap();
-        assert!(validate_meta(cm, &json!({"metadata": {"name": "a.b-c"}})).is_empty());
+        assert_eq!(
+            validate_meta(
+                cm,
+                &json!({"metadata": {"name": "a.b-c", "namespace": "d"}})
+            ),
+            vec![]
+        );
         let bad = validate_meta(
             cm,
             &json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "-x"}}}),
         );
-        assert_eq!(bad.len(), 2);
-        assert_eq!(bad[0].field, "metadata.name");
-        assert_eq!(bad[1].field, "metadata.labels");
-        let svc = catalogue::find("", "v1", "services").unwrap();
-        assert_eq!(
-            validate_meta(svc, &json!({"metadata": {"name": "a.b"}})).len(),
-            1
+        assert!(bad.iter().any(|c| c.field == "metadata.name"), "{bad:?}");
+        assert!(
+            bad.iter().any(|c| c.field.starts_with("metadata.labels")),
+            "{bad:?}"
         );
+        let svc = catalogue::find("", "v1", "services").unwrap();
+        let dotted = validate_meta(svc, &json!({"metadata": {"name": "a.b", "namespace": "d"}}));
+        assert_eq!(dotted.len(), 1, "{dotted:?}");
+        assert_eq!(dotted[0].field, "metadata.name");
         let role = catalogue::find("rbac.authorization.k8s.io", "v1", "clusterroles").unwrap();
         assert!(validate_meta(role, &json!({"metadata": {"name": "system:foo"}})).is_empty());
     }
