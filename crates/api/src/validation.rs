@@ -743,6 +743,94 @@ pub fn validate_object_meta(
         &meta["finalizers"],
         "metadata.finalizers",
     ));
+    // CronJob names get an 11-character suffix for their Jobs, which must
+    // still fit a DNS-1035 label.
+    if (group, plural) == ("batch", "cronjobs") && name.len() > DNS1123_LABEL_MAX_LENGTH - 11 {
+        errs.push(FieldError::invalid(
+            "metadata.name",
+            name,
+            "must be no more than 52 characters",
+        ));
+    }
+    errs
+}
+
+/// Upstream's `FieldImmutableErrorMsg`.
+pub const FIELD_IMMUTABLE: &str = "field is immutable";
+
+/// Upstream's `ValidateObjectMetaUpdate` (without its resourceVersion
+/// check, which the REST layer does): identity fields are immutable,
+/// generation never goes back, no new finalizers once deleting, and
+/// labels, annotations, owner references and finalizers stay valid.
+pub fn validate_object_meta_update(new: &Value, old: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if !old["deletionTimestamp"].is_null() {
+        let before: Vec<&str> = old["finalizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let mut added: Vec<&str> = new["finalizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|f| !before.contains(f))
+            .collect();
+        added.sort_unstable();
+        added.dedup();
+        if !added.is_empty() {
+            let quoted: Vec<String> = added.iter().map(|f| go_quote(f)).collect();
+            errs.push(FieldError::forbidden(
+                "metadata.finalizers",
+                format!(
+                    "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                    quoted.join(", ")
+                ),
+            ));
+        }
+    }
+    let (new_gen, old_gen) = (
+        new["generation"].as_i64().unwrap_or(0),
+        old["generation"].as_i64().unwrap_or(0),
+    );
+    if new_gen < old_gen {
+        errs.push(FieldError::invalid(
+            "metadata.generation",
+            new_gen,
+            "must not be decremented",
+        ));
+    }
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        if new[field] != old[field] {
+            errs.push(FieldError::invalid(
+                format!("metadata.{field}"),
+                new[field].clone(),
+                FIELD_IMMUTABLE,
+            ));
+        }
+    }
+    errs.extend(validate_labels(&new["labels"], "metadata.labels"));
+    errs.extend(validate_annotations(
+        &new["annotations"],
+        "metadata.annotations",
+    ));
+    errs.extend(validate_owner_references(
+        &new["ownerReferences"],
+        "metadata.ownerReferences",
+    ));
+    errs.extend(validate_finalizers(
+        &new["finalizers"],
+        "metadata.finalizers",
+    ));
     errs
 }
 

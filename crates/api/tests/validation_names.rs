@@ -57,3 +57,53 @@ fn invalid_status_has_causes() {
     let message = st["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("Pod \"Foo\" is invalid: metadata.name: Invalid value: \"Foo\": a lowercase RFC 1123 subdomain"));
 }
+
+#[test]
+fn cronjob_names_leave_room_for_job_suffixes() {
+    let long = "a".repeat(53);
+    let errs = validate_object_meta(
+        "batch",
+        "cronjobs",
+        true,
+        &json!({"name": long, "namespace": "d"}),
+    );
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs[0]
+            .to_string()
+            .ends_with(": must be no more than 52 characters")
+    );
+    assert!(
+        validate_object_meta(
+            "batch",
+            "cronjobs",
+            true,
+            &json!({"name": "a".repeat(52), "namespace": "d"})
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn metadata_updates() {
+    use api::validation::validate_object_meta_update;
+    let old = json!({"name": "a", "namespace": "d", "uid": "1", "generation": 3, "creationTimestamp": "2026-01-01T00:00:00Z",
+        "deletionTimestamp": "2026-01-01T01:00:00Z", "finalizers": ["example.com/x"]});
+    assert!(validate_object_meta_update(&old, &old).is_empty());
+    let mut new = old.clone();
+    new["uid"] = json!("2");
+    new["generation"] = json!(2);
+    new["finalizers"] = json!(["example.com/x", "example.com/y"]);
+    let text: Vec<String> = validate_object_meta_update(&new, &old)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        text,
+        [
+            "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{\"example.com/y\"}",
+            "metadata.generation: Invalid value: 2: must not be decremented",
+            "metadata.uid: Invalid value: \"2\": field is immutable",
+        ]
+    );
+}
