@@ -562,3 +562,24 @@ fn autoscaling_and_policy() {
         [json!("50%"), json!("N/A"), json!(1)]
     );
 }
+
+#[test]
+fn events_k8s_io_events_print_like_core_events() {
+    assert_eq!(names("events.k8s.io", "events", 0), names("", "events", 0));
+    let ev = json!({"metadata": {"name": "e"}, "regarding": {"kind": "Pod", "name": "web"}, "note": "Started container",
+        "reason": "Started", "type": "Normal", "reportingController": "kubelet", "reportingInstance": "n1",
+        "eventTime": "2026-01-01T11:59:00.000000Z"});
+    let c = row_cells("events.k8s.io", "events", &ev, now());
+    assert_eq!(
+        c[..7],
+        [
+            json!("60s"),
+            json!("Normal"),
+            json!("Started"),
+            json!("pod/web"),
+            json!(""),
+            json!("kubelet, n1"),
+            json!("Started container")
+        ]
+    );
+}

@@ -229,6 +229,7 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
         }
         ("", "nodes") => node(o, name, age),
         ("", "events") => event(o, name, now),
+        ("events.k8s.io", "events") => event(&core_event(o), name, now),
         ("", "namespaces") => vec![name, json!(str_of(&st["phase"])), age],
         ("", "secrets") => vec![
             name,
@@ -636,6 +637,29 @@ fn event(o: &Value, name: Value, now: DateTime<Utc>) -> Vec<Value> {
         json!(n),
         name,
     ]
+}
+
+/// An events.k8s.io/v1 event in core/v1 shape (upstream prints both from
+/// the same internal type); a core-shaped object passes through.
+fn core_event(o: &Value) -> Value {
+    if o.get("involvedObject").is_some() {
+        return o.clone();
+    }
+    let mut e = o.clone();
+    for (from, to) in [
+        ("regarding", "involvedObject"),
+        ("note", "message"),
+        ("deprecatedSource", "source"),
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+        ("deprecatedCount", "count"),
+        ("reportingController", "reportingComponent"),
+    ] {
+        if let Some(v) = o.get(from) {
+            e[to] = v.clone();
+        }
+    }
+    e
 }
 
 /// `<kind>.<group>/<name>` of the controlling owner, lower case.

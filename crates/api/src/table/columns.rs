@@ -366,7 +366,7 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
                 doc(NODE_INFO, "containerRuntimeVersion"),
             ),
         ],
-        ("", "events") => vec![
+        ("", "events") | ("events.k8s.io", "events") => vec![
             col("Last Seen", "string", doc(EVENT, "lastTimestamp")),
             col("Type", "string", doc(EVENT, "type")),
             col("Reason", "string", doc(EVENT, "reason")),
