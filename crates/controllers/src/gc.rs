@@ -61,26 +61,44 @@ async fn pass(client: &kube::Client, res: &[Res]) -> Result<(), kube::Error> {
     let mut nodes: HashMap<String, Node> = HashMap::new();
     for (i, r) in res.iter().enumerate() {
         let api = r.api(client, None);
-        let list = match api.list_metadata(&ListParams::default()).await {
-            Ok(l) => l,
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => continue,
-            Err(e) => return Err(e),
-        };
-        for o in list.items {
-            let (Some(uid), Some(name)) = (o.metadata.uid.clone(), o.metadata.name.clone()) else {
-                continue;
+        // Page through metadata so a large cluster never costs one huge
+        // response.
+        let mut token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default().limit(500);
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
+            }
+            let list = match api.list_metadata(&lp).await {
+                Ok(l) => l,
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => break,
+                Err(e) => return Err(e),
             };
-            nodes.insert(
-                uid,
-                Node {
-                    res: i,
-                    namespace: o.metadata.namespace.clone(),
-                    name,
-                    deleting: o.metadata.deletion_timestamp.is_some(),
-                    finalizers: o.metadata.finalizers.clone().unwrap_or_default(),
-                    owners: o.metadata.owner_references.clone().unwrap_or_default(),
-                },
-            );
+            for o in list.items {
+                let (Some(uid), Some(name)) = (o.metadata.uid.clone(), o.metadata.name.clone())
+                else {
+                    continue;
+                };
+                // Objects with no owners, no finalizers and no deletion in
+                // progress matter only as owners: keep just their uid.
+                let owners = o.metadata.owner_references.clone().unwrap_or_default();
+                let finalizers = o.metadata.finalizers.clone().unwrap_or_default();
+                nodes.insert(
+                    uid,
+                    Node {
+                        res: i,
+                        namespace: o.metadata.namespace.clone(),
+                        name,
+                        deleting: o.metadata.deletion_timestamp.is_some(),
+                        finalizers,
+                        owners,
+                    },
+                );
+            }
+            match list.metadata.continue_ {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
         }
     }
     let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();

@@ -29,7 +29,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            gc_interval: Duration::from_secs(1),
+            gc_interval: Duration::from_secs(2),
             namespace_resync: Duration::from_millis(500),
         }
     }

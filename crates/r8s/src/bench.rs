@@ -28,6 +28,10 @@ pub struct ApiBenchArgs {
     /// Also fill the server to this many objects and report RSS after.
     #[arg(long, default_value_t = 0)]
     fill: usize,
+    /// Extra arguments for the server the benchmark starts (e.g.
+    /// `--disable=controllers`).
+    #[arg(long, allow_hyphen_values = true)]
+    server_arg: Vec<String>,
 }
 
 struct Server {
@@ -43,13 +47,14 @@ impl Drop for Server {
     }
 }
 
-fn spawn_server() -> anyhow::Result<Server> {
+fn spawn_server(extra: &[String]) -> anyhow::Result<Server> {
     use std::io::BufRead;
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(["server", "--https-port", "0", "--data-dir"])
         .arg(dir.path())
+        .args(extra)
         .env("R8S_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -231,7 +236,7 @@ async fn run_level(
 pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     let server = match &args.kubeconfig {
         Some(_) => None,
-        None => Some(spawn_server()?),
+        None => Some(spawn_server(&args.server_arg)?),
     };
     let kubeconfig = match (&args.kubeconfig, &server) {
         (Some(k), _) => k.clone(),

@@ -50,6 +50,9 @@ struct ServerArgs {
     /// Extra subject alternative names for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
+    /// Components not to run, comma separated (`controllers`).
+    #[arg(long, value_delimiter = ',')]
+    disable: Vec<String>,
     /// Storage: `sqlite://PATH` (default: state.db in the data dir) or
     /// `memory://` (nothing survives a restart).
     #[arg(long)]
@@ -97,7 +100,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("loading the admin kubeconfig")?;
     let client = kube::Client::try_from(client_cfg).context("building the controllers' client")?;
-    tokio::spawn(controllers::run(client, controllers::Options::default()));
+    if let Some(unknown) = args.disable.iter().find(|d| d.as_str() != "controllers") {
+        anyhow::bail!("--disable: unknown component {unknown:?} (known: controllers)");
+    }
+    if !args.disable.iter().any(|d| d == "controllers") {
+        tokio::spawn(controllers::run(client, controllers::Options::default()));
+    }
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());
     println!("  export KUBECONFIG={}", running.kubeconfig.display());
