@@ -103,6 +103,16 @@ impl ApiError {
         .with_details(group, plural, name)
     }
 
+    /// 409 after a read-modify-write lost the race too many times.
+    pub fn retries_exhausted(group: &str, plural: &str, name: &str) -> Self {
+        Self::conflict(
+            group,
+            plural,
+            name,
+            "too many conflicting updates; try again",
+        )
+    }
+
     /// 422 with field causes.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let list: Vec<String> = causes

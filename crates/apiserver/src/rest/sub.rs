@@ -210,12 +210,7 @@ async fn scale_write(
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::conflict(
-        info.group,
-        info.plural,
-        name,
-        "too many conflicting updates; try again",
-    ))
+    Err(ApiError::retries_exhausted(info.group, info.plural, name))
 }
 
 async fn bind(
@@ -286,12 +281,7 @@ async fn bind(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::conflict(
-        "",
-        "pods",
-        name,
-        "too many conflicting updates; try again",
-    ))
+    Err(ApiError::retries_exhausted("", "pods", name))
 }
 
 async fn evict(
@@ -423,12 +413,7 @@ pub async fn apply(
             }
         }
     }
-    Err(ApiError::conflict(
-        info.group,
-        info.plural,
-        name,
-        "too many conflicting updates; try again",
-    ))
+    Err(ApiError::retries_exhausted(info.group, info.plural, name))
 }
 
 #[cfg(test)]

@@ -513,12 +513,7 @@ pub async fn patch(
             Err(e) => return Err(e),
         }
     }
-    Err(ApiError::conflict(
-        info.group,
-        info.plural,
-        name,
-        "too many conflicting updates; try again",
-    ))
+    Err(ApiError::retries_exhausted(info.group, info.plural, name))
 }
 
 /// DeleteOptions from the body and query.
@@ -710,12 +705,7 @@ pub(super) async fn delete_object(
             Err(e) => return Err(map_conflict(info, name, e)),
         }
     }
-    Err(ApiError::conflict(
-        info.group,
-        info.plural,
-        name,
-        "too many conflicting updates; try again",
-    ))
+    Err(ApiError::retries_exhausted(info.group, info.plural, name))
 }
 
 /// Pods on a node terminate gracefully (the kubelet finishes the delete);
