@@ -249,14 +249,8 @@ fn create_namespace_configmap_secret_generators() {
 #[test]
 fn create_label_annotate_patch_scale_delete() {
     let c = Cluster::start();
-    c.ok_stdin(
-        &["create", "-f", "-"],
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: work\n",
-    );
-    c.ok_stdin(
-        &["create", "-n", "work", "-f", "-"],
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: \"1\"\n",
-    );
+    c.create_ns("work");
+    c.create_cm(Some("work"), "cfg", &[("a", "1")]);
 
     c.ok(&["label", "cm", "cfg", "-n", "work", "tier=backend"]);
     c.ok(&["annotate", "cm", "cfg", "-n", "work", "note=hello"]);
@@ -490,10 +484,7 @@ fn describe_explain_edit_diff_events() {
 #[test]
 fn watch_streams_changes() {
     let c = Cluster::start();
-    c.ok_stdin(
-        &["create", "-f", "-"],
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: w1\n",
-    );
+    c.create_cm(None, "w1", &[]);
     let mut child = std::process::Command::new("kubectl")
         .args([
             "get",
@@ -511,10 +502,7 @@ fn watch_streams_changes() {
         .spawn()
         .expect("kubectl");
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    c.ok_stdin(
-        &["create", "-f", "-"],
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: w2\n",
-    );
+    c.create_cm(None, "w2", &[]);
     c.ok(&["label", "cm", "w2", "x=y"]);
     c.ok(&["delete", "cm", "w2"]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -554,10 +542,7 @@ fn watch_streams_changes() {
 #[test]
 fn data_survives_restart() {
     let mut c = Cluster::start();
-    c.ok_stdin(
-        &["create", "-f", "-"],
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keep\ndata:\n  k: v\n",
-    );
+    c.create_cm(None, "keep", &[("k", "v")]);
     let rv1: i64 = c
         .ok(&[
             "get",
@@ -573,10 +558,7 @@ fn data_survives_restart() {
     let c2 = Cluster::start_in(dir, &[]);
     let v = c2.ok(&["get", "cm", "keep", "-o", "jsonpath={.data.k}"]);
     assert_eq!(v, "v");
-    c2.ok_stdin(
-        &["create", "-f", "-"],
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n",
-    );
+    c2.create_cm(None, "after", &[]);
     let rv2: i64 = c2
         .ok(&[
             "get",
@@ -592,13 +574,10 @@ fn data_survives_restart() {
 
 /// Creates an owner ConfigMap and a dependent ConfigMap owned by it.
 fn owner_and_dependent(c: &Cluster, owner: &str, dep: &str) {
-    c.ok_stdin(
-        &["create", "-f", "-"],
-        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {owner}\n"),
-    );
+    c.create_cm(None, owner, &[]);
     let uid = c.ok(&["get", "cm", owner, "-o", "jsonpath={.metadata.uid}"]);
-    c.ok_stdin(
-        &["create", "-f", "-"],
+    c.create(
+        None,
         &format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {dep}\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {owner}\n    uid: {uid}\n"
         ),
@@ -665,14 +644,8 @@ fn cascading_deletion_foreground_background_orphan() {
 #[test]
 fn deleting_a_namespace_deletes_its_content() {
     let c = Cluster::start();
-    c.ok_stdin(
-        &["create", "-f", "-"],
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: doomed\n",
-    );
-    c.ok_stdin(
-        &["create", "-n", "doomed", "-f", "-"],
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: inside\n",
-    );
+    c.create_ns("doomed");
+    c.create_cm(Some("doomed"), "inside", &[]);
     c.ok(&["delete", "ns", "doomed", "--timeout=60s"]);
     assert!(wait_gone(&c, "ns", "doomed"));
     let err = c.fails(&["get", "cm", "inside", "-n", "doomed"]);

@@ -126,6 +126,35 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Creates a manifest with `kubectl create -f -` (JSON/YAML on the wire,
+    /// unlike the protobuf-sending generators), in `ns` when given.
+    pub fn create(&self, ns: Option<&str>, manifest: &str) -> String {
+        match ns {
+            Some(ns) => self.ok_stdin(&["create", "-n", ns, "-f", "-"], manifest),
+            None => self.ok_stdin(&["create", "-f", "-"], manifest),
+        }
+    }
+
+    /// Creates a namespace from a manifest.
+    pub fn create_ns(&self, name: &str) {
+        self.create(
+            None,
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"),
+        );
+    }
+
+    /// Creates a ConfigMap from a manifest, with `data` lines (`k: v`).
+    pub fn create_cm(&self, ns: Option<&str>, name: &str, data: &[(&str, &str)]) {
+        let mut m = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
+        if !data.is_empty() {
+            m.push_str("data:\n");
+            for (k, v) in data {
+                m.push_str(&format!("  {k}: \"{v}\"\n"));
+            }
+        }
+        self.create(ns, &m);
+    }
+
     /// Runs kubectl, asserts failure, returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);

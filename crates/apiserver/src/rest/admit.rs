@@ -101,6 +101,16 @@ async fn used(
     Ok((ips, ports))
 }
 
+/// A 422 for the Service `name` pointing at `field`.
+fn invalid_field(info: &ResourceInfo, name: &str, field: &str, message: String) -> ApiError {
+    ApiError::invalid(
+        info.group,
+        info.kind,
+        name,
+        vec![cause("FieldValueInvalid", field, message)],
+    )
+}
+
 /// Allocates the cluster IP and node ports of a new Service, or checks the
 /// ones it asks for. Runs under the allocation lock so two creates never get
 /// the same address.
@@ -125,18 +135,14 @@ pub async fn allocate_service(
         }
         let old_ip = &old["spec"]["clusterIP"];
         if !old_ip.is_null() && svc["spec"]["clusterIP"] != *old_ip && ty != "ExternalName" {
-            return Err(ApiError::invalid(
-                info.group,
-                info.kind,
+            return Err(invalid_field(
+                info,
                 &name,
-                vec![cause(
-                    "FieldValueInvalid",
-                    "spec.clusterIPs[0]",
-                    format!(
-                        "Invalid value: {}: may not change once set",
-                        svc["spec"]["clusterIP"]
-                    ),
-                )],
+                "spec.clusterIPs[0]",
+                format!(
+                    "Invalid value: {}: may not change once set",
+                    svc["spec"]["clusterIP"]
+                ),
             ));
         }
     }
@@ -190,34 +196,26 @@ pub async fn allocate_service(
             .to_string()
     } else {
         let parsed: Ipv4Addr = requested.parse().map_err(|_| {
-            ApiError::invalid(info.group, info.kind, &name, vec![cause("FieldValueInvalid", "spec.clusterIPs[0]", format!("Invalid value: \"{requested}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))])
+            invalid_field(info, &name, "spec.clusterIPs[0]", format!("Invalid value: \"{requested}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
         })?;
         if !in_cidr(parsed) {
-            return Err(ApiError::invalid(
-                info.group,
-                info.kind,
+            return Err(invalid_field(
+                info,
                 &name,
-                vec![cause(
-                    "FieldValueInvalid",
-                    "spec.clusterIPs",
-                    format!(
-                        "Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"
-                    ),
-                )],
+                "spec.clusterIPs",
+                format!(
+                    "Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"
+                ),
             ));
         }
         if used_ips.contains(&parsed) && old.is_none() {
-            return Err(ApiError::invalid(
-                info.group,
-                info.kind,
+            return Err(invalid_field(
+                info,
                 &name,
-                vec![cause(
-                    "FieldValueInvalid",
-                    "spec.clusterIPs",
-                    format!(
-                        "Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: provided IP is already allocated"
-                    ),
-                )],
+                "spec.clusterIPs",
+                format!(
+                    "Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: provided IP is already allocated"
+                ),
             ));
         }
         requested
@@ -242,31 +240,21 @@ pub async fn allocate_service(
                                 .any(|op| op["nodePort"].as_i64() == Some(np))
                         });
                         if !NODE_PORTS.contains(&np) {
-                            return Err(ApiError::invalid(
-                                info.group,
-                                info.kind,
+                            return Err(invalid_field(
+                                info,
                                 &name,
-                                vec![cause(
-                                    "FieldValueInvalid",
-                                    &format!("spec.ports[{i}].nodePort"),
-                                    format!(
-                                        "Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"
-                                    ),
-                                )],
+                                &format!("spec.ports[{i}].nodePort"),
+                                format!(
+                                    "Invalid value: {np}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+                                ),
                             ));
                         }
                         if used_ports.contains(&np) && !kept {
-                            return Err(ApiError::invalid(
-                                info.group,
-                                info.kind,
+                            return Err(invalid_field(
+                                info,
                                 &name,
-                                vec![cause(
-                                    "FieldValueInvalid",
-                                    &format!("spec.ports[{i}].nodePort"),
-                                    format!(
-                                        "Invalid value: {np}: provided port is already allocated"
-                                    ),
-                                )],
+                                &format!("spec.ports[{i}].nodePort"),
+                                format!("Invalid value: {np}: provided port is already allocated"),
                             ));
                         }
                         used_ports.insert(np);
