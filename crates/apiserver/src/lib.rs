@@ -14,6 +14,8 @@ pub mod rest;
 pub mod router;
 pub mod server;
 pub mod shape;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod watch;
 

@@ -1,19 +1,38 @@
 //! r8s controllers. Each controller is an API client (kube-rs), exactly like
-//! a third-party controller: it works the same in-process or remote.
+//! a third-party controller: it works the same in-process or remote. They
+//! share one informer per kind ([`runtime::Informers`]) and each owns a work
+//! queue keyed by object ([`runtime::Queue`]).
 
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
+pub mod disruption;
+pub mod endpoints;
+pub mod events;
 pub mod gc;
+pub mod job;
+pub mod leader;
 pub mod namespace;
+pub mod nodelifecycle;
+pub mod replicaset;
+pub mod resourcequota;
 mod resources;
+pub mod runtime;
+pub mod serviceaccount;
+pub mod statefulset;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Controller failures that stop a controller (transient API errors are
-/// retried inside the loops).
+/// Controller failures (transient API errors are retried by the queues).
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     /// The API answered with an error.
     #[error("API error: {0}")]
     Kube(#[from] kube::Error),
+    /// An object could not be used as it is (bad template, selector, ...).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Tunables shared by the controllers.
@@ -24,6 +43,14 @@ pub struct Options {
     pub gc_interval: Duration,
     /// How often a terminating namespace is re-checked for leftover content.
     pub namespace_resync: Duration,
+    /// How long a node may go without a heartbeat before it is marked
+    /// NotReady/Unknown (upstream's node-monitor-grace-period is 40 s; r8s
+    /// uses 20 s so that replacements run elsewhere in under a minute).
+    pub node_monitor_grace_period: Duration,
+    /// Worker tasks per controller queue.
+    pub workers: usize,
+    /// Controllers not to run (names as in [`CONTROLLERS`]).
+    pub disabled: Vec<String>,
 }
 
 impl Default for Options {
@@ -31,13 +58,96 @@ impl Default for Options {
         Options {
             gc_interval: Duration::from_secs(2),
             namespace_resync: Duration::from_millis(500),
+            node_monitor_grace_period: Duration::from_secs(20),
+            workers: 4,
+            disabled: Vec::new(),
         }
     }
 }
 
-/// Runs every controller until the task is dropped.
+/// What every controller gets: the client, the shared informers, options.
+pub struct Context {
+    /// The API client.
+    pub client: kube::Client,
+    /// Shared caches, one watch per kind.
+    pub informers: runtime::Informers,
+    /// Tunables.
+    pub opts: Options,
+}
+
+impl Context {
+    /// A context on `client`.
+    pub fn new(client: kube::Client, opts: Options) -> Arc<Self> {
+        Arc::new(Context {
+            informers: runtime::Informers::new(client.clone()),
+            client,
+            opts,
+        })
+    }
+
+    /// An event recorder for one controller.
+    pub fn recorder(&self, component: &str) -> events::Recorder {
+        events::Recorder::new(self.client.clone(), component)
+    }
+}
+
+/// The controllers `r8s server` runs, by name (`--disable` takes these).
+pub const CONTROLLERS: &[&str] = &[
+    "namespace",
+    "garbagecollector",
+    "replicaset",
+    "replicationcontroller",
+    "deployment",
+    "daemonset",
+    "statefulset",
+    "job",
+    "cronjob",
+    "serviceaccount",
+    "endpointslice",
+    "endpoints",
+    "disruption",
+    "resourcequota",
+    "nodelifecycle",
+];
+
+/// Runs every enabled controller until the task is dropped.
 pub async fn run(client: kube::Client, opts: Options) {
-    let ns = tokio::spawn(namespace::run(client.clone(), opts.clone()));
-    let gc = tokio::spawn(gc::run(client, opts));
-    let _ = tokio::join!(ns, gc);
+    let ctx = Context::new(client.clone(), opts.clone());
+    let on = |name: &str| !opts.disabled.iter().any(|d| d == name);
+    let mut tasks = Vec::new();
+    let mut spawn = |name: &str, fut: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>| {
+        if on(name) {
+            tasks.push(tokio::spawn(fut));
+        }
+    };
+    spawn(
+        "namespace",
+        Box::pin(namespace::run(client.clone(), opts.clone())),
+    );
+    spawn(
+        "garbagecollector",
+        Box::pin(gc::run(client.clone(), opts.clone())),
+    );
+    spawn("replicaset", Box::pin(replicaset::run(ctx.clone())));
+    spawn(
+        "replicationcontroller",
+        Box::pin(replicaset::run_replication_controllers(ctx.clone())),
+    );
+    spawn("deployment", Box::pin(deployment::run(ctx.clone())));
+    spawn("daemonset", Box::pin(daemonset::run(ctx.clone())));
+    spawn("statefulset", Box::pin(statefulset::run(ctx.clone())));
+    spawn("job", Box::pin(job::run(ctx.clone())));
+    spawn("cronjob", Box::pin(cronjob::run(ctx.clone())));
+    spawn("serviceaccount", Box::pin(serviceaccount::run(ctx.clone())));
+    spawn(
+        "endpointslice",
+        Box::pin(endpoints::run_slices(ctx.clone())),
+    );
+    spawn("endpoints", Box::pin(endpoints::run_endpoints(ctx.clone())));
+    spawn("disruption", Box::pin(disruption::run(ctx.clone())));
+    spawn("resourcequota", Box::pin(resourcequota::run(ctx.clone())));
+    spawn("nodelifecycle", Box::pin(nodelifecycle::run(ctx.clone())));
+    for t in tasks {
+        let _ = t.await;
+    }
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod density;
 
 #[derive(Parser)]
 #[command(
@@ -25,15 +26,64 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server with its embedded store).
     Server(ServerArgs),
+    /// Simulated nodes (like kwok/kubemark) for scale tests.
+    Hollow(HollowArgs),
     /// Built-in benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(clap::Args)]
+struct HollowArgs {
+    /// Kubeconfig of the cluster to join.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// How many nodes to simulate.
+    #[arg(long, default_value_t = 10)]
+    nodes: usize,
+    /// Zones to spread the nodes over (`topology.kubernetes.io/zone`).
+    #[arg(long, value_delimiter = ',')]
+    zones: Vec<String>,
+    /// Node name prefix (names are PREFIX-0, PREFIX-1, ...).
+    #[arg(long, default_value = "hollow")]
+    name_prefix: String,
+    /// How long a bound pod takes to become Running (e.g. 200ms, 2s).
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    pod_start_delay: std::time::Duration,
+    /// CPU capacity of each node.
+    #[arg(long, default_value = "4")]
+    cpu: String,
+    /// Memory capacity of each node.
+    #[arg(long, default_value = "16Gi")]
+    memory: String,
+    /// Pod capacity of each node.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+}
+
+/// Parses `200ms`, `2s`, `1m` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
     /// API throughput and latency (creates, gets, lists, watch events).
     Api(bench::ApiBenchArgs),
+    /// Scheduler and controller density on hollow nodes.
+    Density(density::DensityArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,7 +100,8 @@ struct ServerArgs {
     /// Extra subject alternative names for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
-    /// Components not to run, comma separated (`controllers`).
+    /// Components not to run, comma separated: `scheduler`, `controllers`
+    /// (all of them) or single controllers by name (`deployment`, `job`, ...).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
     /// Storage: `sqlite://PATH` (default: state.db in the data dir) or
@@ -100,12 +151,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("loading the admin kubeconfig")?;
     let client = kube::Client::try_from(client_cfg).context("building the controllers' client")?;
-    if let Some(unknown) = args.disable.iter().find(|d| d.as_str() != "controllers") {
-        anyhow::bail!("--disable: unknown component {unknown:?} (known: controllers)");
-    }
-    if !args.disable.iter().any(|d| d == "controllers") {
-        tokio::spawn(controllers::run(client, controllers::Options::default()));
-    }
+    start_control_loops(client, &args.disable)?;
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());
     println!("  export KUBECONFIG={}", running.kubeconfig.display());
@@ -113,6 +159,75 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         r = running.task => { r.context("API server task")?; }
         _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); }
     }
+    Ok(())
+}
+
+/// Starts the scheduler and the controllers, each under its own leader
+/// election, so that of several servers only one runs each at a time.
+fn start_control_loops(client: kube::Client, disable: &[String]) -> anyhow::Result<()> {
+    let known =
+        |d: &str| d == "scheduler" || d == "controllers" || controllers::CONTROLLERS.contains(&d);
+    if let Some(unknown) = disable.iter().find(|d| !known(d)) {
+        anyhow::bail!(
+            "--disable: unknown component {unknown:?} (known: scheduler, controllers, {})",
+            controllers::CONTROLLERS.join(", ")
+        );
+    }
+    let identity = format!(
+        "{}_{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim(),
+        uuid_suffix()
+    );
+    if !disable.iter().any(|d| d == "scheduler") {
+        let c = client.clone();
+        tokio::spawn(controllers::leader::run(
+            client.clone(),
+            controllers::leader::Election::new("kube-scheduler", &identity),
+            move || scheduler::run(c.clone(), scheduler::Options::default()),
+        ));
+    }
+    if !disable.iter().any(|d| d == "controllers") {
+        let opts = controllers::Options {
+            disabled: disable.to_vec(),
+            ..Default::default()
+        };
+        let c = client.clone();
+        tokio::spawn(controllers::leader::run(
+            client,
+            controllers::leader::Election::new("kube-controller-manager", &identity),
+            move || controllers::run(c.clone(), opts.clone()),
+        ));
+    }
+    Ok(())
+}
+
+/// A per-process suffix that tells candidates on one host apart.
+fn uuid_suffix() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{:x}{:x}", std::process::id(), t.subsec_nanos())
+}
+
+async fn hollow(args: HollowArgs) -> anyhow::Result<()> {
+    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("loading the kubeconfig")?;
+    let client = kube::Client::try_from(cfg).context("building the client")?;
+    let opts = hollow::Options {
+        nodes: args.nodes,
+        zones: args.zones,
+        name_prefix: args.name_prefix,
+        pod_start_delay: args.pod_start_delay,
+        cpu: args.cpu,
+        memory: args.memory,
+        max_pods: args.max_pods,
+    };
+    hollow::run(client, opts).await?;
     Ok(())
 }
 
@@ -131,6 +246,8 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Server(args) => rt.block_on(server(args)),
+        Command::Hollow(args) => rt.block_on(hollow(args)),
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
+        Command::Bench(BenchCommand::Density(args)) => rt.block_on(density::run(args)),
     }
 }

@@ -1,0 +1,15 @@
+//! replicaset controller (being written this session).
+
+use std::sync::Arc;
+
+use crate::Context;
+
+/// Runs the controller until the task is dropped.
+pub async fn run(ctx: Arc<Context>) {
+    let _ = ctx;
+}
+
+/// Runs the controller until the task is dropped.
+pub async fn run_replication_controllers(ctx: Arc<Context>) {
+    let _ = ctx;
+}

@@ -1,0 +1,286 @@
+//! A rate-limited work queue keyed by object, as client-go's workqueue: a
+//! key is queued at most once, never processed by two workers at once, and
+//! re-queued after processing if it changed meanwhile. Failures back off
+//! exponentially per key.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, broadcast};
+
+use super::informer::{Change, Informer, Kind};
+
+#[derive(Default)]
+struct State {
+    order: VecDeque<String>,
+    queued: HashSet<String>,
+    active: HashSet<String>,
+    /// Keys added while being processed: queued again on `done`.
+    again: HashSet<String>,
+    failures: HashMap<String, u32>,
+}
+
+/// The queue; cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    state: Arc<Mutex<State>>,
+    notify: Arc<Notify>,
+    base_delay: Duration,
+    max_delay: Duration,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Queue {
+    /// A queue with client-go's default per-item backoff (5 ms doubling,
+    /// capped here at 5 minutes).
+    pub fn new() -> Self {
+        Queue {
+            state: Arc::default(),
+            notify: Arc::new(Notify::new()),
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_secs(300),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a key now.
+    pub fn add(&self, key: impl Into<String>) {
+        let key = key.into();
+        let mut s = self.lock();
+        if s.active.contains(&key) {
+            s.again.insert(key);
+            return;
+        }
+        if s.queued.insert(key.clone()) {
+            s.order.push_back(key);
+            drop(s);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Queues a key after a delay.
+    pub fn add_after(&self, key: impl Into<String>, delay: Duration) {
+        if delay.is_zero() {
+            return self.add(key);
+        }
+        let q = self.clone();
+        let key = key.into();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            q.add(key);
+        });
+    }
+
+    /// Queues a key after its per-key backoff, and lengthens the backoff.
+    pub fn add_rate_limited(&self, key: impl Into<String>) {
+        let key = key.into();
+        let n = {
+            let mut s = self.lock();
+            let n = s.failures.entry(key.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << (n - 1).min(20))
+            .min(self.max_delay);
+        self.add_after(key, exp);
+    }
+
+    /// Clears a key's backoff (after a success).
+    pub fn forget(&self, key: &str) {
+        self.lock().failures.remove(key);
+    }
+
+    /// Number of keys waiting.
+    pub fn len(&self) -> usize {
+        self.lock().order.len()
+    }
+
+    /// Whether no key is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits for the next key and marks it active.
+    pub async fn next(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut s = self.lock();
+                if let Some(k) = s.order.pop_front() {
+                    s.queued.remove(&k);
+                    s.active.insert(k.clone());
+                    if !s.order.is_empty() {
+                        drop(s);
+                        self.notify.notify_one();
+                    }
+                    return k;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Marks a key no longer active, re-queuing it if it was added meanwhile.
+    pub fn done(&self, key: &str) {
+        let again = {
+            let mut s = self.lock();
+            s.active.remove(key);
+            s.again.remove(key)
+        };
+        if again {
+            self.add(key.to_string());
+        }
+    }
+
+    /// Feeds an informer's changes into the queue, mapping each object to
+    /// the keys it affects. On (re)sync every cached object is mapped again.
+    pub fn watch<K, F>(&self, informer: &Informer<K>, map: F)
+    where
+        K: Kind,
+        F: Fn(&K) -> Vec<String> + Send + Sync + 'static,
+    {
+        let q = self.clone();
+        let inf = informer.clone();
+        let mut rx = inf.subscribe();
+        tokio::spawn(async move {
+            inf.ready().await;
+            let resync = |q: &Queue| {
+                for o in inf.list() {
+                    for k in map(&o) {
+                        q.add(k);
+                    }
+                }
+            };
+            resync(&q);
+            loop {
+                match rx.recv().await {
+                    Ok(Change::Apply(o)) | Ok(Change::Delete(o)) => {
+                        for k in map(&o) {
+                            q.add(k);
+                        }
+                    }
+                    Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => resync(&q),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Like [`Queue::watch`], but the mapping sees the old state of an
+    /// updated object too (`None` for adds, deletes and resyncs), for
+    /// controllers that must react to what an object used to match.
+    pub fn watch_changes<K, F>(&self, informer: &Informer<K>, map: F)
+    where
+        K: Kind,
+        F: Fn(&Change<K>) -> Vec<String> + Send + Sync + 'static,
+    {
+        let q = self.clone();
+        let inf = informer.clone();
+        let mut rx = inf.subscribe();
+        tokio::spawn(async move {
+            inf.ready().await;
+            let resync = |q: &Queue| {
+                for o in inf.list() {
+                    for k in map(&Change::Apply(o)) {
+                        q.add(k);
+                    }
+                }
+            };
+            resync(&q);
+            loop {
+                match rx.recv().await {
+                    Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => resync(&q),
+                    Ok(ch) => {
+                        for k in map(&ch) {
+                            q.add(k);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Runs `workers` tasks that take keys and reconcile them. `Ok(Some(d))`
+    /// asks for the key again after `d`; an error retries with backoff.
+    pub async fn run<F, Fut, E>(&self, workers: usize, reconcile: F)
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<Duration>, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let reconcile = Arc::new(reconcile);
+        let mut tasks = Vec::new();
+        for _ in 0..workers.max(1) {
+            let q = self.clone();
+            let r = reconcile.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let key = q.next().await;
+                    match r(key.clone()).await {
+                        Ok(requeue) => {
+                            q.forget(&key);
+                            if let Some(d) = requeue {
+                                q.add_after(key.clone(), d);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(key = %key, error = %e, "reconcile failed; retrying");
+                            q.add_rate_limited(key.clone());
+                        }
+                    }
+                    q.done(&key);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_is_queued_once_and_requeued_if_added_while_active() {
+        let q = Queue::new();
+        q.add("a");
+        q.add("a");
+        q.add("b");
+        assert_eq!(q.len(), 2);
+        let k = q.next().await;
+        assert_eq!(k, "a");
+        q.add("a"); // changed while being processed
+        assert_eq!(q.len(), 1, "not queued twice while active");
+        q.done("a");
+        assert_eq!(q.next().await, "b");
+        assert_eq!(q.next().await, "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_exponentially() {
+        let q = Queue::new();
+        for _ in 0..4 {
+            q.add_rate_limited("k");
+        }
+        // Delays 5, 10, 20, 40 ms: after 6 ms only the first has fired.
+        tokio::time::sleep(Duration::from_millis(6)).await;
+        assert_eq!(q.len(), 1);
+        q.forget("k");
+        assert!(q.lock().failures.is_empty());
+    }
+}
