@@ -126,10 +126,11 @@ impl Informers {
     /// The informer for `K`, starting its watch on first use.
     pub fn get<K: Kind>(&self) -> Informer<K> {
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = kinds.get(&TypeId::of::<K>()) {
-            if let Some(i) = i.downcast_ref::<Informer<K>>() {
-                return i.clone();
-            }
+        if let Some(i) = kinds
+            .get(&TypeId::of::<K>())
+            .and_then(|i| i.downcast_ref::<Informer<K>>())
+        {
+            return i.clone();
         }
         let (store, writer) = reflector::store::<K>();
         let (tx, _) = broadcast::channel(FEED);
@@ -184,10 +185,10 @@ async fn feed<K: Kind>(api: Api<K>, mut writer: reflector::store::Writer<K>, inf
             _ => {}
         }
         writer.apply_watcher_event(&ev);
-        if let watcher::Event::Apply(o) = &ev {
-            if let Some(cached) = inf.store.get(&ObjectRef::from_obj(o)) {
-                let _ = inf.tx.send(Change::Apply(cached));
-            }
+        if let watcher::Event::Apply(o) = &ev
+            && let Some(cached) = inf.store.get(&ObjectRef::from_obj(o))
+        {
+            let _ = inf.tx.send(Change::Apply(cached));
         }
     }
 }
