@@ -216,3 +216,161 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
+
+/// A `r8s hollow` process (simulated nodes) joined to a cluster; killed on
+/// drop.
+pub struct Hollow {
+    child: Child,
+}
+
+impl Hollow {
+    /// Stops the simulated nodes abruptly (no goodbye to the API server).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hollow {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Cluster {
+    /// Starts `nodes` hollow nodes named `prefix-0..` spread over `zones`,
+    /// and waits until kubectl sees them all Ready.
+    pub fn hollow(&self, prefix: &str, nodes: usize, zones: &[&str], extra: &[&str]) -> Hollow {
+        let mut cmd = Command::new(r8s_bin());
+        cmd.args(["hollow", "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .args(["--nodes", &nodes.to_string(), "--name-prefix", prefix])
+            .args(extra)
+            .env("R8S_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if !zones.is_empty() {
+            cmd.args(["--zones", &zones.join(",")]);
+        }
+        let child = cmd.spawn().expect("spawn r8s hollow");
+        let h = Hollow { child };
+        let want: Vec<String> = (0..nodes).map(|i| format!("{prefix}-{i}")).collect();
+        self.wait_for(
+            &format!("{nodes} hollow nodes {prefix}-* Ready"),
+            Duration::from_secs(60),
+            || {
+                let out = self.ok(&["get", "nodes", "-o", "json"]);
+                let v = json(&out);
+                let ready = v["items"]
+                    .as_array()?
+                    .iter()
+                    .filter(|n| {
+                        want.iter()
+                            .any(|w| n["metadata"]["name"].as_str() == Some(w))
+                            && n["status"]["conditions"].as_array().is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                            })
+                    })
+                    .count();
+                (ready == nodes).then_some(())
+            },
+        );
+        h
+    }
+
+    /// Polls `check` every 200 ms until it returns Some, failing the test
+    /// with `what` after `timeout`.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `kubectl get -o json` parsed.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        json(&self.ok(&a))
+    }
+
+    /// Pods in `ns` matching label selector `sel`, as JSON objects.
+    pub fn pods(&self, ns: &str, sel: &str) -> Vec<serde_json::Value> {
+        let v = self.get_json(&["pods", "-n", ns, "-l", sel]);
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Phase of a pod JSON object.
+pub fn phase(p: &serde_json::Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// Node name of a pod JSON object.
+pub fn node_of(p: &serde_json::Value) -> &str {
+    p["spec"]["nodeName"].as_str().unwrap_or("")
+}
+
+/// A background `kubectl get -w --output-watch-events -o json` recording
+/// every event it prints.
+pub struct WatchLog {
+    child: Child,
+    events: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl WatchLog {
+    /// Events seen so far (`{"type": ..., "object": ...}`).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for WatchLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cluster {
+    /// Starts recording watch events of `kubectl get <args> -w`.
+    pub fn watch_log(&self, args: &[&str]) -> WatchLog {
+        let mut child = Command::new("kubectl")
+            .arg("get")
+            .args(args)
+            .args(["-w", "--output-watch-events", "-o", "json"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl must be installed and on PATH");
+        let out = child.stdout.take().expect("stdout");
+        let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = events.clone();
+        std::thread::spawn(move || {
+            let de = serde_json::Deserializer::from_reader(BufReader::new(out));
+            for v in de.into_iter::<serde_json::Value>().flatten() {
+                if let Ok(mut e) = sink.lock() {
+                    e.push(v);
+                }
+            }
+        });
+        WatchLog { child, events }
+    }
+}
