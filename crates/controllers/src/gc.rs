@@ -9,20 +9,28 @@
 //!   finalizer: its dependents lose their ownerReference to it, then the
 //!   finalizer is removed.
 //!
-//! It rescans metadata of every resource on an interval. Upstream keeps a
-//! dependency graph fed by metadata informers; a rescan is simpler and is
-//! fine at the object counts of one machine. Before deleting an apparent
-//! orphan it re-reads the owner, so a scan that raced with a create never
-//! deletes a live object's dependents.
+//! Like upstream's GraphBuilder it keeps a graph of every object's uid,
+//! owners and dependents, fed by one metadata-only watch per resource, and
+//! a work queue of uids to look at when something changes. Before deleting
+//! an apparent orphan it re-reads the owners, so a graph that lags a create
+//! never deletes a live object's dependents.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use crate::Options;
 use crate::resources::{self, Res};
+use crate::runtime::Queue;
 
+/// One object in the graph.
 #[derive(Clone)]
 struct Node {
     res: usize,
@@ -30,126 +38,258 @@ struct Node {
     name: String,
     deleting: bool,
     finalizers: Vec<String>,
-    owners: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    owners: Vec<OwnerReference>,
+}
+
+#[derive(Default)]
+struct Graph {
+    nodes: HashMap<String, Node>,
+    dependents: HashMap<String, HashSet<String>>,
+}
+
+impl Graph {
+    /// Inserts or replaces a node; returns uids to look at.
+    fn upsert(&mut self, uid: String, node: Node) -> Vec<String> {
+        let mut touch = vec![uid.clone()];
+        if let Some(old) = self.nodes.get(&uid) {
+            for o in &old.owners {
+                if !node.owners.iter().any(|n| n.uid == o.uid)
+                    && let Some(d) = self.dependents.get_mut(&o.uid)
+                {
+                    d.remove(&uid);
+                    // A foreground owner may have been waiting for this one.
+                    touch.push(o.uid.clone());
+                }
+            }
+        }
+        for o in &node.owners {
+            self.dependents
+                .entry(o.uid.clone())
+                .or_default()
+                .insert(uid.clone());
+        }
+        self.nodes.insert(uid, node);
+        touch
+    }
+
+    /// Removes a node; returns uids to look at (its owners and dependents).
+    fn remove(&mut self, uid: &str) -> Vec<String> {
+        let mut touch = Vec::new();
+        if let Some(old) = self.nodes.remove(uid) {
+            for o in &old.owners {
+                if let Some(d) = self.dependents.get_mut(&o.uid) {
+                    d.remove(uid);
+                    if d.is_empty() {
+                        self.dependents.remove(&o.uid);
+                    }
+                }
+                touch.push(o.uid.clone());
+            }
+        }
+        if let Some(deps) = self.dependents.get(uid) {
+            touch.extend(deps.iter().cloned());
+        }
+        touch
+    }
+}
+
+type Shared = Arc<Mutex<Graph>>;
+
+fn lock(g: &Shared) -> std::sync::MutexGuard<'_, Graph> {
+    g.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs the collector until dropped.
 pub async fn run(client: kube::Client, opts: Options) {
-    let mut res: Vec<Res> = Vec::new();
-    let mut tick = tokio::time::interval(opts.gc_interval);
-    let mut passes = 0u64;
+    let graph: Shared = Arc::default();
+    let queue = Queue::new();
+    let res: Arc<Mutex<Vec<Res>>> = Arc::default();
+    let workers = {
+        let (client, graph, queue, res) =
+            (client.clone(), graph.clone(), queue.clone(), res.clone());
+        tokio::spawn(async move {
+            let q = queue.clone();
+            q.run(opts.workers.max(1), move |uid| {
+                let (client, graph, res) = (client.clone(), graph.clone(), res.clone());
+                async move {
+                    let res = res.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    process(&client, &graph, &res, &uid).await.map(|_| None)
+                }
+            })
+            .await;
+        })
+    };
+    // Watch every deletable resource; rediscover now and then so new
+    // resource types are covered.
+    let mut watched: HashSet<String> = HashSet::new();
     loop {
-        tick.tick().await;
-        // Rediscover now and then so new resource types are covered.
-        if res.is_empty() || passes.is_multiple_of(30) {
-            match resources::discover(&client).await {
-                Ok(r) => res = r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "gc discovery failed");
-                    continue;
+        match resources::discover(&client).await {
+            Ok(found) => {
+                let mut all = res.lock().unwrap_or_else(|e| e.into_inner());
+                for r in found {
+                    let id = format!("{}/{}", r.ar.api_version, r.ar.plural);
+                    if watched.insert(id) {
+                        all.push(r.clone());
+                        tokio::spawn(watch(
+                            client.clone(),
+                            r,
+                            all.len() - 1,
+                            graph.clone(),
+                            queue.clone(),
+                        ));
+                    }
                 }
             }
+            Err(e) => tracing::debug!(error = %e, "gc discovery failed"),
         }
-        passes += 1;
-        if let Err(e) = pass(&client, &res).await {
-            tracing::debug!(error = %e, "gc pass failed");
+        tokio::time::sleep(opts.gc_interval.max(Duration::from_secs(1)) * 30).await;
+        if workers.is_finished() {
+            return;
         }
     }
 }
 
-async fn pass(client: &kube::Client, res: &[Res]) -> Result<(), kube::Error> {
-    let mut nodes: HashMap<String, Node> = HashMap::new();
-    for (i, r) in res.iter().enumerate() {
-        let api = r.api(client, None);
-        // Page through metadata so a large cluster never costs one huge
-        // response.
-        let mut token: Option<String> = None;
-        loop {
-            let mut lp = ListParams::default().limit(500);
-            if let Some(t) = &token {
-                lp = lp.continue_token(t);
+/// Feeds one resource's metadata watch into the graph.
+async fn watch(client: kube::Client, r: Res, index: usize, graph: Shared, queue: Queue) {
+    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, &r.ar);
+    let mut stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .boxed();
+    // uids seen during a relist, to drop the ones that vanished meanwhile.
+    let mut relist: Option<HashSet<String>> = None;
+    while let Some(ev) = stream.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::debug!(resource = %r.ar.plural, error = %e, "gc watch error");
+                continue;
             }
-            let list = match api.list_metadata(&lp).await {
-                Ok(l) => l,
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => break,
-                Err(e) => return Err(e),
-            };
-            for o in list.items {
-                let (Some(uid), Some(name)) = (o.metadata.uid.clone(), o.metadata.name.clone())
-                else {
+        };
+        let touch = match ev {
+            watcher::Event::Init => {
+                relist = Some(HashSet::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
+                let Some((uid, node)) = node_of(index, &o) else {
                     continue;
                 };
-                // Objects with no owners, no finalizers and no deletion in
-                // progress matter only as owners: keep just their uid.
-                let owners = o.metadata.owner_references.clone().unwrap_or_default();
-                let finalizers = o.metadata.finalizers.clone().unwrap_or_default();
-                nodes.insert(
-                    uid,
-                    Node {
-                        res: i,
-                        namespace: o.metadata.namespace.clone(),
-                        name,
-                        deleting: o.metadata.deletion_timestamp.is_some(),
-                        finalizers,
-                        owners,
-                    },
+                if let Some(seen) = relist.as_mut() {
+                    seen.insert(uid.clone());
+                }
+                // Plain objects with no owners and nothing to finalize
+                // matter only as owners; they still go in the graph so
+                // dependents can find them.
+                lock(&graph).upsert(uid, node)
+            }
+            watcher::Event::Delete(o) => match o.metadata.uid.as_deref() {
+                Some(uid) => lock(&graph).remove(uid),
+                None => Vec::new(),
+            },
+            watcher::Event::InitDone => {
+                let Some(seen) = relist.take() else { continue };
+                let mut g = lock(&graph);
+                let gone: Vec<String> = g
+                    .nodes
+                    .iter()
+                    .filter(|(uid, n)| n.res == index && !seen.contains(*uid))
+                    .map(|(uid, _)| uid.clone())
+                    .collect();
+                let mut touch = Vec::new();
+                for uid in gone {
+                    touch.extend(g.remove(&uid));
+                }
+                // After a (re)list, look at everything of this resource that
+                // has owners or is being deleted.
+                touch.extend(
+                    g.nodes
+                        .iter()
+                        .filter(|(_, n)| n.res == index && (!n.owners.is_empty() || n.deleting))
+                        .map(|(uid, _)| uid.clone()),
                 );
+                touch
             }
-            match list.metadata.continue_ {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
-            }
+        };
+        for uid in touch {
+            queue.add(uid);
         }
     }
-    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (uid, n) in &nodes {
-        for o in &n.owners {
-            dependents
-                .entry(o.uid.as_str())
-                .or_default()
-                .push(uid.as_str());
-        }
-    }
-    for (uid, n) in &nodes {
-        if !n.deleting {
-            continue;
-        }
-        let deps = dependents.get(uid.as_str()).cloned().unwrap_or_default();
-        if n.finalizers.iter().any(|f| f == "orphan") {
+}
+
+fn node_of(index: usize, o: &PartialObjectMeta<DynamicObject>) -> Option<(String, Node)> {
+    let m = &o.metadata;
+    Some((
+        m.uid.clone()?,
+        Node {
+            res: index,
+            namespace: m.namespace.clone(),
+            name: m.name.clone()?,
+            deleting: m.deletion_timestamp.is_some(),
+            finalizers: m.finalizers.clone().unwrap_or_default(),
+            owners: m.owner_references.clone().unwrap_or_default(),
+        },
+    ))
+}
+
+/// Looks at one object: finishes its orphan/foreground deletion, or
+/// collects it when all its owners are gone.
+async fn process(
+    client: &kube::Client,
+    graph: &Shared,
+    res: &[Res],
+    uid: &str,
+) -> Result<(), kube::Error> {
+    let (node, deps) = {
+        let g = lock(graph);
+        let Some(n) = g.nodes.get(uid).cloned() else {
+            return Ok(());
+        };
+        let deps: Vec<Node> = g
+            .dependents
+            .get(uid)
+            .map(|d| d.iter().filter_map(|u| g.nodes.get(u).cloned()).collect())
+            .unwrap_or_default();
+        (n, deps)
+    };
+    let Some(r) = res.get(node.res) else {
+        return Ok(());
+    };
+    if node.deleting {
+        if node.finalizers.iter().any(|f| f == "orphan") {
             for d in &deps {
-                if let Some(dn) = nodes.get(*d) {
-                    drop_owner_ref(client, &res[dn.res], dn, uid).await?;
+                if let Some(dr) = res.get(d.res) {
+                    drop_owner_ref(client, dr, d, uid).await?;
                 }
             }
-            remove_finalizer(client, &res[n.res], n, "orphan").await?;
-        } else if n.finalizers.iter().any(|f| f == "foregroundDeletion") {
-            let mut waiting = false;
+            remove_finalizer(client, r, &node, "orphan").await?;
+        } else if node.finalizers.iter().any(|f| f == "foregroundDeletion") {
             for d in &deps {
-                if let Some(dn) = nodes.get(*d) {
-                    waiting = true;
-                    if !dn.deleting {
-                        delete(client, &res[dn.res], dn, DeleteParams::foreground()).await?;
-                    }
+                if !d.deleting
+                    && let Some(dr) = res.get(d.res)
+                {
+                    delete(client, dr, d, DeleteParams::foreground()).await?;
                 }
             }
-            if !waiting {
-                remove_finalizer(client, &res[n.res], n, "foregroundDeletion").await?;
+            if deps.is_empty() {
+                remove_finalizer(client, r, &node, "foregroundDeletion").await?;
             }
         }
+        return Ok(());
     }
-    // Background: dependents whose owners are all gone.
-    for n in nodes.values() {
-        if n.owners.is_empty() || n.deleting {
-            continue;
-        }
-        // An owner that still exists (even one being deleted in the
-        // foreground, which deletes its dependents itself) keeps them.
-        if n.owners.iter().any(|o| nodes.contains_key(o.uid.as_str())) {
-            continue;
-        }
-        if owners_really_gone(client, res, n).await? {
-            delete(client, &res[n.res], n, DeleteParams::background()).await?;
-        }
+    if node.owners.is_empty() {
+        return Ok(());
+    }
+    // An owner that still exists (even one being deleted in the
+    // foreground, which deletes its dependents itself) keeps it.
+    if node
+        .owners
+        .iter()
+        .any(|o| lock(graph).nodes.contains_key(o.uid.as_str()))
+    {
+        return Ok(());
+    }
+    if owners_really_gone(client, res, &node).await? {
+        delete(client, r, &node, DeleteParams::background()).await?;
     }
     Ok(())
 }
@@ -183,17 +323,22 @@ fn api_for(client: &kube::Client, r: &Res, n: &Node) -> Api<DynamicObject> {
     r.api(client, n.namespace.as_deref())
 }
 
+/// 404 (already gone) and 409 (changed meanwhile; the watch brings it back
+/// to the queue) are not failures.
+fn benign(r: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        other => other,
+    }
+}
+
 async fn delete(
     client: &kube::Client,
     r: &Res,
     n: &Node,
     dp: DeleteParams,
 ) -> Result<(), kube::Error> {
-    match api_for(client, r, n).delete(&n.name, &dp).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
+    benign(api_for(client, r, n).delete(&n.name, &dp).await.map(|_| ()))
 }
 
 async fn remove_finalizer(
@@ -204,14 +349,12 @@ async fn remove_finalizer(
 ) -> Result<(), kube::Error> {
     let rest: Vec<&String> = n.finalizers.iter().filter(|f| *f != finalizer).collect();
     let patch = json!({"metadata": {"finalizers": rest}});
-    match api_for(client, r, n)
-        .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
+    benign(
+        api_for(client, r, n)
+            .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ()),
+    )
 }
 
 async fn drop_owner_ref(
@@ -222,12 +365,53 @@ async fn drop_owner_ref(
 ) -> Result<(), kube::Error> {
     let rest: Vec<_> = n.owners.iter().filter(|o| o.uid != owner_uid).collect();
     let patch = json!({"metadata": {"ownerReferences": rest}});
-    match api_for(client, r, n)
-        .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e),
+    benign(
+        api_for(client, r, n)
+            .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(owners: &[&str]) -> Node {
+        Node {
+            res: 0,
+            namespace: Some("ns".into()),
+            name: "n".into(),
+            deleting: false,
+            finalizers: vec![],
+            owners: owners
+                .iter()
+                .map(|u| OwnerReference {
+                    uid: u.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_graph_tracks_dependents_and_reports_whom_a_change_affects() {
+        let mut g = Graph::default();
+        g.upsert("owner".into(), node(&[]));
+        g.upsert("a".into(), node(&["owner"]));
+        g.upsert("b".into(), node(&["owner"]));
+        assert_eq!(g.dependents["owner"].len(), 2);
+        // Dropping an owner reference touches the former owner (a
+        // foreground deletion may be waiting on it).
+        let touched = g.upsert("b".into(), node(&[]));
+        assert!(touched.contains(&"owner".to_string()));
+        assert_eq!(g.dependents["owner"].len(), 1);
+        // Deleting the owner touches its remaining dependent.
+        let touched = g.remove("owner");
+        assert_eq!(touched, vec!["a".to_string()]);
+        // Deleting the dependent touches the owner and forgets the edge.
+        let touched = g.remove("a");
+        assert_eq!(touched, vec!["owner".to_string()]);
+        assert!(g.dependents.is_empty());
     }
 }
