@@ -119,7 +119,8 @@ where
             tokio::time::sleep(e.retry_period).await;
         }
         tracing::info!(lease = %e.name, identity = %e.identity, "became leader");
-        let task = tokio::spawn(work());
+        // Aborted when leadership is lost, and when this future is dropped.
+        let task = AbortOnDrop(tokio::spawn(work()));
         // Leader: renew until a renewal deadline passes without success.
         let mut last_ok = tokio::time::Instant::now();
         loop {
@@ -136,7 +137,15 @@ where
             }
         }
         tracing::warn!(lease = %e.name, identity = %e.identity, "lost leadership");
-        task.abort();
+        drop(task);
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
