@@ -48,6 +48,42 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     if tracks_generation(info) {
         obj["metadata"]["generation"] = json!(1);
     }
+    if info.plural == "jobs" && info.group == "batch" {
+        generate_job_selector(obj);
+    }
+}
+
+/// Upstream's Job strategy: unless `spec.manualSelector` is true, the pods
+/// of a Job are selected by the Job's uid, and the template carries the
+/// uid and job-name labels (new and legacy names).
+fn generate_job_selector(obj: &mut Value) {
+    if obj["spec"]["manualSelector"].as_bool() == Some(true) {
+        return;
+    }
+    let uid = obj["metadata"]["uid"].clone();
+    let name = obj["metadata"]["name"].clone();
+    let labels = &mut obj["spec"]["template"]["metadata"]["labels"];
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    if let Some(l) = labels.as_object_mut() {
+        for (k, v) in [
+            ("controller-uid", &uid),
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("job-name", &name),
+            ("batch.kubernetes.io/job-name", &name),
+        ] {
+            l.entry(k).or_insert_with(|| v.clone());
+        }
+    }
+    let ml = &mut obj["spec"]["selector"]["matchLabels"];
+    if !ml.is_object() {
+        *ml = json!({});
+    }
+    if let Some(m) = ml.as_object_mut() {
+        m.entry("batch.kubernetes.io/controller-uid")
+            .or_insert_with(|| uid.clone());
+    }
 }
 
 /// Carries over what an update of the main resource may not change (status
@@ -148,6 +184,27 @@ fn is_zero(v: &Value) -> bool {
 mod tests {
     use super::*;
     use crate::catalogue;
+
+    #[test]
+    fn jobs_get_a_uid_selector_unless_manual() {
+        let info = catalogue::find("batch", "v1", "jobs").unwrap();
+        let mut j = json!({"metadata": {"name": "pi", "uid": "u1"}, "spec": {"template": {"metadata": {"labels": {"app": "x"}}}}});
+        prepare_for_create(info, &mut j);
+        assert_eq!(
+            j["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}})
+        );
+        let l = &j["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(l["app"], "x");
+        assert_eq!(l["batch.kubernetes.io/job-name"], "pi");
+        assert_eq!(l["controller-uid"], "u1");
+        let mut manual = json!({"metadata": {"name": "m", "uid": "u2"}, "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}});
+        prepare_for_create(info, &mut manual);
+        assert_eq!(
+            manual["spec"]["selector"],
+            json!({"matchLabels": {"a": "b"}})
+        );
+    }
 
     #[test]
     fn generation_moves_only_on_spec_change() {
