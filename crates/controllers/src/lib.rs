@@ -14,6 +14,7 @@ pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 mod resources;
@@ -108,6 +109,7 @@ pub const CONTROLLERS: &[&str] = &[
     "disruption",
     "resourcequota",
     "nodelifecycle",
+    "podgc",
 ];
 
 /// Runs every enabled controller until the task is dropped.
@@ -147,6 +149,7 @@ pub async fn run(client: kube::Client, opts: Options) {
     spawn("disruption", Box::pin(disruption::run(ctx.clone())));
     spawn("resourcequota", Box::pin(resourcequota::run(ctx.clone())));
     spawn("nodelifecycle", Box::pin(nodelifecycle::run(ctx.clone())));
+    spawn("podgc", Box::pin(podgc::run(ctx.clone())));
     for t in tasks {
         let _ = t.await;
     }
