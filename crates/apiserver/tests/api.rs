@@ -436,3 +436,17 @@ async fn server_side_apply_tracks_managers() {
         .collect();
     assert!(managers.contains(&"bob".to_string()), "{managers:?}");
 }
+
+#[tokio::test]
+async fn pods_default_to_the_default_service_account() {
+    let (_s, client) = server().await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let p: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "sa"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}),
+    )
+    .unwrap();
+    let made = pods.create(&PostParams::default(), &p).await.unwrap();
+    let spec = made.spec.unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    assert_eq!(spec.service_account.as_deref(), Some("default"));
+}

@@ -162,6 +162,21 @@ fn body_object(call: &Call, bytes: &[u8]) -> Result<Value, ApiError> {
     h::decode_body(bytes, ct)
 }
 
+/// The ServiceAccount admission plugin's defaulting: a pod without a
+/// service account runs as `default` (both the field and its deprecated
+/// alias are set, as upstream shows them).
+fn default_service_account(pod: &mut Value) {
+    let spec = &mut pod["spec"];
+    let name = spec["serviceAccountName"]
+        .as_str()
+        .or_else(|| spec["serviceAccount"].as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    spec["serviceAccountName"] = json!(name);
+    spec["serviceAccount"] = json!(name);
+}
+
 /// POST to a collection.
 pub async fn create(rest: &Rest, call: &Call, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
     let obj = body_object(call, bytes)?;
@@ -189,6 +204,9 @@ pub(super) async fn create_object(
     meta::prepare_create_meta(&mut obj, call.ns().filter(|_| info.namespaced));
     strategy::prepare_for_create(info, &mut obj);
     strategy::defaults::apply(info.group, info.plural, &mut obj);
+    if info.group.is_empty() && info.plural == "pods" {
+        default_service_account(&mut obj);
+    }
     if info.group.is_empty() && info.plural == "secrets" {
         admit::secret_string_data(&mut obj);
     }
