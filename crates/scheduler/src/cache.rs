@@ -1,0 +1,278 @@
+//! The scheduler's view of the cluster: nodes with the pods bound or assumed
+//! on them, kept up to date from informer events and scheduling decisions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Node;
+
+use crate::nodeinfo::{NodeInfo, PodInfo};
+use crate::selector::Labels;
+
+#[derive(Debug)]
+struct PodState {
+    node: String,
+    uid: String,
+    assumed: bool,
+}
+
+/// Nodes, pods on them, and the few cluster facts plugins need.
+#[derive(Debug, Default)]
+pub struct Cache {
+    nodes: HashMap<String, NodeInfo>,
+    /// Names of nodes whose Node object is known, in arrival order (the
+    /// round-robin order of node evaluation).
+    order: Vec<String>,
+    pods: HashMap<String, PodState>,
+    /// How many nodes hold each normalized image.
+    image_nodes: HashMap<String, usize>,
+    /// Namespace labels, for affinity terms with a namespaceSelector.
+    pub namespaces: HashMap<String, Labels>,
+    /// Pods nominated to a node by preemption, waiting to be scheduled there.
+    nominated: HashMap<String, Vec<Arc<PodInfo>>>,
+    nominated_node: HashMap<String, String>,
+}
+
+impl Cache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a node; returns whether anything that can make a
+    /// pending pod fit changed (so the unschedulable pods are retried).
+    pub fn upsert_node(&mut self, node: Arc<Node>) -> bool {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let info = self
+            .nodes
+            .entry(name.clone())
+            .or_insert_with(|| NodeInfo::new(&name));
+        let old = info.node.clone();
+        if old.is_none() {
+            self.order.push(name.clone());
+        }
+        for img in info.images.keys() {
+            if let Some(c) = self.image_nodes.get_mut(img) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        info.set_node(node.clone());
+        for img in info.images.keys() {
+            *self.image_nodes.entry(img.clone()).or_default() += 1;
+        }
+        match old {
+            None => true,
+            Some(old) => scheduling_relevant_change(&old, &node),
+        }
+    }
+
+    /// Removes a node (its pods stay accounted until they are deleted).
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(info) = self.nodes.get_mut(name) {
+            for img in info.images.keys() {
+                if let Some(c) = self.image_nodes.get_mut(img) {
+                    *c = c.saturating_sub(1);
+                }
+            }
+            info.node = None;
+            info.images.clear();
+            self.order.retain(|n| n != name);
+            if info.pods.is_empty() {
+                self.nodes.remove(name);
+            }
+        }
+    }
+
+    /// Adds or updates a pod bound to `node` as seen from the API.
+    pub fn add_bound_pod(&mut self, p: Arc<PodInfo>, node: &str) {
+        self.remove_pod_entry(&p.key);
+        self.insert(p, node, false);
+    }
+
+    /// Accounts a pod on `node` before its binding is confirmed.
+    pub fn assume(&mut self, p: Arc<PodInfo>, node: &str) {
+        self.remove_pod_entry(&p.key);
+        self.insert(p, node, true);
+    }
+
+    /// Undoes `assume` after a failed binding (no-op once confirmed).
+    pub fn forget(&mut self, key: &str) {
+        if self.pods.get(key).is_some_and(|s| s.assumed) {
+            self.remove_pod_entry(key);
+        }
+    }
+
+    /// Whether a pod is assumed and not yet confirmed by the API.
+    pub fn is_assumed(&self, key: &str) -> bool {
+        self.pods.get(key).is_some_and(|s| s.assumed)
+    }
+
+    /// Whether the API has confirmed the pod on a node.
+    pub fn is_bound(&self, key: &str) -> bool {
+        self.pods.get(key).is_some_and(|s| !s.assumed)
+    }
+
+    /// Removes a pod (deleted or finished) if it is the same pod; returns
+    /// whether it was accounted on a node.
+    pub fn remove_pod(&mut self, key: &str, uid: &str) -> bool {
+        match self.pods.get(key) {
+            Some(s) if s.uid == uid || uid.is_empty() => {
+                self.remove_pod_entry(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn insert(&mut self, p: Arc<PodInfo>, node: &str, assumed: bool) {
+        self.pods.insert(
+            p.key.clone(),
+            PodState {
+                node: node.to_string(),
+                uid: p.uid.clone(),
+                assumed,
+            },
+        );
+        self.nodes
+            .entry(node.to_string())
+            .or_insert_with(|| NodeInfo::new(node))
+            .add_pod(p);
+    }
+
+    fn remove_pod_entry(&mut self, key: &str) {
+        if let Some(s) = self.pods.remove(key)
+            && let Some(info) = self.nodes.get_mut(&s.node)
+        {
+            info.remove_pod(key);
+            if info.node.is_none() && info.pods.is_empty() {
+                self.nodes.remove(&s.node);
+            }
+        }
+    }
+
+    /// A node's entry.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.get(name).filter(|n| n.node.is_some())
+    }
+
+    /// Node names in evaluation order.
+    pub fn order(&self) -> &[String] {
+        &self.order
+    }
+
+    /// Number of known nodes.
+    pub fn num_nodes(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Every known node.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.nodes.values().filter(|n| n.node.is_some())
+    }
+
+    /// How many nodes hold an image (normalized name).
+    pub fn image_node_count(&self, image: &str) -> usize {
+        self.image_nodes.get(image).copied().unwrap_or(0)
+    }
+
+    /// Forgets a pod's nomination.
+    pub fn clear_nominated(&mut self, key: &str) {
+        if let Some(old) = self.nominated_node.remove(key)
+            && let Some(v) = self.nominated.get_mut(&old)
+        {
+            v.retain(|q| q.key != key);
+            if v.is_empty() {
+                self.nominated.remove(&old);
+            }
+        }
+    }
+
+    /// Records (or clears, with None) the node a pending pod is nominated to.
+    pub fn set_nominated(&mut self, p: Arc<PodInfo>, node: Option<&str>) {
+        self.clear_nominated(&p.key);
+        if let Some(node) = node.filter(|n| !n.is_empty()) {
+            self.nominated_node.insert(p.key.clone(), node.to_string());
+            self.nominated.entry(node.to_string()).or_default().push(p);
+        }
+    }
+
+    /// Pods nominated to a node.
+    pub fn nominated_on(&self, node: &str) -> &[Arc<PodInfo>] {
+        self.nominated
+            .get(node)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Whether any pod is nominated anywhere.
+    pub fn has_nominated(&self) -> bool {
+        !self.nominated.is_empty()
+    }
+}
+
+/// Whether a node update can make a pending pod schedulable (upstream's
+/// queueing hints for Node/Update: allocatable, labels, taints, conditions,
+/// unschedulable flag).
+fn scheduling_relevant_change(old: &Node, new: &Node) -> bool {
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone())
+    };
+    old.metadata.labels != new.metadata.labels
+        || old.spec != new.spec
+        || old.status.as_ref().and_then(|s| s.allocatable.as_ref())
+            != new.status.as_ref().and_then(|s| s.allocatable.as_ref())
+        || ready(old) != ready(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::json;
+
+    fn pod(name: &str, cpu: &str) -> Arc<PodInfo> {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name},
+            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}
+        }))
+        .unwrap();
+        Arc::new(PodInfo::new(Arc::new(p), 0))
+    }
+
+    fn node(name: &str) -> Arc<Node> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn assume_confirm_and_forget() {
+        let mut c = Cache::new();
+        assert!(c.upsert_node(node("n1")));
+        // A heartbeat-like update with nothing relevant changed.
+        assert!(!c.upsert_node(node("n1")));
+        c.assume(pod("a", "1"), "n1");
+        assert!(c.is_assumed("default/a"));
+        assert_eq!(c.node("n1").unwrap().requested.milli_cpu, 1000);
+        c.forget("default/a");
+        assert_eq!(c.node("n1").unwrap().requested.milli_cpu, 0);
+        c.assume(pod("a", "1"), "n1");
+        c.add_bound_pod(pod("a", "1"), "n1");
+        assert!(!c.is_assumed("default/a"));
+        c.forget("default/a");
+        assert_eq!(c.node("n1").unwrap().requested.milli_cpu, 1000);
+        assert_eq!(c.node("n1").unwrap().requested.pods, 1);
+        assert!(!c.remove_pod("default/a", "other-uid"));
+        assert!(c.remove_pod("default/a", "a"));
+        assert_eq!(c.node("n1").unwrap().requested.pods, 0);
+    }
+}

@@ -1,0 +1,142 @@
+//! NodeResourcesFit: requests must fit in allocatable minus what the node's
+//! pods (and pods nominated there with at least this priority) request;
+//! LeastAllocated scoring favours emptier nodes.
+
+use super::CycleState;
+use crate::framework::{Code, FilterResult, Status};
+use crate::nodeinfo::NodeInfo;
+
+/// Plugin name.
+pub const NAME: &str = "NodeResourcesFit";
+
+/// Rejects nodes lacking any requested resource, listing every shortage.
+pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
+    let req = &state.pod.requests;
+    let extra = state.nominated_on(&node.name);
+    let used = |f: &dyn Fn(&crate::resources::Resource) -> i64| {
+        f(&node.requested) + extra.map(f).unwrap_or(0)
+    };
+    let alloc = &node.allocatable;
+    let mut reasons = Vec::new();
+    if used(&|r| r.pods) + 1 > alloc.pods {
+        reasons.push("Too many pods".to_string());
+    }
+    let checks: [(&str, i64, i64, i64); 3] = [
+        (
+            "cpu",
+            req.milli_cpu,
+            alloc.milli_cpu,
+            used(&|r| r.milli_cpu),
+        ),
+        ("memory", req.memory, alloc.memory, used(&|r| r.memory)),
+        (
+            "ephemeral-storage",
+            req.ephemeral_storage,
+            alloc.ephemeral_storage,
+            used(&|r| r.ephemeral_storage),
+        ),
+    ];
+    for (name, want, have, taken) in checks {
+        if want > 0 && want > have - taken {
+            reasons.push(format!("Insufficient {name}"));
+        }
+    }
+    for (name, want) in &req.scalar {
+        if *want > 0 {
+            let taken = node.requested.scalar(name) + extra.map(|e| e.scalar(name)).unwrap_or(0);
+            if *want > alloc.scalar(name) - taken {
+                reasons.push(format!("Insufficient {name}"));
+            }
+        }
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(Status {
+            plugin: NAME,
+            code: Code::Unschedulable,
+            reasons,
+        })
+    }
+}
+
+/// Fraction of capacity left, 0-100 (upstream's leastRequestedScore).
+fn least_requested(requested: i64, capacity: i64) -> i64 {
+    if capacity <= 0 || requested > capacity {
+        return 0;
+    }
+    (capacity - requested) * 100 / capacity
+}
+
+/// CPU and memory after placing the pod, with non-zero defaults.
+pub fn requested_after(state: &CycleState, node: &NodeInfo) -> (i64, i64) {
+    (
+        node.non_zero_requested.0 + state.pod.non_zero.0,
+        node.non_zero_requested.1 + state.pod.non_zero.1,
+    )
+}
+
+/// LeastAllocated over cpu and memory (weights 1:1).
+pub fn score(state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
+    nodes
+        .iter()
+        .map(|n| {
+            let (cpu, mem) = requested_after(state, n);
+            (least_requested(cpu, n.allocatable.milli_cpu)
+                + least_requested(mem, n.allocatable.memory))
+                / 2
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testutil::{node, pod};
+    use serde_json::json;
+
+    fn req(name: &str, cpu: &str, mem: &str) -> std::sync::Arc<crate::nodeinfo::PodInfo> {
+        pod(
+            name,
+            json!({}),
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}),
+        )
+    }
+
+    #[test]
+    fn insufficient_resources_are_all_listed() {
+        let mut n = node("n", json!({}), "2", "2Gi");
+        n.add_pod(req("a", "1500m", "1Gi"));
+        let s = CycleState::simple(req("p", "1", "2Gi"));
+        assert_eq!(
+            filter(&s, &n).unwrap_err().reasons,
+            vec!["Insufficient cpu", "Insufficient memory"]
+        );
+        assert!(filter(&CycleState::simple(req("p", "500m", "1Gi")), &n).is_ok());
+    }
+
+    #[test]
+    fn too_many_pods_and_extended_resources() {
+        let mut n = node("n", json!({}), "2", "2Gi");
+        n.allocatable.pods = 1;
+        n.add_pod(req("a", "0", "0"));
+        let s = CycleState::simple(pod(
+            "p",
+            json!({}),
+            json!({"containers": [{"name": "c", "resources": {"limits": {"example.com/gpu": "1"}}}]}),
+        ));
+        assert_eq!(
+            filter(&s, &n).unwrap_err().reasons,
+            vec!["Too many pods", "Insufficient example.com/gpu"]
+        );
+    }
+
+    #[test]
+    fn least_allocated_prefers_empty_nodes() {
+        let empty = node("a", json!({}), "4", "4Gi");
+        let mut busy = node("b", json!({}), "4", "4Gi");
+        busy.add_pod(req("x", "2", "2Gi"));
+        let s = CycleState::simple(req("p", "1", "1Gi"));
+        assert_eq!(score(&s, &[&empty, &busy]), vec![75, 25]);
+    }
+}
