@@ -135,7 +135,7 @@ pub fn select(scores: &[i64], picker: &mut Picker) -> usize {
             ties = 1;
         } else if *s == scores[best] {
             ties += 1;
-            if picker.next_rand() % ties == 0 {
+            if picker.next_rand().is_multiple_of(ties) {
                 best = i;
             }
         }

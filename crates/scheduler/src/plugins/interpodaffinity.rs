@@ -61,7 +61,7 @@ impl Term {
 
     /// Whether the term selects pod `p`.
     pub fn matches(&self, p: &PodInfo, ns: &NamespaceLabels) -> bool {
-        let ns_ok = self.namespaces.iter().any(|n| *n == p.namespace)
+        let ns_ok = self.namespaces.contains(&p.namespace)
             || self.ns_selector.as_ref().is_some_and(|s| {
                 let empty = Labels::new();
                 matches(s, ns.get(&p.namespace).unwrap_or(&empty))
