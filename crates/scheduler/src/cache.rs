@@ -31,6 +31,10 @@ pub struct Cache {
     /// Pods nominated to a node by preemption, waiting to be scheduled there.
     nominated: HashMap<String, Vec<Arc<PodInfo>>>,
     nominated_node: HashMap<String, String>,
+    /// Pods with any pod (anti-)affinity, and with required anti-affinity:
+    /// when zero, affinity bookkeeping can skip the node scan.
+    affinity_pods: usize,
+    anti_affinity_pods: usize,
 }
 
 impl Cache {
@@ -133,6 +137,8 @@ impl Cache {
                 assumed,
             },
         );
+        self.affinity_pods += usize::from(p.has_affinity());
+        self.anti_affinity_pods += usize::from(p.has_required_anti_affinity());
         self.nodes
             .entry(node.to_string())
             .or_insert_with(|| NodeInfo::new(node))
@@ -143,7 +149,10 @@ impl Cache {
         if let Some(s) = self.pods.remove(key)
             && let Some(info) = self.nodes.get_mut(&s.node)
         {
-            info.remove_pod(key);
+            if let Some(p) = info.remove_pod(key) {
+                self.affinity_pods -= usize::from(p.has_affinity());
+                self.anti_affinity_pods -= usize::from(p.has_required_anti_affinity());
+            }
             if info.node.is_none() && info.pods.is_empty() {
                 self.nodes.remove(&s.node);
             }
@@ -202,6 +211,16 @@ impl Cache {
             .get(node)
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// Whether any cached pod has pod affinity or anti-affinity terms.
+    pub fn any_affinity_pods(&self) -> bool {
+        self.affinity_pods > 0
+    }
+
+    /// Whether any cached pod has required anti-affinity terms.
+    pub fn any_anti_affinity_pods(&self) -> bool {
+        self.anti_affinity_pods > 0
     }
 
     /// Whether any pod is nominated anywhere.

@@ -2,6 +2,8 @@
 //! upstream's default profile, preempts lower-priority pods when nothing
 //! fits, and binds through `pods/binding`. Talks to the API only via kube-rs.
 
+#[cfg(test)]
+mod bench;
 pub mod cache;
 pub mod framework;
 pub mod nodeinfo;

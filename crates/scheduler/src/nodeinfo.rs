@@ -204,11 +204,9 @@ impl NodeInfo {
         self.pods.push(p);
     }
 
-    /// Removes a pod by key; returns whether it was there.
-    pub fn remove_pod(&mut self, key: &str) -> bool {
-        let Some(i) = self.pods.iter().position(|p| p.key == key) else {
-            return false;
-        };
+    /// Removes a pod by key; returns it if it was there.
+    pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
+        let i = self.pods.iter().position(|p| p.key == key)?;
         let p = self.pods.swap_remove(i);
         self.pods_with_affinity.retain(|q| q.key != key);
         self.pods_with_required_anti_affinity
@@ -225,7 +223,7 @@ impl NodeInfo {
                 }
             }
         }
-        true
+        Some(p)
     }
 
     /// Whether a host port is taken (0.0.0.0 conflicts with every IP).

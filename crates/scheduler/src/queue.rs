@@ -54,6 +54,8 @@ struct Entry {
     rejected_by: HashSet<&'static str>,
     /// When the pod entered the unschedulable set.
     unschedulable_since: Option<Instant>,
+    /// The pod changed while it was being scheduled.
+    updated_in_flight: bool,
 }
 
 impl Entry {
@@ -100,6 +102,8 @@ struct Inner {
     seq: u64,
     cycle: u64,
     move_request_cycle: u64,
+    /// Keys of the pods in the unschedulable set.
+    parked: HashSet<String>,
 }
 
 /// A pod handed out for one scheduling attempt.
@@ -156,6 +160,7 @@ impl SchedulingQueue {
                         at: Where::Active,
                         rejected_by: HashSet::new(),
                         unschedulable_since: None,
+                        updated_in_flight: false,
                     },
                 );
                 inner.active.push(ActiveItem {
@@ -178,6 +183,8 @@ impl SchedulingQueue {
                         seq,
                         key: key.to_string(),
                     });
+                } else if e.at == Where::InFlight && changed {
+                    e.updated_in_flight = true;
                 } else if e.at == Where::Unschedulable && changed {
                     Self::requeue(inner, &self.cfg, key, Instant::now());
                     drop(g);
@@ -189,7 +196,9 @@ impl SchedulingQueue {
 
     /// Drops a pod (deleted, or bound by someone else).
     pub fn delete(&self, key: &str) {
-        self.lock().pods.remove(key);
+        let mut g = self.lock();
+        g.pods.remove(key);
+        g.parked.remove(key);
     }
 
     /// Whether the queue holds the pod.
@@ -199,6 +208,7 @@ impl SchedulingQueue {
 
     /// Moves one entry to active or backoff (by its backoff deadline).
     fn requeue(inner: &mut Inner, cfg: &QueueConfig, key: &str, now: Instant) {
+        inner.parked.remove(key);
         inner.seq += 1;
         let seq = inner.seq;
         let Some(e) = inner.pods.get_mut(key) else {
@@ -244,8 +254,9 @@ impl SchedulingQueue {
             }
         }
         let stale: Vec<String> = inner
-            .pods
+            .parked
             .iter()
+            .filter_map(|k| inner.pods.get(k).map(|e| (k, e)))
             .filter(|(_, e)| {
                 e.at == Where::Unschedulable
                     && e.unschedulable_since
@@ -309,6 +320,7 @@ impl SchedulingQueue {
         let mut g = self.lock();
         if g.pods.get(key).is_some_and(|e| e.at == Where::InFlight) {
             g.pods.remove(key);
+            g.parked.remove(key);
         }
     }
 
@@ -319,13 +331,15 @@ impl SchedulingQueue {
         let mut g = self.lock();
         let inner = &mut *g;
         let now = Instant::now();
-        let to_backoff = inner.move_request_cycle >= cycle || rejected_by.is_empty();
         let Some(e) = inner.pods.get_mut(key) else {
             return;
         };
         if e.at != Where::InFlight {
             return;
         }
+        let to_backoff = inner.move_request_cycle >= cycle
+            || rejected_by.is_empty()
+            || std::mem::take(&mut e.updated_in_flight);
         e.last_failure = Some(now);
         e.rejected_by = rejected_by;
         if to_backoff {
@@ -333,6 +347,7 @@ impl SchedulingQueue {
         } else {
             e.at = Where::Unschedulable;
             e.unschedulable_since = Some(now);
+            inner.parked.insert(key.to_string());
         }
         drop(g);
         self.notify.notify_one();
@@ -354,6 +369,7 @@ impl SchedulingQueue {
                 at: Where::Backoff,
                 rejected_by: HashSet::new(),
                 unschedulable_since: None,
+                updated_in_flight: false,
             },
         );
         Self::requeue(inner, &self.cfg, key, now);
@@ -368,11 +384,19 @@ impl SchedulingQueue {
         let inner = &mut *g;
         inner.move_request_cycle = inner.cycle;
         let now = Instant::now();
+        if inner.parked.is_empty() {
+            return;
+        }
         let keys: Vec<String> = inner
-            .pods
+            .parked
             .iter()
-            .filter(|(_, e)| e.at == Where::Unschedulable && relevant(&e.rejected_by))
-            .map(|(k, _)| k.clone())
+            .filter(|k| {
+                inner
+                    .pods
+                    .get(*k)
+                    .is_some_and(|e| e.at == Where::Unschedulable && relevant(&e.rejected_by))
+            })
+            .cloned()
             .collect();
         let moved = !keys.is_empty();
         for k in keys {
@@ -471,6 +495,18 @@ mod tests {
         let _ = q.pop().await;
         let waited = start.elapsed();
         assert!(waited >= Duration::from_secs(300) && waited <= Duration::from_secs(302));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn update_during_attempt_skips_the_unschedulable_set() {
+        let q = SchedulingQueue::new(QueueConfig::default());
+        q.add("d/p", pod("p"), 0);
+        let p = q.pop().await;
+        let mut changed = (*pod("p")).clone();
+        changed.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        q.add("d/p", Arc::new(changed), 0);
+        q.failed(&p.key, p.cycle, rejected("NodeAffinity"));
+        assert_eq!(q.lens(), (0, 1, 0));
     }
 
     #[tokio::test(start_paused = true)]

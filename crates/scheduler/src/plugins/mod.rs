@@ -59,7 +59,9 @@ impl CycleState {
     ) -> Self {
         let mut s = CycleState::simple(pod);
         s.namespaces = namespaces;
-        s.affinity = interpodaffinity::State::new(&s.pod, cache.nodes(), &s.namespaces);
+        if s.pod.has_affinity() || cache.any_anti_affinity_pods() {
+            s.affinity = interpodaffinity::State::new(&s.pod, cache.nodes(), &s.namespaces);
+        }
         let policy = |n: &NodeInfo| s.policy(n);
         s.spread = podtopologyspread::State::new(&s.pod, cache.nodes(), &policy);
         if cache.has_nominated() {
@@ -134,7 +136,11 @@ pub fn score(cache: &Cache, state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64>
         ),
         (
             2,
-            interpodaffinity::score(&state.pod, cache.nodes(), nodes, &state.namespaces),
+            if state.pod.has_affinity() || cache.any_affinity_pods() {
+                interpodaffinity::score(&state.pod, cache.nodes(), nodes, &state.namespaces)
+            } else {
+                vec![0; nodes.len()]
+            },
         ),
         (
             2,
