@@ -200,7 +200,13 @@ impl Scheduler {
             cache.add_bound_pod(info, node);
             return (!was_bound).then_some(Moved::Added);
         }
-        if pod.metadata.deletion_timestamp.is_some() || !self.responsible_for(pod) {
+        let gated = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|g| !g.is_empty());
+        // Gated pods wait outside the queue until their gates are removed.
+        if pod.metadata.deletion_timestamp.is_some() || !self.responsible_for(pod) || gated {
             self.queue.delete(&key);
             return None;
         }

@@ -199,6 +199,27 @@ async fn places_pods_by_resources_selector_and_taints() {
         Some("Successfully assigned default/big to large")
     );
 
+    // A gated pod is left alone until its gates are removed.
+    pod(
+        &client,
+        "gated",
+        json!({}),
+        json!({"schedulingGates": [{"name": "example.com/wait"}]}),
+    )
+    .await;
+    pod(&client, "after-gated", json!({}), json!({})).await;
+    bound(&client, "after-gated").await;
+    let gated = api.get("gated").await.unwrap();
+    assert_eq!(gated.spec.as_ref().unwrap().node_name, None);
+    api.patch(
+        "gated",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"schedulingGates": null}})),
+    )
+    .await
+    .unwrap();
+    bound(&client, "gated").await;
+
     // A new node that fits brings the parked pod back at once.
     node(&client, "xl", json!({}), json!([]), "32").await;
     assert_eq!(bound(&client, "huge").await, "xl");
