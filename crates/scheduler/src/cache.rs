@@ -19,10 +19,13 @@ struct PodState {
 /// Nodes, pods on them, and the few cluster facts plugins need.
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: HashMap<String, NodeInfo>,
-    /// Names of nodes whose Node object is known, in arrival order (the
+    /// Node entries in slots, so the hot loop walks indices, not hash maps.
+    slots: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    free: Vec<usize>,
+    /// Slots of nodes whose Node object is known, in arrival order (the
     /// round-robin order of node evaluation).
-    order: Vec<String>,
+    order: Vec<usize>,
     pods: HashMap<String, PodState>,
     /// How many nodes hold each normalized image.
     image_nodes: HashMap<String, usize>,
@@ -47,13 +50,11 @@ impl Cache {
     /// pending pod fit changed (so the unschedulable pods are retried).
     pub fn upsert_node(&mut self, node: Arc<Node>) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let info = self
-            .nodes
-            .entry(name.clone())
-            .or_insert_with(|| NodeInfo::new(&name));
+        let slot = self.slot(&name);
+        let info = &mut self.slots[slot];
         let old = info.node.clone();
         if old.is_none() {
-            self.order.push(name.clone());
+            self.order.push(slot);
         }
         for img in info.images.keys() {
             if let Some(c) = self.image_nodes.get_mut(img) {
@@ -72,18 +73,48 @@ impl Cache {
 
     /// Removes a node (its pods stay accounted until they are deleted).
     pub fn remove_node(&mut self, name: &str) {
-        if let Some(info) = self.nodes.get_mut(name) {
-            for img in info.images.keys() {
-                if let Some(c) = self.image_nodes.get_mut(img) {
-                    *c = c.saturating_sub(1);
-                }
+        let Some(&slot) = self.index.get(name) else {
+            return;
+        };
+        let info = &mut self.slots[slot];
+        for img in info.images.keys() {
+            if let Some(c) = self.image_nodes.get_mut(img) {
+                *c = c.saturating_sub(1);
             }
-            info.node = None;
-            info.images.clear();
-            self.order.retain(|n| n != name);
-            if info.pods.is_empty() {
-                self.nodes.remove(name);
+        }
+        info.node = None;
+        info.images.clear();
+        self.order.retain(|s| *s != slot);
+        self.release_if_empty(slot);
+    }
+
+    /// The slot of a node name, allocating one if needed.
+    fn slot(&mut self, name: &str) -> usize {
+        if let Some(&s) = self.index.get(name) {
+            return s;
+        }
+        let info = NodeInfo::new(name);
+        let s = match self.free.pop() {
+            Some(s) => {
+                self.slots[s] = info;
+                s
             }
+            None => {
+                self.slots.push(info);
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(name.to_string(), s);
+        s
+    }
+
+    /// Frees a slot with neither a node nor pods.
+    fn release_if_empty(&mut self, slot: usize) {
+        let info = &self.slots[slot];
+        if info.node.is_none() && info.pods.is_empty() {
+            self.index.remove(&info.name);
+            self.slots[slot] = NodeInfo::default();
+            self.free.push(slot);
         }
     }
 
@@ -139,34 +170,33 @@ impl Cache {
         );
         self.affinity_pods += usize::from(p.has_affinity());
         self.anti_affinity_pods += usize::from(p.has_required_anti_affinity());
-        self.nodes
-            .entry(node.to_string())
-            .or_insert_with(|| NodeInfo::new(node))
-            .add_pod(p);
+        let slot = self.slot(node);
+        self.slots[slot].add_pod(p);
     }
 
     fn remove_pod_entry(&mut self, key: &str) {
         if let Some(s) = self.pods.remove(key)
-            && let Some(info) = self.nodes.get_mut(&s.node)
+            && let Some(&slot) = self.index.get(&s.node)
         {
-            if let Some(p) = info.remove_pod(key) {
+            if let Some(p) = self.slots[slot].remove_pod(key) {
                 self.affinity_pods -= usize::from(p.has_affinity());
                 self.anti_affinity_pods -= usize::from(p.has_required_anti_affinity());
             }
-            if info.node.is_none() && info.pods.is_empty() {
-                self.nodes.remove(&s.node);
-            }
+            self.release_if_empty(slot);
         }
     }
 
     /// A node's entry.
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
-        self.nodes.get(name).filter(|n| n.node.is_some())
+        self.index
+            .get(name)
+            .map(|&s| &self.slots[s])
+            .filter(|n| n.node.is_some())
     }
 
-    /// Node names in evaluation order.
-    pub fn order(&self) -> &[String] {
-        &self.order
+    /// The `i`-th node in evaluation order (`i < num_nodes()`).
+    pub fn at(&self, i: usize) -> &NodeInfo {
+        &self.slots[self.order[i]]
     }
 
     /// Number of known nodes.
@@ -176,7 +206,7 @@ impl Cache {
 
     /// Every known node.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.nodes.values().filter(|n| n.node.is_some())
+        self.order.iter().map(|&s| &self.slots[s])
     }
 
     /// How many nodes hold an image (normalized name).

@@ -121,10 +121,8 @@ pub fn preempt(
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut candidates = Vec::new();
     let want = num_candidates(cache.num_nodes());
-    for name in cache.order() {
-        let Some(node) = cache.node(name) else {
-            continue;
-        };
+    for node in cache.nodes() {
+        let name = &node.name;
         match statuses.get(name) {
             Some(s) if s.code == Code::Unschedulable => {}
             _ => {

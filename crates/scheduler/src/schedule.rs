@@ -73,8 +73,7 @@ pub struct NoFit {
 
 /// Picks a node for the pod, or explains why none fits.
 pub fn schedule(cache: &Cache, state: &CycleState, picker: &mut Picker) -> Result<String, NoFit> {
-    let order = cache.order();
-    let n = order.len();
+    let n = cache.num_nodes();
     // A pod nominated by an earlier preemption tries its node first.
     if let Some(nom) = state
         .pod
@@ -92,11 +91,8 @@ pub fn schedule(cache: &Cache, state: &CycleState, picker: &mut Picker) -> Resul
     let mut statuses = HashMap::new();
     let mut processed = 0;
     for i in 0..n {
-        let name = &order[(picker.next_start + i) % n];
+        let node = cache.at((picker.next_start + i) % n);
         processed += 1;
-        let Some(node) = cache.node(name) else {
-            continue;
-        };
         match plugins::filter(state, node) {
             Ok(()) => {
                 feasible.push(node);
@@ -105,7 +101,7 @@ pub fn schedule(cache: &Cache, state: &CycleState, picker: &mut Picker) -> Resul
                 }
             }
             Err(s) => {
-                statuses.insert(name.clone(), s);
+                statuses.insert(node.name.clone(), s);
             }
         }
     }

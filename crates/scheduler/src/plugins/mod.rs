@@ -65,10 +65,10 @@ impl CycleState {
         let policy = |n: &NodeInfo| s.policy(n);
         s.spread = podtopologyspread::State::new(&s.pod, cache.nodes(), &policy);
         if cache.has_nominated() {
-            for n in cache.order() {
-                for p in cache.nominated_on(n) {
+            for n in cache.nodes() {
+                for p in cache.nominated_on(&n.name) {
                     if p.key != s.pod.key && p.priority >= s.pod.priority {
-                        let e = s.nominated.entry(n.clone()).or_default();
+                        let e = s.nominated.entry(n.name.clone()).or_default();
                         e.add(&p.requests);
                         e.pods += 1;
                     }
@@ -92,6 +92,9 @@ impl CycleState {
 
     /// Extra requests on a node from nominated pods.
     pub fn nominated_on(&self, node: &str) -> Option<&Resource> {
+        if self.nominated.is_empty() {
+            return None;
+        }
         self.nominated.get(node)
     }
 
@@ -119,39 +122,41 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
 
 /// Weighted sum of every score plugin (default profile weights).
 pub fn score(cache: &Cache, state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
-    let policy = |n: &NodeInfo| state.policy(n);
-    let parts: [(i64, Vec<i64>); 7] = [
-        (3, tainttoleration::score(state, nodes)),
-        (2, nodeaffinity::score(state, nodes)),
-        (1, noderesources::score(state, nodes)),
-        (1, balancedallocation::score(state, nodes)),
-        (
-            1,
-            imagelocality::score(
-                state,
-                nodes,
-                |i| cache.image_node_count(i),
-                cache.num_nodes(),
-            ),
-        ),
-        (
-            2,
-            if state.pod.has_affinity() || cache.any_affinity_pods() {
-                interpodaffinity::score(&state.pod, cache.nodes(), nodes, &state.namespaces)
-            } else {
-                vec![0; nodes.len()]
-            },
-        ),
-        (
-            2,
-            podtopologyspread::score(&state.pod, cache.nodes(), nodes, &policy),
-        ),
-    ];
     let mut total = vec![0; nodes.len()];
-    for (w, s) in parts {
+    let mut add = |w: i64, s: Vec<i64>| {
         for (t, v) in total.iter_mut().zip(s) {
             *t += w * v;
         }
+    };
+    add(3, tainttoleration::score(state, nodes));
+    add(2, nodeaffinity::score(state, nodes));
+    add(1, noderesources::score(state, nodes));
+    add(1, balancedallocation::score(state, nodes));
+    add(
+        1,
+        imagelocality::score(
+            state,
+            nodes,
+            |i| cache.image_node_count(i),
+            cache.num_nodes(),
+        ),
+    );
+    if state.pod.has_affinity() || cache.any_affinity_pods() {
+        add(
+            2,
+            interpodaffinity::score(&state.pod, cache.nodes(), nodes, &state.namespaces),
+        );
+    }
+    if state
+        .spec()
+        .and_then(|s| s.topology_spread_constraints.as_ref())
+        .is_some_and(|c| !c.is_empty())
+    {
+        let policy = |n: &NodeInfo| state.policy(n);
+        add(
+            2,
+            podtopologyspread::score(&state.pod, cache.nodes(), nodes, &policy),
+        );
     }
     total
 }

@@ -12,52 +12,58 @@ pub const NAME: &str = "NodeResourcesFit";
 /// Rejects nodes lacking any requested resource, listing every shortage.
 pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
     let req = &state.pod.requests;
-    let extra = state.nominated_on(&node.name);
-    let used = |f: &dyn Fn(&crate::resources::Resource) -> i64| {
-        f(&node.requested) + extra.map(f).unwrap_or(0)
-    };
     let alloc = &node.allocatable;
+    let used = &node.requested;
+    let extra = state.nominated_on(&node.name);
+    let (mut pods, mut cpu, mut mem, mut eph) = (
+        used.pods,
+        used.milli_cpu,
+        used.memory,
+        used.ephemeral_storage,
+    );
+    if let Some(e) = extra {
+        pods += e.pods;
+        cpu += e.milli_cpu;
+        mem += e.memory;
+        eph += e.ephemeral_storage;
+    }
+    let short_pods = pods + 1 > alloc.pods;
+    let short_cpu = req.milli_cpu > 0 && req.milli_cpu > alloc.milli_cpu - cpu;
+    let short_mem = req.memory > 0 && req.memory > alloc.memory - mem;
+    let short_eph =
+        req.ephemeral_storage > 0 && req.ephemeral_storage > alloc.ephemeral_storage - eph;
+    let short_scalar = req.scalar.iter().any(|(name, want)| {
+        *want > 0
+            && *want > alloc.scalar(name) - used.scalar(name) - extra.map_or(0, |e| e.scalar(name))
+    });
+    if !(short_pods || short_cpu || short_mem || short_eph || short_scalar) {
+        return Ok(());
+    }
+    // The slow path only runs on failure: build upstream's reasons in order.
     let mut reasons = Vec::new();
-    if used(&|r| r.pods) + 1 > alloc.pods {
+    if short_pods {
         reasons.push("Too many pods".to_string());
     }
-    let checks: [(&str, i64, i64, i64); 3] = [
-        (
-            "cpu",
-            req.milli_cpu,
-            alloc.milli_cpu,
-            used(&|r| r.milli_cpu),
-        ),
-        ("memory", req.memory, alloc.memory, used(&|r| r.memory)),
-        (
-            "ephemeral-storage",
-            req.ephemeral_storage,
-            alloc.ephemeral_storage,
-            used(&|r| r.ephemeral_storage),
-        ),
-    ];
-    for (name, want, have, taken) in checks {
-        if want > 0 && want > have - taken {
+    for (short, name) in [
+        (short_cpu, "cpu"),
+        (short_mem, "memory"),
+        (short_eph, "ephemeral-storage"),
+    ] {
+        if short {
             reasons.push(format!("Insufficient {name}"));
         }
     }
     for (name, want) in &req.scalar {
-        if *want > 0 {
-            let taken = node.requested.scalar(name) + extra.map(|e| e.scalar(name)).unwrap_or(0);
-            if *want > alloc.scalar(name) - taken {
-                reasons.push(format!("Insufficient {name}"));
-            }
+        let taken = used.scalar(name) + extra.map_or(0, |e| e.scalar(name));
+        if *want > 0 && *want > alloc.scalar(name) - taken {
+            reasons.push(format!("Insufficient {name}"));
         }
     }
-    if reasons.is_empty() {
-        Ok(())
-    } else {
-        Err(Status {
-            plugin: NAME,
-            code: Code::Unschedulable,
-            reasons,
-        })
-    }
+    Err(Status {
+        plugin: NAME,
+        code: Code::Unschedulable,
+        reasons,
+    })
 }
 
 /// Fraction of capacity left, 0-100 (upstream's leastRequestedScore).
