@@ -156,7 +156,7 @@ async fn places_pods_by_resources_selector_and_taints() {
         Some(
             "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, \
              2 Insufficient cpu. preemption: 0/3 nodes are available: \
-             1 Preemption is not helpful for scheduling, 2 No preemption victims found for incoming pod."
+             3 Preemption is not helpful for scheduling."
         )
     );
     let events: Api<Event> = Api::namespaced(client.clone(), "default");

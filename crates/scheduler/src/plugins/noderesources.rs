@@ -59,9 +59,21 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
             reasons.push(format!("Insufficient {name}"));
         }
     }
+    // Evicting pods cannot help when the request exceeds the whole node.
+    let unresolvable = (short_cpu && req.milli_cpu > alloc.milli_cpu)
+        || (short_mem && req.memory > alloc.memory)
+        || (short_eph && req.ephemeral_storage > alloc.ephemeral_storage)
+        || req
+            .scalar
+            .iter()
+            .any(|(name, want)| *want > 0 && *want > alloc.scalar(name));
     Err(Status {
         plugin: NAME,
-        code: Code::Unschedulable,
+        code: if unresolvable {
+            Code::UnschedulableAndUnresolvable
+        } else {
+            Code::Unschedulable
+        },
         reasons,
     })
 }
@@ -118,6 +130,13 @@ mod tests {
             filter(&s, &n).unwrap_err().reasons,
             vec!["Insufficient cpu", "Insufficient memory"]
         );
+        let whole = filter(&CycleState::simple(req("p", "3", "1Gi")), &n).unwrap_err();
+        // More than the whole node: evicting pods cannot help.
+        assert_eq!(whole.code, Code::UnschedulableAndUnresolvable);
+        let half = filter(&CycleState::simple(req("p", "1", "512Mi")), &n).unwrap_err();
+        assert_eq!(half.reasons, vec!["Insufficient cpu"]);
+        // Evicting the other pod would make room: preemption may help.
+        assert_eq!(half.code, Code::Unschedulable);
         assert!(filter(&CycleState::simple(req("p", "500m", "1Gi")), &n).is_ok());
     }
 
