@@ -109,14 +109,26 @@ fn num_candidates(num_nodes: usize) -> usize {
     (num_nodes / 10).max(100).min(num_nodes)
 }
 
-/// Finds the node to preempt on, or upstream's "preemption: ..." explanation
-/// (without the prefix).
+/// Why preemption did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotPreempted {
+    /// Upstream's explanation (shown after "preemption: ").
+    pub message: String,
+    /// Whether a stale nominatedNodeName should be cleared (no candidate
+    /// was found, as opposed to the pod not being eligible).
+    pub clear_nomination: bool,
+}
+
+/// Finds the node to preempt on, or explains why not.
 pub fn preempt(
     cache: &Cache,
     state: &CycleState,
     statuses: &HashMap<String, Status>,
-) -> Result<Candidate, String> {
-    eligible(cache, &state.pod)?;
+) -> Result<Candidate, NotPreempted> {
+    eligible(cache, &state.pod).map_err(|message| NotPreempted {
+        message,
+        clear_nomination: false,
+    })?;
     let mut state = state.clone();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut candidates = Vec::new();
@@ -147,7 +159,10 @@ pub fn preempt(
     }
     if candidates.is_empty() {
         let hist = reasons.iter().map(|(r, n)| (r.as_str(), *n)).collect();
-        return Err(histogram_message(cache.num_nodes(), hist));
+        return Err(NotPreempted {
+            message: histogram_message(cache.num_nodes(), hist),
+            clear_nomination: true,
+        });
     }
     Ok(pick(candidates))
 }
@@ -266,7 +281,7 @@ mod tests {
         let statuses: HashMap<String, Status> =
             [("a".to_string(), Status::unresolvable("NodeAffinity", "x"))].into();
         assert_eq!(
-            preempt(&cache, &st, &statuses).unwrap_err(),
+            preempt(&cache, &st, &statuses).unwrap_err().message,
             "0/1 nodes are available: 1 Preemption is not helpful for scheduling."
         );
     }

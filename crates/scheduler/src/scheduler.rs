@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod}
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::Options;
@@ -267,23 +267,65 @@ impl Scheduler {
                 let rejected: HashSet<&'static str> =
                     nofit.statuses.values().map(|s| s.plugin).collect();
                 let outcome = preemption::preempt(&cache, &state, &nofit.statuses);
+                let had_nomination = info
+                    .pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.nominated_node_name.as_deref())
+                    .is_some_and(|n| !n.is_empty());
+                let mut demoted = Vec::new();
                 let nominate = match outcome {
                     Ok(c) => {
+                        // Lower-priority pods nominated there must look elsewhere.
+                        demoted = cache
+                            .nominated_on(&c.node)
+                            .iter()
+                            .filter(|p| p.priority < info.priority)
+                            .cloned()
+                            .collect();
+                        for d in &demoted {
+                            cache.clear_nominated(&d.key);
+                        }
                         cache.set_nominated(info.clone(), Some(&c.node));
                         Some(c)
                     }
                     Err(why) => {
-                        msg.push_str(&format!(" preemption: {why}"));
+                        msg.push_str(&format!(" preemption: {}", why.message));
+                        if why.clear_nomination {
+                            cache.clear_nominated(&info.key);
+                        }
                         None
                     }
                 };
                 drop(cache);
-                if let Some(c) = &nominate {
-                    self.evict(&info, c);
+                for d in demoted {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.clear_nomination(&d).await });
                 }
-                let node = nominate.map(|c| c.node);
+                let node = match &nominate {
+                    Some(c) => {
+                        self.evict(&info, c);
+                        Some(c.node.clone())
+                    }
+                    // An empty name clears a stale nomination.
+                    None if had_nomination => Some(String::new()),
+                    None => None,
+                };
                 self.fail(&p, &info, msg, node, rejected);
             }
+        }
+    }
+
+    /// Removes a pod's status.nominatedNodeName.
+    async fn clear_nomination(&self, p: &PodInfo) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &p.namespace);
+        let name = p.pod.metadata.name.as_deref().unwrap_or_default();
+        let patch = Patch::Merge(json!({"status": {"nominatedNodeName": null}}));
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &patch)
+            .await
+        {
+            tracing::debug!(pod = %p.key, error = %e, "clearing nominatedNodeName");
         }
     }
 
@@ -307,7 +349,7 @@ impl Scheduler {
     }
 
     /// Sets PodScheduled=False/Unschedulable with the message (and the
-    /// nominated node), skipping the write when nothing changed.
+    /// nominated node; empty clears it), skipping the write when nothing changed.
     async fn update_status(&self, pod: Arc<Pod>, msg: String, nominated: Option<String>) {
         let status = pod.status.as_ref();
         let current = status
@@ -319,7 +361,10 @@ impl Scheduler {
                 && c.message.as_deref() == Some(msg.as_str())
         });
         let nominated_same = nominated.is_none()
-            || status.and_then(|s| s.nominated_node_name.as_deref()) == nominated.as_deref();
+            || status
+                .and_then(|s| s.nominated_node_name.as_deref())
+                .unwrap_or("")
+                == nominated.as_deref().unwrap_or("");
         if same && nominated_same {
             return;
         }
@@ -336,8 +381,10 @@ impl Scheduler {
             "lastProbeTime": null,
             "lastTransitionTime": transition,
         }]});
-        if let Some(n) = nominated {
-            st["nominatedNodeName"] = json!(n);
+        match nominated.as_deref() {
+            Some("") => st["nominatedNodeName"] = Value::Null,
+            Some(n) => st["nominatedNodeName"] = json!(n),
+            None => {}
         }
         let (ns, name) = (
             pod.metadata.namespace.as_deref().unwrap_or("default"),
