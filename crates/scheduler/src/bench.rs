@@ -27,7 +27,10 @@ fn node(i: usize) -> Arc<Node> {
 fn pod(i: usize) -> Arc<PodInfo> {
     let p: Pod = serde_json::from_value(json!({
         "metadata": {"name": format!("p{i}"), "namespace": "default", "uid": format!("u{i}"),
-                     "labels": {"app": format!("a{}", i % 50)}},
+                     "labels": {"app": format!("a{}", i % 50)},
+                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                         "name": format!("rs{}", i % 50), "uid": format!("rs{}", i % 50),
+                         "controller": true}]},
         "spec": {"containers": [{"name": "c", "image": "nginx",
                  "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]}
     }))

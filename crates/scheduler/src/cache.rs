@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 
-use crate::nodeinfo::{NodeInfo, PodInfo};
+use crate::nodeinfo::{FastMap, NodeInfo, PodInfo};
 use crate::selector::Labels;
 
 #[derive(Debug)]
@@ -21,7 +21,7 @@ struct PodState {
 pub struct Cache {
     /// Node entries in slots, so the hot loop walks indices, not hash maps.
     slots: Vec<NodeInfo>,
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
     free: Vec<usize>,
     /// Slots of nodes whose Node object is known, in arrival order (the
     /// round-robin order of node evaluation).
@@ -38,6 +38,8 @@ pub struct Cache {
     /// when zero, affinity bookkeeping can skip the node scan.
     affinity_pods: usize,
     anti_affinity_pods: usize,
+    /// Live pods per node for each controller owner UID.
+    owner_nodes: FastMap<String, FastMap<String, i64>>,
 }
 
 impl Cache {
@@ -56,6 +58,7 @@ impl Cache {
         if old.is_none() {
             self.order.push(slot);
         }
+
         for img in info.images.keys() {
             if let Some(c) = self.image_nodes.get_mut(img) {
                 *c = c.saturating_sub(1);
@@ -170,6 +173,14 @@ impl Cache {
         );
         self.affinity_pods += usize::from(p.has_affinity());
         self.anti_affinity_pods += usize::from(p.has_required_anti_affinity());
+        if let Some(o) = owned_live(&p) {
+            *self
+                .owner_nodes
+                .entry(o.to_string())
+                .or_default()
+                .entry(node.to_string())
+                .or_default() += 1;
+        }
         let slot = self.slot(node);
         self.slots[slot].add_pod(p);
     }
@@ -181,6 +192,19 @@ impl Cache {
             if let Some(p) = self.slots[slot].remove_pod(key) {
                 self.affinity_pods -= usize::from(p.has_affinity());
                 self.anti_affinity_pods -= usize::from(p.has_required_anti_affinity());
+                if let Some(o) = owned_live(&p)
+                    && let Some(m) = self.owner_nodes.get_mut(o)
+                {
+                    if let Some(c) = m.get_mut(&s.node) {
+                        *c -= 1;
+                        if *c <= 0 {
+                            m.remove(&s.node);
+                        }
+                    }
+                    if m.is_empty() {
+                        self.owner_nodes.remove(o);
+                    }
+                }
             }
             self.release_if_empty(slot);
         }
@@ -253,10 +277,23 @@ impl Cache {
         self.anti_affinity_pods > 0
     }
 
+    /// Live pods of a controller owner, by node name.
+    pub fn owner_pods(&self, owner: &str) -> Option<&FastMap<String, i64>> {
+        self.owner_nodes.get(owner)
+    }
+
     /// Whether any pod is nominated anywhere.
     pub fn has_nominated(&self) -> bool {
         !self.nominated.is_empty()
     }
+}
+
+/// The owner a pod counts for in default spreading (terminating pods do not count).
+fn owned_live(p: &PodInfo) -> Option<&str> {
+    if p.pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    p.owner.as_deref()
 }
 
 /// Whether a node update can make a pending pod schedulable (upstream's
@@ -301,6 +338,29 @@ mod tests {
             }))
             .unwrap(),
         )
+    }
+
+    #[test]
+    fn owner_counts_follow_pods() {
+        let mut c = Cache::new();
+        c.upsert_node(node("n1"));
+        let owned = |name: &str| {
+            let p: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "uid": name,
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": "rs", "uid": "rs-uid", "controller": true}]},
+                "spec": {"containers": [{"name": "c"}]}
+            }))
+            .unwrap();
+            Arc::new(PodInfo::new(Arc::new(p), 0))
+        };
+        c.assume(owned("a"), "n1");
+        c.add_bound_pod(owned("b"), "n1");
+        assert_eq!(c.owner_pods("rs-uid").unwrap()["n1"], 2);
+        c.forget("default/a");
+        assert_eq!(c.owner_pods("rs-uid").unwrap()["n1"], 1);
+        c.remove_pod("default/b", "b");
+        assert!(c.owner_pods("rs-uid").is_none());
     }
 
     #[test]

@@ -9,6 +9,10 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use crate::resources::{Resource, pod_requests};
 use crate::selector::Labels;
 
+/// A hash map with a fast non-cryptographic hasher, for hot lookups keyed
+/// by names the cluster controls (no DoS concern inside the scheduler).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A host port a pod binds: (hostIP, protocol, port).
 pub type HostPort = (String, String, i32);
 
@@ -31,6 +35,9 @@ pub struct PodInfo {
     pub non_zero: (i64, i64),
     /// Host ports used.
     pub ports: Vec<HostPort>,
+    /// UID of the controlling ReplicaSet/StatefulSet/ReplicationController,
+    /// whose pods the system default spreading spreads apart.
+    pub owner: Option<String>,
 }
 
 impl PodInfo {
@@ -42,7 +49,21 @@ impl PodInfo {
             "{namespace}/{}",
             pod.metadata.name.as_deref().unwrap_or_default()
         );
+        let owner = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| {
+                r.controller == Some(true)
+                    && matches!(
+                        r.kind.as_str(),
+                        "ReplicaSet" | "StatefulSet" | "ReplicationController"
+                    )
+            })
+            .map(|r| r.uid.clone());
         PodInfo {
+            owner,
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             ports: host_ports(&pod),
             pod,
@@ -141,6 +162,8 @@ pub struct NodeInfo {
     pub taints: Vec<Taint>,
     /// Normalized image names on the node with their sizes.
     pub images: HashMap<String, i64>,
+    /// The `topology.kubernetes.io/zone` label, looked up once.
+    pub zone: Option<String>,
 }
 
 impl NodeInfo {
@@ -169,6 +192,12 @@ impl NodeInfo {
             .map(Resource::from_list)
             .unwrap_or_default();
         self.taints = effective_taints(&node);
+        self.zone = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("topology.kubernetes.io/zone"))
+            .cloned();
         self.images = status
             .and_then(|s| s.images.as_ref())
             .map(|imgs| {

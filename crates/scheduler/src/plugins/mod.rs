@@ -157,6 +157,16 @@ pub fn score(cache: &Cache, state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64>
             2,
             podtopologyspread::score(&state.pod, cache.nodes(), nodes, &policy),
         );
+    } else if let Some(owner) = &state.pod.owner {
+        add(
+            2,
+            podtopologyspread::system_default_score(
+                cache.owner_pods(owner),
+                nodes,
+                &|name| cache.node(name),
+                &|n| nodeaffinity::node_matches(state, n),
+            ),
+        );
     }
     total
 }

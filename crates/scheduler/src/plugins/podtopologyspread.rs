@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use crate::framework::{FilterResult, Status};
-use crate::nodeinfo::{NodeInfo, PodInfo};
+use crate::nodeinfo::{FastMap, NodeInfo, PodInfo};
 use crate::selector::matches;
 
 /// Plugin name.
@@ -217,6 +217,82 @@ pub fn score<'a>(
         .collect()
 }
 
+/// Upstream's system default constraints, both ScheduleAnyway: maxSkew 3
+/// by hostname and 5 by `topology.kubernetes.io/zone`.
+const SYSTEM_DEFAULT_SKEWS: (i64, i64) = (3, 5);
+
+/// Scores for pods without explicit constraints but with a controlling
+/// ReplicaSet/StatefulSet/ReplicationController: spread them by hostname and
+/// zone. `owner_pods` gives that owner's live pods per node name (pods of
+/// the same controller stand in for upstream's selector-derived matching);
+/// `node_of` resolves names for zone counting and `affinity_ok` applies the
+/// node affinity policy.
+pub fn system_default_score<'a>(
+    owner_pods: Option<&FastMap<String, i64>>,
+    feasible: &[&NodeInfo],
+    node_of: &dyn Fn(&str) -> Option<&'a NodeInfo>,
+    affinity_ok: &dyn Fn(&NodeInfo) -> bool,
+) -> Vec<i64> {
+    let Some(owner_pods) = owner_pods.filter(|m| !m.is_empty()) else {
+        // No pod of the owner anywhere: every node scores the same.
+        return vec![100; feasible.len()];
+    };
+    fn zone_of(n: &NodeInfo) -> Option<&str> {
+        n.zone.as_deref()
+    }
+    // Zones are few: small vectors beat hashing here.
+    let mut zones: Vec<(&str, i64)> = Vec::new();
+    let mut zone_idx: Vec<Option<usize>> = Vec::with_capacity(feasible.len());
+    for n in feasible {
+        let z = zone_of(n).unwrap_or("");
+        let i = match zones.iter().position(|(v, _)| *v == z) {
+            Some(i) => i,
+            None => {
+                zones.push((z, 0));
+                zones.len() - 1
+            }
+        };
+        zone_idx.push(zone_of(n).map(|_| i));
+    }
+    for (name, cnt) in owner_pods {
+        if let Some(n) = node_of(name)
+            && affinity_ok(n)
+        {
+            let z = zone_of(n).unwrap_or("");
+            if let Some(e) = zones.iter_mut().find(|(v, _)| *v == z) {
+                e.1 += cnt;
+            }
+        }
+    }
+    let host_weight = ((feasible.len() + 2) as f64).ln();
+    let zone_weight = ((zones.len() + 2) as f64).ln();
+    let raw: Vec<i64> = feasible
+        .iter()
+        .zip(&zone_idx)
+        .map(|(n, zi)| {
+            let host = owner_pods.get(&n.name).copied().unwrap_or(0) as f64;
+            let mut s = host * host_weight + (SYSTEM_DEFAULT_SKEWS.0 - 1) as f64;
+            if let Some(i) = zi {
+                s += zones[*i].1 as f64 * zone_weight + (SYSTEM_DEFAULT_SKEWS.1 - 1) as f64;
+            }
+            s.round() as i64
+        })
+        .collect();
+    let (min, max) = (
+        raw.iter().copied().min().unwrap_or(0),
+        raw.iter().copied().max().unwrap_or(0),
+    );
+    raw.iter()
+        .map(|s| {
+            if max == 0 {
+                100
+            } else {
+                100 * (max + min - s) / max
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +361,40 @@ mod tests {
             (n.name == "a", true)
         });
         assert!(filter(&st, &p, &a).is_ok());
+    }
+
+    #[test]
+    fn system_defaults_spread_a_controllers_pods() {
+        let a = node(
+            "a",
+            json!({"topology.kubernetes.io/zone": "z1"}),
+            "1",
+            "1Gi",
+        );
+        let b = node(
+            "b",
+            json!({"topology.kubernetes.io/zone": "z1"}),
+            "1",
+            "1Gi",
+        );
+        let c = node(
+            "c",
+            json!({"topology.kubernetes.io/zone": "z2"}),
+            "1",
+            "1Gi",
+        );
+        let nodes = [&a, &b, &c];
+        let lookup =
+            |name: &str| -> Option<&NodeInfo> { nodes.iter().copied().find(|n| n.name == name) };
+        let owned: FastMap<String, i64> = [("a".to_string(), 2)].into_iter().collect();
+        let s = system_default_score(Some(&owned), &nodes, &lookup, &|_| true);
+        // c is in the other zone and has none of the pods: best; a worst.
+        assert_eq!(s[2], 100);
+        assert!(s[1] > s[0], "{s:?}");
+        assert!(s[2] > s[1], "{s:?}");
+        // No pods of the owner yet: every node is equal.
+        let s = system_default_score(None, &nodes, &lookup, &|_| true);
+        assert_eq!(s, vec![100, 100, 100]);
     }
 
     #[test]
