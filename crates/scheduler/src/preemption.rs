@@ -10,6 +10,7 @@ use crate::cache::Cache;
 use crate::framework::{Code, Status, histogram_message};
 use crate::nodeinfo::{NodeInfo, PodInfo};
 use crate::plugins::{self, CycleState};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 /// Reason for nodes where evicting pods cannot help.
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
@@ -23,6 +24,60 @@ pub struct Candidate {
     pub node: String,
     /// Pods to delete, most important first.
     pub victims: Vec<Arc<PodInfo>>,
+    /// How many victims a PodDisruptionBudget does not allow to disrupt.
+    pub pdb_violations: usize,
+}
+
+/// Splits pods (most important first) into those whose eviction would
+/// violate a PodDisruptionBudget and the others, spending each budget's
+/// disruptionsAllowed as upstream does.
+pub fn split_by_pdb(
+    pods: Vec<Arc<PodInfo>>,
+    pdbs: &[Arc<PodDisruptionBudget>],
+) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
+    let mut allowed: Vec<i32> = pdbs
+        .iter()
+        .map(|p| p.status.as_ref().map_or(0, |s| s.disruptions_allowed))
+        .collect();
+    let (mut violating, mut fine) = (Vec::new(), Vec::new());
+    for p in pods {
+        let mut violates = false;
+        for (i, pdb) in pdbs.iter().enumerate() {
+            if pdb.metadata.namespace.as_deref() != Some(p.namespace.as_str()) {
+                continue;
+            }
+            // A missing or empty selector matches nothing.
+            let Some(sel) = pdb.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+                continue;
+            };
+            if (sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty()))
+                || !crate::selector::matches(sel, p.labels())
+            {
+                continue;
+            }
+            let name = p.pod.metadata.name.as_deref().unwrap_or_default();
+            // Pods already being disrupted were counted by the controller.
+            if pdb
+                .status
+                .as_ref()
+                .and_then(|s| s.disrupted_pods.as_ref())
+                .is_some_and(|d| d.contains_key(name))
+            {
+                continue;
+            }
+            allowed[i] -= 1;
+            if allowed[i] < 0 {
+                violates = true;
+            }
+        }
+        if violates {
+            violating.push(p);
+        } else {
+            fine.push(p);
+        }
+    }
+    (violating, fine)
 }
 
 /// Upstream's MoreImportantPod: higher priority, then earlier start.
@@ -54,11 +109,13 @@ pub fn eligible(cache: &Cache, pod: &PodInfo) -> Result<(), String> {
     Ok(())
 }
 
-/// Dry-runs preemption on one node: Ok(victims) or the status explaining why not.
+/// Dry-runs preemption on one node: Ok((victims, PDB violations)) or the
+/// status explaining why not.
 pub fn select_victims(
     state: &mut CycleState,
     node: &NodeInfo,
-) -> Result<Vec<Arc<PodInfo>>, Status> {
+    pdbs: &[Arc<PodDisruptionBudget>],
+) -> Result<(Vec<Arc<PodInfo>>, usize), Status> {
     let pod = state.pod.clone();
     let mut lower: Vec<Arc<PodInfo>> = node
         .pods
@@ -86,10 +143,16 @@ pub fn select_victims(
         restore(state, &lower);
         return Err(s);
     }
-    // Try to keep the most important pods.
+    // Try to keep the most important pods, PDB-protected ones first.
     lower.sort_by(|a, b| more_important(a, b));
+    let (violating, fine) = split_by_pdb(lower, pdbs);
     let mut victims = Vec::new();
-    for v in lower {
+    let mut violations = 0;
+    for (v, protected) in violating
+        .into_iter()
+        .map(|v| (v, true))
+        .chain(fine.into_iter().map(|v| (v, false)))
+    {
         trial.add_pod(v.clone());
         state.affinity.add_pod(&pod, &v, node, &ns);
         state.spread.update(&pod, &v, node, 1);
@@ -97,11 +160,13 @@ pub fn select_victims(
             trial.remove_pod(&v.key);
             state.affinity.remove_pod(&pod, &v, node, &ns);
             state.spread.update(&pod, &v, node, -1);
+            violations += usize::from(protected);
             victims.push(v);
         }
     }
     restore(state, &victims);
-    Ok(victims)
+    victims.sort_by(|a, b| more_important(a, b));
+    Ok((victims, violations))
 }
 
 /// How many candidates to collect (upstream: 10% of nodes, at least 100).
@@ -124,6 +189,7 @@ pub fn preempt(
     cache: &Cache,
     state: &CycleState,
     statuses: &HashMap<String, Status>,
+    pdbs: &[Arc<PodDisruptionBudget>],
 ) -> Result<Candidate, NotPreempted> {
     eligible(cache, &state.pod).map_err(|message| NotPreempted {
         message,
@@ -145,10 +211,11 @@ pub fn preempt(
         if candidates.len() >= want {
             continue;
         }
-        match select_victims(&mut state, node) {
-            Ok(victims) => candidates.push(Candidate {
+        match select_victims(&mut state, node, pdbs) {
+            Ok((victims, pdb_violations)) => candidates.push(Candidate {
                 node: name.clone(),
                 victims,
+                pdb_violations,
             }),
             Err(s) => {
                 for r in s.reasons {
@@ -167,9 +234,9 @@ pub fn preempt(
     Ok(pick(candidates))
 }
 
-/// Upstream's pickOneNodeForPreemption without PDBs: lowest highest-victim
-/// priority, then lowest priority sum, then fewest victims, then the latest
-/// start among the most important victims, then the first.
+/// Upstream's pickOneNodeForPreemption: fewest PDB violations, then lowest
+/// highest-victim priority, then lowest priority sum, then fewest victims,
+/// then the latest start among the most important victims, then the first.
 pub fn pick(mut candidates: Vec<Candidate>) -> Candidate {
     if let Some(i) = candidates.iter().position(|c| c.victims.is_empty()) {
         return candidates.swap_remove(i);
@@ -193,7 +260,13 @@ pub fn pick(mut candidates: Vec<Candidate>) -> Candidate {
             .filter(|v| v.priority == top)
             .filter_map(|v| v.start_time())
             .min();
-        (top, sum, c.victims.len(), std::cmp::Reverse(earliest_top))
+        (
+            c.pdb_violations,
+            top,
+            sum,
+            c.victims.len(),
+            std::cmp::Reverse(earliest_top),
+        )
     };
     let mut best = 0;
     for i in 1..candidates.len() {
@@ -225,7 +298,8 @@ mod tests {
         n.add_pod(prio("low2", "1", 2));
         n.add_pod(prio("high", "1", 100));
         let mut st = CycleState::simple(prio("p", "1", 10));
-        let v = select_victims(&mut st, &n).unwrap();
+        let (v, violations) = select_victims(&mut st, &n, &[]).unwrap();
+        assert_eq!(violations, 0);
         let names: Vec<&str> = v.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(names, vec!["default/low1"]);
     }
@@ -236,7 +310,7 @@ mod tests {
         n.add_pod(prio("high", "1", 100));
         let mut st = CycleState::simple(prio("p", "1", 10));
         assert_eq!(
-            select_victims(&mut st, &n).unwrap_err().reasons,
+            select_victims(&mut st, &n, &[]).unwrap_err().reasons,
             vec![NO_VICTIMS]
         );
     }
@@ -246,6 +320,7 @@ mod tests {
         let c = |node: &str, v: Vec<Arc<PodInfo>>| Candidate {
             node: node.into(),
             victims: v,
+            pdb_violations: 0,
         };
         let picked = pick(vec![
             c("a", vec![prio("x", "1", 5)]),
@@ -255,6 +330,45 @@ mod tests {
         let picked = pick(vec![
             c("a", vec![prio("x", "1", 1), prio("y", "1", 1)]),
             c("b", vec![prio("z", "1", 1)]),
+        ]);
+        assert_eq!(picked.node, "b");
+    }
+
+    #[test]
+    fn pdb_protected_pods_are_spared_when_possible() {
+        let labeled = |name: &str, cpu: &str, priority: i32| {
+            pod(
+                name,
+                json!({"app": "guarded"}),
+                json!({"priority": priority, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}),
+            )
+        };
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "metadata": {"name": "guard", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "guarded"}}},
+            "status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1,
+                       "expectedPods": 1, "observedGeneration": 1}
+        }))
+        .unwrap();
+        let pdbs = [Arc::new(pdb)];
+        // Either pod frees enough: the unprotected one goes even though it
+        // is more important.
+        let mut n = node("a", json!({}), "2", "1Gi");
+        n.add_pod(labeled("guarded", "1", 1));
+        n.add_pod(prio("plain", "1", 5));
+        let mut st = CycleState::simple(prio("p", "1", 10));
+        let (v, violations) = select_victims(&mut st, &n, &pdbs).unwrap();
+        assert_eq!(violations, 0);
+        assert_eq!(v[0].key, "default/plain");
+        // A node whose only option violates the budget loses to one that does not.
+        let c = |node: &str, v: Arc<PodInfo>, violations| Candidate {
+            node: node.into(),
+            victims: vec![v],
+            pdb_violations: violations,
+        };
+        let picked = pick(vec![
+            c("a", labeled("g", "1", 1), 1),
+            c("b", prio("x", "1", 5), 0),
         ]);
         assert_eq!(picked.node, "b");
     }
@@ -281,7 +395,7 @@ mod tests {
         let statuses: HashMap<String, Status> =
             [("a".to_string(), Status::unresolvable("NodeAffinity", "x"))].into();
         assert_eq!(
-            preempt(&cache, &st, &statuses).unwrap_err().message,
+            preempt(&cache, &st, &statuses, &[]).unwrap_err().message,
             "0/1 nodes are available: 1 Preemption is not helpful for scheduling."
         );
     }

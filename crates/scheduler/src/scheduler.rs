@@ -9,6 +9,7 @@ use controllers::events::Recorder;
 use controllers::runtime::Change;
 use controllers::runtime::{Informer, Informers, key_of};
 use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -34,6 +35,7 @@ pub struct Scheduler {
     namespaces: Mutex<Arc<NamespaceLabels>>,
     pods: Informer<Pod>,
     priority_classes: Informer<PriorityClass>,
+    pdbs: Informer<PodDisruptionBudget>,
     recorder: Recorder,
 }
 
@@ -57,6 +59,7 @@ impl Scheduler {
         let nodes = informers.get::<Node>();
         let pcs = informers.get::<PriorityClass>();
         let nss = informers.get::<Namespace>();
+        let pdbs = informers.get::<PodDisruptionBudget>();
         let (pod_rx, node_rx, ns_rx) = (pods.subscribe(), nodes.subscribe(), nss.subscribe());
         let s = Arc::new(Scheduler {
             recorder: Recorder::new(client.clone(), &opts.scheduler_name),
@@ -71,8 +74,10 @@ impl Scheduler {
             namespaces: Mutex::default(),
             pods: pods.clone(),
             priority_classes: pcs.clone(),
+            pdbs: pdbs.clone(),
         });
         pcs.ready().await;
+        pdbs.ready().await;
         nss.ready().await;
         s.sync_namespaces(&nss);
         nodes.ready().await;
@@ -266,7 +271,8 @@ impl Scheduler {
                 let mut msg = fit_message(nofit.num_nodes, nofit.statuses.values());
                 let rejected: HashSet<&'static str> =
                     nofit.statuses.values().map(|s| s.plugin).collect();
-                let outcome = preemption::preempt(&cache, &state, &nofit.statuses);
+                let pdbs = self.pdbs.list();
+                let outcome = preemption::preempt(&cache, &state, &nofit.statuses, &pdbs);
                 let had_nomination = info
                     .pod
                     .status

@@ -139,6 +139,39 @@ mod tests {
     }
 
     #[test]
+    fn not_ready_nodes_carry_the_lifecycle_taint() {
+        let node = |status: &str| {
+            let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+                "metadata": {"name": "n"},
+                "status": {"conditions": [{"type": "Ready", "status": status}]}
+            }))
+            .unwrap();
+            let mut info = NodeInfo::new("n");
+            info.set_node(std::sync::Arc::new(n));
+            info
+        };
+        let s = CycleState::simple(pod("p", json!({}), json!({})));
+        assert_eq!(
+            filter(&s, &node("False")).unwrap_err().reasons,
+            vec!["node(s) had untolerated taint {node.kubernetes.io/not-ready: }"]
+        );
+        assert_eq!(
+            filter(&s, &node("Unknown")).unwrap_err().reasons,
+            vec!["node(s) had untolerated taint {node.kubernetes.io/unreachable: }"]
+        );
+        assert!(filter(&s, &node("True")).is_ok());
+        // DaemonSet pods tolerate both.
+        let ds = CycleState::simple(pod(
+            "p",
+            json!({}),
+            json!({"tolerations": [
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]}),
+        ));
+        assert!(filter(&ds, &node("False")).is_ok());
+    }
+
+    #[test]
     fn prefer_no_schedule_scores_lower() {
         let s = CycleState::simple(pod("p", json!({}), json!({})));
         let clean = node_with("a", json!({}), "1", "1Gi", json!({}));
