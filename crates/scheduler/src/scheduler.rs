@@ -26,6 +26,9 @@ use crate::preemption;
 use crate::queue::{Popped, QueueConfig, SchedulingQueue};
 use crate::schedule::{Picker, schedule};
 
+/// Binding requests in flight at most.
+const MAX_BINDINGS_IN_FLIGHT: usize = 512;
+
 /// Shared scheduler state.
 pub struct Scheduler {
     client: kube::Client,
@@ -37,6 +40,7 @@ pub struct Scheduler {
     priority_classes: Informer<PriorityClass>,
     pdbs: Informer<PodDisruptionBudget>,
     recorder: Recorder,
+    bindings: tokio::sync::Semaphore,
 }
 
 /// What happened to a pod, as far as unschedulable pods care.
@@ -75,6 +79,7 @@ impl Scheduler {
             pods: pods.clone(),
             priority_classes: pcs.clone(),
             pdbs: pdbs.clone(),
+            bindings: tokio::sync::Semaphore::new(MAX_BINDINGS_IN_FLIGHT),
         });
         pcs.ready().await;
         pdbs.ready().await;
@@ -441,6 +446,11 @@ impl Scheduler {
 
     /// POSTs the binding; on failure forgets the assumed pod and retries.
     async fn bind(self: Arc<Self>, info: Arc<PodInfo>, node: String, attempts: u32) {
+        // Many bindings run at once (the decision loop never waits for
+        // them), bounded so a burst cannot open unbounded requests.
+        let Ok(_permit) = self.bindings.acquire().await else {
+            return;
+        };
         let name = info.pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &info.namespace);
         let binding = Binding {
