@@ -38,6 +38,8 @@ pub struct PodInfo {
     /// UID of the controlling ReplicaSet/StatefulSet/ReplicationController,
     /// whose pods the system default spreading spreads apart.
     pub owner: Option<String>,
+    /// spec.preemptionPolicy, or the PriorityClass's when the pod has none.
+    pub preemption_policy: Option<String>,
 }
 
 impl PodInfo {
@@ -63,6 +65,7 @@ impl PodInfo {
             })
             .map(|r| r.uid.clone());
         PodInfo {
+            preemption_policy: pod.spec.as_ref().and_then(|s| s.preemption_policy.clone()),
             owner,
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             ports: host_ports(&pod),

@@ -89,8 +89,7 @@ fn more_important(a: &PodInfo, b: &PodInfo) -> Ordering {
 
 /// Whether the pod may preempt at all; Err carries upstream's message.
 pub fn eligible(cache: &Cache, pod: &PodInfo) -> Result<(), String> {
-    let spec = pod.pod.spec.as_ref();
-    if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
+    if pod.preemption_policy.as_deref() == Some("Never") {
         return Err("not eligible due to preemptionPolicy=Never.".into());
     }
     if let Some(nom) = pod

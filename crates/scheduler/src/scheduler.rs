@@ -244,7 +244,17 @@ impl Scheduler {
     /// One attempt for one pod: assume and bind, or report and maybe preempt.
     fn schedule_one(self: &Arc<Self>, p: Popped, picker: &mut Picker) {
         let pod = p.pod.clone();
-        let info = Arc::new(PodInfo::new(pod.clone(), self.priority(&pod)));
+        let mut info = PodInfo::new(pod.clone(), self.priority(&pod));
+        if info.preemption_policy.is_none() {
+            // Admission would have copied the class's policy into the pod.
+            info.preemption_policy = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.priority_class_name.as_deref())
+                .and_then(|n| self.priority_classes.get(None, n))
+                .and_then(|pc| pc.preemption_policy.clone());
+        }
+        let info = Arc::new(info);
         let namespaces = self
             .namespaces
             .lock()

@@ -302,9 +302,15 @@ async fn anti_affinity_and_zone_spread() {
 async fn high_priority_pod_preempts_low_priority() {
     let (_server, client, sched) = start().await;
     let pcs: Api<PriorityClass> = Api::all(client.clone());
-    for (name, value) in [("low", 10), ("high", 1000)] {
-        let pc: PriorityClass =
-            serde_json::from_value(json!({"metadata": {"name": name}, "value": value})).unwrap();
+    for (name, value, policy) in [
+        ("low", 10, "PreemptLowerPriority"),
+        ("high", 1000, "PreemptLowerPriority"),
+        ("high-never", 1000, "Never"),
+    ] {
+        let pc: PriorityClass = serde_json::from_value(
+            json!({"metadata": {"name": name}, "value": value, "preemptionPolicy": policy}),
+        )
+        .unwrap();
         pcs.create(&PostParams::default(), &pc).await.unwrap();
     }
     node(&client, "only", json!({}), json!([]), "1").await;
@@ -317,12 +323,12 @@ async fn high_priority_pod_preempts_low_priority() {
     .await;
     assert_eq!(bound(&client, "victim").await, "only");
 
-    // Equal-or-lower priority without preemption rights stays pending.
+    // A class with preemptionPolicy Never gives no right to preempt.
     pod(
         &client,
         "polite",
         json!({}),
-        json!({"priorityClassName": "high", "preemptionPolicy": "Never", "containers": cpu("800m")}),
+        json!({"priorityClassName": "high-never", "containers": cpu("800m")}),
     )
     .await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
