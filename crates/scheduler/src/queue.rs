@@ -104,6 +104,8 @@ struct Inner {
     move_request_cycle: u64,
     /// Keys of the pods in the unschedulable set.
     parked: HashSet<String>,
+    /// When the unschedulable set was last scanned for timeouts.
+    last_timeout_scan: Option<Instant>,
 }
 
 /// A pod handed out for one scheduling attempt.
@@ -253,19 +255,27 @@ impl SchedulingQueue {
                 });
             }
         }
-        let stale: Vec<String> = inner
-            .parked
-            .iter()
-            .filter_map(|k| inner.pods.get(k).map(|e| (k, e)))
-            .filter(|(_, e)| {
-                e.at == Where::Unschedulable
-                    && e.unschedulable_since
-                        .is_some_and(|s| now.duration_since(s) >= cfg.max_unschedulable)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in stale {
-            Self::requeue(inner, cfg, &k, now);
+        // Scanning for timeouts once a second is enough (upstream flushes
+        // every 30 s) and keeps pops O(1) with many parked pods.
+        if inner
+            .last_timeout_scan
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            inner.last_timeout_scan = Some(now);
+            let stale: Vec<String> = inner
+                .parked
+                .iter()
+                .filter_map(|k| inner.pods.get(k).map(|e| (k, e)))
+                .filter(|(_, e)| {
+                    e.at == Where::Unschedulable
+                        && e.unschedulable_since
+                            .is_some_and(|s| now.duration_since(s) >= cfg.max_unschedulable)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                Self::requeue(inner, cfg, &k, now);
+            }
         }
         inner.backoff.peek().map(|Reverse((t, _, _))| *t)
     }
