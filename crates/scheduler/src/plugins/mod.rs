@@ -185,3 +185,53 @@ pub fn normalize(raw: Vec<i64>, reverse: bool) -> Vec<i64> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testutil::{node, pod};
+    use serde_json::json;
+
+    fn prio(name: &str, cpu: &str, priority: i32) -> Arc<PodInfo> {
+        pod(
+            name,
+            json!({}),
+            json!({"priority": priority, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}),
+        )
+    }
+
+    #[test]
+    fn nominated_pods_reserve_room_for_equal_or_lower_priority() {
+        let mut cache = Cache::new();
+        cache.upsert_node(node("a", json!({}), "1", "1Gi").node.unwrap());
+        cache.set_nominated(prio("vip", "800m", 100), Some("a"));
+        let ns = Arc::new(interpodaffinity::NamespaceLabels::new());
+        let low = CycleState::new(&cache, prio("low", "500m", 0), ns.clone());
+        let n = cache.node("a").unwrap();
+        assert_eq!(
+            filter(&low, n).unwrap_err().reasons,
+            vec!["Insufficient cpu"]
+        );
+        // A more important pod ignores the reservation.
+        let higher = CycleState::new(&cache, prio("higher", "500m", 1000), ns.clone());
+        assert!(filter(&higher, n).is_ok());
+        // The nominated pod itself fits.
+        let vip = CycleState::new(&cache, prio("vip", "800m", 100), ns);
+        assert!(filter(&vip, n).is_ok());
+    }
+
+    #[test]
+    fn filters_stop_at_the_first_failing_plugin_in_upstream_order() {
+        let n = crate::plugins::testutil::node_with(
+            "a",
+            json!({}),
+            "1",
+            "1Gi",
+            json!({"unschedulable": true, "taints": [{"key": "k", "effect": "NoSchedule"}]}),
+        );
+        let s = CycleState::simple(prio("p", "2", 0));
+        let err = filter(&s, &n).unwrap_err();
+        assert_eq!(err.plugin, nodeunschedulable::NAME);
+        assert_eq!(err.reasons, vec!["node(s) were unschedulable"]);
+    }
+}
