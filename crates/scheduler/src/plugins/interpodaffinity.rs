@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::{PodAffinityTerm, WeightedPodAffinityTerm};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use crate::framework::{FilterResult, Status};
 use crate::nodeinfo::{NodeInfo, PodInfo};
@@ -44,14 +44,36 @@ pub struct Term {
 }
 
 impl Term {
-    /// Resolves a term of a pod in namespace `owner_ns`.
-    pub fn new(t: &PodAffinityTerm, owner_ns: &str, weight: i64) -> Self {
+    /// Resolves a term of a pod in namespace `owner_ns` with labels
+    /// `owner_labels` (matchLabelKeys/mismatchLabelKeys take their values
+    /// from them, as the API server's merge would).
+    pub fn new(t: &PodAffinityTerm, owner_ns: &str, owner_labels: &Labels, weight: i64) -> Self {
         let mut namespaces = t.namespaces.clone().unwrap_or_default();
         if namespaces.is_empty() && t.namespace_selector.is_none() {
             namespaces.push(owner_ns.to_string());
         }
+        let mut selector = t.label_selector.clone();
+        if let Some(sel) = selector.as_mut() {
+            let keys = [
+                (t.match_label_keys.as_deref(), "In"),
+                (t.mismatch_label_keys.as_deref(), "NotIn"),
+            ];
+            for (keys, op) in keys {
+                for k in keys.unwrap_or_default() {
+                    if let Some(v) = owner_labels.get(k) {
+                        sel.match_expressions.get_or_insert_with(Vec::new).push(
+                            LabelSelectorRequirement {
+                                key: k.clone(),
+                                operator: op.into(),
+                                values: Some(vec![v.clone()]),
+                            },
+                        );
+                    }
+                }
+            }
+        }
         Term {
-            selector: t.label_selector.clone(),
+            selector,
             namespaces,
             ns_selector: t.namespace_selector.clone(),
             topology_key: t.topology_key.clone(),
@@ -97,13 +119,13 @@ impl Terms {
         let req = |ts: Option<&Vec<PodAffinityTerm>>| {
             ts.into_iter()
                 .flatten()
-                .map(|t| Term::new(t, ns, 1))
+                .map(|t| Term::new(t, ns, p.labels(), 1))
                 .collect()
         };
         let pref = |ts: Option<&Vec<WeightedPodAffinityTerm>>| {
             ts.into_iter()
                 .flatten()
-                .map(|w| Term::new(&w.pod_affinity_term, ns, w.weight as i64))
+                .map(|w| Term::new(&w.pod_affinity_term, ns, p.labels(), w.weight as i64))
                 .collect()
         };
         let pa = a.pod_affinity.as_ref();
@@ -430,6 +452,23 @@ mod tests {
         let r = run(&aff("c-1"), &[&a, &b]);
         assert!(r[0].is_ok());
         assert!(r[1].is_err());
+    }
+
+    #[test]
+    fn match_label_keys_narrow_to_the_same_revision() {
+        let mut a = node("a", json!({}), "1", "1Gi");
+        let b = node("b", json!({}), "1", "1Gi");
+        a.add_pod(pod("old", json!({"app": "web", "rev": "1"}), json!({})));
+        let p = pod(
+            "new",
+            json!({"app": "web", "rev": "2"}),
+            json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "web"}}, "matchLabelKeys": ["rev"],
+                 "topologyKey": "kubernetes.io/hostname"}]}}}),
+        );
+        // The old revision's pod does not count against the new one.
+        let r = run(&p, &[&a, &b]);
+        assert!(r[0].is_ok() && r[1].is_ok());
     }
 
     #[test]
