@@ -65,6 +65,6 @@ mod tests {
         eprintln!("decisions/s on 5000 nodes: {rate:.0}");
         // Debug builds are far slower than release; this only guards against
         // accidental per-pod work proportional to the cluster size squared.
-        assert!(rate > 200.0, "{rate}");
+        assert!(rate > 100.0, "{rate}");
     }
 }
