@@ -93,6 +93,9 @@ pub fn constraints(pod: &PodInfo, when: &str) -> Vec<Constraint> {
 pub struct State {
     constraints: Vec<Constraint>,
     counts: Vec<HashMap<String, i64>>,
+    /// Global minimum per constraint (0 below minDomains), kept current so
+    /// the per-node filter is O(constraints).
+    mins: Vec<i64>,
 }
 
 /// Whether a node is counted for spreading: it passes the constraint
@@ -140,20 +143,34 @@ impl State {
             return State::default();
         }
         let counts = count_over(&constraints, pod, nodes, policy);
-        State {
+        let mut s = State {
             constraints,
             counts,
+            mins: Vec::new(),
+        };
+        s.mins = (0..s.constraints.len()).map(|i| s.min_of(i)).collect();
+        s
+    }
+
+    fn min_of(&self, i: usize) -> i64 {
+        let counts = &self.counts[i];
+        if counts.len() < self.constraints[i].min_domains {
+            0
+        } else {
+            counts.values().copied().min().unwrap_or(0)
         }
     }
 
     /// Adjusts counts for a pod removed from (-1) or added to (1) a node.
     pub fn update(&mut self, incoming: &PodInfo, p: &PodInfo, node: &NodeInfo, delta: i64) {
-        for (i, c) in self.constraints.iter().enumerate() {
+        for i in 0..self.constraints.len() {
+            let c = &self.constraints[i];
             if let Some(v) = node.labels().get(&c.key)
                 && c.counts_pod(incoming, p)
                 && let Some(n) = self.counts[i].get_mut(v)
             {
                 *n += delta;
+                self.mins[i] = self.min_of(i);
             }
         }
     }
@@ -166,11 +183,7 @@ pub fn filter(state: &State, pod: &PodInfo, node: &NodeInfo) -> FilterResult {
             return Err(Status::unresolvable(NAME, REASON_MISSING_LABEL));
         };
         let counts = &state.counts[i];
-        let min = if counts.len() < c.min_domains {
-            0
-        } else {
-            counts.values().copied().min().unwrap_or(0)
-        };
+        let min = state.mins[i];
         let self_match = i64::from(matches(&c.selector, pod.labels()));
         let here = counts.get(v).copied().unwrap_or(0);
         if here + self_match - min > c.max_skew {
@@ -335,6 +348,24 @@ mod tests {
             filter(&st, &p, &bare).unwrap_err().reasons,
             vec![REASON_MISSING_LABEL]
         );
+    }
+
+    #[test]
+    fn removing_pods_updates_skew_for_preemption() {
+        let mut a = node("a", json!({"zone": "z1"}), "1", "1Gi");
+        let b = node("b", json!({"zone": "z2"}), "1", "1Gi");
+        let (w0, w1) = (web("w0"), web("w1"));
+        a.add_pod(w0.clone());
+        a.add_pod(w1.clone());
+        let p = spread("w2", "DoNotSchedule", json!({}));
+        let mut st = State::new(&p, [&a, &b].into_iter(), &all_ok);
+        assert!(filter(&st, &p, &a).is_err());
+        st.update(&p, &w0, &a, -1);
+        st.update(&p, &w1, &a, -1);
+        assert!(filter(&st, &p, &a).is_ok());
+        st.update(&p, &w0, &a, 1);
+        st.update(&p, &w1, &a, 1);
+        assert!(filter(&st, &p, &a).is_err());
     }
 
     #[test]
