@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
+use crate::plugins::interpodaffinity::Terms;
 use crate::resources::{Resource, pod_requests};
 use crate::selector::Labels;
 
@@ -40,6 +41,8 @@ pub struct PodInfo {
     pub owner: Option<String>,
     /// spec.preemptionPolicy, or the PriorityClass's when the pod has none.
     pub preemption_policy: Option<String>,
+    /// Pod (anti-)affinity terms, resolved once.
+    pub terms: Terms,
 }
 
 impl PodInfo {
@@ -64,7 +67,8 @@ impl PodInfo {
                     )
             })
             .map(|r| r.uid.clone());
-        PodInfo {
+        let mut info = PodInfo {
+            terms: Terms::default(),
             preemption_policy: pod.spec.as_ref().and_then(|s| s.preemption_policy.clone()),
             owner,
             uid: pod.metadata.uid.clone().unwrap_or_default(),
@@ -75,7 +79,11 @@ impl PodInfo {
             priority,
             requests,
             non_zero,
+        };
+        if info.has_affinity() {
+            info.terms = Terms::of(&info);
         }
+        info
     }
 
     /// The pod's labels.

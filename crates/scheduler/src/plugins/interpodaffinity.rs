@@ -28,8 +28,46 @@ const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 /// Namespace labels by namespace name.
 pub type NamespaceLabels = HashMap<String, Labels>;
 
-/// A topology domain: (topology key, value).
-type Pair = (String, String);
+/// Counts by topology key, then value: lookups by `&str` without allocating.
+#[derive(Debug, Default, Clone)]
+struct Domains(HashMap<String, HashMap<String, i64>>);
+
+impl Domains {
+    /// Adds `delta` to the node's domain for `key` (nodes without it: no-op).
+    fn add(&mut self, node: &NodeInfo, key: &str, delta: i64) {
+        if let Some(v) = node.labels().get(key) {
+            *self
+                .0
+                .entry(key.to_string())
+                .or_default()
+                .entry(v.clone())
+                .or_default() += delta;
+        }
+    }
+
+    /// The count of the node's domain for `key`.
+    fn get(&self, node: &NodeInfo, key: &str) -> i64 {
+        match (self.0.get(key), node.labels().get(key)) {
+            (Some(vals), Some(v)) => vals.get(v).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Whether any of the node's domains, for any key, has a positive count.
+    fn any_positive(&self, node: &NodeInfo) -> bool {
+        self.0.iter().any(|(k, vals)| {
+            node.labels()
+                .get(k)
+                .and_then(|v| vals.get(v))
+                .is_some_and(|c| *c > 0)
+        })
+    }
+
+    /// Whether no domain has a positive count.
+    fn all_empty(&self) -> bool {
+        self.0.values().flat_map(|m| m.values()).all(|c| *c <= 0)
+    }
+}
 
 /// A pod affinity term resolved against its owner's namespace.
 #[derive(Debug, Clone)]
@@ -156,15 +194,11 @@ impl Terms {
 pub struct State {
     terms: Terms,
     /// Existing pods whose required anti-affinity matches the incoming pod.
-    existing_anti: HashMap<Pair, i64>,
+    existing_anti: Domains,
     /// Existing pods matching all of the incoming pod's affinity terms.
-    affinity_counts: HashMap<Pair, i64>,
+    affinity_counts: Domains,
     /// Existing pods matching the incoming pod's anti-affinity terms.
-    anti_counts: HashMap<Pair, i64>,
-}
-
-fn pair(node: &NodeInfo, key: &str) -> Option<Pair> {
-    node.labels().get(key).map(|v| (key.to_string(), v.clone()))
+    anti_counts: Domains,
 }
 
 impl State {
@@ -175,7 +209,7 @@ impl State {
         ns: &NamespaceLabels,
     ) -> Self {
         let mut s = State {
-            terms: Terms::of(pod),
+            terms: pod.terms.clone(),
             ..Default::default()
         };
         let own = !s.terms.affinity.is_empty() || !s.terms.anti_affinity.is_empty();
@@ -203,26 +237,20 @@ impl State {
         delta: i64,
     ) {
         if p.has_required_anti_affinity() {
-            for t in Terms::of(p).anti_affinity {
-                if t.matches(pod, ns)
-                    && let Some(k) = pair(node, &t.topology_key)
-                {
-                    *self.existing_anti.entry(k).or_default() += delta;
+            for t in &p.terms.anti_affinity {
+                if t.matches(pod, ns) {
+                    self.existing_anti.add(node, &t.topology_key, delta);
                 }
             }
         }
         if !self.terms.affinity.is_empty() && self.terms.affinity.iter().all(|t| t.matches(p, ns)) {
             for t in &self.terms.affinity {
-                if let Some(k) = pair(node, &t.topology_key) {
-                    *self.affinity_counts.entry(k).or_default() += delta;
-                }
+                self.affinity_counts.add(node, &t.topology_key, delta);
             }
         }
         for t in &self.terms.anti_affinity {
-            if t.matches(p, ns)
-                && let Some(k) = pair(node, &t.topology_key)
-            {
-                *self.anti_counts.entry(k).or_default() += delta;
+            if t.matches(p, ns) {
+                self.anti_counts.add(node, &t.topology_key, delta);
             }
         }
     }
@@ -242,33 +270,18 @@ impl State {
     pub fn add_pod(&mut self, pod: &PodInfo, p: &PodInfo, node: &NodeInfo, ns: &NamespaceLabels) {
         self.account(pod, p, node, ns, 1);
     }
-
-    fn count(m: &HashMap<Pair, i64>, node: &NodeInfo, key: &str) -> i64 {
-        node.labels()
-            .get(key)
-            .and_then(|v| m.get(&(key.to_string(), v.clone())))
-            .copied()
-            .unwrap_or(0)
-    }
 }
 
 /// Filters a node against the three required-term rules, in upstream order.
 pub fn filter(state: &State, pod: &PodInfo, node: &NodeInfo, ns: &NamespaceLabels) -> FilterResult {
-    if !state.existing_anti.is_empty()
-        && node.labels().iter().any(|(k, v)| {
-            state
-                .existing_anti
-                .get(&(k.clone(), v.clone()))
-                .is_some_and(|c| *c > 0)
-        })
-    {
+    if state.existing_anti.any_positive(node) {
         return Err(Status::unschedulable(NAME, REASON_EXISTING_ANTI_AFFINITY));
     }
     if state
         .terms
         .anti_affinity
         .iter()
-        .any(|t| State::count(&state.anti_counts, node, &t.topology_key) > 0)
+        .any(|t| state.anti_counts.get(node, &t.topology_key) > 0)
     {
         return Err(Status::unschedulable(NAME, REASON_ANTI_AFFINITY));
     }
@@ -280,12 +293,11 @@ pub fn filter(state: &State, pod: &PodInfo, node: &NodeInfo, ns: &NamespaceLabel
         let satisfied = has_keys
             && aff
                 .iter()
-                .all(|t| State::count(&state.affinity_counts, node, &t.topology_key) > 0);
+                .all(|t| state.affinity_counts.get(node, &t.topology_key) > 0);
         // The first pod of a group with affinity to itself may go anywhere
         // the topology keys exist.
-        let first_of_group = has_keys
-            && state.affinity_counts.values().all(|c| *c <= 0)
-            && aff.iter().all(|t| t.matches(pod, ns));
+        let first_of_group =
+            has_keys && state.affinity_counts.all_empty() && aff.iter().all(|t| t.matches(pod, ns));
         if !satisfied && !first_of_group {
             return Err(Status::unresolvable(NAME, REASON_AFFINITY));
         }
@@ -301,7 +313,7 @@ pub fn score<'a>(
     feasible: &[&NodeInfo],
     ns: &NamespaceLabels,
 ) -> Vec<i64> {
-    let terms = Terms::of(pod);
+    let terms = &pod.terms;
     let own = !terms.preferred_affinity.is_empty() || !terms.preferred_anti_affinity.is_empty();
     let mut by_key: HashMap<String, HashMap<String, i64>> = HashMap::new();
     let mut add = |node: &NodeInfo, key: &str, w: i64| {
@@ -331,7 +343,7 @@ pub fn score<'a>(
                 }
             }
             if p.has_affinity() {
-                let et = Terms::of(p);
+                let et = &p.terms;
                 for t in &et.affinity {
                     if t.matches(pod, ns) {
                         add(node, &t.topology_key, HARD_POD_AFFINITY_WEIGHT);
