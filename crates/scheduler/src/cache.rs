@@ -145,6 +145,17 @@ impl Cache {
         self.pods.get(key).is_some_and(|s| s.assumed)
     }
 
+    /// The labels of a pod the API has confirmed on a node.
+    pub fn bound_labels(&self, key: &str) -> Option<crate::selector::Labels> {
+        let s = self.pods.get(key).filter(|s| !s.assumed)?;
+        let slot = *self.index.get(&s.node)?;
+        self.slots[slot]
+            .pods
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| p.labels().clone())
+    }
+
     /// Whether the API has confirmed the pod on a node.
     pub fn is_bound(&self, key: &str) -> bool {
         self.pods.get(key).is_some_and(|s| !s.assumed)

@@ -206,9 +206,14 @@ impl Scheduler {
             let info = Arc::new(PodInfo::new(pod.clone(), self.priority(pod)));
             let mut cache = self.cache();
             cache.clear_nominated(&key);
-            let was_bound = cache.is_bound(&key);
+            // A newly bound pod, or a label change, can satisfy (or stop
+            // violating) affinity and spreading of parked pods.
+            let changed = match cache.bound_labels(&key) {
+                None => true,
+                Some(old) => &old != info.labels(),
+            };
             cache.add_bound_pod(info, node);
-            return (!was_bound).then_some(Moved::Added);
+            return changed.then_some(Moved::Added);
         }
         let gated = pod
             .spec
