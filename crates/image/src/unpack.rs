@@ -168,10 +168,8 @@ impl Extractor {
         let rel = clean_path(&raw)?;
         let header = entry.header();
         let kind = header.entry_type();
-        let mode = header
-            .mode()
-            .map_err(ImageError::io(format!("mode of {rel}")))?
-            & 0o7777;
+        // Link entries often leave the mode blank; it is unused for them.
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
         let uid = header.uid().unwrap_or(0);
         let gid = header.gid().unwrap_or(0);
         let mtime = header.mtime().unwrap_or(0);
