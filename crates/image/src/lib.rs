@@ -336,7 +336,7 @@ impl ImageStore {
         for (layer, diff_id) in m.layers().iter().zip(diff_ids) {
             dirs.push(unpack::unpack_layer(
                 self,
-                &layer.digest().to_string(),
+                layer.digest().as_ref(),
                 diff_id,
             )?);
         }
