@@ -93,6 +93,7 @@ pub(crate) fn clean_path(p: &Path) -> Result<String, ImageError> {
 pub(crate) fn import(
     store: &ImageStore,
     path: &Path,
+    base_name: Option<&str>,
 ) -> Result<Vec<(Vec<String>, String)>, ImageError> {
     let file =
         std::fs::File::open(path).map_err(ImageError::io(format!("open {}", path.display())))?;
@@ -150,6 +151,7 @@ pub(crate) fn import(
         store,
         members,
         links,
+        base_name,
     };
     if archive.get("index.json").is_some() {
         archive.import_oci()
@@ -164,6 +166,8 @@ pub(crate) fn import(
 
 struct Archive<'a> {
     store: &'a ImageStore,
+    /// Repository for layouts that name manifests by bare tag only.
+    base_name: Option<&'a str>,
     members: HashMap<String, Member>,
     links: HashMap<String, String>,
 }
@@ -229,7 +233,7 @@ impl Archive<'_> {
                     )));
                 }
             }
-            let mut names = names_from_annotations(desc)?;
+            let mut names = names_from_annotations(desc, self.base_name)?;
             if names.is_empty() {
                 let config_path = format!(
                     "blobs/{}",
@@ -355,8 +359,11 @@ impl Archive<'_> {
 }
 
 /// Image names a layout's index gives a manifest. A bare tag (`latest`) names no
-/// repository, so it does not count.
-fn names_from_annotations(desc: &Descriptor) -> Result<Vec<String>, ImageError> {
+/// repository: it counts only with a base name (`ctr import --base-name`).
+fn names_from_annotations(
+    desc: &Descriptor,
+    base_name: Option<&str>,
+) -> Result<Vec<String>, ImageError> {
     let Some(a) = desc.annotations() else {
         return Ok(Vec::new());
     };
@@ -365,6 +372,10 @@ fn names_from_annotations(desc: &Descriptor) -> Result<Vec<String>, ImageError> 
     }
     match a.get(ANNOTATION_REF_NAME) {
         Some(n) if n.contains('/') || n.contains(':') => Ok(vec![reference::normalize(n)?]),
-        _ => Ok(Vec::new()),
+        Some(tag) => match base_name {
+            Some(base) => Ok(vec![reference::normalize(&format!("{base}:{tag}"))?]),
+            None => Ok(Vec::new()),
+        },
+        None => Ok(Vec::new()),
     }
 }

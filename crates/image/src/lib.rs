@@ -145,8 +145,21 @@ impl ImageStore {
     /// Imports an OCI-layout or `docker save` tarball (plain, gzip or zstd) and returns
     /// the fully-qualified references it now holds (a digest reference for unnamed images).
     pub fn import(&self, path: &Path) -> Result<Vec<String>, ImageError> {
+        self.import_with_base_name(path, None)
+    }
+
+    /// Like [`ImageStore::import`], naming OCI-layout manifests annotated with a bare
+    /// tag (`latest`) as `base_name:tag`, as `ctr images import --base-name` does.
+    pub fn import_with_base_name(
+        &self,
+        path: &Path,
+        base_name: Option<&str>,
+    ) -> Result<Vec<String>, ImageError> {
+        if let Some(b) = base_name {
+            Reference::parse(b)?;
+        }
         let _gc = lock::Lock::shared(&self.root.join("lock"))?;
-        let found = import::import(self, path)?;
+        let found = import::import(self, path, base_name)?;
         let mut out = Vec::new();
         self.update_index(|idx| {
             for (refs, digest) in &found {

@@ -602,6 +602,42 @@ fn multi_arch_index_picks_the_host_platform() {
     assert_eq!(store.import(&archive).unwrap(), vec!["example.com/multi:1"]);
     let dirs = store.unpack("example.com/multi:1").unwrap();
     assert_eq!(std::fs::read(dirs[0].join("arch")).unwrap(), b"host");
+
+    // A layout naming its manifest by bare tag needs a base name, like `ctr import --base-name`.
+    let index = String::from_utf8(index)
+        .unwrap()
+        .replace("example.com/multi:1", "v2");
+    add_index(&archive, &index);
+    let other = ImageStore::open(&tmp.path().join("other")).unwrap();
+    let unnamed = other.import(&archive).unwrap();
+    assert!(unnamed[0].starts_with("sha256:"), "{unnamed:?}");
+    assert!(other.list().unwrap().is_empty());
+    assert_eq!(
+        other
+            .import_with_base_name(&archive, Some("example.com/multi"))
+            .unwrap(),
+        vec!["example.com/multi:v2"]
+    );
+}
+
+/// Rewrites an OCI layout tarball with a different index.json.
+fn add_index(archive: &Path, index: &str) {
+    let old = std::fs::read(archive).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    for e in tar::Archive::new(&old[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let name = e.path().unwrap().into_owned();
+        if name == Path::new("index.json") {
+            h.set_size(index.len() as u64);
+            b.append_data(&mut h, name, index.as_bytes()).unwrap();
+        } else {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+    }
+    std::fs::write(archive, b.into_inner().unwrap()).unwrap();
 }
 
 #[test]
