@@ -119,8 +119,8 @@ where
             tokio::time::sleep(e.retry_period).await;
         }
         tracing::info!(lease = %e.name, identity = %e.identity, "became leader");
-        // Aborted when leadership is lost, and when this future is dropped.
-        let task = AbortOnDrop(tokio::spawn(work()));
+        // Stopped when leadership is lost, and when this future is dropped.
+        let task = Term::start(&e.name, work());
         // Leader: renew until a renewal deadline passes without success.
         let mut last_ok = tokio::time::Instant::now();
         loop {
@@ -141,11 +141,49 @@ where
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// One term of leadership: the work runs on a runtime of its own, so that
+/// everything it spawned (informers, queues, workers) stops with the term.
+/// Upstream components exit the process when they lose their lease; r8s
+/// cannot, as the same process serves the API.
+struct Term {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Term {
+    fn start<Fut>(name: &str, work: Fut) -> Term
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let name = name.to_string();
+        let spawned = std::thread::Builder::new()
+            .name(format!("{name}-leader"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name(name.clone())
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(err) => {
+                        tracing::error!(lease = %name, error = %err, "cannot start a runtime for the leader's work");
+                        return;
+                    }
+                };
+                rt.block_on(async {
+                    tokio::select! {
+                        _ = work => {}
+                        _ = rx => {}
+                    }
+                });
+                // Drops every task the work spawned.
+                rt.shutdown_background();
+            });
+        if let Err(err) = spawned {
+            tracing::error!(error = %err, "cannot start the leader's thread");
+        }
+        Term { _stop: tx }
     }
 }
 

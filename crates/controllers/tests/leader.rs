@@ -67,6 +67,12 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
     // The leader dies without releasing: b takes over after the lease expires.
     a.abort();
     let _ = a.await;
+    for _ in 0..50 {
+        if running.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         running.load(Ordering::SeqCst),
         0,
