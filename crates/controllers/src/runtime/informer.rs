@@ -51,6 +51,9 @@ impl<K> Kind for K where
 pub struct Informer<K: Kind> {
     store: Store<K>,
     tx: broadcast::Sender<Change<K>>,
+    // Set once the first list is in the cache. kube's own readiness signal
+    // wakes only one of several waiters, so informers keep their own.
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<K: Kind> Clone for Informer<K> {
@@ -58,6 +61,7 @@ impl<K: Kind> Clone for Informer<K> {
         Informer {
             store: self.store.clone(),
             tx: self.tx.clone(),
+            synced: self.synced.clone(),
         }
     }
 }
@@ -70,7 +74,8 @@ impl<K: Kind> Informer<K> {
 
     /// Waits until the first list has been loaded.
     pub async fn ready(&self) {
-        let _ = self.store.wait_until_ready().await;
+        let mut synced = self.synced.clone();
+        let _ = synced.wait_for(|s| *s).await;
     }
 
     /// A cached object by namespace (None for cluster-scoped) and name.
@@ -146,7 +151,12 @@ impl Informers {
 }
 
 /// Drives one watch into the cache and the change feed.
-async fn feed<K: Kind>(api: Api<K>, mut writer: reflector::store::Writer<K>, inf: Informer<K>) {
+async fn feed<K: Kind>(
+    api: Api<K>,
+    mut writer: reflector::store::Writer<K>,
+    inf: Informer<K>,
+    synced: tokio::sync::watch::Sender<bool>,
+) {
     let cfg = watcher::Config::default().any_semantic();
     let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
     // Objects present before a relist, to report the ones that vanished.
@@ -163,6 +173,7 @@ async fn feed<K: Kind>(api: Api<K>, mut writer: reflector::store::Writer<K>, inf
             watcher::Event::Init => before = Some(inf.store.state()),
             watcher::Event::InitDone => {
                 writer.apply_watcher_event(&ev);
+                synced.send_replace(true);
                 if let Some(old) = before.take() {
                     for o in old {
                         if inf.store.get(&ObjectRef::from_obj(o.as_ref())).is_none() {
