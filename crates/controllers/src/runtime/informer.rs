@@ -139,12 +139,14 @@ impl Informers {
         }
         let (store, writer) = reflector::store::<K>();
         let (tx, _) = broadcast::channel(FEED);
-        let inf = Informer { store, tx };
+        let (synced_tx, synced) = tokio::sync::watch::channel(false);
+        let inf = Informer { store, tx, synced };
         kinds.insert(TypeId::of::<K>(), Box::new(inf.clone()));
         tokio::spawn(feed(
             Api::<K>::all(self.client.clone()),
             writer,
             inf.clone(),
+            synced_tx,
         ));
         inf
     }
