@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, ListParams, PostParams};
 use tokio::sync::broadcast;
 
+use crate::endpoints::wait_ready;
 use crate::resources::{self, Res};
 use crate::runtime::informer::Kind;
 use crate::runtime::{Change, Informer, Queue, key_of, split_key};
@@ -596,6 +597,7 @@ pub async fn run(ctx: Arc<Context>) {
     macro_rules! counted {
         ($k:ty, $name:expr) => {{
             let i = inf.get::<$k>();
+            wait_ready(&i).await;
             track(&i, &dirty);
             counters.insert(format!("count/{}", $name), counter(i));
         }};
@@ -620,7 +622,6 @@ pub async fn run(ctx: Arc<Context>) {
     {
         let (q, quotas, dirty) = (q.clone(), quotas.clone(), dirty.clone());
         tokio::spawn(async move {
-            quotas.ready().await;
             let mut tick = tokio::time::interval(DEBOUNCE);
             loop {
                 tick.tick().await;
@@ -644,10 +645,6 @@ pub async fn run(ctx: Arc<Context>) {
             }
         });
     }
-    quotas.ready().await;
-    pods.ready().await;
-    services.ready().await;
-    pvcs.ready().await;
     let client = ctx.client.clone();
     let discovered = Discovered::default();
     q.run(ctx.opts.workers, move |key: String| {

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 
+use crate::endpoints::wait_ready;
 use crate::runtime::Queue;
 use crate::{Context, ControllerError};
 
@@ -46,6 +47,8 @@ fn benign(e: &kube::Error) -> bool {
 pub async fn run(ctx: Arc<Context>) {
     let namespaces = ctx.informers.get::<Namespace>();
     let sas = ctx.informers.get::<ServiceAccount>();
+    wait_ready(&namespaces).await;
+    wait_ready(&sas).await;
     let q = Queue::new();
     q.watch(&namespaces, |n: &Namespace| {
         n.metadata.name.clone().into_iter().collect()
@@ -57,8 +60,6 @@ pub async fn run(ctx: Arc<Context>) {
             Vec::new()
         }
     });
-    namespaces.ready().await;
-    sas.ready().await;
     let client = ctx.client.clone();
     q.run(ctx.opts.workers, move |ns: String| {
         let (namespaces, sas, client) = (namespaces.clone(), sas.clone(), client.clone());
@@ -124,6 +125,8 @@ pub async fn run_root_ca_publisher(ctx: Arc<Context>, ca_pem: Option<String>) {
     let ca = Arc::new(ca);
     let namespaces = ctx.informers.get::<Namespace>();
     let cms = ctx.informers.get::<ConfigMap>();
+    wait_ready(&namespaces).await;
+    wait_ready(&cms).await;
     let q = Queue::new();
     q.watch(&namespaces, |n: &Namespace| {
         n.metadata.name.clone().into_iter().collect()
@@ -135,8 +138,6 @@ pub async fn run_root_ca_publisher(ctx: Arc<Context>, ca_pem: Option<String>) {
             Vec::new()
         }
     });
-    namespaces.ready().await;
-    cms.ready().await;
     let client = ctx.client.clone();
     q.run(ctx.opts.workers, move |ns: String| {
         let (namespaces, cms, client, ca) =

@@ -237,6 +237,18 @@ impl PodIndex {
     }
 }
 
+/// Waits until an informer's cache is loaded. `Informer::ready` alone can
+/// hang when several tasks wait at once (kube's store readiness wakes only
+/// the last waiter), so this looks again every 100 ms. Controllers wait
+/// here before registering their queue watches, whose own waits then return
+/// at once. (Belongs in `runtime`; kept here until the framework has it.)
+pub(crate) async fn wait_ready<K: crate::runtime::informer::Kind>(inf: &Informer<K>) {
+    while tokio::time::timeout(std::time::Duration::from_millis(100), inf.ready())
+        .await
+        .is_err()
+    {}
+}
+
 /// The time now as the trigger-time annotation value.
 fn now_rfc3339() -> String {
     let now = k8s_openapi::jiff::Timestamp::now();

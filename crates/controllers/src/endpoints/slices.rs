@@ -16,6 +16,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use super::{
     HEADLESS_LABEL, PodIndex, SERVICE_NAME_LABEL, TRIGGER_TIME, headless, hostname_for,
     managed_selector, now_rfc3339, pod_in_endpoints, pod_ipv4, pod_ready, resolve_port, selects,
+    wait_ready,
 };
 use crate::runtime::{Queue, key_of, split_key};
 use crate::{Context, ControllerError};
@@ -416,6 +417,11 @@ pub async fn run_slices(ctx: Arc<Context>) {
     let endpoints = ctx.informers.get::<Endpoints>();
     let index = PodIndex::default();
     let tracker = Tracker::default();
+    wait_ready(&services).await;
+    wait_ready(&slices).await;
+    wait_ready(&nodes).await;
+    wait_ready(&endpoints).await;
+    wait_ready(&pods).await;
     let q = Queue::new();
     q.watch(&services, |s: &Service| vec![key_of(s)]);
     q.watch_changes(&pods, index.mapper(services.clone()));
@@ -439,11 +445,6 @@ pub async fn run_slices(ctx: Arc<Context>) {
             Vec::new()
         }
     });
-    services.ready().await;
-    slices.ready().await;
-    nodes.ready().await;
-    endpoints.ready().await;
-    pods.ready().await;
     let client = ctx.client.clone();
     q.run(ctx.opts.workers, move |key: String| {
         let (services, slices, nodes, endpoints, index, tracker, client) = (

@@ -14,7 +14,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 
 use super::{
     HEADLESS_LABEL, PodIndex, TRIGGER_TIME, headless, hostname_for, managed_selector, now_rfc3339,
-    pod_in_endpoints, pod_ipv4, pod_ready, resolve_port, selects,
+    pod_in_endpoints, pod_ipv4, pod_ready, resolve_port, selects, wait_ready,
 };
 use crate::runtime::{Queue, key_of, split_key};
 use crate::{Context, ControllerError};
@@ -148,13 +148,13 @@ pub async fn run_endpoints(ctx: Arc<Context>) {
     let pods = ctx.informers.get::<Pod>();
     let endpoints = ctx.informers.get::<Endpoints>();
     let index = PodIndex::default();
+    wait_ready(&services).await;
+    wait_ready(&endpoints).await;
+    wait_ready(&pods).await;
     let q = Queue::new();
     q.watch(&services, |s: &Service| vec![key_of(s)]);
     q.watch_changes(&pods, index.mapper(services.clone()));
     q.watch(&endpoints, |e: &Endpoints| vec![key_of(e)]);
-    services.ready().await;
-    endpoints.ready().await;
-    pods.ready().await;
     let client = ctx.client.clone();
     q.run(ctx.opts.workers, move |key: String| {
         let (services, endpoints, index, client) = (
