@@ -530,7 +530,7 @@ impl Dirty {
         *self.lock() = None;
     }
     fn take(&self) -> Option<HashSet<String>> {
-        std::mem::replace(&mut *self.lock(), Some(HashSet::new()))
+        self.lock().replace(HashSet::new())
     }
 }
 
@@ -565,7 +565,10 @@ fn counter<K: Kind>(inf: Informer<K>) -> Counter {
 /// Discovered resources, refreshed at most once a minute, for counting
 /// kinds without a cache here (`count/widgets.example.com`).
 #[derive(Clone, Default)]
-struct Discovered(Arc<tokio::sync::Mutex<Option<(Instant, Vec<Res>)>>>);
+struct Discovered(Arc<tokio::sync::Mutex<Option<Found>>>);
+
+/// When resources were discovered, and what was found.
+type Found = (Instant, Vec<Res>);
 
 impl Discovered {
     async fn find(&self, client: &kube::Client, name: &str) -> Result<Option<Res>, kube::Error> {
@@ -623,8 +626,15 @@ pub async fn run(ctx: Arc<Context>) {
         let (q, quotas, dirty) = (q.clone(), quotas.clone(), dirty.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(DEBOUNCE);
+            let mut last_full = Instant::now();
             loop {
                 tick.tick().await;
+                // The periodic full recount catches what no event reported
+                // (kinds counted through discovery, missed changes).
+                if last_full.elapsed() >= RESYNC {
+                    last_full = Instant::now();
+                    dirty.mark_all();
+                }
                 let list = match dirty.take() {
                     None => quotas.list(),
                     Some(ns) if ns.is_empty() => continue,
@@ -702,7 +712,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .filter_map(|(k, v)| Some((k.clone(), qty_of(v)?)))
                 .collect();
             if same(status.hard.as_ref(), &hard_q) && same(status.used.as_ref(), &used) {
-                return Ok(Some(RESYNC));
+                return Ok(None);
             }
             let mut next = (*quota).clone();
             let st = next.status.get_or_insert_with(Default::default);
@@ -716,7 +726,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .replace_status(name, &PostParams::default(), &next)
                 .await
             {
-                Ok(_) => Ok(Some(RESYNC)),
+                Ok(_) => Ok(None),
                 // Changed meanwhile: the cache will show the new version.
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(Some(Duration::from_millis(100))),
                 Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),

@@ -352,7 +352,10 @@ pub fn slice_for_apiserver(ep: &Endpoints) -> EndpointSlice {
 /// Service key: slice name → resourceVersion written (None: deleted).
 /// Acting on a cache that does not show them yet would duplicate slices.
 #[derive(Default, Clone)]
-struct Tracker(Arc<Mutex<HashMap<String, HashMap<String, Option<String>>>>>);
+struct Tracker(Arc<Mutex<Written>>);
+
+/// Per Service key: slice name → resourceVersion written (None: deleted).
+type Written = HashMap<String, HashMap<String, Option<String>>>;
 
 /// Whether a cached resourceVersion is at least the one written.
 fn rv_at_least(cached: Option<&str>, written: &str) -> bool {
@@ -366,7 +369,7 @@ fn rv_at_least(cached: Option<&str>, written: &str) -> bool {
 }
 
 impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Option<String>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Written> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
