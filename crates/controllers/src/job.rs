@@ -55,11 +55,11 @@ struct Ctl {
 pub async fn run(ctx: Arc<Context>) {
     let jobs = ctx.informers.get::<Job>();
     let pods = ctx.informers.get::<Pod>();
+    common::wait_ready(&jobs).await;
+    common::wait_ready(&pods).await;
     let q = Queue::new();
     q.watch(&jobs, |j: &Job| vec![key_of(j)]);
     q.watch(&pods, |p: &Pod| owner_keys(p, "Job", true));
-    jobs.ready().await;
-    pods.ready().await;
     let c = Arc::new(Ctl {
         client: ctx.client.clone(),
         jobs,

@@ -108,6 +108,20 @@ pub fn controlled_by<K: Resource>(obj: &K, uid: &str) -> bool {
         .any(|r| r.controller == Some(true) && r.uid == uid)
 }
 
+/// Waits until an informer has loaded, safely with other waiters.
+///
+/// `Informer::ready` wraps kube's `Store::wait_until_ready`, whose oneshot
+/// keeps only the last waiter's waker: with two tasks waiting at once one
+/// may never wake. Re-polling on a short timer side-steps that; once the
+/// store is ready every later call returns at once, so queues are attached
+/// (`Queue::watch`, which also waits) only after this returns.
+pub async fn wait_ready<K: crate::runtime::informer::Kind>(inf: &crate::runtime::Informer<K>) {
+    while tokio::time::timeout(Duration::from_millis(50), inf.ready())
+        .await
+        .is_err()
+    {}
+}
+
 /// The current time.
 pub fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
