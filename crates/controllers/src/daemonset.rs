@@ -200,7 +200,7 @@ impl Ctl {
                 }
             }
             if !f.should_continue {
-                delete.extend(live.drain(..));
+                delete.append(&mut live);
                 delete.extend(dead);
                 continue;
             }
