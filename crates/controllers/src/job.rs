@@ -162,6 +162,19 @@ impl Ctl {
         };
         let Some(cached) = self.jobs.get(Some(ns), name) else {
             self.exp.forget(key);
+            // The Job is gone: its pods must not keep the finalizer (the
+            // garbage collector could never delete them).
+            let orphans: Vec<Arc<Pod>> =
+                self.pods
+                    .list_ns(ns)
+                    .into_iter()
+                    .filter(|p| {
+                        p.owner_references().iter().any(|r| {
+                            r.kind == "Job" && r.name == name && r.controller == Some(true)
+                        }) && has_tracking(p)
+                    })
+                    .collect();
+            self.release(ns, orphans.iter().map(|p| p.as_ref())).await?;
             return Ok(None);
         };
         let job: Job = (*cached).clone();
@@ -212,6 +225,9 @@ impl Ctl {
         // uncounted first, so that a crash after removing the finalizer
         // cannot lose or double-count them.
         let mut added = false;
+        let deciding = condition_true(&job, "FailureTarget").is_some()
+            || condition_true(&job, "SuccessCriteriaMet").is_some();
+        let mut no_count: Vec<&Pod> = Vec::new();
         for p in &pods {
             let puid = p.uid().unwrap_or_default();
             if !has_tracking(p) || unc_s.contains(&puid) || unc_f.contains(&puid) {
@@ -230,10 +246,17 @@ impl Ctl {
                 unc_s.push(puid);
                 added = true;
             } else if pod_failed(p) {
+                if deciding && common::pod_phase(p) != "Failed" {
+                    // Removed because the Job already met its end: not a
+                    // failure (upstream counts none once finished).
+                    no_count.push(p.as_ref());
+                    continue;
+                }
                 unc_f.push(puid);
                 added = true;
             }
         }
+        self.release(ns, no_count.into_iter()).await?;
         if indexed {
             st.completed_indexes = Some(format_indexes(&completed));
         }

@@ -328,3 +328,29 @@ async fn suspended_job_runs_nothing_until_resumed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_job_releases_its_pods_finalizers() {
+    let (_s, client) = setup().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    jobs.create(&PostParams::default(), &job("gone", json!({})))
+        .await
+        .unwrap();
+    let p = wait_for(10, "a pod", || async {
+        job_pods(
+            pods.list(&ListParams::default()).await.unwrap().items,
+            "gone",
+        )
+        .into_iter()
+        .next()
+    })
+    .await;
+    assert!(!p.finalizers().is_empty());
+    jobs.delete("gone", &Default::default()).await.unwrap();
+    wait_for(10, "finalizer released", || async {
+        let p = pods.get_opt(&p.name_any()).await.unwrap();
+        p.is_none_or(|p| p.finalizers().is_empty()).then_some(())
+    })
+    .await;
+}
