@@ -16,8 +16,9 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet, StatefulSetSta
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::job::common;
@@ -70,6 +71,20 @@ pub async fn run(ctx: Arc<Context>) {
         async move { c.sync(&key).await }
     })
     .await;
+}
+
+/// persistentVolumeClaimRetentionPolicy as (whenDeleted, whenScaled) ==
+/// Delete; both default to Retain.
+fn retention(set: &StatefulSet) -> (bool, bool) {
+    let p = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.persistent_volume_claim_retention_policy.clone())
+        .unwrap_or_default();
+    (
+        p.when_deleted.as_deref() == Some("Delete"),
+        p.when_scaled.as_deref() == Some("Delete"),
+    )
 }
 
 /// The PVC name for one claim template and ordinal.
@@ -227,6 +242,9 @@ impl Ctl {
                 }
                 Action::Delete(i) => {
                     let Some(p) = by_ord.get(&i) else { continue };
+                    if i >= start + replicas && retention(&set).1 {
+                        self.claims_owned_by_pod(&set, p, i).await?;
+                    }
                     match pods_api
                         .delete(&p.name_any(), &DeleteParams::default())
                         .await
@@ -308,6 +326,12 @@ impl Ctl {
                 labels.extend(ml.clone());
             }
             pvc.status = None;
+            if retention(set).0 {
+                // whenDeleted: Delete — the PVC goes with the StatefulSet.
+                let mut r = common::controller_ref(set);
+                r.controller = None;
+                pvc.metadata.owner_references = Some(vec![r]);
+            }
             match api.create(&PostParams::default(), &pvc).await {
                 Ok(_) => self.rec.normal(
                     set,
@@ -327,6 +351,58 @@ impl Ctl {
                     );
                     return Err(e.into());
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// whenScaled: Delete — a condemned pod's PVCs become owned by the pod,
+    /// so the garbage collector removes them with it.
+    async fn claims_owned_by_pod(
+        &self,
+        set: &StatefulSet,
+        pod: &Pod,
+        ordinal: i32,
+    ) -> Result<(), ControllerError> {
+        let ns = set.namespace().unwrap_or_default();
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+        let pod_ref = OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
+            controller: None,
+            block_owner_deletion: None,
+        };
+        for t in set
+            .spec
+            .iter()
+            .flat_map(|s| s.volume_claim_templates.iter().flatten())
+        {
+            let cname = claim_name(
+                &t.metadata.name.clone().unwrap_or_default(),
+                &set.name_any(),
+                ordinal,
+            );
+            let Some(pvc) = self.pvcs.get(Some(&ns), &cname) else {
+                continue;
+            };
+            let mut refs = pvc.owner_references().to_vec();
+            if refs.iter().any(|r| r.uid == pod_ref.uid) {
+                continue;
+            }
+            refs.push(pod_ref.clone());
+            let patch = json!({"metadata": {
+                "ownerReferences": refs,
+                "resourceVersion": pvc.resource_version(),
+            }});
+            match api
+                .patch(&cname, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())

@@ -204,6 +204,11 @@ async fn rolling_update_replaces_from_the_highest_ordinal() {
         "metadata": {"name": "db", "namespace": "default"},
         "spec": {
             "replicas": 2, "serviceName": "db", "podManagementPolicy": "Parallel",
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Delete"},
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "d"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+            }],
             "selector": {"matchLabels": {"app": "db"}},
             "template": {"metadata": {"labels": {"app": "db"}},
                 "spec": {"containers": [{"name": "c", "image": "v1"}]}}
@@ -260,6 +265,30 @@ async fn rolling_update_replaces_from_the_highest_ordinal() {
             && st.current_revision == st.update_revision
             && st.ready_replicas == Some(2))
         .then_some(())
+    })
+    .await;
+    // Retention policy Delete: PVCs are owned by the set, and a scaled-away
+    // pod's PVCs by the pod too (the garbage collector does the rest).
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let pvc = pvcs.get("d-db-0").await.unwrap();
+    assert!(
+        pvc.owner_references()
+            .iter()
+            .any(|r| r.kind == "StatefulSet" && r.name == "db")
+    );
+    sets.patch(
+        "db",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    wait_for(10, "d-db-1 owned by pod db-1", || async {
+        let pvc = pvcs.get("d-db-1").await.unwrap();
+        pvc.owner_references()
+            .iter()
+            .any(|r| r.kind == "Pod" && r.name == "db-1")
+            .then_some(())
     })
     .await;
 }
