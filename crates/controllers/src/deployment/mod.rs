@@ -16,6 +16,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::events::Recorder;
+use crate::replicaset::wait_ready;
 use crate::replicaset::{
     adopt, controller_ref, owner_ref, release, selector_is_empty, selector_matches,
 };
@@ -28,6 +29,9 @@ pub async fn run(ctx: Arc<Context>) {
     let deps = ctx.informers.get::<Deployment>();
     let rss = ctx.informers.get::<ReplicaSet>();
     let pods = ctx.informers.get::<Pod>();
+    wait_ready(&deps).await;
+    wait_ready(&rss).await;
+    wait_ready(&pods).await;
     let q = Queue::new();
     q.watch(&deps, |d: &Deployment| vec![key_of(d)]);
     {
@@ -70,9 +74,6 @@ pub async fn run(ctx: Arc<Context>) {
                 .unwrap_or_default()
         });
     }
-    deps.ready().await;
-    rss.ready().await;
-    pods.ready().await;
     let ctl = Arc::new(Ctl {
         rec: ctx.recorder("deployment-controller"),
         ctx: ctx.clone(),
