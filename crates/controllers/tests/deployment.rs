@@ -37,6 +37,9 @@ async fn start() -> (TestServer, Client) {
     let client = server.client().await;
     let ctx = Context::new(client.clone(), Options::default());
     tokio::spawn(controllers::replicaset::run(ctx.clone()));
+    tokio::spawn(controllers::replicaset::run_replication_controllers(
+        ctx.clone(),
+    ));
     tokio::spawn(controllers::deployment::run(ctx));
     (server, client)
 }
@@ -434,6 +437,53 @@ async fn old_replica_sets_beyond_history_limit_are_deleted() {
         rolled_out(&deps, "h", 1).await?;
         let rs = replica_sets(&client, "h").await;
         (rs.len() == 2).then_some(rs)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replication_controller_keeps_its_pods() {
+    let (_s, client) = start().await;
+    let rcs: Api<k8s_openapi::api::core::v1::ReplicationController> =
+        Api::namespaced(client.clone(), NS);
+    let rc = serde_json::from_value(json!({
+        "metadata": {"name": "rc"},
+        "spec": {"replicas": 2, "selector": {"app": "rc"},
+            "template": {"metadata": {"labels": {"app": "rc"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}}
+    }))
+    .unwrap();
+    rcs.create(&PostParams::default(), &rc).await.unwrap();
+    wait_for("rc pods and status", || async {
+        let l = active_pods(&client, "app=rc").await;
+        let owned = l.iter().all(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| r.kind == "ReplicationController" && r.controller == Some(true))
+        });
+        let st = rcs.get("rc").await.ok()?.status?;
+        (l.len() == 2 && owned && st.replicas == 2).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stuck_rollout_exceeds_its_progress_deadline() {
+    let (_s, client) = start().await;
+    // No kubelet: pods never become ready.
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let mut d = deploy_manifest("stuck", 1, json!({"type": "RollingUpdate"}));
+    d.spec.as_mut().unwrap().progress_deadline_seconds = Some(1);
+    deps.create(&PostParams::default(), &d).await.unwrap();
+    wait_for("ProgressDeadlineExceeded", || async {
+        let st = deps.get("stuck").await.ok()?.status?;
+        let c = st
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Progressing")?;
+        let avail = st.unavailable_replicas == Some(1);
+        (c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded") && avail)
+            .then_some(())
     })
     .await;
 }
