@@ -45,7 +45,7 @@ async fn start() -> (TestServer, Client) {
 }
 
 /// Marks every pod Running and Ready, like a kubelet would.
-fn kubelet(client: Client) {
+fn kubelet(client: Client) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let pods: Api<Pod> = Api::namespaced(client, NS);
         loop {
@@ -60,7 +60,7 @@ fn kubelet(client: Client) {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    });
+    })
 }
 
 async fn mark_ready(pods: &Api<Pod>, name: &str) -> Result<Pod, kube::Error> {
@@ -238,7 +238,7 @@ async fn replicaset_adopts_matching_orphans_without_extra_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deployment_rolls_out_updates_and_undoes() {
     let (_s, client) = start().await;
-    kubelet(client.clone());
+    let _kubelet = kubelet(client.clone());
     let deps: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let strategy =
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
@@ -355,7 +355,7 @@ async fn deployment_rolls_out_updates_and_undoes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recreate_scales_old_to_zero_before_creating_new() {
     let (_s, client) = start().await;
-    kubelet(client.clone());
+    let _kubelet = kubelet(client.clone());
     let deps: Api<Deployment> = Api::namespaced(client.clone(), NS);
     deps.create(
         &PostParams::default(),
@@ -378,7 +378,7 @@ async fn recreate_scales_old_to_zero_before_creating_new() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paused_deployment_scales_but_does_not_roll_out() {
     let (_s, client) = start().await;
-    kubelet(client.clone());
+    let _kubelet = kubelet(client.clone());
     let deps: Api<Deployment> = Api::namespaced(client.clone(), NS);
     deps.create(
         &PostParams::default(),
@@ -424,7 +424,7 @@ async fn paused_deployment_scales_but_does_not_roll_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn old_replica_sets_beyond_history_limit_are_deleted() {
     let (_s, client) = start().await;
-    kubelet(client.clone());
+    let _kubelet = kubelet(client.clone());
     let deps: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let mut d = deploy_manifest("h", 1, json!({"type": "RollingUpdate"}));
     d.spec.as_mut().unwrap().revision_history_limit = Some(1);
@@ -484,6 +484,53 @@ async fn stuck_rollout_exceeds_its_progress_deadline() {
         let avail = st.unavailable_replicas == Some(1);
         (c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded") && avail)
             .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scaling_mid_rollout_is_proportional() {
+    let (_s, client) = start().await;
+    let kubelet = kubelet(client.clone());
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    deps.create(
+        &PostParams::default(),
+        &deploy_manifest("prop", 4, json!({"type": "RollingUpdate"})),
+    )
+    .await
+    .unwrap();
+    wait_for("rollout 1", || rolled_out(&deps, "prop", 4)).await;
+    let old_name = replica_sets(&client, "prop").await[0].name_any();
+    // New pods never become ready: the rollout stops at old 3 + new 2
+    // (maxSurge 1, maxUnavailable 1).
+    kubelet.abort();
+    set_image(&deps, "prop", "nginx:2").await;
+    let sizes = || async {
+        let rs = replica_sets(&client, "prop").await;
+        let old = rs
+            .iter()
+            .find(|r| r.name_any() == old_name)
+            .map(spec_replicas)?;
+        let new = rs
+            .iter()
+            .find(|r| r.name_any() != old_name)
+            .map(spec_replicas)?;
+        Some((old, new))
+    };
+    wait_for("stalled rollout", || async {
+        (sizes().await? == (3, 2)).then_some(())
+    })
+    .await;
+    deps.patch(
+        "prop",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 8}})),
+    )
+    .await
+    .unwrap();
+    // 8 + surge 2 = 10 pods, split 3:2 as before.
+    wait_for("proportional scale", || async {
+        (sizes().await? == (6, 4)).then_some(())
     })
     .await;
 }
