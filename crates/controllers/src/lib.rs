@@ -52,6 +52,9 @@ pub struct Options {
     pub workers: usize,
     /// Controllers not to run (names as in [`CONTROLLERS`]).
     pub disabled: Vec<String>,
+    /// The cluster CA (PEM) that the root-ca-cert-publisher puts into every
+    /// namespace as ConfigMap `kube-root-ca.crt`.
+    pub root_ca_pem: Option<String>,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             node_monitor_grace_period: Duration::from_secs(20),
             workers: 4,
             disabled: Vec::new(),
+            root_ca_pem: None,
         }
     }
 }
@@ -104,6 +108,7 @@ pub const CONTROLLERS: &[&str] = &[
     "job",
     "cronjob",
     "serviceaccount",
+    "root-ca-cert-publisher",
     "endpointslice",
     "endpoints",
     "disruption",
@@ -141,6 +146,13 @@ pub async fn run(client: kube::Client, opts: Options) {
     spawn("job", Box::pin(job::run(ctx.clone())));
     spawn("cronjob", Box::pin(cronjob::run(ctx.clone())));
     spawn("serviceaccount", Box::pin(serviceaccount::run(ctx.clone())));
+    spawn(
+        "root-ca-cert-publisher",
+        Box::pin(serviceaccount::run_root_ca_publisher(
+            ctx.clone(),
+            opts.root_ca_pem.clone(),
+        )),
+    );
     spawn(
         "endpointslice",
         Box::pin(endpoints::run_slices(ctx.clone())),

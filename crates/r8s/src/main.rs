@@ -151,7 +151,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("loading the admin kubeconfig")?;
     let client = kube::Client::try_from(client_cfg).context("building the controllers' client")?;
-    start_control_loops(client, &args.disable)?;
+    start_control_loops(client, &args.disable, &running.pki.ca_cert_pem)?;
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());
     println!("  export KUBECONFIG={}", running.kubeconfig.display());
@@ -164,7 +164,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
 
 /// Starts the scheduler and the controllers, each under its own leader
 /// election, so that of several servers only one runs each at a time.
-fn start_control_loops(client: kube::Client, disable: &[String]) -> anyhow::Result<()> {
+fn start_control_loops(
+    client: kube::Client,
+    disable: &[String],
+    ca_pem: &str,
+) -> anyhow::Result<()> {
     let known =
         |d: &str| d == "scheduler" || d == "controllers" || controllers::CONTROLLERS.contains(&d);
     if let Some(unknown) = disable.iter().find(|d| !known(d)) {
@@ -191,6 +195,7 @@ fn start_control_loops(client: kube::Client, disable: &[String]) -> anyhow::Resu
     if !disable.iter().any(|d| d == "controllers") {
         let opts = controllers::Options {
             disabled: disable.to_vec(),
+            root_ca_pem: Some(ca_pem.to_string()),
             ..Default::default()
         };
         let c = client.clone();
