@@ -31,9 +31,11 @@ async fn server() -> (Server, kube::Client) {
     let store = Arc::new(store::memory::MemoryStore::new());
     let running = apiserver::start(cfg, store).await.unwrap();
     let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .unwrap();
+    // kube-rs retries 429s for minutes by default; these tests assert them.
+    config.default_retry = false;
     let client = kube::Client::try_from(config).unwrap();
     (Server { _dir: dir, running }, client)
 }

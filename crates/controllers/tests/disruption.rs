@@ -80,6 +80,17 @@ async fn status(api: &Api<PodDisruptionBudget>) -> PodDisruptionBudgetStatus {
         .unwrap_or_default()
 }
 
+/// A client that reports 429 at once (kube-rs retries them for minutes by
+/// default; kubectl drain retries evictions itself).
+async fn no_retry_client(server: &TestServer) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(&server.running.kubeconfig).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
+}
+
 fn start(client: &kube::Client) -> tokio::task::JoinHandle<()> {
     let ctx = Context::new(client.clone(), Options::default());
     tokio::spawn(controllers::disruption::run(ctx))
@@ -117,7 +128,7 @@ async fn percent_min_available_uses_the_controller_scale_rounding_up() {
 #[tokio::test]
 async fn evictions_are_allowed_until_the_budget_is_used_up() {
     let server = TestServer::start().await;
-    let client = server.client().await;
+    let client = no_retry_client(&server).await;
     let pods = workload(&client, 3, 3).await;
     let api = budget(&client, json!({"maxUnavailable": 1})).await;
     let task = start(&client);
