@@ -124,7 +124,7 @@ async fn a_silent_node_is_marked_unknown_tainted_and_drained_per_tolerations() {
     let nodes: Api<Node> = Api::all(client.clone());
 
     // No renewals: after the grace period the node is Unknown and tainted.
-    wait_for("node Unknown and tainted", 20, || async {
+    wait_for("node Unknown and tainted", 60, || async {
         let n = nodes.get("n1").await.unwrap();
         let ready = n
             .status
@@ -202,7 +202,7 @@ async fn a_node_reporting_not_ready_gets_not_ready_taints() {
         .patch_status("n2", &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap();
-    wait_for("not-ready taints", 10, || async {
+    wait_for("not-ready taints", 60, || async {
         let t = taints(&nodes.get("n2").await.unwrap());
         t.contains(&("node.kubernetes.io/not-ready".into(), "NoExecute".into()))
             && t.contains(&("node.kubernetes.io/not-ready".into(), "NoSchedule".into()))
