@@ -232,9 +232,21 @@ async fn monitor(ctx: Arc<Context>) {
     let nodes = ctx.informers.get::<Node>();
     let leases = ctx.informers.get::<Lease>();
     let pods = ctx.informers.get::<Pod>();
-    nodes.ready().await;
-    leases.ready().await;
-    pods.ready().await;
+    // Re-arm each wait now and then: a wait started at the very moment the
+    // informer starts has been seen to miss its wake-up.
+    loop {
+        let ready = async {
+            nodes.ready().await;
+            leases.ready().await;
+            pods.ready().await;
+        };
+        if tokio::time::timeout(Duration::from_secs(1), ready)
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
     let recorder = ctx.recorder("node-controller");
     let grace = ctx.opts.node_monitor_grace_period;
     let mut beats = Heartbeats::default();
