@@ -403,10 +403,10 @@ fn count_healthy(pods: &[Arc<Pod>], disrupted: &BTreeMap<String, Time>, now: Tim
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             let name = p.metadata.name.as_deref().unwrap_or_default();
-            !disrupted
+            disrupted
                 .get(name)
                 .and_then(|t| t.0.checked_add(DELETION_TIMEOUT).ok())
-                .is_some_and(|deadline| deadline > now)
+                .is_none_or(|deadline| deadline <= now)
         })
         .filter(|p| is_ready(p))
         .count();

@@ -204,12 +204,13 @@ mod tests {
     }
 
     fn pod(tolerations: Vec<Toleration>) -> Pod {
-        let mut p = Pod::default();
-        p.spec = Some(k8s_openapi::api::core::v1::PodSpec {
-            tolerations: Some(tolerations),
+        Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                tolerations: Some(tolerations),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
-        p
+        }
     }
 
     fn tol(key: &str, secs: Option<i64>) -> Toleration {
