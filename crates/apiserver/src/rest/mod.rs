@@ -3,6 +3,7 @@
 //! behaviour comes from `api::strategy`.
 
 mod admit;
+mod evict;
 mod meta;
 mod read;
 mod sub;

@@ -295,29 +295,7 @@ async fn evict(
     } else {
         body_of(call, bytes)?
     };
-    // Until PodDisruptionBudgets are enforced (the controllers issue), an
-    // eviction is a delete with the eviction's options.
-    let opts_bytes = serde_json::to_vec(&eviction["deleteOptions"]).unwrap_or_default();
-    let opts = if eviction["deleteOptions"].is_object() {
-        write::delete_options(call, &opts_bytes)?
-    } else {
-        write::delete_options(call, b"")?
-    };
-    let main_call = Call {
-        route: crate::router::ResourceRoute {
-            subresource: None,
-            ..call.route.clone()
-        },
-        method: Method::DELETE,
-        query: call.query.clone(),
-        headers: call.headers.clone(),
-        user: call.user.clone(),
-    };
-    write::delete_object(rest, &main_call, name, &opts).await?;
-    Ok(h::json(
-        201,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-    ))
+    super::evict::evict(rest, call, name, &eviction).await
 }
 
 async fn node_route(rest: &Rest, call: &Call, name: &str) -> Result<Response<Body>, ApiError> {
