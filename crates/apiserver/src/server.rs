@@ -357,6 +357,13 @@ async fn bootstrap(rest: &Rest, host: &str, port: u16) -> Result<(), ServerError
         .await
         .map_err(|e| ServerError::Bootstrap(e.message))?;
     }
+    let pc = catalogue::find("scheduling.k8s.io", "v1", "priorityclasses")
+        .ok_or_else(|| ServerError::Bootstrap("no priorityclasses".into()))?;
+    for class in crate::rest::admit::system_priority_classes() {
+        rest.ensure(pc, None, class)
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.message))?;
+    }
     let svc = catalogue::find("", "v1", "services")
         .ok_or_else(|| ServerError::Bootstrap("no services".into()))?;
     rest.ensure(svc, Some("default"), json!({

@@ -191,7 +191,6 @@ async fn a_budget_not_yet_observed_refuses_evictions() {
 // The create pipeline (rest/write.rs) must call `admit::admit_pod_create`
 // for these two to pass; see the nodes helper's report.
 #[tokio::test]
-#[ignore = "needs the admit_pod_create hook in rest/write.rs"]
 async fn new_pods_get_default_not_ready_and_unreachable_tolerations() {
     let (_s, client) = server().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -226,7 +225,6 @@ async fn new_pods_get_default_not_ready_and_unreachable_tolerations() {
 }
 
 #[tokio::test]
-#[ignore = "needs the admit_pod_create hook in rest/write.rs"]
 async fn priority_class_names_resolve_and_unknown_ones_are_forbidden() {
     let (_s, client) = server().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

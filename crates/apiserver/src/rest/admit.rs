@@ -436,7 +436,6 @@ pub async fn pod_priority(rest: &Rest, pod: &mut Value) -> Result<(), ApiError> 
 /// Pod create admission beyond validation: Priority, then
 /// DefaultTolerationSeconds (upstream's plugin order).
 // The create pipeline in write.rs calls this for pods (wired by the lead).
-#[allow(dead_code)]
 pub async fn admit_pod_create(rest: &Rest, pod: &mut Value) -> Result<(), ApiError> {
     pod_priority(rest, pod).await?;
     default_toleration_seconds(pod, DEFAULT_TOLERATION_SECONDS);

@@ -2,7 +2,7 @@
 //! into store operations with Kubernetes object semantics; per-kind
 //! behaviour comes from `api::strategy`.
 
-mod admit;
+pub(crate) mod admit;
 mod evict;
 mod meta;
 mod read;

@@ -221,6 +221,9 @@ pub(super) async fn create_object(
             &shape,
         );
     }
+    if info.group.is_empty() && info.plural == "pods" {
+        admit::admit_pod_create(rest, &mut obj).await?;
+    }
     validate(info, &obj)?;
     admit::namespace_lifecycle(rest, info, call.ns()).await?;
     if info.group.is_empty() && info.plural == "services" {
