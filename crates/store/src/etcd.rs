@@ -241,7 +241,11 @@ impl EtcdStore {
             compacted: AtomicI64::new(0),
         };
         let rev = store.current_revision().await.map_err(|e| {
-            StoreError::Backend(format!("etcd at {endpoints:?} is not answering: {e}"))
+            let why = match e {
+                StoreError::Backend(msg) => msg,
+                other => other.to_string(),
+            };
+            StoreError::Backend(format!("etcd at {endpoints:?} is not answering: {why}"))
         })?;
         tracing::info!(?endpoints, revision = rev, "connected to etcd");
         Ok(store)

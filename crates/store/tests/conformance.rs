@@ -1099,3 +1099,61 @@ async fn etcd_connect_to_nothing_fails_fast() {
         Ok(_) => panic!("connected to nothing"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_tls_with_client_certificate() {
+    let server = EtcdServer::start_tls().await;
+    let tls = server.tls().unwrap();
+    assert!(server.url().starts_with("https://"));
+    let s = store::EtcdStore::connect(&[server.url()], Some(tls.clone()))
+        .await
+        .unwrap();
+    let mut w = s.watch("/tls/", 0).await.unwrap();
+    let c = s.create("/tls/k", b"v".to_vec()).await.unwrap();
+    assert_eq!(s.get("/tls/k").await.unwrap(), Some(c.clone()));
+    assert_eq!(next(&mut w).await.kv, c);
+
+    // The same through an etcd:// spec.
+    let spec = format!(
+        "etcd://{}?ca={}&cert={}&key={}",
+        server.url().trim_start_matches("https://"),
+        tls.ca_file.display(),
+        tls.cert_file.as_ref().unwrap().display(),
+        tls.key_file.as_ref().unwrap().display(),
+    );
+    let via_spec = store::EtcdStore::connect_spec(&spec).await.unwrap();
+    assert_eq!(via_spec.get("/tls/k").await.unwrap(), Some(c));
+
+    // etcd requires a client certificate: without one, connecting fails
+    // with a backend error (and does not hang).
+    let opts = store::etcd::EtcdOptions {
+        request_timeout: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let no_cert = store::EtcdTls {
+        cert_file: None,
+        key_file: None,
+        ..tls.clone()
+    };
+    let res = within(
+        Duration::from_secs(15),
+        "connect without a client certificate",
+        store::EtcdStore::connect_with(&[server.url()], Some(no_cert), opts.clone()),
+    )
+    .await;
+    match res {
+        Err(StoreError::Backend(msg)) => eprintln!("without a client certificate: {msg}"),
+        Err(e) => panic!("expected Backend, got {e:?}"),
+        Ok(_) => panic!("connected without a client certificate"),
+    }
+    // A missing CA file is reported by path.
+    let missing = store::EtcdTls {
+        ca_file: "/nonexistent/ca.crt".into(),
+        ..tls
+    };
+    match store::EtcdStore::connect_with(&[server.url()], Some(missing), opts).await {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("/nonexistent/ca.crt"), "{msg}"),
+        Err(e) => panic!("expected Backend, got {e:?}"),
+        Ok(_) => panic!("connected with a missing CA file"),
+    }
+}

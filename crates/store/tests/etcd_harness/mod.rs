@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use store::etcd::{EtcdOptions, EtcdStore};
+use store::etcd::{EtcdOptions, EtcdStore, EtcdTls};
 use tempfile::TempDir;
 
 /// Where the etcd binary is: `$ETCD_BIN`, else `etcd` on `PATH`.
@@ -39,12 +39,58 @@ pub struct EtcdServer {
     dir: TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Client-side TLS material when etcd serves HTTPS with client-cert auth.
+    tls: Option<EtcdTls>,
+}
+
+/// A CA, a serving certificate for 127.0.0.1 and a client certificate,
+/// written as PEM files into `dir`; returns the client's view.
+fn write_pki(dir: &Path) -> EtcdTls {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert.pem(), &ca_key).unwrap();
+    let issue = |name: &str, server: bool| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        if server {
+            p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        } else {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    issue("server", true);
+    issue("client", false);
+    EtcdTls {
+        ca_file: dir.join("ca.crt"),
+        cert_file: Some(dir.join("client.crt")),
+        key_file: Some(dir.join("client.key")),
+    }
 }
 
 impl EtcdServer {
     /// Starts etcd on fresh ports and a fresh data directory, and waits
     /// until it serves requests.
     pub async fn start() -> EtcdServer {
+        Self::start_with(false).await
+    }
+
+    /// Starts etcd serving HTTPS and requiring client certificates.
+    pub async fn start_tls() -> EtcdServer {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> EtcdServer {
         let bin = etcd_binary();
         let shm = Path::new("/dev/shm");
         let mut last_log = String::new();
@@ -59,11 +105,13 @@ impl EtcdServer {
                 tempfile::tempdir().unwrap()
             };
             let (client_port, peer_port) = free_ports();
+            let tls = tls.then(|| write_pki(dir.path()));
             let mut server = EtcdServer {
                 child: None,
                 dir,
                 client_port,
                 peer_port,
+                tls,
             };
             server.spawn(&bin);
             if server.wait_ready().await {
@@ -76,7 +124,13 @@ impl EtcdServer {
 
     /// The client URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client TLS settings etcd accepts, for a TLS server.
+    pub fn tls(&self) -> Option<EtcdTls> {
+        self.tls.clone()
     }
 
     /// A store connected to this etcd with the given request timeout.
@@ -85,7 +139,7 @@ impl EtcdServer {
             request_timeout: timeout,
             connect_timeout: Duration::from_secs(2),
         };
-        EtcdStore::connect_with(&[self.url()], None, opts)
+        EtcdStore::connect_with(&[self.url()], self.tls(), opts)
             .await
             .unwrap()
     }
@@ -137,8 +191,15 @@ impl EtcdServer {
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=default={peer}"))
-            .stdin(Stdio::null())
+            .arg(format!("--initial-cluster=default={peer}"));
+        if self.tls.is_some() {
+            let d = self.dir.path();
+            cmd.arg("--client-cert-auth")
+                .arg(format!("--trusted-ca-file={}", d.join("ca.crt").display()))
+                .arg(format!("--cert-file={}", d.join("server.crt").display()))
+                .arg(format!("--key-file={}", d.join("server.key").display()));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         // If the test binary dies without unwinding (SIGKILL), take etcd along.
@@ -169,7 +230,7 @@ impl EtcdServer {
                 self.child = None;
                 return false;
             }
-            if EtcdStore::connect_with(&[self.url()], None, opts.clone())
+            if EtcdStore::connect_with(&[self.url()], self.tls(), opts.clone())
                 .await
                 .is_ok()
             {
