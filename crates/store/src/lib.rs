@@ -5,18 +5,20 @@
 //! can be made conditional on the latter (compare-and-swap). History is kept
 //! until compacted, so reads at an old revision and watches from an old
 //! revision work exactly as they do on etcd. Backends: [`memory`] for tests,
-//! [`sqlite`] as the embedded default; an etcd backend maps onto the same
-//! trait.
+//! [`sqlite`] as the embedded default, and [`etcd`] for a real etcd v3
+//! cluster (`--datastore etcd://host:2379`).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+pub mod etcd;
 mod hub;
 pub mod memory;
 pub mod sqlite;
 
+pub use etcd::{EtcdStore, EtcdTls};
 pub use hub::DEFAULT_WATCH_BUFFER;
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteOptions, SqliteStore, WriteStats};

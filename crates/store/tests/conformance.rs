@@ -1,7 +1,11 @@
 //! Conformance suite: every backend must behave like etcd v3 does.
 //!
 //! Each check is a function over a `SharedStore`; the `backends!` macro runs
-//! it against the memory and the SQLite backend.
+//! it against the memory, the SQLite and the etcd backend. Each etcd test
+//! gets its own `etcd` process (revisions are global to an etcd, and the
+//! checks assert exact revisions); a missing `etcd` binary fails them.
+
+mod etcd_harness;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,16 +17,30 @@ use store::{
 };
 use tempfile::TempDir;
 
+use etcd_harness::EtcdServer;
+
 /// A store under test plus whatever must live as long as it.
 struct Backend {
     store: SharedStore,
     _dir: Option<TempDir>,
+    _etcd: Option<EtcdServer>,
 }
 
 fn memory(watch_buffer: usize) -> Backend {
     Backend {
         store: Arc::new(MemoryStore::with_watch_buffer(watch_buffer)),
         _dir: None,
+        _etcd: None,
+    }
+}
+
+/// A fresh etcd process and a store connected to it.
+async fn etcd() -> Backend {
+    let server = EtcdServer::start().await;
+    Backend {
+        store: Arc::new(server.store(Duration::from_secs(10)).await),
+        _dir: None,
+        _etcd: Some(server),
     }
 }
 
@@ -36,6 +54,7 @@ fn sqlite(watch_buffer: usize) -> Backend {
     Backend {
         store: Arc::new(s),
         _dir: Some(dir),
+        _etcd: None,
     }
 }
 
@@ -72,6 +91,15 @@ macro_rules! backends {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let b = super::sqlite(super::BUFFER);
+                    super::$name(b.store.clone()).await;
+                }
+            )*
+        }
+        mod etcd_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let b = super::etcd().await;
                     super::$name(b.store.clone()).await;
                 }
             )*
@@ -916,4 +944,216 @@ async fn sqlite_background_maintenance() {
     let t = std::time::Instant::now();
     drop(s);
     assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+// ---- etcd specifics ----
+
+/// Runs `fut`, failing the test if it takes longer than `limit`.
+async fn within<T>(limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} hung for more than {limit:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_outage_errors_then_reconnects() {
+    let mut server = EtcdServer::start().await;
+    let timeout = Duration::from_secs(2);
+    let s: SharedStore = Arc::new(server.store(timeout).await);
+    let a = s.create("/out/a", b"a".to_vec()).await.unwrap();
+    let b = s.create("/out/b", b"b".to_vec()).await.unwrap();
+    let b2 = s
+        .update("/out/b", b"b2".to_vec(), b.mod_revision)
+        .await
+        .unwrap();
+    let mut w = s.watch("/out/", 0).await.unwrap();
+
+    server.kill();
+
+    // The watch ends with an error instead of hanging.
+    match within(Duration::from_secs(15), "watch on a dead etcd", w.next()).await {
+        Some(Err(StoreError::Backend(msg))) => assert!(msg.contains("etcd"), "{msg}"),
+        other => panic!("expected a backend error on the watch, got {other:?}"),
+    }
+    // Every kind of request fails within the request timeout.
+    let limit = timeout + Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        within(limit, "get", s.get("/out/a")).await,
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        within(limit, "create", s.create("/out/c", vec![])).await,
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        within(limit, "range", s.range("/out/", None, 0, 0)).await,
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        within(limit, "current_revision", s.current_revision()).await,
+        Err(StoreError::Backend(_))
+    ));
+    match within(limit, "watch", s.watch("/out/", 0)).await {
+        Err(StoreError::Backend(_)) => {}
+        Err(e) => panic!("expected a backend error, got {e:?}"),
+        Ok(_) => panic!("watch on a dead etcd succeeded"),
+    }
+    eprintln!("5 requests failed in {:?}", started.elapsed());
+
+    server.restart().await;
+
+    // The same store recovers by itself once etcd is back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match s.get("/out/a").await {
+            Ok(v) => break v,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "store did not reconnect: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(got, Some(a));
+    assert_eq!(s.get("/out/b").await.unwrap(), Some(b2.clone()));
+    assert_eq!(
+        s.get("/out/c").await.unwrap(),
+        None,
+        "the failed create did not land"
+    );
+    assert_eq!(s.current_revision().await.unwrap(), b2.mod_revision);
+    let mut w = s.watch("/out/", b.mod_revision).await.unwrap();
+    assert_eq!(next(&mut w).await.kv, b2);
+    let c = s.create("/out/c", b"c".to_vec()).await.unwrap();
+    assert_eq!(c.mod_revision, b2.mod_revision + 1);
+    assert_eq!(next(&mut w).await.kv, c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_compaction_by_another_client_is_discovered() {
+    let server = EtcdServer::start().await;
+    let s = server.store(Duration::from_secs(10)).await;
+    let other = server.store(Duration::from_secs(10)).await;
+    let mut revs = Vec::new();
+    for i in 0..40 {
+        revs.push(
+            s.create(&format!("/dc/{i}"), vec![])
+                .await
+                .unwrap()
+                .mod_revision,
+        );
+    }
+    assert_eq!(s.compact_revision().await.unwrap(), 0);
+    other.compact(revs[23]).await.unwrap();
+    // `s` never compacted: it finds the compact revision in etcd.
+    assert_eq!(s.compact_revision().await.unwrap(), revs[23]);
+    match s.range("/dc/", None, 0, revs[5]).await {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            assert_eq!((requested, compacted), (revs[5], revs[23]));
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    match s.watch("/dc/", revs[22]).await {
+        Err(StoreError::Compacted {
+            requested,
+            compacted,
+        }) => {
+            assert_eq!((requested, compacted), (revs[22], revs[23]));
+        }
+        Err(e) => panic!("expected Compacted, got {e:?}"),
+        Ok(_) => panic!("expected Compacted, got a stream"),
+    }
+    let mut w = s.watch("/dc/", revs[23]).await.unwrap();
+    assert_eq!(next(&mut w).await.kv.mod_revision, revs[24]);
+}
+
+#[tokio::test]
+async fn etcd_connect_to_nothing_fails_fast() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let opts = store::etcd::EtcdOptions {
+        request_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let endpoints = [format!("http://127.0.0.1:{port}")];
+    let res = within(
+        Duration::from_secs(10),
+        "connect",
+        store::EtcdStore::connect_with(&endpoints, None, opts),
+    )
+    .await;
+    match res {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("etcd"), "{msg}"),
+        Err(e) => panic!("expected Backend, got {e:?}"),
+        Ok(_) => panic!("connected to nothing"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_tls_with_client_certificate() {
+    let server = EtcdServer::start_tls().await;
+    let tls = server.tls().unwrap();
+    assert!(server.url().starts_with("https://"));
+    let s = store::EtcdStore::connect(&[server.url()], Some(tls.clone()))
+        .await
+        .unwrap();
+    let mut w = s.watch("/tls/", 0).await.unwrap();
+    let c = s.create("/tls/k", b"v".to_vec()).await.unwrap();
+    assert_eq!(s.get("/tls/k").await.unwrap(), Some(c.clone()));
+    assert_eq!(next(&mut w).await.kv, c);
+
+    // The same through an etcd:// spec.
+    let spec = format!(
+        "etcd://{}?ca={}&cert={}&key={}",
+        server.url().trim_start_matches("https://"),
+        tls.ca_file.display(),
+        tls.cert_file.as_ref().unwrap().display(),
+        tls.key_file.as_ref().unwrap().display(),
+    );
+    let via_spec = store::EtcdStore::connect_spec(&spec).await.unwrap();
+    assert_eq!(via_spec.get("/tls/k").await.unwrap(), Some(c));
+
+    // etcd requires a client certificate: without one, connecting fails
+    // with a backend error (and does not hang).
+    let opts = store::etcd::EtcdOptions {
+        request_timeout: Duration::from_secs(3),
+        ..Default::default()
+    };
+    let no_cert = store::EtcdTls {
+        cert_file: None,
+        key_file: None,
+        ..tls.clone()
+    };
+    let res = within(
+        Duration::from_secs(15),
+        "connect without a client certificate",
+        store::EtcdStore::connect_with(&[server.url()], Some(no_cert), opts.clone()),
+    )
+    .await;
+    match res {
+        Err(StoreError::Backend(msg)) => eprintln!("without a client certificate: {msg}"),
+        Err(e) => panic!("expected Backend, got {e:?}"),
+        Ok(_) => panic!("connected without a client certificate"),
+    }
+    // A missing CA file is reported by path.
+    let missing = store::EtcdTls {
+        ca_file: "/nonexistent/ca.crt".into(),
+        ..tls
+    };
+    match store::EtcdStore::connect_with(&[server.url()], Some(missing), opts).await {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("/nonexistent/ca.crt"), "{msg}"),
+        Err(e) => panic!("expected Backend, got {e:?}"),
+        Ok(_) => panic!("connected with a missing CA file"),
+    }
 }
