@@ -20,6 +20,7 @@ mod pods;
 mod shared;
 mod status;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use node::{HOLLOW_ANNOTATION, STOP_ANNOTATION, node_name, pod_cidr};
@@ -89,12 +90,15 @@ pub async fn run(client: kube::Client, opts: Options) -> Result<(), HollowError>
 
     let (revive_tx, revive_rx) = tokio::sync::mpsc::unbounded_channel();
     // Aborted when this future is dropped, so the loops stop with it.
-    let mut tasks = Tasks(vec![
-        tokio::spawn(heartbeat::run(shared.clone())),
-        tokio::spawn(node::watch(shared.clone(), revive_tx)),
-        tokio::spawn(pods::run(shared.clone(), revive_rx)),
-    ]);
-    let (res, idx, _) = futures::future::select_all(tasks.0.iter_mut()).await;
+    let mut tasks = Tasks(
+        shared.clone(),
+        vec![
+            tokio::spawn(heartbeat::run(shared.clone())),
+            tokio::spawn(node::watch(shared.clone(), revive_tx)),
+            tokio::spawn(pods::run(shared.clone(), revive_rx)),
+        ],
+    );
+    let (res, idx, _) = futures::future::select_all(tasks.1.iter_mut()).await;
     let which = ["heartbeat", "node watch", "pod watch"][idx];
     match res {
         Ok(Ok(())) => Err(HollowError::Stopped(format!("{which} loop returned"))),
@@ -103,13 +107,19 @@ pub async fn run(client: kube::Client, opts: Options) -> Result<(), HollowError>
     }
 }
 
-/// Join handles aborted on drop.
-struct Tasks(Vec<tokio::task::JoinHandle<Result<(), HollowError>>>);
+/// The loops, aborted on drop; closing the permits then makes queued
+/// requests give up, so nothing keeps talking to the server afterwards.
+struct Tasks(
+    Arc<shared::Shared>,
+    Vec<tokio::task::JoinHandle<Result<(), HollowError>>>,
+);
 
 impl Drop for Tasks {
     fn drop(&mut self) {
-        for t in &self.0 {
+        for t in &self.1 {
             t.abort();
         }
+        self.0.pod_permits.close();
+        self.0.heartbeat_permits.close();
     }
 }

@@ -31,6 +31,8 @@ const LEASE_NAMESPACE: &str = "kube-node-lease";
 const LEASE_DURATION_SECONDS: i32 = 40;
 /// How many registrations run at once.
 const REGISTER_CONCURRENCY: usize = 64;
+/// Tries per node registration.
+const REGISTER_ATTEMPTS: usize = 5;
 
 /// The name of hollow node `i`.
 pub fn node_name(prefix: &str, i: usize) -> String {
@@ -178,11 +180,34 @@ fn node_object(shared: &Shared, slot: &NodeSlot) -> Result<Node, HollowError> {
 /// Registers every node (bounded concurrency) and creates its Lease.
 pub(crate) async fn register_all(shared: &Arc<Shared>) -> Result<(), HollowError> {
     futures::stream::iter(0..shared.nodes.len())
-        .map(|i| register(shared, i))
+        .map(|i| register_with_retries(shared, i))
         .buffer_unordered(REGISTER_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+/// Registers node `i`, retrying transient failures (a busy server must not
+/// sink a 5000-node start).
+async fn register_with_retries(shared: &Arc<Shared>, i: usize) -> Result<(), HollowError> {
+    let mut delay = std::time::Duration::from_millis(200);
+    for _ in 0..REGISTER_ATTEMPTS - 1 {
+        match register(shared, i).await {
+            Ok(()) => return Ok(()),
+            Err(HollowError::Kube(e)) if !is_client_error(&e) => {
+                tracing::warn!(node = %shared.nodes[i].name, error = %e, "registration failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    register(shared, i).await
+}
+
+/// A 4xx other than conflicts and throttling: retrying will not help.
+fn is_client_error(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 409 && s.code != 429)
 }
 
 /// Creates node `i`, or takes an existing Node of that name over.

@@ -34,6 +34,20 @@ pub enum Mode {
     Pods,
     /// The bench creates one Deployment; the controllers create the pods.
     Deployment,
+    /// Bare pods with `spec.nodeName` already set (round-robin over the
+    /// hollow nodes): bypasses the scheduler to measure the API server and
+    /// the hollow nodes alone.
+    Bound,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Pods => "pods",
+            Mode::Deployment => "deployment",
+            Mode::Bound => "bound",
+        }
+    }
 }
 
 /// Density benchmark arguments.
@@ -208,6 +222,7 @@ async fn create_pods(
     clients: usize,
     rate: f64,
     timeline: Timeline,
+    bind_to: Option<usize>,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
     let next = Arc::new(AtomicUsize::new(0));
     let start = tokio::time::Instant::now();
@@ -227,6 +242,9 @@ async fn create_pods(
                 }
                 let mut pod = pod_template();
                 pod["metadata"]["name"] = json!(format!("density-{i}"));
+                if let Some(nodes) = bind_to {
+                    pod["spec"]["nodeName"] = json!(hollow::node_name("hollow", i % nodes));
+                }
                 let pod: Pod = serde_json::from_value(pod)?;
                 let t = Instant::now();
                 api.create(&PostParams::default(), &pod).await?;
@@ -484,13 +502,15 @@ pub async fn run(args: DensityArgs) -> anyhow::Result<()> {
 
     let begin = Instant::now();
     let (create_lat, create_wall) = match args.mode {
-        Mode::Pods => {
+        Mode::Pods | Mode::Bound => {
+            let bind_to = (args.mode == Mode::Bound).then_some(args.nodes);
             create_pods(
                 pods.clone(),
                 args.pods,
                 args.clients,
                 args.rate,
                 timeline.clone(),
+                bind_to,
             )
             .await?
         }
@@ -541,16 +561,19 @@ pub async fn run(args: DensityArgs) -> anyhow::Result<()> {
     let metrics = scrape_metrics(&client).await;
     let rss = pid.and_then(|p| proc_mib(p, "VmRSS:"));
     let hwm = pid.and_then(|p| proc_mib(p, "VmHWM:"));
+    // Stop the hollow nodes and let their last requests finish before the
+    // server goes away.
     drop(hollow_task);
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Report.
     let line = "-".repeat(78);
     println!("{line}");
     println!(
-        "r8s bench density: {} hollow nodes, {} pods, mode {:?}, clients {}, rate {}, start delay {:?}",
+        "r8s bench density: {} hollow nodes, {} pods, mode {}, clients {}, rate {}, start delay {:?}",
         args.nodes,
         args.pods,
-        args.mode,
+        args.mode.name(),
         args.clients,
         if args.rate > 0.0 {
             format!("{}/s", args.rate)
@@ -567,7 +590,7 @@ pub async fn run(args: DensityArgs) -> anyhow::Result<()> {
         nodes_took.as_secs_f64()
     );
     match args.mode {
-        Mode::Pods => println!(
+        Mode::Pods | Mode::Bound => println!(
             "{:<36} {} in {:.2}s ({:.0}/s)",
             "pods created",
             create_lat.len(),
@@ -584,6 +607,11 @@ pub async fn run(args: DensityArgs) -> anyhow::Result<()> {
             (*b - *a).as_secs_f64()
         ),
         _ => "n/a (fewer than two bindings seen)".into(),
+    };
+    let sched = if args.mode == Mode::Bound {
+        "n/a (pods created with spec.nodeName)".to_string()
+    } else {
+        sched
     };
     println!("{:<36} {seen}", "pods seen by the watch");
     println!("{:<36} {bound} of {}", "pods bound", args.pods);
@@ -603,7 +631,7 @@ pub async fn run(args: DensityArgs) -> anyhow::Result<()> {
             total.as_secs_f64()
         );
     }
-    let zero = if args.mode == Mode::Pods {
+    let zero = if args.mode != Mode::Deployment {
         "create response"
     } else {
         "first seen"
