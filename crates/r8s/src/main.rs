@@ -59,6 +59,9 @@ struct HollowArgs {
     /// Pod capacity of each node.
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// Most API requests in flight at once.
+    #[arg(long, default_value_t = 128)]
+    concurrency: usize,
 }
 
 /// Parses `200ms`, `2s`, `1m` or a bare number of seconds.
@@ -231,8 +234,13 @@ async fn hollow(args: HollowArgs) -> anyhow::Result<()> {
         cpu: args.cpu,
         memory: args.memory,
         max_pods: args.max_pods,
+        concurrency: args.concurrency,
+        ..Default::default()
     };
-    hollow::run(client, opts).await?;
+    tokio::select! {
+        res = hollow::run(client, opts) => res?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; hollow nodes stop heartbeating"),
+    }
     Ok(())
 }
 
