@@ -34,10 +34,12 @@ pub struct ApiBenchArgs {
     server_arg: Vec<String>,
 }
 
-struct Server {
-    child: Child,
+/// The `r8s server` child, killed (and its data removed) on drop.
+pub(crate) struct Server {
+    pub(crate) child: Child,
     _dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
+    pub(crate) url: String,
+    pub(crate) kubeconfig: PathBuf,
 }
 
 impl Drop for Server {
@@ -47,7 +49,8 @@ impl Drop for Server {
     }
 }
 
-fn spawn_server(extra: &[String]) -> anyhow::Result<Server> {
+/// Starts `r8s server` on a free port in a temp dir and reads where it is.
+pub(crate) fn spawn_server(extra: &[String]) -> anyhow::Result<Server> {
     use std::io::BufRead;
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
@@ -61,28 +64,33 @@ fn spawn_server(extra: &[String]) -> anyhow::Result<Server> {
         .context("starting r8s server")?;
     let stdout = child.stdout.take().context("server stdout")?;
     let mut lines = std::io::BufReader::new(stdout).lines();
-    let mut kubeconfig = None;
+    let (mut url, mut kubeconfig) = (None, None);
     for line in lines.by_ref() {
         let line = line?;
-        if let Some(k) = line.strip_prefix("kubeconfig: ") {
+        if let Some(u) = line.strip_prefix("r8s API server listening on ") {
+            url = Some(u.trim().to_string());
+        } else if let Some(k) = line.strip_prefix("kubeconfig: ") {
             kubeconfig = Some(PathBuf::from(k.trim()));
             break;
         }
     }
+    // Keep draining so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    let kubeconfig = kubeconfig.context("server did not print its kubeconfig")?;
+    let kubeconfig = kubeconfig.context("server exited before printing its kubeconfig")?;
     Ok(Server {
         child,
         _dir: dir,
+        url: url.unwrap_or_default(),
         kubeconfig,
     })
 }
 
-fn rss_mib(pid: u32) -> Option<f64> {
+/// A `/proc/<pid>/status` value in MiB (`VmRSS`, `VmHWM`).
+pub(crate) fn proc_mib(pid: u32, key: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(key))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -246,7 +254,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     let pid = server.as_ref().map(|s| s.child.id());
     let client = client(&kubeconfig).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    if let Some(rss) = pid.and_then(rss_mib) {
+    if let Some(rss) = pid.and_then(|p| proc_mib(p, "VmRSS:")) {
         println!("server RSS idle: {rss:.1} MiB");
     }
     for (level, clients) in args.clients.iter().enumerate() {
@@ -257,7 +265,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         let _ = nsapi.create(&PostParams::default(), &n).await;
         run_level(client.clone(), &ns, *clients, args.objects, level).await?;
     }
-    if let Some(rss) = pid.and_then(rss_mib) {
+    if let Some(rss) = pid.and_then(|p| proc_mib(p, "VmRSS:")) {
         println!("server RSS after benchmark: {rss:.1} MiB");
     }
     if args.fill > 0 {
@@ -283,7 +291,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
             per * 64,
             start.elapsed().as_secs_f64()
         );
-        if let Some(rss) = pid.and_then(rss_mib) {
+        if let Some(rss) = pid.and_then(|p| proc_mib(p, "VmRSS:")) {
             println!("server RSS with {} objects: {rss:.1} MiB", per * 64);
         }
     }

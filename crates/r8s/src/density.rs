@@ -10,9 +10,7 @@
 //! server's memory (VmRSS now, VmHWM peak).
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +23,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-use crate::bench::{client, pct};
+use crate::bench::{client, pct, proc_mib, spawn_server};
 
 /// How pods come to be.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,69 +87,6 @@ pub struct DensityArgs {
     /// Extra arguments for the server the benchmark starts.
     #[arg(long, allow_hyphen_values = true)]
     server_arg: Vec<String>,
-}
-
-/// The `r8s server` child, killed (and its data removed) on drop.
-struct Server {
-    child: Child,
-    _dir: tempfile::TempDir,
-    url: String,
-    kubeconfig: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `r8s server` on a free port in a temp dir and reads where it is.
-fn spawn_server(extra: &[String]) -> anyhow::Result<Server> {
-    let dir = tempfile::tempdir()?;
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["server", "--https-port", "0", "--data-dir"])
-        .arg(dir.path())
-        .args(extra)
-        .env("R8S_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting r8s server")?;
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let (mut url, mut kubeconfig) = (None, None);
-    for line in lines.by_ref() {
-        let line = line?;
-        if let Some(u) = line.strip_prefix("r8s API server listening on ") {
-            url = Some(u.trim().to_string());
-        } else if let Some(k) = line.strip_prefix("kubeconfig: ") {
-            kubeconfig = Some(PathBuf::from(k.trim()));
-            break;
-        }
-    }
-    // Keep draining so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    let kubeconfig = kubeconfig.context("server exited before printing its kubeconfig")?;
-    Ok(Server {
-        child,
-        _dir: dir,
-        url: url.unwrap_or_default(),
-        kubeconfig,
-    })
-}
-
-/// A `/proc/<pid>/status` value in MiB (`VmRSS`, `VmHWM`).
-fn proc_mib(pid: u32, key: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with(key))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0)
 }
 
 /// When the bench saw each step of one pod.
