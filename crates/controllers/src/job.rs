@@ -49,6 +49,10 @@ struct Ctl {
     failures: Mutex<HashMap<String, (i32, Instant)>>,
     /// Jobs whose selector defaulting was refused (warned once).
     refused: Mutex<BTreeSet<String>>,
+    /// Per Job: pods already counted whose finalizer removal the pod cache
+    /// may not show yet (upstream's finalizer expectations). Without this a
+    /// pod cache lagging the Job cache gets a pod counted twice.
+    counted: Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 /// Runs the controller until the task is dropped.
@@ -68,6 +72,7 @@ pub async fn run(ctx: Arc<Context>) {
         rec: ctx.recorder("job-controller"),
         failures: Mutex::default(),
         refused: Mutex::default(),
+        counted: Mutex::default(),
     });
     q.run(ctx.opts.workers, move |key| {
         let c = c.clone();
@@ -162,6 +167,7 @@ impl Ctl {
         };
         let Some(cached) = self.jobs.get(Some(ns), name) else {
             self.exp.forget(key);
+            self.counted_lock().remove(key);
             // The Job is gone: its pods must not keep the finalizer (the
             // garbage collector could never delete them).
             let orphans: Vec<Arc<Pod>> =
@@ -228,9 +234,21 @@ impl Ctl {
         let deciding = condition_true(&job, "FailureTarget").is_some()
             || condition_true(&job, "SuccessCriteriaMet").is_some();
         let mut no_count: Vec<&Pod> = Vec::new();
+        let already: BTreeSet<String> = {
+            let mut all = self.counted_lock();
+            let set = all.entry(key.to_string()).or_default();
+            // Once the cache shows a pod without the finalizer (or not at
+            // all) it no longer needs remembering.
+            set.retain(|u| by_uid.get(u).is_some_and(|p| has_tracking(p)));
+            set.clone()
+        };
         for p in &pods {
             let puid = p.uid().unwrap_or_default();
-            if !has_tracking(p) || unc_s.contains(&puid) || unc_f.contains(&puid) {
+            if !has_tracking(p)
+                || unc_s.contains(&puid)
+                || unc_f.contains(&puid)
+                || already.contains(&puid)
+            {
                 continue;
             }
             if common::pod_phase(p) == "Succeeded" {
@@ -279,6 +297,10 @@ impl Ctl {
             }
         }
         self.release(ns, release.into_iter()).await?;
+        self.counted_lock()
+            .entry(key.to_string())
+            .or_default()
+            .extend(unc_s.iter().chain(unc_f.iter()).cloned());
         succeeded += unc_s.len() as i32;
         failed += unc_f.len() as i32;
         unc_s.clear();
@@ -554,6 +576,10 @@ impl Ctl {
             }
         }
         Ok(())
+    }
+
+    fn counted_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
+        self.counted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Removes the tracking finalizer from pods.
