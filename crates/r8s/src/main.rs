@@ -11,6 +11,12 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod density;
 
+// glibc malloc spent a quarter of the API server's CPU in the density
+// benchmark and fragmented across its per-thread arenas (2.2 GiB RSS for
+// 30,000 pods); mimalloc is faster and returns memory.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "r8s",
@@ -107,13 +113,15 @@ struct ServerArgs {
     /// (all of them) or single controllers by name (`deployment`, `job`, ...).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
-    /// Storage: `sqlite://PATH` (default: state.db in the data dir) or
-    /// `memory://` (nothing survives a restart).
+    /// Storage: `sqlite://PATH` (default: state.db in the data dir),
+    /// `etcd://HOST:PORT[,HOST:PORT…][?ca=F&cert=F&key=F]` (etcd v3, keys
+    /// under `/registry/` as upstream) or `memory://` (nothing survives a
+    /// restart).
     #[arg(long)]
     datastore: Option<String>,
 }
 
-fn open_store(args: &ServerArgs) -> anyhow::Result<store::SharedStore> {
+async fn open_store(args: &ServerArgs) -> anyhow::Result<store::SharedStore> {
     let spec = args.datastore.clone().unwrap_or_else(|| {
         format!(
             "sqlite://{}",
@@ -132,11 +140,19 @@ fn open_store(args: &ServerArgs) -> anyhow::Result<store::SharedStore> {
     if spec == "memory://" {
         return Ok(Arc::new(store::memory::MemoryStore::new()));
     }
-    anyhow::bail!("unsupported --datastore {spec:?}: use sqlite://PATH or memory://")
+    if spec.starts_with("etcd://") {
+        let s = store::EtcdStore::connect_spec(&spec)
+            .await
+            .with_context(|| format!("connecting to {spec}"))?;
+        return Ok(Arc::new(s));
+    }
+    anyhow::bail!(
+        "unsupported --datastore {spec:?}: use sqlite://PATH, etcd://HOST:PORT or memory://"
+    )
 }
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
-    let store = open_store(&args)?;
+    let store = open_store(&args).await?;
     // Keep about five minutes of history, as upstream compacts etcd.
     store::spawn_compactor(store.clone(), std::time::Duration::from_secs(300));
     let cfg = apiserver::Config {
@@ -211,12 +227,13 @@ fn start_control_loops(
     Ok(())
 }
 
-/// A per-process suffix that tells candidates on one host apart.
+/// A per-process suffix that tells candidates on one host apart: the pid
+/// (so an operator can tell which process leads) and a nonce.
 fn uuid_suffix() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    format!("{:x}{:x}", std::process::id(), t.subsec_nanos())
+    format!("{}_{:x}", std::process::id(), t.subsec_nanos())
 }
 
 async fn hollow(args: HollowArgs) -> anyhow::Result<()> {

@@ -179,6 +179,22 @@ impl Cluster {
         let _ = self.child.wait();
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs kubectl with `stdin`, expecting failure; returns its stderr.
+    pub fn fails_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_env(args, &[], Some(stdin));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed but printed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Data dir path.
     pub fn path(&self) -> &Path {
         self.dir.path()
