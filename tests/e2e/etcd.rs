@@ -38,7 +38,7 @@ fn two_servers_share_one_etcd_and_fail_over() {
     // A write through one server is read, and watched, through the other.
     let watch = b.watch_log(&["configmaps", "-n", "default"]);
     a.create_cm(Some("default"), "shared", &[("k", "v1")]);
-    let got = b.get_json(&["get", "configmap", "shared", "-n", "default", "-o", "json"]);
+    let got = b.get_json(&["configmap", "shared", "-n", "default"]);
     assert_eq!(got["data"]["k"], "v1");
     b.ok(&[
         "patch",
@@ -49,7 +49,7 @@ fn two_servers_share_one_etcd_and_fail_over() {
         "-p",
         r#"{"data":{"k":"v2"}}"#,
     ]);
-    let got = a.get_json(&["get", "configmap", "shared", "-n", "default", "-o", "json"]);
+    let got = a.get_json(&["configmap", "shared", "-n", "default"]);
     assert_eq!(
         got["data"]["k"], "v2",
         "a write through b is visible through a"
@@ -124,7 +124,7 @@ fn two_servers_share_one_etcd_and_fail_over() {
         "a ReplicaSet from the new leader",
         Duration::from_secs(30),
         || {
-            let rs = survivor.get_json(&["get", "rs", "-l", "app=after-failover", "-o", "json"]);
+            let rs = survivor.get_json(&["rs", "-l", "app=after-failover"]);
             (rs["items"].as_array().is_some_and(|i| !i.is_empty())).then_some(())
         },
     );

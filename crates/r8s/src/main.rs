@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod bench;
 mod density;
 
@@ -34,9 +35,20 @@ enum Command {
     Server(ServerArgs),
     /// Simulated nodes (like kwok/kubemark) for scale tests.
     Hollow(HollowArgs),
+    /// A node: the agent that runs pods as containers on this host.
+    Agent(agent::AgentArgs),
+    /// OCI images in the node's store.
+    #[command(subcommand)]
+    Image(agent::ImageCommand),
     /// Built-in benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The per-container shim the agent starts (not for direct use).
+    #[command(hide = true)]
+    Shim(agent::ShimArgs),
+    /// Runs a command in a running container (used by the agent).
+    #[command(hide = true)]
+    ShimExec(agent::ShimExecArgs),
 }
 
 #[derive(clap::Args)]
@@ -113,6 +125,12 @@ struct ServerArgs {
     /// (all of them) or single controllers by name (`deployment`, `job`, ...).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
+    /// Run the control plane only, without a node agent on this host.
+    #[arg(long)]
+    no_agent: bool,
+    /// The built-in node agent's settings.
+    #[command(flatten)]
+    node: agent::NodeArgs,
     /// Storage: `sqlite://PATH` (default: state.db in the data dir),
     /// `etcd://HOST:PORT[,HOST:PORT…][?ca=F&cert=F&key=F]` (etcd v3, keys
     /// under `/registry/` as upstream) or `memory://` (nothing survives a
@@ -170,7 +188,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("loading the admin kubeconfig")?;
     let client = kube::Client::try_from(client_cfg).context("building the controllers' client")?;
-    start_control_loops(client, &args.disable, &running.pki.ca_cert_pem)?;
+    start_control_loops(client.clone(), &args.disable, &running.pki.ca_cert_pem)?;
+    if !args.no_agent {
+        agent::spawn_builtin(client, &args.data_dir, &args.node)?;
+    }
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());
     println!("  export KUBECONFIG={}", running.kubeconfig.display());
@@ -262,21 +283,49 @@ async fn hollow(args: HollowArgs) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("R8S_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("R8S_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if matches!(cli.command, Command::Shim(_) | Command::ShimExec(_)) {
+        // A shim's fd 2 becomes the container's stderr inside the forked
+        // container process, so its log goes to a private close-on-exec
+        // copy of the original stderr (the shim log) instead.
+        // SAFETY: F_DUPFD_CLOEXEC on fd 2, which every process has open.
+        let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+        if fd >= 0 {
+            // SAFETY: fd is a fresh descriptor owned by nothing else.
+            let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    // The shims stay single-threaded: libcontainer forks with a raw clone3
+    // (see kubelet::shim), so no runtime threads may exist.
+    let cli = match cli.command {
+        Command::Shim(args) => std::process::exit(agent::shim(args)),
+        Command::ShimExec(args) => std::process::exit(agent::shim_exec(args)),
+        Command::Image(cmd) => return agent::image(cmd),
+        other => other,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match cli.command {
+    match cli {
         Command::Server(args) => rt.block_on(server(args)),
         Command::Hollow(args) => rt.block_on(hollow(args)),
+        Command::Agent(args) => rt.block_on(agent::run(args)),
+        Command::Shim(_) | Command::ShimExec(_) | Command::Image(_) => {
+            unreachable!("handled above")
+        }
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
         Command::Bench(BenchCommand::Density(args)) => rt.block_on(density::run(args)),
     }

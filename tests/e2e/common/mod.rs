@@ -30,8 +30,15 @@ impl Cluster {
         Self::start_in(tempfile::tempdir().expect("tempdir"), &[])
     }
 
-    /// Starts a server in `dir` with extra arguments.
+    /// Starts a server without a node agent in `dir` with extra arguments.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Cluster {
+        let mut args = vec!["--no-agent"];
+        args.extend_from_slice(extra);
+        Self::start_with(dir, &args)
+    }
+
+    /// Starts a server in `dir` with exactly these extra arguments.
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Cluster {
         let mut child = Command::new(r8s_bin())
             .args(["server", "--https-port", "0", "--data-dir"])
             .arg(dir.path())

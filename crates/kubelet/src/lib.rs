@@ -1,0 +1,268 @@
+//! The r8s node agent (kubelet): registers the node, keeps its Lease, and
+//! runs the pods bound to it as real Linux containers (youki's
+//! libcontainer via a shim process per container, overlay rootfs from the
+//! `image` store, a bridge-and-veth pod network, cgroups per pod and
+//! container), writing CRI-format logs.
+//!
+//! It talks to the API server only through the public API (kube-rs), like
+//! any other node agent.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub mod logs;
+pub mod network;
+pub mod node;
+mod pods;
+pub mod resources;
+pub mod runtime;
+pub mod shim;
+pub mod spec;
+pub mod volumes;
+
+/// Errors of the node agent.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    /// Talking to the API server failed.
+    #[error("API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// A bad setting.
+    #[error("{0}")]
+    Config(String),
+    /// Pod networking failed.
+    #[error("pod network: {0}")]
+    Network(String),
+    /// The container runtime failed.
+    #[error("{0}")]
+    Runtime(String),
+    /// The container spec could not be built.
+    #[error("{0}")]
+    Spec(String),
+    /// A volume could not be prepared.
+    #[error("volume: {0}")]
+    Volume(String),
+    /// The image store failed.
+    #[error("image store: {0}")]
+    Image(#[from] image::ImageError),
+    /// (De)serialising an object failed.
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The Node's name.
+    pub node_name: String,
+    /// The node's InternalIP.
+    pub node_ip: Ipv4Addr,
+    /// Data directory (images, pods, containers under `agent/`).
+    pub data_dir: PathBuf,
+    /// Extra node labels.
+    pub node_labels: Vec<(String, String)>,
+    /// Pod network.
+    pub net: network::NetConfig,
+    /// Top-level cgroup under which pods live (no leading slash).
+    pub cgroup_root: String,
+    /// Pod capacity.
+    pub max_pods: u32,
+    /// Port of the kubelet API reported in the Node.
+    pub kubelet_port: i32,
+    /// The executable with the `shim` subcommand.
+    pub shim_exe: PathBuf,
+    /// Rotate container logs past this size.
+    pub max_log_bytes: u64,
+}
+
+impl Options {
+    /// Defaults for a node named `node_name` with data under `data_dir`.
+    pub fn new(node_name: &str, data_dir: PathBuf, shim_exe: PathBuf) -> Options {
+        Options {
+            node_name: node_name.to_string(),
+            node_ip: Ipv4Addr::LOCALHOST,
+            net: network::NetConfig {
+                bridge: "r8s0".into(),
+                net: [10, 42, 0],
+                ipam_dir: data_dir.join("agent/ipam"),
+            },
+            data_dir,
+            node_labels: Vec::new(),
+            cgroup_root: "r8s".into(),
+            max_pods: 110,
+            kubelet_port: 10250,
+            shim_exe,
+            max_log_bytes: 10 << 20,
+        }
+    }
+
+    /// The image store directory.
+    pub fn images_dir(&self) -> PathBuf {
+        self.data_dir.join("agent/images")
+    }
+}
+
+/// What every pod worker shares.
+pub struct Agent {
+    pub(crate) client: kube::Client,
+    pub(crate) opts: Options,
+    pub(crate) runtime: Arc<dyn runtime::Runtime>,
+    pub(crate) images: image::ImageStore,
+}
+
+/// Mount points of the cgroup hierarchies: (v1 controller dirs, or the v2
+/// root).
+fn cgroup_mounts() -> Vec<PathBuf> {
+    let base = PathBuf::from("/sys/fs/cgroup");
+    if base.join("cgroup.controllers").exists() {
+        return vec![base];
+    }
+    std::fs::read_dir(&base)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| !p.is_symlink() && p.join("cgroup.procs").exists())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Agent {
+    /// The memory cgroup directory of a container's cgroup path.
+    pub(crate) fn memory_cgroup(&self, path: &str) -> Option<PathBuf> {
+        let rel = path.trim_start_matches('/');
+        let v2 = PathBuf::from("/sys/fs/cgroup");
+        if v2.join("cgroup.controllers").exists() {
+            return Some(v2.join(rel));
+        }
+        Some(v2.join("memory").join(rel))
+    }
+
+    /// Every hierarchy's directory of a pod's cgroup.
+    pub(crate) fn pod_cgroups(&self, uid: &str) -> Vec<PathBuf> {
+        cgroup_mounts()
+            .into_iter()
+            .map(|m| m.join(&self.opts.cgroup_root).join(format!("pod{uid}")))
+            .collect()
+    }
+}
+
+/// Images the node reports in its status.
+fn node_images(store: &image::ImageStore) -> serde_json::Value {
+    let list = store.list().unwrap_or_default();
+    serde_json::Value::Array(
+        list.into_iter()
+            .map(|i| {
+                let mut names = i.repo_digests.clone();
+                names.extend(i.references.clone());
+                serde_json::json!({"names": names, "sizeBytes": i.size})
+            })
+            .collect(),
+    )
+}
+
+/// Imports every tarball in `<images dir>/` … as k3s does with its
+/// `agent/images` directory.
+fn import_dropped(store: &image::ImageStore, dir: &std::path::Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let is_tarball = [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd"]
+            .iter()
+            .any(|s| name.ends_with(s));
+        if p.is_file() && is_tarball {
+            match store.import(&p) {
+                Ok(refs) => tracing::info!(file = %p.display(), ?refs, "imported image tarball"),
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "importing image tarball failed")
+                }
+            }
+        }
+    }
+}
+
+/// Runs the agent until the process ends.
+pub async fn run(client: kube::Client, opts: Options) -> Result<(), KubeletError> {
+    check_host()?;
+    let images = image::ImageStore::open(&opts.images_dir())?;
+    import_dropped(&images, &opts.images_dir());
+    let net = opts.net.clone();
+    tokio::task::spawn_blocking(move || network::ensure_bridge(&net))
+        .await
+        .map_err(|e| KubeletError::Runtime(e.to_string()))??;
+    let runtime = Arc::new(runtime::ShimRuntime {
+        shim_exe: opts.shim_exe.clone(),
+        dir: opts.data_dir.join("agent/containers"),
+        state_root: opts.data_dir.join("agent/state"),
+        max_log_bytes: opts.max_log_bytes,
+    });
+    let agent = Arc::new(Agent {
+        client: client.clone(),
+        opts: opts.clone(),
+        runtime,
+        images: images.clone(),
+    });
+    node::register(&client, &opts, node_images(&images)).await?;
+    tracing::info!(node = %opts.node_name, cidr = %opts.net.cidr(), "node registered");
+    tokio::spawn(node::lease_loop(client.clone(), opts.clone()));
+    let imgs = images.clone();
+    tokio::spawn(node::status_loop(client.clone(), opts.clone(), move || {
+        node_images(&imgs)
+    }));
+    pods::run(agent).await;
+    Ok(())
+}
+
+/// Fails with what is missing when this host cannot run containers.
+pub fn check_host() -> Result<(), KubeletError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(KubeletError::Config(
+            "the node agent must run as root (namespaces, cgroups, mounts, pod network)".into(),
+        ));
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.contains("overlay") {
+        return Err(KubeletError::Config(
+            "the kernel lacks overlayfs (modprobe overlay)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Stops every container under `cgroup_root` and removes the bridge:
+/// what `r8s` tests run after a node agent was killed.
+pub fn cleanup_host(cgroup_root: &str, bridge: &str) {
+    for m in cgroup_mounts() {
+        let root = m.join(cgroup_root);
+        kill_tree(&root);
+    }
+    network::delete_bridge(bridge);
+}
+
+fn kill_tree(dir: &std::path::Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                kill_tree(&e.path());
+            }
+        }
+    }
+    if let Ok(pids) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) on pids listed in our own cgroup.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+    for _ in 0..20 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,210 @@
+//! The pod network of one node: a Linux bridge holding the node's podCIDR
+//! gateway, a network namespace per pod (`ip netns`, so containers join it
+//! by path) and a veth pair into it, with addresses from a file-backed
+//! allocator that survives agent restarts.
+//!
+//! Driven through iproute2's `ip`, the tool every CNI bridge setup is
+//! debugged with; the netlink calls are few and not on a hot path.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::KubeletError;
+
+/// The node's pod network settings.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Bridge name (at most 15 bytes).
+    pub bridge: String,
+    /// First three octets of the node's /24 podCIDR.
+    pub net: [u8; 3],
+    /// Allocator state directory.
+    pub ipam_dir: PathBuf,
+}
+
+impl NetConfig {
+    /// The bridge's (gateway) address: `.1`.
+    pub fn gateway(&self) -> Ipv4Addr {
+        let [a, b, c] = self.net;
+        Ipv4Addr::new(a, b, c, 1)
+    }
+
+    /// The podCIDR, e.g. `10.42.0.0/24`.
+    pub fn cidr(&self) -> String {
+        let [a, b, c] = self.net;
+        format!("{a}.{b}.{c}.0/24")
+    }
+}
+
+/// Parses `a.b.c.0/24`.
+pub fn parse_cidr24(s: &str) -> Result<[u8; 3], KubeletError> {
+    let bad = || KubeletError::Config(format!("pod CIDR {s:?} must be a /24 like 10.42.0.0/24"));
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    if len != "24" {
+        return Err(bad());
+    }
+    let ip: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let o = ip.octets();
+    Ok([o[0], o[1], o[2]])
+}
+
+fn ip(args: &[&str]) -> Result<String, KubeletError> {
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        KubeletError::Network(format!("running ip {args:?}: {e} (is iproute2 installed?)"))
+    })?;
+    if !out.status.success() {
+        return Err(KubeletError::Network(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Creates the bridge with the gateway address if it is missing.
+pub fn ensure_bridge(cfg: &NetConfig) -> Result<(), KubeletError> {
+    if ip(&["link", "show", "dev", &cfg.bridge]).is_err() {
+        ip(&["link", "add", &cfg.bridge, "type", "bridge"])?;
+    }
+    let gw = format!("{}/24", cfg.gateway());
+    let addrs = ip(&["-4", "addr", "show", "dev", &cfg.bridge])?;
+    if !addrs.contains(&format!("inet {gw}")) {
+        ip(&["addr", "add", &gw, "dev", &cfg.bridge])?;
+    }
+    ip(&["link", "set", &cfg.bridge, "up"])?;
+    std::fs::create_dir_all(&cfg.ipam_dir)
+        .map_err(|e| KubeletError::Network(format!("creating {}: {e}", cfg.ipam_dir.display())))?;
+    Ok(())
+}
+
+/// Removes the bridge (agent tear-down in tests).
+pub fn delete_bridge(bridge: &str) {
+    let _ = ip(&["link", "del", bridge]);
+}
+
+/// Reserves the lowest free address for `owner` (a pod uid); the same
+/// owner gets its existing address back.
+pub fn allocate(cfg: &NetConfig, owner: &str) -> Result<Ipv4Addr, KubeletError> {
+    let [a, b, c] = cfg.net;
+    for d in 2..=254u8 {
+        let addr = Ipv4Addr::new(a, b, c, d);
+        let f = cfg.ipam_dir.join(addr.to_string());
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&f)
+        {
+            Ok(mut file) => {
+                use std::io::Write;
+                let _ = file.write_all(owner.as_bytes());
+                return Ok(addr);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if std::fs::read_to_string(&f).is_ok_and(|o| o == owner) {
+                    return Ok(addr);
+                }
+            }
+            Err(e) => {
+                return Err(KubeletError::Network(format!("ipam {}: {e}", f.display())));
+            }
+        }
+    }
+    Err(KubeletError::Network(format!(
+        "no free address left in {}",
+        cfg.cidr()
+    )))
+}
+
+/// Returns `owner`'s address to the pool.
+pub fn release(cfg: &NetConfig, owner: &str) {
+    if let Ok(rd) = std::fs::read_dir(&cfg.ipam_dir) {
+        for e in rd.flatten() {
+            if std::fs::read_to_string(e.path()).is_ok_and(|o| o == owner) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Path of a named network namespace.
+pub fn netns_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+/// Creates the pod's network namespace with `eth0` at `addr` on the
+/// bridge and a default route through the gateway.
+pub fn setup_pod(
+    cfg: &NetConfig,
+    ns: &str,
+    host_veth: &str,
+    addr: Ipv4Addr,
+) -> Result<(), KubeletError> {
+    if !netns_path(ns).exists() {
+        ip(&["netns", "add", ns])?;
+    }
+    let _ = ip(&["link", "del", host_veth]);
+    ip(&[
+        "link", "add", host_veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ])?;
+    ip(&["link", "set", host_veth, "master", &cfg.bridge])?;
+    ip(&["link", "set", host_veth, "up"])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{addr}/24"),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    ip(&[
+        "-n",
+        ns,
+        "route",
+        "add",
+        "default",
+        "via",
+        &cfg.gateway().to_string(),
+    ])?;
+    Ok(())
+}
+
+/// Deletes the pod's namespace (and with it the veth pair).
+pub fn teardown_pod(ns: &str) {
+    if netns_path(ns).exists() {
+        let _ = ip(&["netns", "del", ns]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_slash_24() {
+        assert_eq!(parse_cidr24("10.42.3.0/24").unwrap(), [10, 42, 3]);
+        assert!(parse_cidr24("10.42.0.0/16").is_err());
+        assert!(parse_cidr24("banana").is_err());
+    }
+
+    #[test]
+    fn allocates_lowest_free_and_is_idempotent_per_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = NetConfig {
+            bridge: "unused".into(),
+            net: [10, 99, 0],
+            ipam_dir: dir.path().to_path_buf(),
+        };
+        let a = allocate(&cfg, "pod-a").unwrap();
+        let b = allocate(&cfg, "pod-b").unwrap();
+        assert_eq!(a, Ipv4Addr::new(10, 99, 0, 2));
+        assert_eq!(b, Ipv4Addr::new(10, 99, 0, 3));
+        assert_eq!(allocate(&cfg, "pod-a").unwrap(), a);
+        release(&cfg, "pod-a");
+        assert_eq!(allocate(&cfg, "pod-c").unwrap(), a);
+    }
+}

@@ -1,0 +1,232 @@
+//! The Node object: registration with the host's capacity, status
+//! heartbeats and the node Lease.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::{KubeletError, Options};
+
+/// Lease duration the kubelet uses.
+const LEASE_DURATION_SECONDS: i32 = 40;
+/// Lease renewal interval (upstream: a quarter of the duration).
+const LEASE_RENEW: Duration = Duration::from_secs(10);
+/// Node status report interval.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn micro(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The host's CPU count and memory in bytes.
+pub fn host_capacity() -> (usize, i64) {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0);
+    (cpus, mem)
+}
+
+fn disk_bytes(path: &std::path::Path) -> u64 {
+    nix::sys::statvfs::statvfs(path)
+        .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+        .unwrap_or(0)
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn os_image() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "Linux".into())
+}
+
+fn conditions(now: &str) -> Value {
+    let c = |t: &str, s: &str, reason: &str, msg: &str| {
+        json!({"type": t, "status": s, "reason": reason, "message": msg,
+               "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!([
+        c(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available"
+        ),
+        c(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure"
+        ),
+        c(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available"
+        ),
+        c(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status"
+        ),
+    ])
+}
+
+/// The node's status as the agent reports it.
+pub fn status(opts: &Options, images: Value) -> Value {
+    let (cpus, mem) = host_capacity();
+    let now = rfc3339(Timestamp::now());
+    let disk = disk_bytes(&opts.data_dir);
+    let capacity = json!({
+        "cpu": cpus.to_string(),
+        "memory": format!("{}Ki", mem / 1024),
+        "pods": opts.max_pods.to_string(),
+        "ephemeral-storage": format!("{}Ki", disk / 1024),
+    });
+    json!({
+        "capacity": capacity,
+        "allocatable": capacity,
+        "conditions": conditions(&now),
+        "addresses": [
+            {"type": "InternalIP", "address": opts.node_ip.to_string()},
+            {"type": "Hostname", "address": opts.node_name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": opts.kubelet_port}},
+        "nodeInfo": {
+            "machineID": std::fs::read_to_string("/etc/machine-id").unwrap_or_default().trim(),
+            "systemUUID": "",
+            "bootID": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim(),
+            "kernelVersion": kernel(),
+            "osImage": os_image(),
+            "containerRuntimeVersion": "r8s://0.1.0",
+            "kubeletVersion": "v1.33.0-r8s",
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": image::host_arch(),
+        },
+        "images": images,
+    })
+}
+
+/// Creates the Node (or takes over an existing one) and reports status.
+pub async fn register(
+    client: &kube::Client,
+    opts: &Options,
+    images: Value,
+) -> Result<(), KubeletError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut labels = json!({
+        "kubernetes.io/hostname": opts.node_name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": image::host_arch(),
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": image::host_arch(),
+    });
+    for (k, v) in &opts.node_labels {
+        labels[k] = json!(v);
+    }
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": opts.node_name, "labels": labels},
+        "spec": {"podCIDR": opts.net.cidr(), "podCIDRs": [opts.net.cidr()]},
+    }))?;
+    match api.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let patch = json!({"metadata": {"labels": labels},
+                               "spec": {"podCIDR": opts.net.cidr(), "podCIDRs": [opts.net.cidr()]}});
+            api.patch(
+                &opts.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    report(client, opts, images).await
+}
+
+/// Patches the node's status.
+pub async fn report(
+    client: &kube::Client,
+    opts: &Options,
+    images: Value,
+) -> Result<(), KubeletError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = json!({"status": status(opts, images)});
+    api.patch_status(
+        &opts.node_name,
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Renews the node Lease forever.
+pub async fn lease_loop(client: kube::Client, opts: Options) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    loop {
+        let now = micro(Timestamp::now());
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": opts.node_name, "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": opts.node_name,
+                     "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                     "renewTime": now},
+        });
+        let res = api
+            .patch(
+                &opts.node_name,
+                &PatchParams::apply("kubelet").force(),
+                &Patch::Apply(&lease),
+            )
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "renewing the node lease failed");
+        }
+        tokio::time::sleep(LEASE_RENEW).await;
+    }
+}
+
+/// Reports node status forever.
+pub async fn status_loop(client: kube::Client, opts: Options, images: impl Fn() -> Value + Send) {
+    loop {
+        tokio::time::sleep(STATUS_EVERY).await;
+        if let Err(e) = report(&client, &opts, images()).await {
+            tracing::warn!(error = %e, "reporting node status failed");
+        }
+    }
+}

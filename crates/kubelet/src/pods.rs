@@ -1,0 +1,937 @@
+//! Pod workers: one task per pod bound to this node that drives it to its
+//! spec (sandbox, init containers in order, app containers with restart
+//! policy and back-off), reports status, and tears it down on deletion.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::spec::{self, ImageDefaults};
+use crate::{Agent, KubeletError, network, resources, volumes};
+
+/// Back-off after a container exits: 10 s doubling to 5 min.
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// A container that ran this long has its back-off reset.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often a worker looks at its containers without news.
+const TICK: Duration = Duration::from_millis(500);
+
+fn now() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Watches the pods bound to this node and feeds their workers.
+pub async fn run(agent: Arc<Agent>) {
+    let api: Api<Pod> = Api::all(agent.client.clone());
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", agent.opts.node_name));
+    let mut stream = std::pin::pin!(watcher(api, cfg).default_backoff());
+    let mut workers: HashMap<String, mpsc::UnboundedSender<Option<Arc<Pod>>>> = HashMap::new();
+    while let Some(ev) = stream.next().await {
+        let (pod, gone) = match ev {
+            Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => (p, false),
+            Ok(watcher::Event::Delete(p)) => (p, true),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch failed; retrying");
+                continue;
+            }
+        };
+        let Some(uid) = pod.metadata.uid.clone() else {
+            continue;
+        };
+        workers.retain(|_, tx| !tx.is_closed());
+        let tx = workers.entry(uid.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(Worker::new(agent.clone(), uid).run(rx));
+            tx
+        });
+        let _ = tx.send((!gone).then(|| Arc::new(pod)));
+    }
+}
+
+/// State of one container, as the worker tracks it.
+#[derive(Debug, Clone, Default)]
+struct Ctr {
+    /// Current runtime container id (changes per restart).
+    id: Option<String>,
+    pid: Option<i32>,
+    started_at: Option<String>,
+    started_instant: Option<Instant>,
+    restarts: i32,
+    /// The last termination (for `lastState`, or `state` if not restarted).
+    terminated: Option<Value>,
+    /// Why it is waiting, and the message.
+    waiting: Option<(String, String)>,
+    /// Not before this instant may it start again.
+    backoff_until: Option<Instant>,
+    backoff: Option<Duration>,
+    image_id: String,
+    /// Whether the current run is over.
+    exited: bool,
+}
+
+struct Worker {
+    agent: Arc<Agent>,
+    uid: String,
+    pod: Option<Arc<Pod>>,
+    ip: Option<String>,
+    ns: Option<String>,
+    pod_dir: PathBuf,
+    volumes: Option<HashMap<String, PathBuf>>,
+    init: HashMap<String, Ctr>,
+    app: HashMap<String, Ctr>,
+    start_time: Option<String>,
+    last_status: Option<Value>,
+    /// Set once the pod has been torn down after deletion.
+    finished: bool,
+    /// Pod-level error shown in container waiting reasons.
+    sandbox_error: Option<String>,
+}
+
+impl Worker {
+    fn new(agent: Arc<Agent>, uid: String) -> Worker {
+        let pod_dir = agent.opts.data_dir.join("agent/pods").join(&uid);
+        Worker {
+            agent,
+            uid,
+            pod: None,
+            ip: None,
+            ns: None,
+            pod_dir,
+            volumes: None,
+            init: HashMap::new(),
+            app: HashMap::new(),
+            start_time: None,
+            last_status: None,
+            finished: false,
+            sandbox_error: None,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Option<Arc<Pod>>>) {
+        loop {
+            let msg = tokio::time::timeout(TICK, rx.recv()).await;
+            match msg {
+                Ok(Some(Some(p))) => self.pod = Some(p),
+                Ok(Some(None)) | Ok(None) => {
+                    // Deleted from the API (or the watch is gone): stop now.
+                    self.kill_all(Duration::ZERO).await;
+                    self.teardown().await;
+                    return;
+                }
+                Err(_) => {}
+            }
+            while let Ok(m) = rx.try_recv() {
+                match m {
+                    Some(p) => self.pod = Some(p),
+                    None => {
+                        self.kill_all(Duration::ZERO).await;
+                        self.teardown().await;
+                        return;
+                    }
+                }
+            }
+            if self.finished {
+                continue;
+            }
+            if let Err(e) = self.sync().await {
+                tracing::warn!(pod = %self.name(), error = %e, "pod sync failed");
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        self.pod
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_deref().unwrap_or(""),
+                    p.metadata.name.as_deref().unwrap_or("")
+                )
+            })
+            .unwrap_or_else(|| self.uid.clone())
+    }
+
+    async fn sync(&mut self) -> Result<(), KubeletError> {
+        let Some(pod) = self.pod.clone() else {
+            return Ok(());
+        };
+        self.collect_exits();
+        if pod.metadata.deletion_timestamp.is_some() {
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .unwrap_or(30)
+                .max(0) as u64;
+            self.kill_all(Duration::from_secs(grace)).await;
+            self.teardown().await;
+            self.report(&pod).await;
+            let api: Api<Pod> = Api::namespaced(
+                self.agent.client.clone(),
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(self.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            let _ = api
+                .delete(pod.metadata.name.as_deref().unwrap_or(""), &dp)
+                .await;
+            self.finished = true;
+            return Ok(());
+        }
+        if self.terminal(&pod) {
+            self.teardown().await;
+            self.report(&pod).await;
+            self.finished = true;
+            return Ok(());
+        }
+        if self.start_time.is_none() {
+            self.start_time = Some(now());
+        }
+        if let Err(e) = self.ensure_sandbox(&pod).await {
+            self.sandbox_error = Some(e.to_string());
+            self.report(&pod).await;
+            return Err(e);
+        }
+        self.sandbox_error = None;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        // Init containers one at a time, each to success.
+        let mut inits_done = true;
+        for c in spec.init_containers.iter().flatten() {
+            let st = self.init.entry(c.name.clone()).or_default().clone();
+            let succeeded =
+                st.exited && st.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) == Some(0);
+            if succeeded {
+                continue;
+            }
+            inits_done = false;
+            let running = st.id.is_some() && !st.exited;
+            if !running && self.may_start(&st, policy != "Never") {
+                self.start_container(&pod, c, true).await;
+            }
+            break;
+        }
+        if inits_done {
+            for c in &spec.containers {
+                let st = self.app.entry(c.name.clone()).or_default().clone();
+                if st.id.is_some() && !st.exited {
+                    continue;
+                }
+                let restart = match policy.as_str() {
+                    "Never" => st.id.is_none(),
+                    "OnFailure" => {
+                        st.id.is_none()
+                            || st.terminated.as_ref().and_then(|t| t["exitCode"].as_i64())
+                                != Some(0)
+                    }
+                    _ => true,
+                };
+                if restart && self.may_start(&st, true) {
+                    self.start_container(&pod, c, false).await;
+                }
+            }
+        }
+        self.report(&pod).await;
+        Ok(())
+    }
+
+    /// Whether a container in state `st` may be (re)started now; sets the
+    /// CrashLoopBackOff waiting reason while it may not.
+    fn may_start(&self, st: &Ctr, restartable: bool) -> bool {
+        if st.id.is_none() {
+            return st.backoff_until.is_none_or(|t| Instant::now() >= t);
+        }
+        if !restartable {
+            return false;
+        }
+        st.backoff_until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn terminal(&self, pod: &Pod) -> bool {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        if policy == "Always" || spec.containers.is_empty() {
+            return false;
+        }
+        spec.containers.iter().all(|c| {
+            self.app.get(&c.name).is_some_and(|s| {
+                s.exited
+                    && (policy == "Never"
+                        || s.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) == Some(0))
+            })
+        })
+    }
+
+    fn collect_exits(&mut self) {
+        let rt = self.agent.runtime.clone();
+        for st in self.init.values_mut().chain(self.app.values_mut()) {
+            let (Some(id), false) = (st.id.clone(), st.exited) else {
+                continue;
+            };
+            if let Some(rec) = rt.exit(&id) {
+                st.exited = true;
+                st.terminated = Some(json!({
+                    "exitCode": rec.exit_code,
+                    "reason": rec.reason,
+                    "startedAt": st.started_at,
+                    "finishedAt": rec.finished_at,
+                    "containerID": format!("r8s://{id}"),
+                }));
+                if let Some(sig) = rec.signal {
+                    st.terminated.as_mut().unwrap()["signal"] = json!(sig);
+                }
+                let ran = st.started_instant.map(|t| t.elapsed()).unwrap_or_default();
+                let next = if ran >= BACKOFF_RESET {
+                    BACKOFF_START
+                } else {
+                    st.backoff
+                        .map(|b| (b * 2).min(BACKOFF_MAX))
+                        .unwrap_or(BACKOFF_START)
+                };
+                st.backoff = Some(next);
+                st.backoff_until = Some(Instant::now() + next);
+                rt.remove(&id);
+            }
+        }
+    }
+
+    async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), KubeletError> {
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        std::fs::create_dir_all(&self.pod_dir).map_err(|e| {
+            KubeletError::Runtime(format!("creating {}: {e}", self.pod_dir.display()))
+        })?;
+        if self.ip.is_none() {
+            if host_network {
+                self.ip = Some(self.agent.opts.node_ip.to_string());
+            } else {
+                let cfg = self.agent.opts.net.clone();
+                let uid = self.uid.clone();
+                let ns = format!("r8s-{}", &uid[..uid.len().min(18)]);
+                let veth = format!("veth{}", &uid.replace('-', "")[..11.min(uid.len())]);
+                let ns2 = ns.clone();
+                let ip = tokio::task::spawn_blocking(move || {
+                    let ip = network::allocate(&cfg, &uid)?;
+                    network::setup_pod(&cfg, &ns2, &veth, ip)?;
+                    Ok::<_, KubeletError>(ip)
+                })
+                .await
+                .map_err(|e| KubeletError::Runtime(e.to_string()))??;
+                self.ns = Some(ns);
+                self.ip = Some(ip.to_string());
+            }
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let hostname = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.hostname.clone())
+                .unwrap_or_else(|| name.clone());
+            let ip = self.ip.clone().unwrap_or_default();
+            let hosts = if host_network {
+                std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+            } else {
+                format!(
+                    "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"
+                )
+            };
+            let w = |f: &str, s: &str| {
+                std::fs::write(self.pod_dir.join(f), s)
+                    .map_err(|e| KubeletError::Runtime(format!("writing {f}: {e}")))
+            };
+            w("hosts", &hosts)?;
+            w("hostname", &format!("{hostname}\n"))?;
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            w("resolv.conf", &resolv)?;
+        }
+        if self.volumes.is_none() {
+            let v = volumes::prepare(&self.agent.client, pod, &self.pod_dir).await?;
+            self.volumes = Some(v);
+        }
+        Ok(())
+    }
+
+    async fn resolve_env(
+        &self,
+        pod: &Pod,
+        c: &Container,
+    ) -> Result<Vec<(String, String)>, KubeletError> {
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let client = &self.agent.client;
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut vars: HashMap<String, String> = HashMap::new();
+        let mut pod_with_ip = pod.clone();
+        let st = pod_with_ip.status.get_or_insert_with(Default::default);
+        st.pod_ip = self.ip.clone();
+        st.host_ip = Some(self.agent.opts.node_ip.to_string());
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        for ef in c.env_from.iter().flatten() {
+            let prefix = ef.prefix.clone().unwrap_or_default();
+            if let Some(r) = &ef.config_map_ref {
+                match cms.get_opt(&r.name).await? {
+                    Some(cm) => {
+                        for (k, v) in cm.data.unwrap_or_default() {
+                            env.push((format!("{prefix}{k}"), v));
+                        }
+                    }
+                    None if r.optional == Some(true) => {}
+                    None => {
+                        return Err(KubeletError::Config(format!(
+                            "configmap {:?} not found",
+                            r.name
+                        )));
+                    }
+                }
+            }
+            if let Some(r) = &ef.secret_ref {
+                match secrets.get_opt(&r.name).await? {
+                    Some(s) => {
+                        for (k, v) in s.data.unwrap_or_default() {
+                            env.push((
+                                format!("{prefix}{k}"),
+                                String::from_utf8_lossy(&v.0).into_owned(),
+                            ));
+                        }
+                    }
+                    None if r.optional == Some(true) => {}
+                    None => {
+                        return Err(KubeletError::Config(format!(
+                            "secret {:?} not found",
+                            r.name
+                        )));
+                    }
+                }
+            }
+        }
+        for (k, v) in &env {
+            vars.insert(k.clone(), v.clone());
+        }
+        for e in c.env.iter().flatten() {
+            let value = if let Some(v) = &e.value {
+                Some(spec::expand(v, &vars))
+            } else if let Some(from) = &e.value_from {
+                if let Some(f) = &from.field_ref {
+                    Some(volumes::field_value(&pod_with_ip, &f.field_path).unwrap_or_default())
+                } else if let Some(r) = &from.resource_field_ref {
+                    Some(resource_field(c, &r.resource))
+                } else if let Some(r) = &from.config_map_key_ref {
+                    match cms
+                        .get_opt(&r.name)
+                        .await?
+                        .and_then(|cm| cm.data.unwrap_or_default().get(&r.key).cloned())
+                    {
+                        Some(v) => Some(v),
+                        None if r.optional == Some(true) => None,
+                        None => {
+                            return Err(KubeletError::Config(format!(
+                                "couldn't find key {} in ConfigMap {}/{}",
+                                r.key, ns, r.name
+                            )));
+                        }
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    match secrets
+                        .get_opt(&r.name)
+                        .await?
+                        .and_then(|s| s.data.unwrap_or_default().get(&r.key).cloned())
+                    {
+                        Some(v) => Some(String::from_utf8_lossy(&v.0).into_owned()),
+                        None if r.optional == Some(true) => None,
+                        None => {
+                            return Err(KubeletError::Config(format!(
+                                "couldn't find key {} in Secret {}/{}",
+                                r.key, ns, r.name
+                            )));
+                        }
+                    }
+                } else {
+                    None
+                }
+            } else {
+                Some(String::new())
+            };
+            if let Some(v) = value {
+                vars.insert(e.name.clone(), v.clone());
+                env.push((e.name.clone(), v));
+            }
+        }
+        Ok(env)
+    }
+
+    async fn start_container(&mut self, pod: &Pod, c: &Container, is_init: bool) {
+        let result = self.try_start(pod, c).await;
+        let who = self.name();
+        let map = if is_init {
+            &mut self.init
+        } else {
+            &mut self.app
+        };
+        let st = map.entry(c.name.clone()).or_default();
+        match result {
+            Ok((id, pid, image_id)) => {
+                if st.id.is_some() {
+                    st.restarts += 1;
+                }
+                st.id = Some(id);
+                st.pid = Some(pid);
+                st.started_at = Some(now());
+                st.started_instant = Some(Instant::now());
+                st.exited = false;
+                st.waiting = None;
+                st.image_id = image_id;
+            }
+            Err((reason, msg)) => {
+                tracing::warn!(pod = %who, container = %c.name, %reason, %msg, "container did not start");
+                st.waiting = Some((reason, msg));
+                // Failed starts back off like crashes do.
+                let next = st
+                    .backoff
+                    .map(|b| (b * 2).min(BACKOFF_MAX))
+                    .unwrap_or(BACKOFF_START);
+                st.backoff = Some(next);
+                st.backoff_until = Some(Instant::now() + next);
+            }
+        }
+    }
+
+    async fn try_start(
+        &self,
+        pod: &Pod,
+        c: &Container,
+    ) -> Result<(String, i32, String), (String, String)> {
+        let image_name = c.image.clone().unwrap_or_default();
+        let store = self.agent.images.clone();
+        let img = image_name.clone();
+        let policy = c.image_pull_policy.clone().unwrap_or_default();
+        let found = tokio::task::spawn_blocking(move || {
+            let info = store.inspect(&img)?;
+            let layers = store.unpack(&img)?;
+            let cfg = store.config(&img)?;
+            Ok::<_, image::ImageError>((info, layers, cfg))
+        })
+        .await
+        .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
+        let (info, layers, cfg) = match found {
+            Ok(v) => v,
+            Err(e) => {
+                let reason = if policy == "Never" {
+                    "ErrImageNeverPull"
+                } else {
+                    "ErrImagePull"
+                };
+                let msg = if policy == "Never" {
+                    format!(
+                        "Container image \"{image_name}\" is not present with pull policy of Never"
+                    )
+                } else {
+                    format!(
+                        "image \"{image_name}\" is not in the node's image store ({e}); import it with `r8s image import` (pulling from registries is not supported yet)"
+                    )
+                };
+                return Err((reason.into(), msg));
+            }
+        };
+        let defaults = cfg
+            .config()
+            .as_ref()
+            .map(|cc| ImageDefaults {
+                entrypoint: cc.entrypoint().clone().unwrap_or_default(),
+                cmd: cc.cmd().clone().unwrap_or_default(),
+                env: cc.env().clone().unwrap_or_default(),
+                working_dir: cc.working_dir().clone(),
+                user: cc.user().clone(),
+            })
+            .unwrap_or_default();
+        let env = self
+            .resolve_env(pod, c)
+            .await
+            .map_err(|e| ("CreateContainerConfigError".to_string(), e.to_string()))?;
+        let restarts = self
+            .app
+            .get(&c.name)
+            .or_else(|| self.init.get(&c.name))
+            .map(|s| s.restarts + i32::from(s.id.is_some()))
+            .unwrap_or(0);
+        let id = format!("{}-{}-{}", self.uid, c.name, restarts);
+        let cgroup = format!("/{}/pod{}/{}", self.agent.opts.cgroup_root, self.uid, id);
+        let log_dir = self.pod_dir.join("logs").join(&c.name);
+        let _ = std::fs::create_dir_all(&log_dir);
+        let log = log_dir.join(format!("{restarts}.log"));
+        let _ = std::fs::remove_file(log_dir.join("current.log"));
+        let _ = std::os::unix::fs::symlink(format!("{restarts}.log"), log_dir.join("current.log"));
+        let rt = self.agent.runtime.clone();
+        let pod2 = pod.clone();
+        let c2 = c.clone();
+        let volumes = self.volumes.clone().unwrap_or_default();
+        let pod_dir = self.pod_dir.clone();
+        let netns = self.ns.as_ref().map(|n| network::netns_path(n));
+        let memcg = self.agent.memory_cgroup(&cgroup);
+        let node_mem = crate::node::host_capacity().1;
+        let res = tokio::task::spawn_blocking(move || {
+            let rootfs = rt.prepare_rootfs(&id, &layers)?;
+            let mut spec = spec::build(&spec::SpecInput {
+                pod: &pod2,
+                container: &c2,
+                image: &defaults,
+                env,
+                rootfs: &rootfs,
+                pod_dir: &pod_dir,
+                volumes: &volumes,
+                netns,
+                cgroup,
+            })?;
+            if let Some(p) = spec.process_mut().as_mut() {
+                p.set_oom_score_adj(Some(resources::oom_score_adj(&pod2, &c2, node_mem)));
+            }
+            let started = rt
+                .start(&id, &spec, &log, memcg)
+                .inspect_err(|_| rt.remove(&id))?;
+            Ok::<_, KubeletError>((id, started.pid))
+        })
+        .await
+        .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
+        match res {
+            Ok((id, pid)) => Ok((id, pid, info.id)),
+            Err(e @ KubeletError::Spec(_)) => Err(("CreateContainerError".into(), e.to_string())),
+            Err(e) => Err(("RunContainerError".into(), e.to_string())),
+        }
+    }
+
+    /// SIGTERM every running container, SIGKILL what is left after `grace`.
+    async fn kill_all(&mut self, grace: Duration) {
+        let rt = self.agent.runtime.clone();
+        let running: Vec<i32> = self
+            .init
+            .values()
+            .chain(self.app.values())
+            .filter(|s| s.id.is_some() && !s.exited)
+            .filter_map(|s| s.pid)
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let sig = if grace.is_zero() {
+            libc::SIGKILL
+        } else {
+            libc::SIGTERM
+        };
+        for pid in &running {
+            rt.signal(*pid, sig);
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            self.collect_exits();
+            let alive = self
+                .init
+                .values()
+                .chain(self.app.values())
+                .any(|s| s.id.is_some() && !s.exited);
+            if !alive {
+                return;
+            }
+            if Instant::now() >= deadline {
+                for s in self.init.values().chain(self.app.values()) {
+                    if let (Some(pid), false) = (s.pid, s.exited) {
+                        rt.signal(pid, libc::SIGKILL);
+                    }
+                }
+                if Instant::now() >= deadline + Duration::from_secs(5) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn teardown(&mut self) {
+        let ns = self.ns.take();
+        let cfg = self.agent.opts.net.clone();
+        let uid = self.uid.clone();
+        let pod_dir = self.pod_dir.clone();
+        let cg = self.agent.pod_cgroups(&self.uid);
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(ns) = ns {
+                network::teardown_pod(&ns);
+            }
+            network::release(&cfg, &uid);
+            volumes::cleanup(&pod_dir);
+            for d in cg {
+                let _ = std::fs::remove_dir(d);
+            }
+        })
+        .await;
+        self.volumes = None;
+    }
+
+    fn ctr_status(&self, c: &Container, st: Option<&Ctr>, ready_if_running: bool) -> Value {
+        let image = c.image.clone().unwrap_or_default();
+        let Some(st) = st else {
+            return json!({
+                "name": c.name, "image": image, "imageID": "", "ready": false,
+                "restartCount": 0, "started": false,
+                "state": {"waiting": {"reason": "ContainerCreating"}},
+            });
+        };
+        let running = st.id.is_some() && !st.exited;
+        let mut state = if running {
+            json!({"running": {"startedAt": st.started_at}})
+        } else if let Some((reason, msg)) = &st.waiting {
+            json!({"waiting": {"reason": reason, "message": msg}})
+        } else if st.exited
+            && st.backoff_until.is_some_and(|t| Instant::now() < t)
+            && self.restartable(c)
+        {
+            let t = st.terminated.clone().unwrap_or_default();
+            json!({"waiting": {"reason": "CrashLoopBackOff",
+                "message": format!("back-off {}s restarting failed container={} pod={}",
+                    st.backoff.unwrap_or_default().as_secs(), c.name,
+                    self.pod.as_ref().and_then(|p| p.metadata.name.clone()).unwrap_or_default()),
+                "lastExit": t}})
+        } else if let Some(t) = &st.terminated {
+            json!({"terminated": t})
+        } else {
+            json!({"waiting": {"reason": "ContainerCreating"}})
+        };
+        let mut last = json!({});
+        if let Some(w) = state.get_mut("waiting")
+            && let Some(t) = w.as_object_mut().and_then(|o| o.remove("lastExit"))
+        {
+            last = json!({"terminated": t});
+        } else if running && let Some(t) = &st.terminated {
+            last = json!({"terminated": t});
+        }
+        let mut v = json!({
+            "name": c.name,
+            "image": image,
+            "imageID": st.image_id,
+            "ready": running && ready_if_running,
+            "started": running,
+            "restartCount": st.restarts,
+            "state": state,
+            "lastState": last,
+        });
+        if let Some(id) = &st.id {
+            v["containerID"] = json!(format!("r8s://{id}"));
+        }
+        v
+    }
+
+    fn restartable(&self, c: &Container) -> bool {
+        let policy = self
+            .pod
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
+        match policy.as_str() {
+            "Never" => false,
+            "OnFailure" => {
+                self.app
+                    .get(&c.name)
+                    .or_else(|| self.init.get(&c.name))
+                    .and_then(|s| s.terminated.as_ref())
+                    .and_then(|t| t["exitCode"].as_i64())
+                    != Some(0)
+            }
+            _ => true,
+        }
+    }
+
+    async fn report(&mut self, pod: &Pod) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let inits: Vec<Value> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| self.ctr_status(c, self.init.get(&c.name), false))
+            .collect();
+        let mut apps: Vec<Value> = spec
+            .containers
+            .iter()
+            .map(|c| self.ctr_status(c, self.app.get(&c.name), true))
+            .collect();
+        if let Some(err) = &self.sandbox_error {
+            for a in apps.iter_mut() {
+                if a["state"].get("running").is_none() {
+                    a["state"] =
+                        json!({"waiting": {"reason": "ContainerCreating", "message": err}});
+                }
+            }
+        }
+        let inits_done = spec.init_containers.iter().flatten().all(|c| {
+            self.init
+                .get(&c.name)
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t["exitCode"].as_i64())
+                == Some(0)
+        });
+        let all_ready = !apps.is_empty() && apps.iter().all(|a| a["ready"] == true);
+        let any_running = apps.iter().any(|a| a["state"].get("running").is_some());
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let all_exited = spec
+            .containers
+            .iter()
+            .all(|c| self.app.get(&c.name).is_some_and(|s| s.exited));
+        let init_failed = policy == "Never"
+            && spec.init_containers.iter().flatten().any(|c| {
+                self.init.get(&c.name).is_some_and(|s| {
+                    s.exited
+                        && s.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) != Some(0)
+                })
+            });
+        let phase = if init_failed {
+            "Failed"
+        } else if self.terminal(pod) {
+            let ok = spec.containers.iter().all(|c| {
+                self.app
+                    .get(&c.name)
+                    .and_then(|s| s.terminated.as_ref())
+                    .and_then(|t| t["exitCode"].as_i64())
+                    == Some(0)
+            });
+            if ok { "Succeeded" } else { "Failed" }
+        } else if any_running || (all_exited && policy == "Always") {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let prev = |t: &str| -> Option<(String, String)> {
+            self.last_status.as_ref().and_then(|s| {
+                s["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == t)
+                    .map(|c| {
+                        (
+                            c["status"].as_str().unwrap_or("").to_string(),
+                            c["lastTransitionTime"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+            })
+        };
+        let cond = |t: &str, ok: bool, reason: Option<&str>| {
+            let s = if ok { "True" } else { "False" };
+            let when = match prev(t) {
+                Some((ps, pt)) if ps == s => pt,
+                _ => now(),
+            };
+            let mut c =
+                json!({"type": t, "status": s, "lastProbeTime": null, "lastTransitionTime": when});
+            if let Some(r) = reason.filter(|_| !ok) {
+                c["reason"] = json!(r);
+            }
+            c
+        };
+        let terminal_phase = phase == "Succeeded" || phase == "Failed";
+        let reason = if terminal_phase {
+            "PodCompleted"
+        } else {
+            "ContainersNotReady"
+        };
+        let conditions = json!([
+            cond(
+                "PodReadyToStartContainers",
+                self.ip.is_some() && !terminal_phase,
+                None
+            ),
+            cond("Initialized", inits_done, Some("ContainersNotInitialized")),
+            cond("Ready", all_ready && !terminal_phase, Some(reason)),
+            cond(
+                "ContainersReady",
+                all_ready && !terminal_phase,
+                Some(reason)
+            ),
+            cond("PodScheduled", true, None),
+        ]);
+        let ip = self.ip.clone();
+        let mut status = json!({
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": self.agent.opts.node_ip.to_string(),
+            "hostIPs": [{"ip": self.agent.opts.node_ip.to_string()}],
+            "startTime": self.start_time.clone().unwrap_or_else(now),
+            "qosClass": resources::qos(pod).as_str(),
+            "containerStatuses": apps,
+        });
+        if !inits.is_empty() {
+            status["initContainerStatuses"] = json!(inits);
+        }
+        if let Some(ip) = ip {
+            status["podIP"] = json!(ip);
+            status["podIPs"] = json!([{"ip": ip}]);
+        }
+        if self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.agent.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let patch = json!({"status": status});
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.last_status = Some(status),
+            Err(e) => tracing::debug!(pod = %self.name(), error = %e, "status update failed"),
+        }
+    }
+}
+
+fn resource_field(c: &Container, resource: &str) -> String {
+    let r = c.resources.clone().unwrap_or_default();
+    let get = |limits: bool, name: &str| {
+        let m = if limits {
+            r.limits.as_ref()
+        } else {
+            r.requests.as_ref()
+        };
+        m.and_then(|m| m.get(name)).cloned()
+    };
+    let (limits, name) = match resource.split_once('.') {
+        Some(("limits", n)) => (true, n),
+        Some(("requests", n)) => (false, n),
+        _ => return String::new(),
+    };
+    match (name, get(limits, name)) {
+        ("cpu", Some(q)) => {
+            let m = resources::millicores(&q).unwrap_or(0);
+            ((m + 999) / 1000).to_string()
+        }
+        ("cpu", None) => crate::node::host_capacity().0.to_string(),
+        ("memory", Some(q)) => resources::bytes(&q).unwrap_or(0).to_string(),
+        ("memory", None) => crate::node::host_capacity().1.to_string(),
+        (_, Some(q)) => q.0,
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,326 @@
+//! The per-container shim (`r8s shim`), containerd-shim's role: a small
+//! single-threaded process that creates and starts one container with
+//! youki's libcontainer, is the parent of its init process, copies its
+//! stdout/stderr into a CRI-format log file, and records how it ended.
+//!
+//! Why a process and not a thread of the agent: libcontainer forks with a
+//! raw `clone3`, which skips libc's fork bookkeeping, so forking from the
+//! multi-threaded agent could deadlock the child on a lock another thread
+//! held; it also changes the calling process (cwd, dumpable, oom score).
+//! And a shim outlives an agent restart, so containers and their logs keep
+//! running while the agent is away.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::logs::LogWriter;
+
+/// Arguments of `r8s shim`.
+#[derive(Debug, Clone)]
+pub struct ShimArgs {
+    /// libcontainer's state root.
+    pub root: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// OCI bundle (config.json + rootfs).
+    pub bundle: PathBuf,
+    /// CRI log file.
+    pub log: PathBuf,
+    /// Where the exit record is written.
+    pub exit_file: PathBuf,
+    /// Rotate the log when it grows past this many bytes.
+    pub max_log_bytes: u64,
+    /// Cgroup directories (one per v1 controller, or the v2 leaf) to read
+    /// the OOM-kill counter from.
+    pub memory_cgroup: Option<PathBuf>,
+}
+
+/// How a container ended, as the shim records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitRecord {
+    /// Exit code (128 + signal when killed by a signal).
+    pub exit_code: i32,
+    /// The signal that killed it, if any.
+    pub signal: Option<i32>,
+    /// `Completed`, `Error` or `OOMKilled`, as upstream reports.
+    pub reason: String,
+    /// RFC 3339 time of the exit.
+    pub finished_at: String,
+}
+
+/// Resets what the shim (a Rust program) changed and a payload must not
+/// inherit: Rust ignores SIGPIPE, and a blocked signal mask would leak.
+#[derive(Clone)]
+struct PodExecutor;
+
+impl Executor for PodExecutor {
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        // SAFETY: resetting a signal disposition in the single-threaded
+        // container init right before execve.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+        let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+        DefaultExecutor {}.exec(spec)
+    }
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Runs the shim; returns the process exit code. Prints `started <pid>` or
+/// `error: <why>` on stdout, then closes stdout, so the agent learns the
+/// outcome of the start without waiting for the container to end.
+pub fn run(args: ShimArgs) -> i32 {
+    // Own session: a Ctrl-C to the agent's terminal must not reach the
+    // shim or its container.
+    let _ = nix::unistd::setsid();
+    let mut out = std::io::stdout();
+    let (init, pipes) = match create_and_start(&args) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = writeln!(out, "error: {e}");
+            let _ = out.flush();
+            return 1;
+        }
+    };
+    let _ = writeln!(out, "started {init}");
+    let _ = out.flush();
+    drop(out);
+    // Close fd 1 for real so the agent's read sees EOF; point it at
+    // /dev/null so nothing later writes into a reused descriptor.
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+    }
+    let status = pump_until_exit(&args, init, pipes);
+    let (exit_code, signal) = match status {
+        WaitStatus::Exited(_, c) => (c, None),
+        WaitStatus::Signaled(_, s, _) => (128 + s as i32, Some(s as i32)),
+        _ => (255, None),
+    };
+    let oom = args.memory_cgroup.as_deref().is_some_and(oom_killed);
+    let reason = if oom {
+        "OOMKilled"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    let rec = ExitRecord {
+        exit_code,
+        signal,
+        reason: reason.into(),
+        finished_at: now_rfc3339(),
+    };
+    write_exit(&args.exit_file, &rec);
+    // Removes the cgroup and libcontainer's state directory.
+    if let Ok(mut c) = libcontainer::container::Container::load(args.root.join(&args.id)) {
+        let _ = c.delete(true);
+    }
+    0
+}
+
+fn write_exit(path: &Path, rec: &ExitRecord) {
+    let tmp = path.with_extension("tmp");
+    if let Ok(bytes) = serde_json::to_vec(rec)
+        && std::fs::write(&tmp, bytes).is_ok()
+    {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+/// Whether the kernel OOM-killed something in the container's cgroup.
+fn oom_killed(dir: &Path) -> bool {
+    // v2: memory.events "oom_kill N"; v1: memory.oom_control "oom_kill N".
+    for f in ["memory.events", "memory.oom_control"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(f)) {
+            return text.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            });
+        }
+    }
+    false
+}
+
+type Pipes = [(OwnedFd, &'static str); 2];
+
+fn create_and_start(args: &ShimArgs) -> Result<(Pid, Pipes), String> {
+    let (out_r, out_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.root)
+        .map_err(|e| e.to_string())?
+        .with_executor(PodExecutor)
+        .with_stdin(null)
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .validate_id()
+        .map_err(|e| e.to_string())?
+        .as_init(&args.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pid = container
+        .pid()
+        .ok_or_else(|| "the container has no init pid".to_string())?;
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        return Err(e.to_string());
+    }
+    Ok((pid, [(out_r, "stdout"), (err_r, "stderr")]))
+}
+
+/// Copies the container's output into the log until it exits; returns its
+/// wait status.
+fn pump_until_exit(args: &ShimArgs, init: Pid, pipes: Pipes) -> WaitStatus {
+    let mut log = LogWriter::open(&args.log, args.max_log_bytes);
+    let mut open: Vec<(OwnedFd, &'static str)> = pipes.into_iter().collect();
+    let mut partial: HashMap<&'static str, Vec<u8>> = HashMap::new();
+    let mut status: Option<WaitStatus> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if status.is_none() {
+            match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(s) => status = Some(s),
+                Err(_) => status = Some(WaitStatus::Exited(init, 255)),
+            }
+        }
+        if open.is_empty() {
+            break;
+        }
+        // After the exit, drain what is buffered without waiting long: a
+        // descendant outside the pid namespace could keep a pipe open.
+        let timeout = if status.is_some() { 200u16 } else { 1000u16 };
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = open
+                .iter()
+                .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                .collect();
+            match poll(&mut fds, PollTimeout::from(timeout)) {
+                Ok(0) if status.is_some() => break,
+                Ok(_) => fds
+                    .iter()
+                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                    .collect(),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        };
+        let mut closed = Vec::new();
+        for (i, is_ready) in ready.into_iter().enumerate() {
+            if !is_ready {
+                continue;
+            }
+            let (fd, stream) = &open[i];
+            match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(fd), &mut buf) {
+                Ok(0) | Err(_) => closed.push(i),
+                Ok(n) => {
+                    let pending = partial.entry(stream).or_default();
+                    pending.extend_from_slice(&buf[..n]);
+                    log.write_complete_lines(stream, pending);
+                }
+            }
+        }
+        for i in closed.into_iter().rev() {
+            let (_, stream) = open.remove(i);
+            if let Some(rest) = partial.remove(stream)
+                && !rest.is_empty()
+            {
+                log.write_partial(stream, &rest);
+            }
+        }
+    }
+    for (stream, rest) in partial {
+        if !rest.is_empty() {
+            log.write_partial(stream, &rest);
+        }
+    }
+    match status {
+        Some(s) => s,
+        None => waitpid(init, None).unwrap_or(WaitStatus::Exited(init, 255)),
+    }
+}
+
+/// Arguments of `r8s shim exec`: a process in a running container.
+#[derive(Debug, Clone)]
+pub struct ExecArgs {
+    /// libcontainer's state root.
+    pub root: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// Command and arguments.
+    pub command: Vec<String>,
+}
+
+/// Runs a command inside a running container with this process's stdio;
+/// returns its exit code (128 + signal when signalled).
+pub fn exec(args: ExecArgs) -> i32 {
+    let fd = |n: i32| -> Option<OwnedFd> {
+        // SAFETY: fds 0-2 are open in a process started with piped stdio;
+        // dup gives an owned copy for libcontainer to pass on.
+        let d = unsafe { libc::dup(n) };
+        (d >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(d) })
+    };
+    let mut b = ContainerBuilder::new(args.id.clone(), SyscallType::default());
+    b = match b.with_root_path(&args.root) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("exec: {e}");
+            return 126;
+        }
+    };
+    b = b.with_executor(PodExecutor);
+    if let Some(f) = fd(0) {
+        b = b.with_stdin(f);
+    }
+    if let Some(f) = fd(1) {
+        b = b.with_stdout(f);
+    }
+    if let Some(f) = fd(2) {
+        b = b.with_stderr(f);
+    }
+    let pid = match b
+        .as_tenant()
+        .with_container_args(args.command.clone())
+        .build()
+    {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("exec {:?} in {}: {e}", args.command, args.id);
+            return 126;
+        }
+    };
+    match waitpid(pid, None) {
+        Ok(WaitStatus::Exited(_, c)) => c,
+        Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
+        _ => 255,
+    }
+}

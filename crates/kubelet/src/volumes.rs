@@ -1,0 +1,433 @@
+//! Pod volumes prepared on the host before containers start: emptyDir
+//! (disk, or tmpfs for `medium: Memory`), hostPath, configMap, secret
+//! (always on tmpfs, never on disk) and downwardAPI. Projected files are
+//! written with upstream's atomic layout: a timestamped directory, a
+//! `..data` symlink to it, and per-key symlinks through `..data`, so an
+//! update is one rename.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use kube::api::Api;
+
+use crate::KubeletError;
+
+fn err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> KubeletError {
+    move |e| KubeletError::Volume(format!("{what}: {e}"))
+}
+
+fn mounted(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(&*s)))
+        .unwrap_or(false)
+}
+
+fn tmpfs(dir: &Path, size: Option<i64>) -> Result<(), KubeletError> {
+    if mounted(dir) {
+        return Ok(());
+    }
+    let opts = match size {
+        Some(b) => format!("mode=0755,size={b}"),
+        None => "mode=0755".to_string(),
+    };
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| KubeletError::Volume(format!("mounting tmpfs on {}: {e}", dir.display())))
+}
+
+/// Writes `files` (relative path → bytes, mode) atomically into `dir`.
+pub fn write_atomic(
+    dir: &Path,
+    files: &BTreeMap<String, (Vec<u8>, u32)>,
+) -> Result<(), KubeletError> {
+    use std::os::unix::fs::PermissionsExt;
+    let stamp = format!(
+        "..{}",
+        k8s_openapi::jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S.%f")
+    );
+    let ts_dir = dir.join(&stamp);
+    std::fs::create_dir_all(&ts_dir).map_err(err(format!("creating {}", ts_dir.display())))?;
+    for (rel, (bytes, mode)) in files {
+        if rel.split('/').any(|p| p == ".." || p.is_empty()) {
+            return Err(KubeletError::Volume(format!(
+                "invalid path {rel:?} in volume"
+            )));
+        }
+        let p = ts_dir.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(err("creating volume subdirectory"))?;
+        }
+        std::fs::write(&p, bytes).map_err(err(format!("writing {}", p.display())))?;
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode));
+    }
+    let tmp_link = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&stamp, &tmp_link).map_err(err("linking ..data_tmp"))?;
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::rename(&tmp_link, dir.join("..data")).map_err(err("swapping ..data"))?;
+    // Top-level entries point through ..data.
+    let tops: std::collections::BTreeSet<&str> =
+        files.keys().filter_map(|k| k.split('/').next()).collect();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(top), &link)
+                .map_err(err(format!("linking {}", link.display())))?;
+        }
+    }
+    // Remove keys that went away, and the previous generation.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("..") && !tops.contains(name.as_str()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Some(old) = old
+        && old != Path::new(&stamp)
+    {
+        let _ = std::fs::remove_dir_all(dir.join(old));
+    }
+    Ok(())
+}
+
+fn project(
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: Option<i32>,
+    what: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, (Vec<u8>, u32)>, KubeletError> {
+    let mode = default_mode.unwrap_or(0o644) as u32;
+    let mut out = BTreeMap::new();
+    match items {
+        Some(items) if !items.is_empty() => {
+            for it in items {
+                match data.get(&it.key) {
+                    Some(v) => {
+                        out.insert(
+                            it.path.clone(),
+                            (v.clone(), it.mode.map(|m| m as u32).unwrap_or(mode)),
+                        );
+                    }
+                    None if optional => {}
+                    None => {
+                        return Err(KubeletError::Volume(format!(
+                            "configuration key {:?} not found in {what}",
+                            it.key
+                        )));
+                    }
+                }
+            }
+        }
+        _ => {
+            for (k, v) in data {
+                out.insert(k, (v, mode));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn configmap_files(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    mode: Option<i32>,
+    optional: bool,
+) -> Result<BTreeMap<String, (Vec<u8>, u32)>, KubeletError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = match api.get_opt(name).await? {
+        Some(cm) => cm,
+        None if optional => return Ok(BTreeMap::new()),
+        None => {
+            return Err(KubeletError::Volume(format!(
+                "configmap {name:?} not found"
+            )));
+        }
+    };
+    let mut data: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    for (k, v) in cm.binary_data.unwrap_or_default() {
+        data.insert(k, v.0);
+    }
+    project(data, items, mode, &format!("configmap {name:?}"), optional)
+}
+
+async fn secret_files(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    items: Option<&Vec<KeyToPath>>,
+    mode: Option<i32>,
+    optional: bool,
+) -> Result<BTreeMap<String, (Vec<u8>, u32)>, KubeletError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = match api.get_opt(name).await? {
+        Some(s) => s,
+        None if optional => return Ok(BTreeMap::new()),
+        None => return Err(KubeletError::Volume(format!("secret {name:?} not found"))),
+    };
+    let data: BTreeMap<String, Vec<u8>> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    project(data, items, mode, &format!("secret {name:?}"), optional)
+}
+
+/// Value of a downward API field path.
+pub fn field_value(pod: &Pod, path: &str) -> Option<String> {
+    let m = &pod.metadata;
+    let st = pod.status.as_ref();
+    let sp = pod.spec.as_ref();
+    let bracket =
+        |prefix: &str, map: Option<&BTreeMap<String, String>>| -> Option<Option<String>> {
+            let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
+            Some(map.and_then(|m| m.get(key).cloned()))
+        };
+    if let Some(v) = bracket("metadata.labels['", m.labels.as_ref()) {
+        return v;
+    }
+    if let Some(v) = bracket("metadata.annotations['", m.annotations.as_ref()) {
+        return v;
+    }
+    let kv = |map: Option<&BTreeMap<String, String>>| {
+        map.map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    };
+    match path {
+        "metadata.name" => m.name.clone(),
+        "metadata.namespace" => m.namespace.clone(),
+        "metadata.uid" => m.uid.clone(),
+        "metadata.labels" => kv(m.labels.as_ref()),
+        "metadata.annotations" => kv(m.annotations.as_ref()),
+        "spec.nodeName" => sp.and_then(|s| s.node_name.clone()),
+        "spec.serviceAccountName" => sp.and_then(|s| s.service_account_name.clone()),
+        "status.podIP" => st.and_then(|s| s.pod_ip.clone()),
+        "status.podIPs" => st.and_then(|s| {
+            s.pod_ips
+                .as_ref()
+                .map(|v| v.iter().map(|i| i.ip.clone()).collect::<Vec<_>>().join(","))
+        }),
+        "status.hostIP" => st.and_then(|s| s.host_ip.clone()),
+        "status.hostIPs" => st.and_then(|s| {
+            s.host_ips
+                .as_ref()
+                .map(|v| v.iter().map(|i| i.ip.clone()).collect::<Vec<_>>().join(","))
+        }),
+        _ => None,
+    }
+}
+
+/// Prepares every volume of the pod under `pod_dir/volumes`; returns the
+/// host directory of each by name.
+pub async fn prepare(
+    client: &kube::Client,
+    pod: &Pod,
+    pod_dir: &Path,
+) -> Result<HashMap<String, PathBuf>, KubeletError> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let mut out = HashMap::new();
+    let vols: Vec<Volume> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
+    for v in vols {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        if let Some(hp) = &v.host_path {
+            let p = PathBuf::from(&hp.path);
+            match hp.type_.as_deref().unwrap_or("") {
+                "DirectoryOrCreate" => {
+                    std::fs::create_dir_all(&p).map_err(err(format!("creating {}", p.display())))?
+                }
+                "FileOrCreate" => {
+                    if !p.exists() {
+                        if let Some(parent) = p.parent() {
+                            let _ = std::fs::create_dir_all(parent);
+                        }
+                        std::fs::write(&p, b"")
+                            .map_err(err(format!("creating {}", p.display())))?;
+                    }
+                }
+                "Directory" if !p.is_dir() => {
+                    return Err(KubeletError::Volume(format!(
+                        "hostPath type check failed: {} is not a directory",
+                        p.display()
+                    )));
+                }
+                "File" if !p.is_file() => {
+                    return Err(KubeletError::Volume(format!(
+                        "hostPath type check failed: {} is not a file",
+                        p.display()
+                    )));
+                }
+                _ => {}
+            }
+            out.insert(v.name.clone(), p);
+            continue;
+        }
+        std::fs::create_dir_all(&dir).map_err(err(format!("creating {}", dir.display())))?;
+        if let Some(ed) = &v.empty_dir {
+            if ed.medium.as_deref() == Some("Memory") {
+                let size = ed.size_limit.as_ref().and_then(crate::resources::bytes);
+                tmpfs(&dir, size)?;
+            }
+        } else if let Some(cm) = &v.config_map {
+            let files = configmap_files(
+                client,
+                &ns,
+                &cm.name,
+                cm.items.as_ref(),
+                cm.default_mode,
+                cm.optional == Some(true),
+            )
+            .await?;
+            write_atomic(&dir, &files)?;
+        } else if let Some(s) = &v.secret {
+            tmpfs(&dir, None)?;
+            let name = s.secret_name.clone().unwrap_or_default();
+            let files = secret_files(
+                client,
+                &ns,
+                &name,
+                s.items.as_ref(),
+                s.default_mode,
+                s.optional == Some(true),
+            )
+            .await?;
+            write_atomic(&dir, &files)?;
+        } else if let Some(d) = &v.downward_api {
+            let mut files = BTreeMap::new();
+            for it in d.items.iter().flatten() {
+                if let Some(f) = &it.field_ref {
+                    let val = field_value(pod, &f.field_path).unwrap_or_default();
+                    let mode = it.mode.or(d.default_mode).unwrap_or(0o644) as u32;
+                    files.insert(it.path.clone(), (val.into_bytes(), mode));
+                }
+            }
+            write_atomic(&dir, &files)?;
+        } else if let Some(p) = &v.projected {
+            let mut files = BTreeMap::new();
+            for src in p.sources.iter().flatten() {
+                if let Some(cm) = &src.config_map {
+                    files.extend(
+                        configmap_files(
+                            client,
+                            &ns,
+                            &cm.name,
+                            cm.items.as_ref(),
+                            p.default_mode,
+                            cm.optional == Some(true),
+                        )
+                        .await?,
+                    );
+                }
+                if let Some(s) = &src.secret {
+                    files.extend(
+                        secret_files(
+                            client,
+                            &ns,
+                            &s.name,
+                            s.items.as_ref(),
+                            p.default_mode,
+                            s.optional == Some(true),
+                        )
+                        .await?,
+                    );
+                }
+                if let Some(d) = &src.downward_api {
+                    for it in d.items.iter().flatten() {
+                        if let Some(f) = &it.field_ref {
+                            let val = field_value(pod, &f.field_path).unwrap_or_default();
+                            files.insert(
+                                it.path.clone(),
+                                (
+                                    val.into_bytes(),
+                                    it.mode.or(p.default_mode).unwrap_or(0o644) as u32,
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            write_atomic(&dir, &files)?;
+        } else if v.persistent_volume_claim.is_some() {
+            return Err(KubeletError::Volume(format!(
+                "volume {:?}: persistentVolumeClaim volumes are not supported by this node yet",
+                v.name
+            )));
+        }
+        out.insert(v.name.clone(), dir);
+    }
+    Ok(out)
+}
+
+/// Unmounts tmpfs volumes under the pod directory.
+pub fn cleanup(pod_dir: &Path) {
+    let vols = pod_dir.join("volumes");
+    if let Ok(rd) = std::fs::read_dir(&vols) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if mounted(&p) {
+                let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_swap_data_and_drop_removed_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let mut f = BTreeMap::new();
+        f.insert("a".to_string(), (b"1".to_vec(), 0o644));
+        f.insert("b".to_string(), (b"2".to_vec(), 0o644));
+        write_atomic(d.path(), &f).unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join("a")).unwrap(), "1");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        f.remove("b");
+        f.insert("a".to_string(), (b"updated".to_vec(), 0o644));
+        write_atomic(d.path(), &f).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("a")).unwrap(),
+            "updated"
+        );
+        assert!(!d.path().join("b").exists());
+        let gens = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("..") && n != "..data"
+            })
+            .count();
+        assert_eq!(gens, 1, "the previous generation is removed");
+    }
+}

@@ -1,0 +1,228 @@
+//! Command-line wiring of the node agent, the image store and the shims.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Settings of a node agent (built into `r8s server` or `r8s agent`).
+#[derive(clap::Args, Clone)]
+pub struct NodeArgs {
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's InternalIP.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: Ipv4Addr,
+    /// The node's pod network, a /24.
+    #[arg(long, default_value = "10.42.0.0/24")]
+    pod_cidr: String,
+    /// Name of the pod bridge.
+    #[arg(long, default_value = "r8s0")]
+    bridge: String,
+    /// Top-level cgroup of the pods.
+    #[arg(long, default_value = "r8s")]
+    cgroup_root: String,
+    /// Extra node labels, `key=value`.
+    #[arg(long = "node-label", value_delimiter = ',')]
+    node_labels: Vec<String>,
+}
+
+/// `r8s agent`.
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// Kubeconfig of the cluster to join.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: PathBuf,
+    /// Where images, pods and logs live.
+    #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// `r8s image …`.
+#[derive(clap::Subcommand)]
+pub enum ImageCommand {
+    /// Import OCI-layout or docker-save tarballs (also gzip or zstd).
+    Import {
+        /// Tarballs to import.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// List images.
+    Ls {
+        #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Remove images by reference or digest.
+    Rm {
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+/// `r8s shim` (internal).
+#[derive(clap::Args)]
+pub struct ShimArgs {
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    bundle: PathBuf,
+    #[arg(long)]
+    log: PathBuf,
+    #[arg(long)]
+    exit_file: PathBuf,
+    #[arg(long, default_value_t = 10 << 20)]
+    max_log_bytes: u64,
+    #[arg(long)]
+    memory_cgroup: Option<PathBuf>,
+}
+
+/// `r8s shim-exec` (internal).
+#[derive(clap::Args)]
+pub struct ShimExecArgs {
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long)]
+    id: String,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_lowercase())
+        .unwrap_or_else(|_| "r8s-node".into())
+}
+
+fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options> {
+    let exe = std::env::current_exe().context("locating the r8s executable for the shims")?;
+    let name = node.node_name.clone().unwrap_or_else(hostname);
+    let mut o = kubelet::Options::new(&name, data_dir.to_path_buf(), exe);
+    o.node_ip = node.node_ip;
+    o.net.net = kubelet::network::parse_cidr24(&node.pod_cidr)?;
+    o.net.bridge = node.bridge.clone();
+    if o.net.bridge.len() > 15 {
+        anyhow::bail!(
+            "--bridge {:?}: interface names have at most 15 bytes",
+            node.bridge
+        );
+    }
+    o.cgroup_root = node.cgroup_root.trim_matches('/').to_string();
+    for l in &node.node_labels {
+        let (k, v) = l
+            .split_once('=')
+            .with_context(|| format!("--node-label {l:?}: expected key=value"))?;
+        o.node_labels.push((k.to_string(), v.to_string()));
+    }
+    Ok(o)
+}
+
+/// Starts the server's own node agent in the background.
+pub fn spawn_builtin(client: kube::Client, data_dir: &Path, node: &NodeArgs) -> anyhow::Result<()> {
+    let opts = options(data_dir, node)?;
+    if let Err(e) = kubelet::check_host() {
+        // The control plane is still useful (hollow nodes, remote agents).
+        tracing::error!(error = %e, "not starting the node agent; use --no-agent to silence this");
+        return Ok(());
+    }
+    tokio::spawn(async move {
+        if let Err(e) = kubelet::run(client, opts).await {
+            tracing::error!(error = %e, "node agent stopped");
+        }
+    });
+    Ok(())
+}
+
+/// `r8s agent`.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("loading the kubeconfig")?;
+    let client = kube::Client::try_from(cfg).context("building the client")?;
+    let opts = options(&args.data_dir, &args.node)?;
+    tokio::select! {
+        r = kubelet::run(client, opts) => r?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("agent interrupted; containers keep running"),
+    }
+    Ok(())
+}
+
+fn store(data_dir: &Path) -> anyhow::Result<image::ImageStore> {
+    let dir = data_dir.join("agent/images");
+    image::ImageStore::open(&dir)
+        .with_context(|| format!("opening the image store {}", dir.display()))
+}
+
+/// `r8s image …`.
+pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImageCommand::Import { files, data_dir } => {
+            let s = store(&data_dir)?;
+            for f in files {
+                let refs = s
+                    .import(&f)
+                    .with_context(|| format!("importing {}", f.display()))?;
+                for r in refs {
+                    println!("imported {r}");
+                }
+            }
+        }
+        ImageCommand::Ls { data_dir } => {
+            let s = store(&data_dir)?;
+            println!("{:<50} {:<20} {:>10}", "IMAGE", "IMAGE ID", "SIZE");
+            for i in s.list()? {
+                let id = i.id.trim_start_matches("sha256:");
+                let size = format!("{:.1}MB", i.size as f64 / 1e6);
+                let names = if i.references.is_empty() {
+                    vec!["<none>".to_string()]
+                } else {
+                    i.references.clone()
+                };
+                for n in names {
+                    println!("{:<50} {:<20} {:>10}", n, &id[..id.len().min(13)], size);
+                }
+            }
+        }
+        ImageCommand::Rm { images, data_dir } => {
+            let s = store(&data_dir)?;
+            for i in images {
+                for r in s.remove(&i).with_context(|| format!("removing {i}"))? {
+                    println!("untagged {r}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `r8s shim`: returns the exit code.
+pub fn shim(a: ShimArgs) -> i32 {
+    kubelet::shim::run(kubelet::shim::ShimArgs {
+        root: a.root,
+        id: a.id,
+        bundle: a.bundle,
+        log: a.log,
+        exit_file: a.exit_file,
+        max_log_bytes: a.max_log_bytes,
+        memory_cgroup: a.memory_cgroup,
+    })
+}
+
+/// `r8s shim-exec`: returns the command's exit code.
+pub fn shim_exec(a: ShimExecArgs) -> i32 {
+    kubelet::shim::exec(kubelet::shim::ExecArgs {
+        root: a.root,
+        id: a.id,
+        command: a.command,
+    })
+}

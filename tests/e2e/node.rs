@@ -1,0 +1,299 @@
+//! The node agent with real containers: `r8s server` with its built-in
+//! agent, a busybox image built from Debian's busybox-static and imported
+//! with `r8s image import`, and the real kubectl. Needs root (CI is root);
+//! without it the test fails saying so.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Cluster, r8s_bin};
+
+/// Names unique to this test run, and clean-up of what the agent made on
+/// the host even when the test fails.
+struct Host {
+    bridge: String,
+    cgroup: String,
+    cidr: String,
+    net: String,
+}
+
+impl Host {
+    fn new() -> Host {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the node e2e test needs root (namespaces, cgroups, mounts, bridges)"
+        );
+        let pid = std::process::id();
+        let third = (pid % 200) as u8 + 20;
+        Host {
+            bridge: format!("r8se{}", pid % 100_000),
+            cgroup: format!("r8s-e2e-{pid}"),
+            cidr: format!("10.79.{third}.0/24"),
+            net: format!("10.79.{third}."),
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        kubelet::cleanup_host(&self.cgroup, &self.bridge);
+    }
+}
+
+fn build_busybox(dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("busybox.tar");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
+    let st = Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .status()
+        .expect("bash");
+    assert!(
+        st.success(),
+        "building the busybox image failed: install Debian's busybox-static"
+    );
+    out
+}
+
+fn http_get(addr: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn pod(c: &Cluster, name: &str) -> serde_json::Value {
+    c.get_json(&["pod", name])
+}
+
+#[test]
+fn pods_run_as_real_containers() {
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = build_busybox(dir.path());
+    let st = Command::new(r8s_bin())
+        .args(["image", "import", "--data-dir"])
+        .arg(dir.path())
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(String::from_utf8_lossy(&st.stdout).contains("docker.io/library/busybox:latest"));
+    let ls = Command::new(r8s_bin())
+        .args(["image", "ls", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("docker.io/library/busybox:latest"));
+
+    let c = Cluster::start_with(
+        dir,
+        &[
+            "--node-name",
+            "e2e-node",
+            "--bridge",
+            &host.bridge,
+            "--pod-cidr",
+            &host.cidr,
+            "--cgroup-root",
+            &host.cgroup,
+        ],
+    );
+    c.wait_for("the node to be Ready", Duration::from_secs(30), || {
+        let n = c.kubectl(&["get", "node", "e2e-node", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&n.stdout).ok()?;
+        let images = v["status"]["images"].to_string();
+        (images.contains("busybox")
+            && v["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .then_some(())
+    });
+
+    // A web server in a container, reachable on its pod IP from the host,
+    // seeing its configmap, env and downward API.
+    c.create_cm(
+        Some("default"),
+        "site",
+        &[("greeting", "hello from a configmap")],
+    );
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  containers:
+  - name: web
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c"]
+    args:
+    - mkdir -p /www && cat /cfg/greeting > /www/index.html && echo " $(GREETING_ENV) $POD_NAME $MY_IP" >> /www/index.html && echo ready && exec httpd -f -p 8080 -h /www
+    env:
+    - name: GREETING_ENV
+      valueFrom: {configMapKeyRef: {name: site, key: greeting}}
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    - name: MY_IP
+      valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg}
+  volumes:
+  - name: cfg
+    configMap: {name: site}
+"#,
+    );
+    let ip = c.wait_for("web to run with an IP", Duration::from_secs(60), || {
+        let p = pod(&c, "web");
+        (p["status"]["phase"] == "Running")
+            .then(|| p["status"]["podIP"].as_str().map(str::to_string))
+            .flatten()
+    });
+    assert!(
+        ip.starts_with(&host.net),
+        "{ip} is in the node's podCIDR {}",
+        host.cidr
+    );
+    let body = c.wait_for("httpd to answer", Duration::from_secs(20), || {
+        http_get(&format!("{ip}:8080"))
+    });
+    assert!(body.contains("hello from a configmap"), "{body}");
+    assert!(
+        body.contains(&format!("hello from a configmap web {ip}")),
+        "env from configMapKeyRef and the downward API: {body}"
+    );
+    let p = pod(&c, "web");
+    let cs = &p["status"]["containerStatuses"][0];
+    assert_eq!(cs["ready"], true);
+    assert!(cs["containerID"].as_str().unwrap().starts_with("r8s://"));
+    assert_eq!(p["status"]["qosClass"], "BestEffort");
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    assert!(ready, "{p}");
+
+    // Exit codes and restart policies.
+    c.ok(&[
+        "run",
+        "fails",
+        "--image=busybox:latest",
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    c.ok(&[
+        "run",
+        "crashes",
+        "--image=busybox:latest",
+        "--image-pull-policy=Never",
+        "--",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    c.ok(&[
+        "run",
+        "done",
+        "--image=busybox:latest",
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        "--",
+        "true",
+    ]);
+    c.wait_for(
+        "fails to fail with exit code 3",
+        Duration::from_secs(60),
+        || {
+            let p = pod(&c, "fails");
+            let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+            (p["status"]["phase"] == "Failed" && t["exitCode"] == 3 && t["reason"] == "Error")
+                .then_some(())
+        },
+    );
+    c.wait_for("done to succeed", Duration::from_secs(60), || {
+        let p = pod(&c, "done");
+        let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+        (p["status"]["phase"] == "Succeeded" && t["reason"] == "Completed").then_some(())
+    });
+    c.wait_for(
+        "crashes to be restarted and back off",
+        Duration::from_secs(60),
+        || {
+            let p = pod(&c, "crashes");
+            let cs = &p["status"]["containerStatuses"][0];
+            (cs["restartCount"].as_i64() >= Some(1)
+                && cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && cs["lastState"]["terminated"]["exitCode"] == 1)
+                .then_some(())
+        },
+    );
+
+    // An image that is not there, with pull policy Never.
+    c.ok(&[
+        "run",
+        "missing",
+        "--image=nothere:1",
+        "--image-pull-policy=Never",
+    ]);
+    c.wait_for("ErrImageNeverPull", Duration::from_secs(30), || {
+        let p = pod(&c, "missing");
+        (p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull")
+            .then_some(())
+    });
+
+    // Deleting a pod stops its container and frees its network.
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let cgroup_dir = if v2 {
+        Path::new("/sys/fs/cgroup").join(&host.cgroup)
+    } else {
+        Path::new("/sys/fs/cgroup/memory").join(&host.cgroup)
+    };
+    let uid = pod(&c, "web")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.ok(&[
+        "delete",
+        "pod",
+        "web",
+        "--grace-period=1",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(
+        http_get(&format!("{ip}:8080")).is_none(),
+        "the deleted pod still answers"
+    );
+    let pod_cg = cgroup_dir.join(format!("pod{uid}"));
+    assert!(
+        cgroup_dir.exists(),
+        "pods live under {}",
+        cgroup_dir.display()
+    );
+    c.wait_for("the pod's cgroup to go", Duration::from_secs(20), || {
+        (!pod_cg.exists()).then_some(())
+    });
+}
