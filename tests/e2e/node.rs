@@ -16,6 +16,8 @@ use common::{Cluster, r8s_bin};
 /// Names unique to this test run, and clean-up of what the agent made on
 /// the host even when the test fails.
 struct Host {
+    cluster: Option<Cluster>,
+    data: tempfile::TempDir,
     bridge: String,
     cgroup: String,
     cidr: String,
@@ -33,6 +35,8 @@ impl Host {
         let pid = std::process::id();
         let third = (pid % 200) as u8 + 20;
         Host {
+            cluster: None,
+            data: tempfile::tempdir().unwrap(),
             bridge: format!("r8se{}", pid % 100_000),
             cgroup: format!("r8s-e2e-{pid}"),
             cidr: format!("10.79.{third}.0/24"),
@@ -43,7 +47,14 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        kubelet::cleanup_host(&self.cgroup, &self.bridge);
+        // Server first (so nothing restarts containers), then what it left
+        // on the host, then its data dir.
+        let mut c = self.cluster.take();
+        if let Some(c) = c.as_mut() {
+            c.kill();
+        }
+        kubelet::cleanup_host(&self.cgroup, &self.bridge, self.data.path());
+        drop(c);
     }
 }
 
@@ -78,7 +89,7 @@ fn pod(c: &Cluster, name: &str) -> serde_json::Value {
 #[test]
 fn pods_run_as_real_containers() {
     let host = Host::new();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(host.data.path()).unwrap();
     let tar = build_busybox(dir.path());
     let st = Command::new(r8s_bin())
         .args(["image", "import", "--data-dir"])
@@ -99,7 +110,8 @@ fn pods_run_as_real_containers() {
         .unwrap();
     assert!(String::from_utf8_lossy(&ls.stdout).contains("docker.io/library/busybox:latest"));
 
-    let c = Cluster::start_with(
+    let mut host = host;
+    host.cluster = Some(Cluster::start_with(
         dir,
         &[
             "--node-name",
@@ -109,9 +121,10 @@ fn pods_run_as_real_containers() {
             "--pod-cidr",
             &host.cidr,
             "--cgroup-root",
-            &host.cgroup,
+            &host.cgroup.clone(),
         ],
-    );
+    ));
+    let c = host.cluster.as_ref().unwrap();
     c.wait_for("the node to be Ready", Duration::from_secs(30), || {
         let n = c.kubectl(&["get", "node", "e2e-node", "-o", "json"]);
         let v: serde_json::Value = serde_json::from_slice(&n.stdout).ok()?;

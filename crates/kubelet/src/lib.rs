@@ -233,14 +233,34 @@ pub fn check_host() -> Result<(), KubeletError> {
     Ok(())
 }
 
-/// Stops every container under `cgroup_root` and removes the bridge:
-/// what `r8s` tests run after a node agent was killed.
-pub fn cleanup_host(cgroup_root: &str, bridge: &str) {
+/// Stops every container under `cgroup_root`, deletes the pod network
+/// namespaces of `bridge`, the bridge, and the mounts under `data_dir`:
+/// what tests run after a node agent was killed.
+pub fn cleanup_host(cgroup_root: &str, bridge: &str, data_dir: &std::path::Path) {
     for m in cgroup_mounts() {
-        let root = m.join(cgroup_root);
-        kill_tree(&root);
+        kill_tree(&m.join(cgroup_root));
+    }
+    if let Ok(rd) = std::fs::read_dir("/run/netns") {
+        let prefix = format!("{bridge}-");
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                network::teardown_pod(&name);
+            }
+        }
     }
     network::delete_bridge(bridge);
+    let dir = data_dir.to_string_lossy().into_owned();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&dir))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
 }
 
 fn kill_tree(dir: &std::path::Path) {

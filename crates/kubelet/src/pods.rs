@@ -329,7 +329,8 @@ impl Worker {
             } else {
                 let cfg = self.agent.opts.net.clone();
                 let uid = self.uid.clone();
-                let ns = format!("r8s-{}", &uid[..uid.len().min(18)]);
+                // Named after the bridge, so a node's namespaces can be found.
+                let ns = format!("{}-{}", cfg.bridge, &uid[..uid.len().min(18)]);
                 let veth = format!("veth{}", &uid.replace('-', "")[..11.min(uid.len())]);
                 let ns2 = ns.clone();
                 let ip = tokio::task::spawn_blocking(move || {
