@@ -122,6 +122,8 @@ fn pods_run_as_real_containers() {
             &host.cidr,
             "--cgroup-root",
             &host.cgroup.clone(),
+            "--kubelet-port",
+            "0",
         ],
     ));
     let c = host.cluster.as_ref().unwrap();
@@ -215,7 +217,7 @@ spec:
         "--",
         "sh",
         "-c",
-        "exit 3",
+        "echo out-line; echo err-line >&2; exit 3",
     ]);
     c.ok(&[
         "run",
@@ -246,6 +248,40 @@ spec:
                 .then_some(())
         },
     );
+    // Logs through the API server and the kubelet API.
+    let logs = c.ok(&["logs", "fails"]);
+    assert!(
+        logs.contains("out-line") && logs.contains("err-line"),
+        "{logs:?}"
+    );
+    let web_logs = c.ok(&["logs", "web"]);
+    assert_eq!(web_logs.trim(), "ready");
+    let ts = c.ok(&["logs", "web", "--timestamps"]);
+    assert!(
+        ts.starts_with("20") && ts.trim_end().ends_with("Z ready"),
+        "{ts}"
+    );
+    c.ok(&[
+        "run",
+        "counter",
+        "--image=busybox:latest",
+        "--image-pull-policy=Never",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "sleep 1; for i in 1 2 3; do echo line-$i; sleep 1; done",
+    ]);
+    c.wait_for("counter to run", Duration::from_secs(30), || {
+        (pod(&c, "counter")["status"]["phase"] == "Running").then_some(())
+    });
+    let followed = c.ok(&["logs", "-f", "counter"]);
+    assert_eq!(
+        followed, "line-1\nline-2\nline-3\n",
+        "follow streams until the container ends"
+    );
+    let tail = c.ok(&["logs", "counter", "--tail=1"]);
+    assert_eq!(tail, "line-3\n");
     c.wait_for("done to succeed", Duration::from_secs(60), || {
         let p = pod(&c, "done");
         let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];

@@ -122,6 +122,12 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
 
     let cache = WatchCache::start(store.clone(), 16384).await?;
     let rest = Rest::new(store, cache);
+    match crate::rest::node_proxy::kubelet_client_config(&pki) {
+        Ok(c) => {
+            let _ = rest.kubelet_tls.set(c);
+        }
+        Err(e) => tracing::warn!(error = %e, "no kubelet client credentials; pod logs unavailable"),
+    }
     bootstrap(&rest, &client_host, addr.port()).await?;
     let state = Arc::new(State {
         rest,

@@ -17,6 +17,7 @@ pub mod node;
 mod pods;
 pub mod resources;
 pub mod runtime;
+pub mod server;
 pub mod shim;
 pub mod spec;
 pub mod volumes;
@@ -67,8 +68,13 @@ pub struct Options {
     pub cgroup_root: String,
     /// Pod capacity.
     pub max_pods: u32,
-    /// Port of the kubelet API reported in the Node.
+    /// Port of the kubelet API (0: any free port), reported in the Node.
     pub kubelet_port: i32,
+    /// Address the kubelet API listens on.
+    pub kubelet_bind: Ipv4Addr,
+    /// The cluster CA (PEM): kubelet API clients must have a certificate
+    /// from it. Without it the kubelet API is not served.
+    pub client_ca_pem: Option<String>,
     /// The executable with the `shim` subcommand.
     pub shim_exe: PathBuf,
     /// Rotate container logs past this size.
@@ -91,6 +97,8 @@ impl Options {
             cgroup_root: "r8s".into(),
             max_pods: 110,
             kubelet_port: 10250,
+            kubelet_bind: Ipv4Addr::UNSPECIFIED,
+            client_ca_pem: None,
             shim_exe,
             max_log_bytes: 10 << 20,
         }
@@ -108,6 +116,7 @@ pub struct Agent {
     pub(crate) opts: Options,
     pub(crate) runtime: Arc<dyn runtime::Runtime>,
     pub(crate) images: image::ImageStore,
+    pub(crate) registry: server::Registry,
 }
 
 /// Mount points of the cgroup hierarchies: (v1 controller dirs, or the v2
@@ -185,8 +194,18 @@ fn import_dropped(store: &image::ImageStore, dir: &std::path::Path) {
 }
 
 /// Runs the agent until the process ends.
-pub async fn run(client: kube::Client, opts: Options) -> Result<(), KubeletError> {
+pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletError> {
     check_host()?;
+    let registry = server::Registry::default();
+    match &opts.client_ca_pem {
+        Some(ca) => {
+            let addr = std::net::SocketAddr::from((opts.kubelet_bind, opts.kubelet_port as u16));
+            let port = server::serve(addr, ca, registry.clone()).await?;
+            opts.kubelet_port = i32::from(port);
+            tracing::info!(%addr, port, "kubelet API listening");
+        }
+        None => tracing::warn!("no cluster CA given: the kubelet API (logs) is not served"),
+    }
     let images = image::ImageStore::open(&opts.images_dir())?;
     import_dropped(&images, &opts.images_dir());
     let net = opts.net.clone();
@@ -204,6 +223,7 @@ pub async fn run(client: kube::Client, opts: Options) -> Result<(), KubeletError
         opts: opts.clone(),
         runtime,
         images: images.clone(),
+        registry,
     });
     node::register(&client, &opts, node_images(&images)).await?;
     tracing::info!(node = %opts.node_name, cidr = %opts.net.cidr(), "node registered");

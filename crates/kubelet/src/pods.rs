@@ -78,6 +78,8 @@ struct Ctr {
     image_id: String,
     /// Whether the current run is over.
     exited: bool,
+    /// Index of the current run's log file (`<n>.log`).
+    attempt: i32,
 }
 
 struct Worker {
@@ -125,6 +127,7 @@ impl Worker {
                 Ok(Some(Some(p))) => self.pod = Some(p),
                 Ok(Some(None)) | Ok(None) => {
                     // Deleted from the API (or the watch is gone): stop now.
+                    self.unpublish();
                     self.kill_all(Duration::ZERO).await;
                     self.teardown().await;
                     return;
@@ -135,6 +138,7 @@ impl Worker {
                 match m {
                     Some(p) => self.pod = Some(p),
                     None => {
+                        self.unpublish();
                         self.kill_all(Duration::ZERO).await;
                         self.teardown().await;
                         return;
@@ -495,7 +499,8 @@ impl Worker {
         };
         let st = map.entry(c.name.clone()).or_default();
         match result {
-            Ok((id, pid, image_id)) => {
+            Ok((id, pid, image_id, attempt)) => {
+                st.attempt = attempt;
                 if st.id.is_some() {
                     st.restarts += 1;
                 }
@@ -525,7 +530,7 @@ impl Worker {
         &self,
         pod: &Pod,
         c: &Container,
-    ) -> Result<(String, i32, String), (String, String)> {
+    ) -> Result<(String, i32, String, i32), (String, String)> {
         let image_name = c.image.clone().unwrap_or_default();
         let store = self.agent.images.clone();
         let img = image_name.clone();
@@ -618,7 +623,7 @@ impl Worker {
         .await
         .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
         match res {
-            Ok((id, pid)) => Ok((id, pid, info.id)),
+            Ok((id, pid)) => Ok((id, pid, info.id, restarts)),
             Err(e @ KubeletError::Spec(_)) => Err(("CreateContainerError".into(), e.to_string())),
             Err(e) => Err(("RunContainerError".into(), e.to_string())),
         }
@@ -671,6 +676,13 @@ impl Worker {
     }
 
     async fn teardown(&mut self) {
+        if self
+            .pod
+            .as_ref()
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+        {
+            self.unpublish();
+        }
         let ns = self.ns.take();
         let cfg = self.agent.opts.net.clone();
         let uid = self.uid.clone();
@@ -764,7 +776,43 @@ impl Worker {
         }
     }
 
+    /// Tells the kubelet API where each container's logs are.
+    fn publish_logs(&self, pod: &Pod) {
+        let key = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        let mut ctrs = HashMap::new();
+        for (name, st) in self.init.iter().chain(self.app.iter()) {
+            if st.id.is_some() {
+                ctrs.insert(
+                    name.clone(),
+                    crate::server::CtrLogs {
+                        dir: self.pod_dir.join("logs").join(name),
+                        current: st.attempt,
+                        running: !st.exited,
+                    },
+                );
+            }
+        }
+        if let Ok(mut r) = self.agent.registry.lock() {
+            r.insert(key, ctrs);
+        }
+    }
+
+    fn unpublish(&self) {
+        if let Some(pod) = &self.pod
+            && let Ok(mut r) = self.agent.registry.lock()
+        {
+            r.remove(&(
+                pod.metadata.namespace.clone().unwrap_or_default(),
+                pod.metadata.name.clone().unwrap_or_default(),
+            ));
+        }
+    }
+
     async fn report(&mut self, pod: &Pod) {
+        self.publish_logs(pod);
         let spec = pod.spec.clone().unwrap_or_default();
         let inits: Vec<Value> = spec
             .init_containers

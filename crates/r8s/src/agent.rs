@@ -23,6 +23,9 @@ pub struct NodeArgs {
     /// Top-level cgroup of the pods.
     #[arg(long, default_value = "r8s")]
     cgroup_root: String,
+    /// Port of the kubelet API (0: any free port).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
     /// Extra node labels, `key=value`.
     #[arg(long = "node-label", value_delimiter = ',')]
     node_labels: Vec<String>,
@@ -116,6 +119,7 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
         );
     }
     o.cgroup_root = node.cgroup_root.trim_matches('/').to_string();
+    o.kubelet_port = i32::from(node.kubelet_port);
     for l in &node.node_labels {
         let (k, v) = l
             .split_once('=')
@@ -126,8 +130,14 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
 }
 
 /// Starts the server's own node agent in the background.
-pub fn spawn_builtin(client: kube::Client, data_dir: &Path, node: &NodeArgs) -> anyhow::Result<()> {
-    let opts = options(data_dir, node)?;
+pub fn spawn_builtin(
+    client: kube::Client,
+    data_dir: &Path,
+    node: &NodeArgs,
+    ca_pem: &str,
+) -> anyhow::Result<()> {
+    let mut opts = options(data_dir, node)?;
+    opts.client_ca_pem = Some(ca_pem.to_string());
     if let Err(e) = kubelet::check_host() {
         // The control plane is still useful (hollow nodes, remote agents).
         tracing::error!(error = %e, "not starting the node agent; use --no-agent to silence this");
@@ -148,13 +158,41 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .context("loading the kubeconfig")?;
+    let ca_pem = kc_ca(&args.kubeconfig);
     let client = kube::Client::try_from(cfg).context("building the client")?;
-    let opts = options(&args.data_dir, &args.node)?;
+    let mut opts = options(&args.data_dir, &args.node)?;
+    opts.client_ca_pem = ca_pem;
     tokio::select! {
         r = kubelet::run(client, opts) => r?,
         _ = tokio::signal::ctrl_c() => tracing::info!("agent interrupted; containers keep running"),
     }
     Ok(())
+}
+
+/// The cluster CA of a kubeconfig's current cluster, as PEM.
+fn kc_ca(path: &Path) -> Option<String> {
+    use base64::Engine;
+    let kc = kube::config::Kubeconfig::read_from(path).ok()?;
+    let ctx_name = kc.current_context.clone()?;
+    let ctx = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == ctx_name)?
+        .context
+        .clone()?;
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == ctx.cluster)?
+        .cluster
+        .clone()?;
+    if let Some(data) = cluster.certificate_authority_data {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .ok()?;
+        return String::from_utf8(bytes).ok();
+    }
+    std::fs::read_to_string(cluster.certificate_authority?).ok()
 }
 
 fn store(data_dir: &Path) -> anyhow::Result<image::ImageStore> {

@@ -190,7 +190,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_from(client_cfg).context("building the controllers' client")?;
     start_control_loops(client.clone(), &args.disable, &running.pki.ca_cert_pem)?;
     if !args.no_agent {
-        agent::spawn_builtin(client, &args.data_dir, &args.node)?;
+        agent::spawn_builtin(client, &args.data_dir, &args.node, &running.pki.ca_cert_pem)?;
     }
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());

@@ -5,6 +5,7 @@
 pub(crate) mod admit;
 mod evict;
 mod meta;
+pub(crate) mod node_proxy;
 mod read;
 mod sub;
 mod write;
@@ -34,6 +35,8 @@ pub struct Rest {
     pub cache: Arc<WatchCache>,
     /// Serialises IP and port allocation.
     pub(crate) alloc_lock: tokio::sync::Mutex<()>,
+    /// Client TLS for kubelet APIs (logs), set once the PKI is loaded.
+    pub(crate) kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 /// Query parameters (last value wins, as upstream's decoding does).
@@ -155,6 +158,7 @@ impl Rest {
             store,
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),
+            kubelet_tls: std::sync::OnceLock::new(),
         }
     }
 

@@ -301,6 +301,9 @@ async fn evict(
 async fn node_route(rest: &Rest, call: &Call, name: &str) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let (obj, _) = rest.load(info, call.ns(), name).await?;
+    if info.plural == "pods" && call.route.subresource.as_deref() == Some("log") {
+        return super::node_proxy::pod_log(rest, call, name, &obj).await;
+    }
     if info.plural == "pods" {
         let node = obj["spec"]["nodeName"].as_str().unwrap_or("");
         if node.is_empty() {

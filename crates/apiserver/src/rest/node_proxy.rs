@@ -1,0 +1,252 @@
+//! Requests the API server forwards to a node's kubelet API, as upstream's
+//! pod `log` subresource does: find the pod's node, its InternalIP and
+//! kubelet port, and stream the kubelet's answer back.
+//!
+//! The API server authenticates to kubelets with its admin client
+//! certificate. Like upstream without `--kubelet-certificate-authority`,
+//! it does not verify the kubelet's self-signed serving certificate.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use super::{Call, Rest};
+use crate::error::ApiError;
+use crate::http::{self as h, Body};
+use crate::tls::Pki;
+
+/// Accepts any kubelet serving certificate (see the module comment).
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client configuration for talking to kubelets.
+pub fn kubelet_client_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut pki.admin_cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("admin certificate: {e}"))?;
+    let key = rustls_pemfile::private_key(&mut pki.admin_key_pem.as_bytes())
+        .map_err(|e| format!("admin key: {e}"))?
+        .ok_or("admin key: no key in PEM")?;
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(cfg))
+}
+
+/// Where a node's kubelet listens: (InternalIP, port).
+async fn kubelet_of(rest: &Rest, node: &str) -> Result<(String, u16), ApiError> {
+    let info = api::catalogue::find("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("nodes are not in the catalogue"))?;
+    let (n, _) = rest.load(info, None, node).await?;
+    let ip = n["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .map(str::to_string);
+    let port = n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64();
+    match (ip, port) {
+        (Some(ip), Some(port)) if port > 0 => Ok((ip, port as u16)),
+        _ => Err(ApiError::unavailable(format!(
+            "node {node} has no kubelet endpoint (is it a real node with an agent?)"
+        ))),
+    }
+}
+
+/// The container a log or exec request means: `container=` or the only one.
+fn container_of(pod: &Value, name: &str, call: &Call) -> Result<String, ApiError> {
+    if let Some(c) = call.query.get("container") {
+        let known = ["containers", "initContainers", "ephemeralContainers"]
+            .iter()
+            .flat_map(|k| pod["spec"][k].as_array().into_iter().flatten())
+            .any(|x| x["name"] == c);
+        if !known {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        return Ok(c.to_string());
+    }
+    let names: Vec<&str> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    match names.as_slice() {
+        [one] => Ok(one.to_string()),
+        _ => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            names.join(" ")
+        ))),
+    }
+}
+
+/// `GET pods/<name>/log`.
+pub async fn pod_log(
+    rest: &Rest,
+    call: &Call,
+    name: &str,
+    pod: &Value,
+) -> Result<Response<Body>, ApiError> {
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let container = container_of(pod, name, call)?;
+    let ns = call.ns().unwrap_or("default");
+    let query = {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for k in [
+            "follow",
+            "previous",
+            "tailLines",
+            "timestamps",
+            "sinceSeconds",
+            "sinceTime",
+            "limitBytes",
+        ] {
+            if let Some(v) = call.query.get(k) {
+                q.append_pair(k, v);
+            }
+        }
+        q.finish()
+    };
+    let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
+    let (ip, port) = kubelet_of(rest, node).await?;
+    let tls =
+        rest.kubelet_tls.get().cloned().ok_or_else(|| {
+            ApiError::unavailable("the API server has no kubelet client credentials")
+        })?;
+    let resp = get(tls, &ip, port, &path).await?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        let mut e = match status.as_u16() {
+            404 => ApiError::bad_request(text.trim().to_string()),
+            400 => ApiError::bad_request(text.trim().to_string()),
+            _ => ApiError::internal(text.trim().to_string()),
+        };
+        if text.trim().is_empty() {
+            e = ApiError::internal(format!("kubelet answered {status}"));
+        }
+        return Err(e);
+    }
+    let stream = futures::stream::unfold(resp.into_body(), |mut body| async move {
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        return Some((data, body));
+                    }
+                }
+                _ => return None,
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(h::streaming(stream))
+        .unwrap_or_else(|_| h::text(500, "")))
+}
+
+/// One HTTPS GET to a kubelet.
+async fn get(
+    tls: Arc<rustls::ClientConfig>,
+    ip: &str,
+    port: u16,
+    path: &str,
+) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    let unavailable = |e: String| ApiError::unavailable(format!("kubelet {ip}:{port}: {e}"));
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect((ip, port)),
+    )
+    .await
+    .map_err(|_| unavailable("connect timed out".into()))?
+    .map_err(|e| unavailable(e.to_string()))?;
+    let server_name = rustls::pki_types::ServerName::try_from(ip.to_string())
+        .map_err(|e| unavailable(e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = http::Request::get(path)
+        .header(http::header::HOST, format!("{ip}:{port}"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| unavailable(e.to_string()))?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| unavailable(e.to_string()))
+}

@@ -1,0 +1,275 @@
+//! The kubelet API over TLS: what the API server proxies `kubectl logs`
+//! to. Only clients with a certificate from the cluster CA get in.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+
+use crate::KubeletError;
+use crate::logs::{self, LogQuery};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// What the log endpoint knows of a container.
+#[derive(Debug, Clone, Default)]
+pub struct CtrLogs {
+    /// Directory with `<restart>.log` files.
+    pub dir: PathBuf,
+    /// Index of the current run's log.
+    pub current: i32,
+    /// Whether the current run is still going.
+    pub running: bool,
+}
+
+/// Pods on this node by (namespace, name), then container name.
+pub type Registry = Arc<Mutex<HashMap<(String, String), HashMap<String, CtrLogs>>>>;
+
+fn text(code: StatusCode, s: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(Full::new(s.into()).boxed())
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+/// Serves the kubelet API on `addr`; returns the bound port.
+pub async fn serve(
+    addr: SocketAddr,
+    client_ca_pem: &str,
+    registry: Registry,
+) -> Result<u16, KubeletError> {
+    let tls = server_config(addr, client_ca_pem)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| KubeletError::Config(format!("kubelet API on {addr}: {e}")))?;
+    let port = listener
+        .local_addr()
+        .map(|a| a.port())
+        .unwrap_or(addr.port());
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| {
+                    let registry = registry.clone();
+                    async move { Ok::<_, Infallible>(route(req, registry).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(port)
+}
+
+fn server_config(
+    addr: SocketAddr,
+    ca_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, KubeletError> {
+    let bad = |e: String| KubeletError::Config(format!("kubelet TLS: {e}"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| bad(e.to_string()))?;
+    let key = rcgen::KeyPair::generate().map_err(|e| bad(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .map_err(|e| bad(e.to_string()))?;
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress(addr.ip()));
+    let cert = params.self_signed(&key).map_err(|e| bad(e.to_string()))?;
+    let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| bad(e.to_string()))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert.der().clone()], der_key)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Arc::new(cfg))
+}
+
+async fn route(req: Request<Incoming>, registry: Registry) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["containerLogs", ns, pod, container] if req.method() == http::Method::GET => {
+            container_logs(ns, pod, container, &query, registry).await
+        }
+        ["healthz"] => text(StatusCode::OK, "ok"),
+        _ => text(StatusCode::NOT_FOUND, format!("no kubelet endpoint {path}")),
+    }
+}
+
+async fn container_logs(
+    ns: &str,
+    pod: &str,
+    container: &str,
+    q: &HashMap<String, String>,
+    registry: Registry,
+) -> Response<Body> {
+    let lookup = |registry: &Registry| -> Option<CtrLogs> {
+        let r = registry.lock().ok()?;
+        r.get(&(ns.to_string(), pod.to_string()))?
+            .get(container)
+            .cloned()
+    };
+    let Some(info) = lookup(&registry) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "container \"{container}\" in pod \"{pod}\" is waiting to start or is unknown to this node"
+            ),
+        );
+    };
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true" || v == "1");
+    let previous = flag("previous");
+    let index = if previous {
+        info.current - 1
+    } else {
+        info.current
+    };
+    if index < 0 {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("previous terminated container \"{container}\" in pod \"{pod}\" not found"),
+        );
+    }
+    let file = info.dir.join(format!("{index}.log"));
+    let mut lq = LogQuery {
+        tail_lines: q.get("tailLines").and_then(|v| v.parse().ok()),
+        timestamps: flag("timestamps"),
+        since_time: q.get("sinceTime").cloned(),
+        limit_bytes: q.get("limitBytes").and_then(|v| v.parse().ok()),
+    };
+    if let Some(secs) = q.get("sinceSeconds").and_then(|v| v.parse::<i64>().ok()) {
+        let t = k8s_openapi::jiff::Timestamp::now()
+            - k8s_openapi::jiff::SignedDuration::from_secs(secs);
+        lq.since_time = Some(t.strftime("%Y-%m-%dT%H:%M:%S%.9fZ").to_string());
+    }
+    let initial = match tokio::task::spawn_blocking({
+        let file = file.clone();
+        let lq = lq.clone();
+        move || logs::read(&file, &lq)
+    })
+    .await
+    {
+        Ok(Ok(s)) => s,
+        _ => String::new(),
+    };
+    if !flag("follow") || previous {
+        return text(StatusCode::OK, initial);
+    }
+    // Follow: send what is there, then new records as they are written,
+    // until the container's run ends.
+    let start = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+    let timestamps = lq.timestamps;
+    let state = (Some(Bytes::from(initial)), start, String::new(), false);
+    let stream = futures::stream::unfold(state, move |(first, mut pos, mut partial, done)| {
+        let file = file.clone();
+        let registry = registry.clone();
+        let (ns, pod, container) = (ns.clone(), pod.clone(), container.clone());
+        async move {
+            if let Some(b) = first {
+                return Some((
+                    Ok::<_, Infallible>(Frame::data(b)),
+                    (None, pos, partial, false),
+                ));
+            }
+            if done {
+                return None;
+            }
+            loop {
+                let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                if len > pos {
+                    let chunk = read_from(&file, pos, len);
+                    pos = len;
+                    partial.push_str(&chunk);
+                    let mut out = String::new();
+                    while let Some(nl) = partial.find('\n') {
+                        let line: String = partial.drain(..=nl).collect();
+                        if let Some(r) = logs::parse(line.trim_end_matches('\n')) {
+                            out.push_str(&logs::render(&r, timestamps));
+                        }
+                    }
+                    if !out.is_empty() {
+                        return Some((
+                            Ok(Frame::data(Bytes::from(out))),
+                            (None, pos, partial, false),
+                        ));
+                    }
+                }
+                let still = {
+                    let r = registry.lock().ok();
+                    r.and_then(|r| {
+                        r.get(&(ns.clone(), pod.clone()))
+                            .and_then(|p| p.get(&container))
+                            .cloned()
+                    })
+                };
+                match still {
+                    Some(c) if c.running && c.dir.join(format!("{}.log", c.current)) == file => {}
+                    _ => {
+                        // One last look for records written at the end.
+                        let len = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                        if len > pos {
+                            continue;
+                        }
+                        return None;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+}
+
+fn read_from(file: &std::path::Path, from: u64, to: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(file) else {
+        return String::new();
+    };
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return String::new();
+    }
+    let mut buf = vec![0u8; (to - from) as usize];
+    let n = f.read(&mut buf).unwrap_or(0);
+    buf.truncate(n);
+    String::from_utf8_lossy(&buf).into_owned()
+}
