@@ -4,6 +4,7 @@
 
 mod common;
 #[path = "../../crates/store/tests/etcd_harness/mod.rs"]
+#[allow(dead_code)]
 mod etcd_harness;
 
 use std::time::Duration;

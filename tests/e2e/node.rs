@@ -177,7 +177,7 @@ spec:
 "#,
     );
     let ip = c.wait_for("web to run with an IP", Duration::from_secs(60), || {
-        let p = pod(&c, "web");
+        let p = pod(c, "web");
         (p["status"]["phase"] == "Running")
             .then(|| p["status"]["podIP"].as_str().map(str::to_string))
             .flatten()
@@ -195,7 +195,7 @@ spec:
         body.contains(&format!("hello from a configmap web {ip}")),
         "env from configMapKeyRef and the downward API: {body}"
     );
-    let p = pod(&c, "web");
+    let p = pod(c, "web");
     let cs = &p["status"]["containerStatuses"][0];
     assert_eq!(cs["ready"], true);
     assert!(cs["containerID"].as_str().unwrap().starts_with("r8s://"));
@@ -242,7 +242,7 @@ spec:
         "fails to fail with exit code 3",
         Duration::from_secs(60),
         || {
-            let p = pod(&c, "fails");
+            let p = pod(c, "fails");
             let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
             (p["status"]["phase"] == "Failed" && t["exitCode"] == 3 && t["reason"] == "Error")
                 .then_some(())
@@ -273,7 +273,7 @@ spec:
         "sleep 1; for i in 1 2 3; do echo line-$i; sleep 1; done",
     ]);
     c.wait_for("counter to run", Duration::from_secs(30), || {
-        (pod(&c, "counter")["status"]["phase"] == "Running").then_some(())
+        (pod(c, "counter")["status"]["phase"] == "Running").then_some(())
     });
     let followed = c.ok(&["logs", "-f", "counter"]);
     assert_eq!(
@@ -283,7 +283,7 @@ spec:
     let tail = c.ok(&["logs", "counter", "--tail=1"]);
     assert_eq!(tail, "line-3\n");
     c.wait_for("done to succeed", Duration::from_secs(60), || {
-        let p = pod(&c, "done");
+        let p = pod(c, "done");
         let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
         (p["status"]["phase"] == "Succeeded" && t["reason"] == "Completed").then_some(())
     });
@@ -291,7 +291,7 @@ spec:
         "crashes to be restarted and back off",
         Duration::from_secs(60),
         || {
-            let p = pod(&c, "crashes");
+            let p = pod(c, "crashes");
             let cs = &p["status"]["containerStatuses"][0];
             (cs["restartCount"].as_i64() >= Some(1)
                 && cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
@@ -308,7 +308,7 @@ spec:
         "--image-pull-policy=Never",
     ]);
     c.wait_for("ErrImageNeverPull", Duration::from_secs(30), || {
-        let p = pod(&c, "missing");
+        let p = pod(c, "missing");
         (p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull")
             .then_some(())
     });
@@ -320,7 +320,7 @@ spec:
     } else {
         Path::new("/sys/fs/cgroup/memory").join(&host.cgroup)
     };
-    let uid = pod(&c, "web")["metadata"]["uid"]
+    let uid = pod(c, "web")["metadata"]["uid"]
         .as_str()
         .unwrap()
         .to_string();

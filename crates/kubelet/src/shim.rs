@@ -107,7 +107,6 @@ pub fn run(args: ShimArgs) -> i32 {
     };
     let _ = writeln!(out, "started {init}");
     let _ = out.flush();
-    drop(out);
     // Close fd 1 for real so the agent's read sees EOF; point it at
     // /dev/null so nothing later writes into a reused descriptor.
     if let Ok(null) = File::options().write(true).open("/dev/null") {

@@ -264,14 +264,11 @@ pub async fn prepare(
                 "DirectoryOrCreate" => {
                     std::fs::create_dir_all(&p).map_err(err(format!("creating {}", p.display())))?
                 }
-                "FileOrCreate" => {
-                    if !p.exists() {
-                        if let Some(parent) = p.parent() {
-                            let _ = std::fs::create_dir_all(parent);
-                        }
-                        std::fs::write(&p, b"")
-                            .map_err(err(format!("creating {}", p.display())))?;
+                "FileOrCreate" if !p.exists() => {
+                    if let Some(parent) = p.parent() {
+                        let _ = std::fs::create_dir_all(parent);
                     }
+                    std::fs::write(&p, b"").map_err(err(format!("creating {}", p.display())))?;
                 }
                 "Directory" if !p.is_dir() => {
                     return Err(KubeletError::Volume(format!(
