@@ -254,6 +254,22 @@ spec:
         logs.contains("out-line") && logs.contains("err-line"),
         "{logs:?}"
     );
+    // exec over WebSocket, through the API server to the kubelet.
+    assert_eq!(
+        c.ok(&["exec", "web", "--", "cat", "/etc/hostname"]).trim(),
+        "web"
+    );
+    let ps = c.ok(&["exec", "web", "--", "ps"]);
+    assert!(ps.contains("httpd"), "the container's processes: {ps}");
+    let echoed = c.ok_stdin(&["exec", "-i", "web", "--", "cat"], "through stdin\n");
+    assert_eq!(echoed, "through stdin\n");
+    let out = c.kubectl(&["exec", "web", "--", "sh", "-c", "echo oops >&2; exit 5"]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "kubectl exec returns the command's exit code"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
     let web_logs = c.ok(&["logs", "web"]);
     assert_eq!(web_logs.trim(), "ready");
     let ts = c.ok(&["logs", "web", "--timestamps"]);

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod exec;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -200,7 +201,11 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
     match &opts.client_ca_pem {
         Some(ca) => {
             let addr = std::net::SocketAddr::from((opts.kubelet_bind, opts.kubelet_port as u16));
-            let port = server::serve(addr, ca, registry.clone()).await?;
+            let exec = exec::ExecCtx {
+                shim_exe: opts.shim_exe.clone(),
+                state_root: opts.data_dir.join("agent/state"),
+            };
+            let port = server::serve(addr, ca, registry.clone(), exec).await?;
             opts.kubelet_port = i32::from(port);
             tracing::info!(%addr, port, "kubelet API listening");
         }

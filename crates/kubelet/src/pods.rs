@@ -791,6 +791,7 @@ impl Worker {
                         dir: self.pod_dir.join("logs").join(name),
                         current: st.attempt,
                         running: !st.exited,
+                        id: st.id.clone(),
                     },
                 );
             }

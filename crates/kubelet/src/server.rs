@@ -27,6 +27,8 @@ pub struct CtrLogs {
     pub current: i32,
     /// Whether the current run is still going.
     pub running: bool,
+    /// The runtime id of the current run.
+    pub id: Option<String>,
 }
 
 /// Pods on this node by (namespace, name), then container name.
@@ -45,6 +47,7 @@ pub async fn serve(
     addr: SocketAddr,
     client_ca_pem: &str,
     registry: Registry,
+    exec: crate::exec::ExecCtx,
 ) -> Result<u16, KubeletError> {
     let tls = server_config(addr, client_ca_pem)?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -62,16 +65,19 @@ pub async fn serve(
             };
             let acceptor = acceptor.clone();
             let registry = registry.clone();
+            let exec = exec.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
                 let svc = hyper::service::service_fn(move |req| {
                     let registry = registry.clone();
-                    async move { Ok::<_, Infallible>(route(req, registry).await) }
+                    let exec = exec.clone();
+                    async move { Ok::<_, Infallible>(route(req, registry, exec).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -115,7 +121,11 @@ fn server_config(
     Ok(Arc::new(cfg))
 }
 
-async fn route(req: Request<Incoming>, registry: Registry) -> Response<Body> {
+async fn route(
+    req: Request<Incoming>,
+    registry: Registry,
+    exec: crate::exec::ExecCtx,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
@@ -125,6 +135,10 @@ async fn route(req: Request<Incoming>, registry: Registry) -> Response<Body> {
     match parts.as_slice() {
         ["containerLogs", ns, pod, container] if req.method() == http::Method::GET => {
             container_logs(ns, pod, container, &query, registry).await
+        }
+        ["exec", ns, pod, container] => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            exec_session(req, &ns, &pod, &container, registry, exec)
         }
         ["healthz"] => text(StatusCode::OK, "ok"),
         _ => text(StatusCode::NOT_FOUND, format!("no kubelet endpoint {path}")),
@@ -272,4 +286,92 @@ fn read_from(file: &std::path::Path, from: u64, to: u64) -> String {
     let n = f.read(&mut buf).unwrap_or(0);
     buf.truncate(n);
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Upgrades `exec` requests to a WebSocket and runs the command.
+fn exec_session(
+    mut req: Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    registry: Registry,
+    ctx: crate::exec::ExecCtx,
+) -> Response<Body> {
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let upgrade = header("upgrade");
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "exec needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not supported",
+        );
+    }
+    let Some(protocol) = crate::exec::negotiate(&header("sec-websocket-protocol")) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no supported streaming protocol offered (supported: {})",
+                crate::exec::PROTOCOLS.join(", ")
+            ),
+        );
+    };
+    let key = header("sec-websocket-key");
+    let mut command = Vec::new();
+    let mut stdin = false;
+    for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "command" => command.push(v.into_owned()),
+            "stdin" => stdin = v == "true" || v == "1",
+            _ => {}
+        }
+    }
+    if command.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least one command for the container",
+        );
+    }
+    let id = registry
+        .lock()
+        .ok()
+        .and_then(|r| {
+            r.get(&(ns.to_string(), pod.to_string()))?
+                .get(container)
+                .cloned()
+        })
+        .filter(|c| c.running)
+        .and_then(|c| c.id);
+    let Some(id) = id else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("container {container} is not running in pod {pod}"),
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let request = crate::exec::ExecRequest {
+        id,
+        command,
+        stdin,
+        protocol: protocol.to_string(),
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => crate::exec::run(hyper_util::rt::TokioIo::new(up), ctx, request).await,
+            Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::CONNECTION, "Upgrade")
+        .header("Sec-WebSocket-Accept", accept)
+        .header("Sec-WebSocket-Protocol", protocol)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
 }

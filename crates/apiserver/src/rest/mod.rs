@@ -169,6 +169,15 @@ impl Rest {
         req: Request<Incoming>,
         user: User,
     ) -> Response<Body> {
+        let mut req = req;
+        // Streaming subresources reach the kubelet through a tunnel of the
+        // upgraded connection.
+        let tunnel = matches!(
+            route.subresource.as_deref(),
+            Some("exec" | "attach" | "portforward")
+        ) && route.info.plural == "pods"
+            && req.headers().contains_key(http::header::UPGRADE);
+        let on_upgrade = tunnel.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let call = Call {
             route,
@@ -177,6 +186,13 @@ impl Rest {
             headers: parts.headers,
             user,
         };
+        if let Some(up) = on_upgrade {
+            let raw_query = parts.uri.query().unwrap_or("").to_string();
+            return match node_proxy::tunnel(self, &call, &raw_query, up).await {
+                Ok(r) => r,
+                Err(e) => h::error(&e),
+            };
+        }
         match self.dispatch(&call, body).await {
             Ok(r) => r,
             Err(e) => h::error(&e),

@@ -250,3 +250,110 @@ async fn get(
         .await
         .map_err(|e| unavailable(e.to_string()))
 }
+
+/// Headers of an upgrade request forwarded to the kubelet.
+const UPGRADE_HEADERS: &[&str] = &[
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// `pods/<name>/exec` (and attach, portforward) with an upgrade: forwards
+/// the upgrade to the kubelet and splices the two connections.
+pub async fn tunnel(
+    rest: &Rest,
+    call: &Call,
+    raw_query: &str,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+) -> Result<Response<Body>, ApiError> {
+    let info = call.info();
+    let name = call
+        .route
+        .name
+        .as_deref()
+        .ok_or_else(|| ApiError::no_route("a subresource needs an object name"))?;
+    let (pod, _) = rest.load(info, call.ns(), name).await?;
+    let node = pod["spec"]["nodeName"].as_str().unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let sub = call.route.subresource.as_deref().unwrap_or("");
+    if sub != "exec" {
+        return Err(ApiError::unavailable(format!(
+            "pods/{sub} is not supported by r8s node agents yet"
+        )));
+    }
+    let phase = pod["status"]["phase"].as_str().unwrap_or("");
+    if phase == "Succeeded" || phase == "Failed" {
+        return Err(ApiError::bad_request(format!(
+            "cannot exec into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let container = container_of(&pod, name, call)?;
+    let ns = call.ns().unwrap_or("default");
+    let path = format!("/exec/{ns}/{name}/{container}?{raw_query}");
+    let (ip, port) = kubelet_of(rest, node).await?;
+    let tls =
+        rest.kubelet_tls.get().cloned().ok_or_else(|| {
+            ApiError::unavailable("the API server has no kubelet client credentials")
+        })?;
+    let unavailable = |e: String| ApiError::unavailable(format!("kubelet {ip}:{port}: {e}"));
+    let tcp = tokio::net::TcpStream::connect((ip.as_str(), port))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let server_name = rustls::pki_types::ServerName::try_from(ip.clone())
+        .map_err(|e| unavailable(e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut req = http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}"));
+    for h in UPGRADE_HEADERS {
+        for v in call.headers.get_all(*h) {
+            req = req.header(*h, v);
+        }
+    }
+    let req = req
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(|e| unavailable(e.to_string()))?;
+    let mut resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        return Err(ApiError::bad_request(text.trim().to_string()));
+    }
+    let mut out = Response::builder().status(101);
+    for (k, v) in resp.headers() {
+        out = out.header(k, v);
+    }
+    let kubelet_upgrade = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let (Ok(client), Ok(kubelet)) = (client_upgrade.await, kubelet_upgrade.await) else {
+            return;
+        };
+        let mut client = hyper_util::rt::TokioIo::new(client);
+        let mut kubelet = hyper_util::rt::TokioIo::new(kubelet);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
+    });
+    out.body(h::full(Bytes::new()))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
