@@ -169,6 +169,11 @@ spec:
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
     - name: MY_IP
       valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    ports:
+    - {name: http, containerPort: 8080}
+    readinessProbe:
+      httpGet: {path: /, port: http}
+      periodSeconds: 1
     volumeMounts:
     - {name: cfg, mountPath: /cfg}
   volumes:
@@ -195,9 +200,12 @@ spec:
         body.contains(&format!("hello from a configmap web {ip}")),
         "env from configMapKeyRef and the downward API: {body}"
     );
-    let p = pod(c, "web");
+    // Ready once the httpGet readiness probe has passed.
+    let p = c.wait_for("web to be ready", Duration::from_secs(20), || {
+        let p = pod(c, "web");
+        (p["status"]["containerStatuses"][0]["ready"] == true).then_some(p)
+    });
     let cs = &p["status"]["containerStatuses"][0];
-    assert_eq!(cs["ready"], true);
     assert!(cs["containerID"].as_str().unwrap().starts_with("r8s://"));
     assert_eq!(p["status"]["qosClass"], "BestEffort");
     let ready = p["status"]["conditions"]
@@ -206,6 +214,50 @@ spec:
         .iter()
         .any(|c| c["type"] == "Ready" && c["status"] == "True");
     assert!(ready, "{p}");
+
+    // Probes: readiness gates Ready; a failing liveness probe restarts.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: probed
+spec:
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "touch /tmp/alive; sleep 3; touch /tmp/ready; sleep 2; rm /tmp/alive; sleep 3600"]
+    readinessProbe:
+      exec: {command: ["test", "-f", "/tmp/ready"]}
+      periodSeconds: 1
+    livenessProbe:
+      exec: {command: ["test", "-f", "/tmp/alive"]}
+      periodSeconds: 1
+      failureThreshold: 2
+"#,
+    );
+    let ready_of = |p: &serde_json::Value| p["status"]["containerStatuses"][0]["ready"].clone();
+    c.wait_for(
+        "probed to run but not be ready",
+        Duration::from_secs(30),
+        || {
+            let p = pod(c, "probed");
+            (p["status"]["phase"] == "Running" && ready_of(&p) == false).then_some(())
+        },
+    );
+    c.wait_for("probed to become ready", Duration::from_secs(30), || {
+        (ready_of(&pod(c, "probed")) == true).then_some(())
+    });
+    c.wait_for(
+        "the liveness probe to restart probed",
+        Duration::from_secs(60),
+        || {
+            let p = pod(c, "probed");
+            (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1)).then_some(())
+        },
+    );
 
     // Exit codes and restart policies.
     c.ok(&[

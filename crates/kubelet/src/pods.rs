@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::spec::{self, ImageDefaults};
-use crate::{Agent, KubeletError, network, resources, volumes};
+use crate::{Agent, KubeletError, network, probes, resources, volumes};
 
 /// Back-off after a container exits: 10 s doubling to 5 min.
 const BACKOFF_START: Duration = Duration::from_secs(10);
@@ -80,6 +80,10 @@ struct Ctr {
     exited: bool,
     /// Index of the current run's log file (`<n>.log`).
     attempt: i32,
+    /// Probe tallies of the current run.
+    startup: probes::Tally,
+    liveness: probes::Tally,
+    readiness: probes::Tally,
 }
 
 struct Worker {
@@ -255,8 +259,71 @@ impl Worker {
                 }
             }
         }
+        if inits_done {
+            self.run_probes(&spec.containers).await;
+        }
         self.report(&pod).await;
         Ok(())
+    }
+
+    /// Runs the due probes of running app containers; kills a container
+    /// whose startup or liveness probe failed, as upstream restarts it.
+    async fn run_probes(&mut self, containers: &[Container]) {
+        let Some(ip) = self.ip.clone() else { return };
+        let shim_exe = self.agent.opts.shim_exe.clone();
+        let state_root = self.agent.opts.data_dir.join("agent/state");
+        for c in containers {
+            let Some(st) = self.app.get(&c.name).cloned() else {
+                continue;
+            };
+            let (Some(id), Some(started), false) = (st.id.clone(), st.started_instant, st.exited)
+            else {
+                continue;
+            };
+            let target = probes::Target {
+                pod_ip: &ip,
+                container: c,
+                id: &id,
+                shim_exe: &shim_exe,
+                state_root: &state_root,
+            };
+            let mut st = st;
+            let mut kill = None;
+            let startup_done = match &c.startup_probe {
+                None => true,
+                Some(p) => {
+                    if st.startup.verdict != Some(true) && st.startup.due(p, started) {
+                        let ok = probes::run(p, &target).await;
+                        if st.startup.record(p, ok) == Some(false) {
+                            kill = Some("startup");
+                        }
+                    }
+                    st.startup.verdict == Some(true)
+                }
+            };
+            if startup_done && kill.is_none() {
+                if let Some(p) = &c.liveness_probe
+                    && st.liveness.due(p, started)
+                {
+                    let ok = probes::run(p, &target).await;
+                    if st.liveness.record(p, ok) == Some(false) {
+                        kill = Some("liveness");
+                    }
+                }
+                if let Some(p) = &c.readiness_probe
+                    && st.readiness.due(p, started)
+                {
+                    let ok = probes::run(p, &target).await;
+                    st.readiness.record(p, ok);
+                }
+            }
+            if let (Some(which), Some(pid)) = (kill, st.pid) {
+                tracing::info!(pod = %self.name(), container = %c.name, probe = which,
+                    "container failed its {which} probe, will be restarted");
+                self.agent.runtime.signal(pid, libc::SIGKILL);
+            }
+            self.app.insert(c.name.clone(), st);
+        }
     }
 
     /// Whether a container in state `st` may be (re)started now; sets the
@@ -501,6 +568,9 @@ impl Worker {
         match result {
             Ok((id, pid, image_id, attempt)) => {
                 st.attempt = attempt;
+                st.startup = probes::Tally::default();
+                st.liveness = probes::Tally::default();
+                st.readiness = probes::Tally::default();
                 if st.id.is_some() {
                     st.restarts += 1;
                 }
@@ -739,12 +809,16 @@ impl Worker {
         } else if running && let Some(t) = &st.terminated {
             last = json!({"terminated": t});
         }
+        let started = running && (c.startup_probe.is_none() || st.startup.verdict == Some(true));
+        let ready = started
+            && ready_if_running
+            && (c.readiness_probe.is_none() || st.readiness.verdict == Some(true));
         let mut v = json!({
             "name": c.name,
             "image": image,
             "imageID": st.image_id,
-            "ready": running && ready_if_running,
-            "started": running,
+            "ready": ready,
+            "started": started,
             "restartCount": st.restarts,
             "state": state,
             "lastState": last,
