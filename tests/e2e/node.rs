@@ -381,6 +381,28 @@ spec:
             .then_some(())
     });
 
+    // A killed and restarted server (and with it the agent) adopts the
+    // running container instead of restarting it.
+    let before = pod(c, "web");
+    let cid = before["status"]["containerStatuses"][0]["containerID"].clone();
+    host.cluster.as_mut().unwrap().restart();
+    let c = host.cluster.as_ref().unwrap();
+    assert!(
+        http_get(&format!("{ip}:8080")).is_some(),
+        "web kept serving"
+    );
+    c.wait_for(
+        "the restarted agent to report web",
+        Duration::from_secs(30),
+        || {
+            let p = pod(c, "web");
+            let cs = &p["status"]["containerStatuses"][0];
+            (cs["containerID"] == cid && cs["restartCount"] == 0 && cs["ready"] == true)
+                .then_some(())
+        },
+    );
+    assert!(c.ok(&["logs", "web"]).contains("ready"));
+
     // Deleting a pod stops its container and frees its network.
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     let cgroup_dir = if v2 {

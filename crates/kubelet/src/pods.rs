@@ -124,7 +124,82 @@ impl Worker {
         }
     }
 
+    /// Picks up what an earlier agent left running for this pod: its
+    /// containers (from their `meta.json`), address and network namespace,
+    /// so an agent restart does not restart the pod.
+    fn recover(&mut self) {
+        let dir = self.agent.opts.data_dir.join("agent/containers");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(bytes) = std::fs::read(e.path().join("meta.json")) else {
+                continue;
+            };
+            let Ok(m) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
+            if m["pod"].as_str() != Some(self.uid.as_str()) {
+                continue;
+            }
+            let name = m["container"].as_str().unwrap_or("").to_string();
+            let attempt = m["attempt"].as_i64().unwrap_or(0) as i32;
+            let map = if m["init"] == true {
+                &mut self.init
+            } else {
+                &mut self.app
+            };
+            if map.get(&name).is_some_and(|c| c.attempt > attempt) {
+                continue;
+            }
+            let pid = m["pid"].as_i64().map(|p| p as i32);
+            let id = e.file_name().to_string_lossy().into_owned();
+            let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            let has_exit = e.path().join("exit.json").exists();
+            if !alive && !has_exit {
+                // The shim died with its container and left no record.
+                self.agent.runtime.remove(&id);
+                continue;
+            }
+            tracing::info!(pod = %self.uid, container = %name, %id, "recovered a running container");
+            map.insert(
+                name,
+                Ctr {
+                    id: Some(id),
+                    pid,
+                    started_at: m["startedAt"].as_str().map(str::to_string),
+                    started_instant: Some(Instant::now()),
+                    restarts: attempt,
+                    image_id: m["imageID"].as_str().unwrap_or("").to_string(),
+                    attempt,
+                    ..Default::default()
+                },
+            );
+        }
+        if self.init.is_empty() && self.app.is_empty() {
+            return;
+        }
+        let cfg = &self.agent.opts.net;
+        let ns = format!("{}-{}", cfg.bridge, &self.uid[..self.uid.len().min(18)]);
+        if network::netns_path(&ns).exists() {
+            self.ns = Some(ns);
+        }
+        if let Ok(rd) = std::fs::read_dir(&cfg.ipam_dir) {
+            for e in rd.flatten() {
+                if std::fs::read_to_string(e.path()).is_ok_and(|o| o == self.uid) {
+                    self.ip = Some(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        if self.ip.is_none() && self.ns.is_none() {
+            // Host network: the address is the node's.
+            self.ip = Some(self.agent.opts.node_ip.to_string());
+        }
+        self.start_time = Some(now());
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Option<Arc<Pod>>>) {
+        self.recover();
         loop {
             let msg = tokio::time::timeout(TICK, rx.recv()).await;
             match msg {
@@ -669,6 +744,14 @@ impl Worker {
         let netns = self.ns.as_ref().map(|n| network::netns_path(n));
         let memcg = self.agent.memory_cgroup(&cgroup);
         let node_mem = crate::node::host_capacity().1;
+        let uid = self.uid.clone();
+        let containers_dir = self.agent.opts.data_dir.join("agent/containers");
+        let image_id = info.id.clone();
+        let is_init = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|ics| ics.iter().any(|ic| ic.name == c.name));
         let res = tokio::task::spawn_blocking(move || {
             let rootfs = rt.prepare_rootfs(&id, &layers)?;
             let mut spec = spec::build(&spec::SpecInput {
@@ -688,6 +771,12 @@ impl Worker {
             let started = rt
                 .start(&id, &spec, &log, memcg)
                 .inspect_err(|_| rt.remove(&id))?;
+            // What a restarted agent needs to adopt this container.
+            let meta = json!({
+                "pod": uid, "container": c2.name, "attempt": restarts, "init": is_init,
+                "pid": started.pid, "startedAt": now(), "imageID": image_id,
+            });
+            let _ = std::fs::write(containers_dir.join(&id).join("meta.json"), meta.to_string());
             Ok::<_, KubeletError>((id, started.pid))
         })
         .await

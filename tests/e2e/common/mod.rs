@@ -17,6 +17,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// The API URL.
     pub url: String,
+    /// The extra server arguments (for restarts).
+    extra: Vec<String>,
 }
 
 /// The r8s binary under test.
@@ -76,6 +78,7 @@ impl Cluster {
             dir,
             kubeconfig,
             url,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -184,6 +187,16 @@ impl Cluster {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same data dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let new = Cluster::start_with(dir, &extra);
+        *self = new;
     }
 
     /// The server's process id.
