@@ -259,6 +259,36 @@ spec:
         },
     );
 
+    // Capabilities: drop ALL, add NET_ADMIN (bit 12), and a user id.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: caps
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "grep CapBnd /proc/self/status; id -u"]
+    securityContext:
+      runAsUser: 1234
+      capabilities: {drop: [ALL], add: [NET_ADMIN]}
+"#,
+    );
+    c.wait_for("caps to finish", Duration::from_secs(30), || {
+        (pod(c, "caps")["status"]["phase"] == "Succeeded").then_some(())
+    });
+    let caps = c.ok(&["logs", "caps"]);
+    assert!(
+        caps.contains("0000000000001000"),
+        "bounding capabilities (a non-root user has no effective ones, as upstream): {caps}"
+    );
+    assert!(caps.contains("1234"), "runAsUser: {caps}");
+
     // Exit codes and restart policies.
     c.ok(&[
         "run",

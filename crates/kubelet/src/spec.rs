@@ -272,18 +272,20 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
         DEFAULT_CAPS.to_vec()
     };
     if let Some(cs) = &sc.capabilities {
-        for a in cs.add.iter().flatten() {
-            if let Some(cap) = parse_cap(a) {
-                caps.push(cap);
-            } else if a == "ALL" {
-                caps = all_caps();
-            }
-        }
+        // Drops first, then adds: `drop: [ALL]` with `add: [X]` leaves X,
+        // as containerd applies them.
         for d in cs.drop.iter().flatten() {
-            if d == "ALL" {
+            if d.eq_ignore_ascii_case("ALL") {
                 caps.clear();
             } else if let Some(cap) = parse_cap(d) {
                 caps.retain(|c| *c != cap);
+            }
+        }
+        for a in cs.add.iter().flatten() {
+            if a.eq_ignore_ascii_case("ALL") {
+                caps = all_caps();
+            } else if let Some(cap) = parse_cap(a) {
+                caps.push(cap);
             }
         }
     }
@@ -460,7 +462,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
 fn all_caps() -> Vec<Capability> {
     use std::str::FromStr;
     (0..64)
-        .filter_map(|i| Capability::from_str(&format!("CAP_{}", cap_name(i)?)).ok())
+        .filter_map(|i| Capability::from_str(cap_name(i)?).ok())
         .collect()
 }
 
@@ -512,16 +514,12 @@ fn cap_name(i: u32) -> Option<&'static str> {
     NAMES.get(i as usize).copied()
 }
 
-/// `NET_ADMIN` or `CAP_NET_ADMIN` to a capability.
+/// `NET_ADMIN` or `CAP_NET_ADMIN` to a capability (oci-spec parses the
+/// bare upper-case name).
 fn parse_cap(s: &str) -> Option<Capability> {
     use std::str::FromStr;
     let name = s.trim().to_ascii_uppercase();
-    let full = if name.starts_with("CAP_") {
-        name
-    } else {
-        format!("CAP_{name}")
-    };
-    Capability::from_str(&full).ok()
+    Capability::from_str(name.strip_prefix("CAP_").unwrap_or(&name)).ok()
 }
 
 #[cfg(test)]
@@ -570,5 +568,10 @@ mod tests {
         assert_eq!(parse_cap("NET_ADMIN"), Some(Capability::NetAdmin));
         assert_eq!(parse_cap("CAP_SYS_TIME"), Some(Capability::SysTime));
         assert!(all_caps().contains(&Capability::SysAdmin));
+        assert_eq!(
+            all_caps().len(),
+            41,
+            "every capability the kernel defines up to CHECKPOINT_RESTORE"
+        );
     }
 }
