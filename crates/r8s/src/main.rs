@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_store;
 mod density;
 
 // glibc malloc spent a quarter of the API server's CPU in the density
@@ -105,6 +106,9 @@ enum BenchCommand {
     Api(bench::ApiBenchArgs),
     /// Scheduler and controller density on hollow nodes.
     Density(density::DensityArgs),
+    /// Durable creates straight into a store (SQLite or etcd), without the
+    /// API server.
+    Store(bench_store::StoreBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -328,5 +332,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
         Command::Bench(BenchCommand::Density(args)) => rt.block_on(density::run(args)),
+        Command::Bench(BenchCommand::Store(args)) => rt.block_on(bench_store::run(args)),
     }
 }
