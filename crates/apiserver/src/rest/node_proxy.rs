@@ -171,11 +171,7 @@ pub async fn pod_log(
     };
     let path = format!("/containerLogs/{ns}/{name}/{container}?{query}");
     let (ip, port) = kubelet_of(rest, node).await?;
-    let tls =
-        rest.kubelet_tls.get().cloned().ok_or_else(|| {
-            ApiError::unavailable("the API server has no kubelet client credentials")
-        })?;
-    let resp = get(tls, &ip, port, &path).await?;
+    let resp = get(rest, &ip, port, &path).await?;
     let status = resp.status();
     if !status.is_success() {
         let text = resp
@@ -213,13 +209,18 @@ pub async fn pod_log(
         .unwrap_or_else(|_| h::text(500, "")))
 }
 
-/// One HTTPS GET to a kubelet.
-async fn get(
-    tls: Arc<rustls::ClientConfig>,
+/// An HTTP/1.1 connection over TLS to a kubelet; with `upgrades` it can
+/// switch protocols (exec).
+async fn connect(
+    rest: &Rest,
     ip: &str,
     port: u16,
-    path: &str,
-) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    upgrades: bool,
+) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>, ApiError> {
+    let tls =
+        rest.kubelet_tls.get().cloned().ok_or_else(|| {
+            ApiError::unavailable("the API server has no kubelet client credentials")
+        })?;
     let unavailable = |e: String| ApiError::unavailable(format!("kubelet {ip}:{port}: {e}"));
     let tcp = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -234,21 +235,36 @@ async fn get(
         .connect(server_name, tcp)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(|e| unavailable(e.to_string()))?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = if upgrades {
+            conn.with_upgrades().await
+        } else {
+            conn.await
+        };
     });
+    Ok(sender)
+}
+
+/// One HTTPS GET to a kubelet.
+async fn get(
+    rest: &Rest,
+    ip: &str,
+    port: u16,
+    path: &str,
+) -> Result<Response<hyper::body::Incoming>, ApiError> {
+    let mut sender = connect(rest, ip, port, false).await?;
     let req = http::Request::get(path)
         .header(http::header::HOST, format!("{ip}:{port}"))
         .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     sender
         .send_request(req)
         .await
-        .map_err(|e| unavailable(e.to_string()))
+        .map_err(|e| ApiError::unavailable(format!("kubelet {ip}:{port}: {e}")))
 }
 
 /// Headers of an upgrade request forwarded to the kubelet.
@@ -298,27 +314,8 @@ pub async fn tunnel(
     let ns = call.ns().unwrap_or("default");
     let path = format!("/exec/{ns}/{name}/{container}?{raw_query}");
     let (ip, port) = kubelet_of(rest, node).await?;
-    let tls =
-        rest.kubelet_tls.get().cloned().ok_or_else(|| {
-            ApiError::unavailable("the API server has no kubelet client credentials")
-        })?;
     let unavailable = |e: String| ApiError::unavailable(format!("kubelet {ip}:{port}: {e}"));
-    let tcp = tokio::net::TcpStream::connect((ip.as_str(), port))
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let server_name = rustls::pki_types::ServerName::try_from(ip.clone())
-        .map_err(|e| unavailable(e.to_string()))?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
+    let mut sender = connect(rest, &ip, port, true).await?;
     let mut req = http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}"));
     for h in UPGRADE_HEADERS {
         for v in call.headers.get_all(*h) {
