@@ -141,6 +141,11 @@ struct ServerArgs {
     /// restart).
     #[arg(long)]
     datastore: Option<String>,
+    /// How often old revisions are compacted away, keeping about one
+    /// interval of history (as kube-apiserver's flag of the same name;
+    /// 0 turns compaction off).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    etcd_compaction_interval: std::time::Duration,
 }
 
 async fn open_store(args: &ServerArgs) -> anyhow::Result<store::SharedStore> {
@@ -175,8 +180,9 @@ async fn open_store(args: &ServerArgs) -> anyhow::Result<store::SharedStore> {
 
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let store = open_store(&args).await?;
-    // Keep about five minutes of history, as upstream compacts etcd.
-    store::spawn_compactor(store.clone(), std::time::Duration::from_secs(300));
+    if !args.etcd_compaction_interval.is_zero() {
+        store::spawn_compactor(store.clone(), args.etcd_compaction_interval);
+    }
     let cfg = apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
