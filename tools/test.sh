@@ -20,6 +20,9 @@ command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 # The node agent wires pod networks with iproute2's `ip`.
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+# The disk fault tests make an ext4 loop device and check it afterwards.
+command -v mkfs.ext4 >/dev/null 2>&1 || need_pkgs+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || need_pkgs+=(mount)
 # CronJob time zones are read from the system tz database.
 [ -d /usr/share/zoneinfo/America ] || need_pkgs+=(tzdata)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
