@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_churn;
 mod bench_store;
 mod density;
 
@@ -109,6 +110,8 @@ enum BenchCommand {
     /// Durable creates straight into a store (SQLite or etcd), without the
     /// API server.
     Store(bench_store::StoreBenchArgs),
+    /// SQLite size under steady churn with compaction and checkpoints.
+    Churn(bench_churn::ChurnBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -339,5 +342,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
         Command::Bench(BenchCommand::Density(args)) => rt.block_on(density::run(args)),
         Command::Bench(BenchCommand::Store(args)) => rt.block_on(bench_store::run(args)),
+        Command::Bench(BenchCommand::Churn(args)) => rt.block_on(bench_churn::run(args)),
     }
 }
