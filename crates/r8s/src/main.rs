@@ -13,6 +13,7 @@ mod bench;
 mod bench_churn;
 mod bench_store;
 mod density;
+mod join;
 
 // glibc malloc spent a quarter of the API server's CPU in the density
 // benchmark and fragmented across its per-thread arenas (2.2 GiB RSS for
@@ -207,6 +208,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());
+    println!(
+        "node token: {} (r8s agent --server {} --token …)",
+        args.data_dir.join("token").display(),
+        running.url
+    );
     println!("  export KUBECONFIG={}", running.kubeconfig.display());
     tokio::select! {
         r = running.task => { r.context("API server task")?; }
