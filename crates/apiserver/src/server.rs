@@ -139,7 +139,7 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         }
         Err(e) => tracing::warn!(error = %e, "no kubelet client credentials; pod logs unavailable"),
     }
-    bootstrap(&rest, &client_host, addr.port()).await?;
+    bootstrap(&rest, &client_host, addr.port(), &cfg.data_dir).await?;
     let state = Arc::new(State {
         rest,
         identity,
@@ -369,7 +369,12 @@ fn version() -> serde_json::Value {
 
 /// Creates the objects every cluster has: the system namespaces and the
 /// `kubernetes` Service with its endpoints.
-async fn bootstrap(rest: &Rest, host: &str, port: u16) -> Result<(), ServerError> {
+async fn bootstrap(
+    rest: &Rest,
+    host: &str,
+    port: u16,
+    data_dir: &std::path::Path,
+) -> Result<(), ServerError> {
     let ns = catalogue::find("", "v1", "namespaces")
         .ok_or_else(|| ServerError::Bootstrap("no namespaces".into()))?;
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -388,6 +393,16 @@ async fn bootstrap(rest: &Rest, host: &str, port: u16) -> Result<(), ServerError
             .await
             .map_err(|e| ServerError::Bootstrap(e.message))?;
     }
+    let sc = catalogue::find("storage.k8s.io", "v1", "storageclasses")
+        .ok_or_else(|| ServerError::Bootstrap("no storageclasses".into()))?;
+    let node_path = data_dir.join("storage");
+    rest.ensure(
+        sc,
+        None,
+        crate::rest::admit::local_path_storage_class(&node_path.to_string_lossy()),
+    )
+    .await
+    .map_err(|e| ServerError::Bootstrap(e.message))?;
     let svc = catalogue::find("", "v1", "services")
         .ok_or_else(|| ServerError::Bootstrap("no services".into()))?;
     rest.ensure(svc, Some("default"), json!({

@@ -21,6 +21,7 @@ mod resources;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod volume;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,6 +116,7 @@ pub const CONTROLLERS: &[&str] = &[
     "resourcequota",
     "nodelifecycle",
     "podgc",
+    "persistentvolume-binder",
 ];
 
 /// Runs every enabled controller until the task is dropped.
@@ -162,6 +164,10 @@ pub async fn run(client: kube::Client, opts: Options) {
     spawn("resourcequota", Box::pin(resourcequota::run(ctx.clone())));
     spawn("nodelifecycle", Box::pin(nodelifecycle::run(ctx.clone())));
     spawn("podgc", Box::pin(podgc::run(ctx.clone())));
+    spawn(
+        "persistentvolume-binder",
+        Box::pin(volume::run(ctx.clone())),
+    );
     for t in tasks {
         let _ = t.await;
     }

@@ -224,6 +224,9 @@ pub(super) async fn create_object(
     if info.group.is_empty() && info.plural == "pods" {
         admit::admit_pod_create(rest, &mut obj).await?;
     }
+    if info.group.is_empty() && info.plural == "persistentvolumeclaims" {
+        admit::default_storage_class(rest, &mut obj).await?;
+    }
     validate(info, &obj)?;
     admit::namespace_lifecycle(rest, info, call.ns()).await?;
     if info.group.is_empty() && info.plural == "services" {
