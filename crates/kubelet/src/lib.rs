@@ -21,6 +21,7 @@ pub mod resources;
 pub mod runtime;
 pub mod server;
 pub mod shim;
+pub mod spdy;
 pub mod spec;
 pub mod volumes;
 
