@@ -32,15 +32,20 @@ impl Host {
             0,
             "the node e2e test needs root (namespaces, cgroups, mounts, bridges)"
         );
+        // Tests of one binary run in parallel in one process: each gets its
+        // own names and addresses.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
         let third = (pid % 200) as u8 + 20;
+        let second = 79 + n;
         Host {
             cluster: None,
             data: tempfile::tempdir().unwrap(),
-            bridge: format!("r8se{}", pid % 100_000),
-            cgroup: format!("r8s-e2e-{pid}"),
-            cidr: format!("10.79.{third}.0/24"),
-            net: format!("10.79.{third}."),
+            bridge: format!("r8se{}n{n}", pid % 100_000),
+            cgroup: format!("r8s-e2e-{pid}-{n}"),
+            cidr: format!("10.{second}.{third}.0/24"),
+            net: format!("10.{second}.{third}."),
         }
     }
 }
@@ -465,4 +470,248 @@ spec:
     c.wait_for("the pod's cgroup to go", Duration::from_secs(20), || {
         (!pod_cg.exists()).then_some(())
     });
+}
+
+/// Imports busybox and starts a server with its agent on `host`; waits for
+/// the node to be Ready.
+fn start_node(host: &mut Host) {
+    let dir = tempfile::tempdir_in(host.data.path()).unwrap();
+    let tar = build_busybox(dir.path());
+    let st = Command::new(r8s_bin())
+        .args(["image", "import", "--data-dir"])
+        .arg(dir.path())
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    host.cluster = Some(Cluster::start_with(
+        dir,
+        &[
+            "--node-name",
+            "e2e-node",
+            "--bridge",
+            &host.bridge,
+            "--pod-cidr",
+            &host.cidr,
+            "--cgroup-root",
+            &host.cgroup.clone(),
+            "--kubelet-port",
+            "0",
+        ],
+    ));
+    let c = host.cluster.as_ref().unwrap();
+    c.wait_for("the node to be Ready", Duration::from_secs(30), || {
+        let v = c.get_json(&["node", "e2e-node"]);
+        (v["status"]["images"].to_string().contains("busybox")
+            && v["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .then_some(())
+    });
+}
+
+/// A web server pod answering `page` on 8080; returns its IP once it
+/// serves.
+fn run_web(c: &Cluster, page: &str) -> String {
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  containers:
+  - name: web
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /www && echo '{page}' > /www/index.html && exec httpd -f -p 8080 -h /www"]
+"#
+        ),
+    );
+    let ip = c.wait_for("web to run with an IP", Duration::from_secs(60), || {
+        let p = pod(c, "web");
+        (p["status"]["phase"] == "Running")
+            .then(|| p["status"]["podIP"].as_str().map(str::to_string))
+            .flatten()
+    });
+    c.wait_for("httpd to answer", Duration::from_secs(20), || {
+        http_get(&format!("{ip}:8080")).filter(|b| b.contains(page))
+    });
+    ip
+}
+
+/// A local port nobody listens on (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `kubectl port-forward`; killed on drop.
+struct PortForward {
+    child: std::process::Child,
+    port: u16,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl PortForward {
+    /// Starts `kubectl port-forward pod/<pod> <free>:<remote>` and waits
+    /// for it to listen.
+    fn start(c: &Cluster, pod: &str, remote: u16, env: &[(&str, &str)]) -> PortForward {
+        use std::io::BufRead;
+        let port = free_port();
+        let mut cmd = Command::new("kubectl");
+        cmd.args([
+            "port-forward",
+            "-v=4",
+            "--address",
+            "127.0.0.1",
+            &format!("pod/{pod}"),
+            &format!("{port}:{remote}"),
+        ])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", c.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("kubectl must be installed and on PATH");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out_pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out_pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.starts_with("Forwarding from") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "kubectl port-forward did not start listening: {}",
+                        stderr.lock().unwrap()
+                    );
+                }
+            }
+        }
+        PortForward {
+            child,
+            port,
+            stderr,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to `d` for kubectl to exit by itself.
+    fn exits_within(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + d;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn port_forward_reaches_a_pod_port() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let page = "hello through port-forward";
+    run_web(c, page);
+
+    // kubectl 1.31+ tunnels SPDY in a WebSocket by default; with
+    // KUBECTL_PORT_FORWARD_WEBSOCKETS=false it speaks plain SPDY/3.1.
+    for (mode, env) in [
+        ("spdy", &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")][..]),
+        ("websocket", &[][..]),
+    ] {
+        let pf = PortForward::start(c, "web", 8080, env);
+        for i in 0..2 {
+            let body = http_get(&pf.addr()).unwrap_or_default();
+            assert!(
+                body.starts_with("HTTP/1.") && body.contains(page),
+                "request {i} over {mode}: {body:?}\n{}",
+                pf.stderr()
+            );
+        }
+        assert!(
+            !pf.stderr().contains("fallback"),
+            "{mode}: kubectl fell back to another protocol: {}",
+            pf.stderr()
+        );
+    }
+
+    // Several connections at once over one forward.
+    let pf = PortForward::start(c, "web", 8080, &[]);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let a = pf.addr();
+            std::thread::spawn(move || http_get(&a).unwrap_or_default())
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap().contains(page));
+    }
+    drop(pf);
+
+    // A port nothing listens on: kubectl reports the kubelet's error and
+    // gives up; the server keeps serving.
+    for env in [&[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")][..], &[][..]] {
+        let mut pf = PortForward::start(c, "web", 9999, env);
+        let body = http_get(&pf.addr()).unwrap_or_default();
+        assert!(!body.contains(page), "{body}");
+        let exited = pf.exits_within(Duration::from_secs(20));
+        let err = pf.stderr();
+        assert!(
+            err.contains("error forwarding port 9999 to pod web_default"),
+            "kubectl shows the error: {err}"
+        );
+        assert!(exited.is_some(), "kubectl gives up on a lost connection: {err}");
+    }
+    assert_eq!(pod(c, "web")["status"]["phase"], "Running");
+    let pf = PortForward::start(c, "web", 8080, &[]);
+    assert!(http_get(&pf.addr()).unwrap_or_default().contains(page));
 }

@@ -16,6 +16,7 @@ pub mod logs;
 pub mod network;
 pub mod node;
 mod pods;
+pub mod portforward;
 pub mod probes;
 pub mod resources;
 pub mod runtime;
