@@ -591,7 +591,10 @@ impl PortForward {
         let err_pipe = child.stderr.take().unwrap();
         let sink = stderr.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(err_pipe).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(err_pipe)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let mut s = sink.lock().unwrap();
                 s.push_str(&line);
                 s.push('\n');
@@ -600,7 +603,10 @@ impl PortForward {
         let (tx, rx) = std::sync::mpsc::channel();
         let out_pipe = child.stdout.take().unwrap();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out_pipe).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(out_pipe)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let _ = tx.send(line);
             }
         });
@@ -709,9 +715,147 @@ fn port_forward_reaches_a_pod_port() {
             err.contains("error forwarding port 9999 to pod web_default"),
             "kubectl shows the error: {err}"
         );
-        assert!(exited.is_some(), "kubectl gives up on a lost connection: {err}");
+        assert!(
+            exited.is_some(),
+            "kubectl gives up on a lost connection: {err}"
+        );
     }
     assert_eq!(pod(c, "web")["status"]["phase"], "Running");
     let pf = PortForward::start(c, "web", 8080, &[]);
     assert!(http_get(&pf.addr()).unwrap_or_default().contains(page));
+}
+
+/// A v4.channel.k8s.io WebSocket port-forward through the API server, as
+/// client libraries (python kubernetes) speak it: prints what came back as
+/// JSON.
+const V4_CLIENT: &str = r#"
+import base64, json, os, re, socket, ssl, struct, sys, tempfile
+kubeconfig, path, protocol = sys.argv[1], sys.argv[2], sys.argv[3]
+# r8s writes a one-cluster, one-user kubeconfig.
+cfg = open(kubeconfig).read()
+field = lambda k: re.search(r"^\s*" + k + r":\s*(\S+)", cfg, re.M).group(1)
+server = field("server")
+user = {k: field(k) for k in ("client-certificate-data", "client-key-data")}
+host, port = server.split("://")[1].rstrip("/").rsplit(":", 1)
+d = tempfile.mkdtemp()
+for k in ("client-certificate-data", "client-key-data"):
+    open(os.path.join(d, k), "wb").write(base64.b64decode(user[k]))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["http/1.1"])
+ctx.load_cert_chain(os.path.join(d, "client-certificate-data"), os.path.join(d, "client-key-data"))
+s = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=15), server_hostname=host)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n").encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    buf += chunk
+head, buf = buf.split(b"\r\n\r\n", 1)
+lines = head.decode().split("\r\n")
+out = {"status": lines[0], "headers": {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:]}, "messages": []}
+def need(n):
+    global buf
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    r, buf = buf[:n], buf[n:]
+    return r
+def read():
+    b0, b1 = need(2)
+    n = b1 & 0x7f
+    if n == 126: n = struct.unpack(">H", need(2))[0]
+    elif n == 127: n = struct.unpack(">Q", need(8))[0]
+    return b0 & 0x0f, need(n)
+def send(payload, op=2):
+    mask = os.urandom(4)
+    h = bytes([0x80 | op])
+    n = len(payload)
+    h += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n)
+    s.sendall(h + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+if " 101 " in lines[0]:
+    try:
+        for _ in range(2):
+            op, p = read()
+            out["messages"].append([p[0], list(p[1:])])
+        send(b"\x00GET / HTTP/1.0\r\n\r\n")
+        data, err = b"", b""
+        while True:
+            op, p = read()
+            if op == 8:
+                out["close"] = struct.unpack(">H", p[:2])[0] if len(p) >= 2 else None
+                break
+            if op == 2 and p[0] == 0: data += p[1:]
+            if op == 2 and p[0] == 1: err += p[1:]
+        out["data"], out["error"] = data.decode(errors="replace"), err.decode(errors="replace")
+    except (EOFError, OSError) as e:
+        out["eof"] = str(e)
+else:
+    out["body"] = buf.decode(errors="replace")
+print(json.dumps(out))
+"#;
+
+fn v4_port_forward(c: &Cluster, query: &str) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(V4_CLIENT)
+        .arg(&c.kubeconfig)
+        .arg(format!(
+            "/api/v1/namespaces/default/pods/web/portforward?{query}"
+        ))
+        .arg("v4.channel.k8s.io")
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the client prints JSON")
+}
+
+#[test]
+fn port_forward_over_v4_channel_websocket() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let page = "hello over v4 channels";
+    run_web(c, page);
+
+    let r = v4_port_forward(c, "ports=8080");
+    assert!(r["status"].as_str().unwrap().contains("101"), "{r}");
+    assert_eq!(r["headers"]["sec-websocket-protocol"], "v4.channel.k8s.io");
+    // Each channel first names its port (little-endian 8080 = 0x1f90).
+    assert_eq!(
+        r["messages"],
+        serde_json::json!([[0, [0x90, 0x1f]], [1, [0x90, 0x1f]]])
+    );
+    let data = r["data"].as_str().unwrap_or_default();
+    assert!(data.starts_with("HTTP/1.") && data.contains(page), "{r}");
+    assert_eq!(r["error"], "");
+    assert_eq!(
+        r["close"], 1000,
+        "a normal closure once the port is done: {r}"
+    );
+
+    let r = v4_port_forward(c, "ports=9999");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("error forwarding port 9999 to pod web_default"),
+        "{r}"
+    );
+    let r = v4_port_forward(c, "");
+    assert!(!r["status"].as_str().unwrap().contains("101"), "{r}");
+    assert!(
+        r["body"].as_str().unwrap_or_default().contains("port"),
+        "a missing port is refused: {r}"
+    );
 }

@@ -290,10 +290,8 @@ where
                 });
             }
             // Echo the client's pings (odd ids); we send none of our own.
-            Frame::Ping { id } if id % 2 == 1 => {
-                if out_tx.send(Out::Ping(id)).await.is_err() {
-                    break;
-                }
+            Frame::Ping { id } if id % 2 == 1 && out_tx.send(Out::Ping(id)).await.is_err() => {
+                break;
             }
             Frame::GoAway { .. } => break,
             // No flow control (spdystream does none either).
@@ -615,6 +613,177 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn next(
+        dec: &mut spdy::Decoder,
+        r: &mut tokio::io::ReadHalf<tokio::io::DuplexStream>,
+    ) -> Frame {
+        tokio::time::timeout(Duration::from_secs(5), dec.read(r))
+            .await
+            .expect("a frame in time")
+            .expect("a valid frame")
+            .expect("not the end")
+    }
+
+    fn syn(stream: u32, kind: &str, port: u16, request: &str) -> Frame {
+        Frame::SynStream {
+            stream,
+            assoc: 0,
+            priority: 0,
+            flags: 0,
+            headers: vec![
+                ("streamtype".into(), kind.into()),
+                ("port".into(), port.to_string()),
+                ("requestid".into(), request.into()),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spdy_session_forwards_a_stream_pair_like_kubectl() {
+        // An echo server that upper-cases, standing in for the pod.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).await.unwrap();
+            s.write_all(&buf[..n].to_ascii_uppercase()).await.unwrap();
+        });
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let target = Target {
+            addr: "127.0.0.1".into(),
+            pod_full_name: "web_default".into(),
+            uid: "u1".into(),
+        };
+        let session = tokio::spawn(serve_spdy(server, target));
+        let (mut r, mut w) = tokio::io::split(client);
+        let mut enc = spdy::Encoder::new();
+        let mut dec = spdy::Decoder::new();
+        let mut send = async |f: Frame| {
+            let mut b = Vec::new();
+            enc.encode(&f, &mut b).unwrap();
+            w.write_all(&b).await.unwrap();
+        };
+        send(syn(1, "error", port, "0")).await;
+        assert!(matches!(
+            next(&mut dec, &mut r).await,
+            Frame::SynReply { stream: 1, .. }
+        ));
+        send(Frame::Data {
+            stream: 1,
+            fin: true,
+            data: Bytes::new(),
+        })
+        .await;
+        send(Frame::Ping { id: 1 }).await;
+        assert_eq!(next(&mut dec, &mut r).await, Frame::Ping { id: 1 });
+        send(syn(3, "data", port, "0")).await;
+        assert!(matches!(
+            next(&mut dec, &mut r).await,
+            Frame::SynReply { stream: 3, .. }
+        ));
+        send(Frame::Data {
+            stream: 3,
+            fin: false,
+            data: Bytes::from_static(b"hello"),
+        })
+        .await;
+        let mut got = Vec::new();
+        let mut fins = Vec::new();
+        while fins.len() < 2 {
+            match next(&mut dec, &mut r).await {
+                Frame::Data {
+                    stream: 3,
+                    data,
+                    fin,
+                } => {
+                    got.extend_from_slice(&data);
+                    if fin {
+                        fins.push(3);
+                    }
+                }
+                Frame::Data {
+                    stream: 1,
+                    fin: true,
+                    data,
+                } if data.is_empty() => fins.push(1),
+                f => panic!("unexpected {f:?}"),
+            }
+        }
+        assert_eq!(got, b"HELLO");
+        assert_eq!(fins, vec![1, 3], "error stream closed first, as upstream");
+
+        // A closed port: the error text on the error stream, then resets.
+        send(syn(5, "error", closed, "1")).await;
+        assert!(matches!(
+            next(&mut dec, &mut r).await,
+            Frame::SynReply { stream: 5, .. }
+        ));
+        send(syn(7, "data", closed, "1")).await;
+        assert!(matches!(
+            next(&mut dec, &mut r).await,
+            Frame::SynReply { stream: 7, .. }
+        ));
+        let Frame::Data {
+            stream: 5, data, ..
+        } = next(&mut dec, &mut r).await
+        else {
+            panic!("the error first")
+        };
+        let msg = String::from_utf8_lossy(&data).into_owned();
+        assert!(
+            msg.starts_with(&format!(
+                "error forwarding port {closed} to pod web_default, uid u1:"
+            )),
+            "{msg}"
+        );
+        assert_eq!(
+            next(&mut dec, &mut r).await,
+            Frame::RstStream {
+                stream: 7,
+                status: spdy::CANCEL
+            }
+        );
+        assert_eq!(
+            next(&mut dec, &mut r).await,
+            Frame::RstStream {
+                stream: 5,
+                status: spdy::CANCEL
+            }
+        );
+
+        // A stream without a port is refused.
+        send(Frame::SynStream {
+            stream: 9,
+            assoc: 0,
+            priority: 0,
+            flags: 0,
+            headers: vec![("streamtype".into(), "data".into())],
+        })
+        .await;
+        assert_eq!(
+            next(&mut dec, &mut r).await,
+            Frame::RstStream {
+                stream: 9,
+                status: spdy::CANCEL
+            }
+        );
+
+        send(Frame::GoAway {
+            last_good: 0,
+            status: 0,
+        })
+        .await;
+        tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn ports_come_from_every_value_and_comma_lists() {

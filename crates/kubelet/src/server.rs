@@ -448,10 +448,11 @@ fn port_forward(
         .get("sec-websocket-key")
         .map(|v| v.as_bytes().to_vec())
         .unwrap_or_default();
-    let query: Vec<String> = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == "port")
-        .map(|(_, v)| v.into_owned())
-        .collect();
+    let query: Vec<String> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == "port")
+            .map(|(_, v)| v.into_owned())
+            .collect();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let io = |up: hyper::upgrade::Upgraded| hyper_util::rt::TokioIo::new(up);
     if websocket {

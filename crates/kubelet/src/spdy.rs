@@ -329,7 +329,11 @@ impl Encoder {
         };
         let fin = |b: bool| if b { FLAG_FIN } else { 0 };
         match f {
-            Frame::Data { stream, fin: f, data } => {
+            Frame::Data {
+                stream,
+                fin: f,
+                data,
+            } => {
                 if data.len() > MAX_PAYLOAD {
                     return Err(SpdyError::Malformed("data frame too large".into()));
                 }
@@ -379,7 +383,9 @@ impl Encoder {
             Frame::Settings { flags, entries } => {
                 let mut p = (entries.len() as u32).to_be_bytes().to_vec();
                 for (f, id, v) in entries {
-                    p.extend_from_slice(&((u32::from(*f) << 24) | (id & 0x00ff_ffff)).to_be_bytes());
+                    p.extend_from_slice(
+                        &((u32::from(*f) << 24) | (id & 0x00ff_ffff)).to_be_bytes(),
+                    );
                     p.extend_from_slice(&v.to_be_bytes());
                 }
                 control(out, SETTINGS, *flags, &p);
@@ -553,7 +559,9 @@ impl Decoder {
                 if got == 0 {
                     return Ok(None);
                 }
-                return Err(SpdyError::Malformed("connection ends inside a frame".into()));
+                return Err(SpdyError::Malformed(
+                    "connection ends inside a frame".into(),
+                ));
             }
             got += n;
         }
@@ -601,7 +609,11 @@ mod tests {
                 assoc: 0,
                 priority: 0,
                 flags: 0,
-                headers: h(&[("streamtype", "error"), ("port", "8080"), ("requestid", "0")]),
+                headers: h(&[
+                    ("streamtype", "error"),
+                    ("port", "8080"),
+                    ("requestid", "0"),
+                ]),
             },
             Frame::SynReply {
                 stream: 1,
