@@ -859,3 +859,63 @@ fn port_forward_over_v4_channel_websocket() {
         "a missing port is refused: {r}"
     );
 }
+
+#[test]
+fn exec_with_a_terminal() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    run_web(c, "hello");
+    // kubectl -t needs a terminal on its stdin: script(1) gives it one, of
+    // a known size, which kubectl sends as the first resize.
+    let run = |inner: &str, typed: &str| -> (Option<i32>, String) {
+        let kubectl = format!("stty cols 100 rows 30; exec kubectl exec -i -t web -- {inner}");
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &kubectl, "/dev/null"])
+            .env("KUBECONFIG", &c.kubeconfig)
+            .env("HOME", c.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script(1) from util-linux must be installed");
+        // Keep stdin open (EOF would end the session) until it is done.
+        let mut stdin = child.stdin.take();
+        if !typed.is_empty() {
+            std::thread::sleep(Duration::from_secs(2));
+            if let Some(si) = stdin.as_mut() {
+                si.write_all(typed.as_bytes()).unwrap();
+            }
+        }
+        let out = common::wait_with_timeout(child, Duration::from_secs(60));
+        drop(stdin);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = run("sh -c 'tty; stty size; echo to-stderr >&2'", "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("/dev/pts/"),
+        "the command has a terminal: {out:?}"
+    );
+    assert!(out.contains("30 100"), "kubectl's terminal size: {out:?}");
+    assert!(
+        out.contains("to-stderr"),
+        "stderr comes on the terminal: {out:?}"
+    );
+    // The terminal is the controlling one (job control works: a session
+    // leader with a tty) and exit codes still come through.
+    let (code, out) = run("sh -c 'ps -o pid,tty,comm; exit 7'", "");
+    assert_eq!(code, Some(7), "{out}");
+    assert!(
+        out.contains("136,"),
+        "ps sees a pty as sh's terminal: {out}"
+    );
+    // An interactive shell: what is typed runs.
+    let (code, out) = run("sh", "echo typed-$((40+2))\rexit 3\r");
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("typed-42"), "{out:?}");
+}

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod exec;
+mod exec_tty;
 pub mod logs;
 pub mod network;
 pub mod node;

@@ -340,10 +340,12 @@ fn exec_session(
     let key = header("sec-websocket-key");
     let mut command = Vec::new();
     let mut stdin = false;
+    let mut tty = false;
     for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "command" => command.push(v.into_owned()),
             "stdin" => stdin = v == "true" || v == "1",
+            "tty" => tty = v == "true" || v == "1",
             _ => {}
         }
     }
@@ -375,6 +377,7 @@ fn exec_session(
         id,
         command,
         stdin,
+        tty,
         protocol: protocol.to_string(),
     };
     tokio::spawn(async move {
