@@ -130,3 +130,146 @@ fn two_servers_share_one_etcd_and_fail_over() {
         },
     );
 }
+
+/// A node agent process, killed and its host state removed on drop.
+struct Agent {
+    child: std::process::Child,
+    data: tempfile::TempDir,
+    bridge: String,
+    cgroup: String,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        kubelet::cleanup_host(&self.cgroup, &self.bridge, self.data.path());
+    }
+}
+
+fn renew_time(c: &Cluster, node: &str) -> Option<String> {
+    let out = c.kubectl(&["get", "lease", "-n", "kube-node-lease", node, "-o", "json"]);
+    if !out.status.success() {
+        return None;
+    }
+    json(&String::from_utf8_lossy(&out.stdout))["spec"]["renewTime"]
+        .as_str()
+        .map(str::to_string)
+}
+
+#[test]
+fn servers_share_one_ca_and_an_agent_joins_with_a_token_and_fails_over() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the agent needs root (cgroups, bridges); CI runs as root"
+    );
+    let rt = rt();
+    let etcd = rt.block_on(etcd_harness::EtcdServer::start());
+    let spec = format!("etcd://{}", etcd.url().trim_start_matches("http://"));
+    let a = Cluster::start_in(tempfile::tempdir().unwrap(), &["--datastore", &spec]);
+    let b = Cluster::start_in(tempfile::tempdir().unwrap(), &["--datastore", &spec]);
+
+    // One CA: a's kubeconfig works against b, and both print one token.
+    let out = a.kubectl(&["--server", &b.url, "get", "namespaces", "-o", "name"]);
+    assert!(
+        out.status.success(),
+        "a's kubeconfig against b: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(a.dir.path().join("token")).unwrap();
+    let token = token.trim().to_string();
+    assert_eq!(
+        std::fs::read_to_string(b.dir.path().join("token"))
+            .unwrap()
+            .trim(),
+        token
+    );
+
+    // A token naming another CA is refused before the secret is sent.
+    let wrong = format!(
+        "R8S{}::{}",
+        "0".repeat(64),
+        token.split("::").nth(1).unwrap()
+    );
+    let out = std::process::Command::new(common::r8s_bin())
+        .args(["agent", "--server", &b.url, "--token", &wrong, "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not match the token"),
+        "an agent with a wrong CA hash must refuse: {err}"
+    );
+
+    let pid = std::process::id();
+    let node = format!("e2e-join-{pid}");
+    let third = (pid % 200) as u8 + 20;
+    let data = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(data.path().join("agent.log")).unwrap();
+    let child = std::process::Command::new(common::r8s_bin())
+        .args(["agent", "--server", &format!("{},{}", a.url, b.url)])
+        .args([
+            "--token",
+            &token,
+            "--node-name",
+            &node,
+            "--kubelet-port",
+            "0",
+        ])
+        .args(["--bridge", &format!("r8sj{}", pid % 100_000)])
+        .args(["--cgroup-root", &format!("r8s-e2e-join-{pid}")])
+        .args(["--pod-cidr", &format!("10.78.{third}.0/24")])
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("R8S_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let agent = Agent {
+        child,
+        bridge: format!("r8sj{}", pid % 100_000),
+        cgroup: format!("r8s-e2e-join-{pid}"),
+        data,
+    };
+    let agent_log =
+        || std::fs::read_to_string(agent.data.path().join("agent.log")).unwrap_or_default();
+    let ready = |c: &Cluster| {
+        let out = c.kubectl(&["get", "node", &node, "-o", "json"]);
+        out.status.success()
+            && json(&String::from_utf8_lossy(&out.stdout))["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+    };
+    b.wait_for("the joined node is Ready", Duration::from_secs(60), || {
+        ready(&b).then_some(())
+    });
+    let node_json = b.get_json(&["node", &node]);
+    assert!(
+        node_json["metadata"]["name"] == node.as_str(),
+        "log: {}",
+        agent_log()
+    );
+
+    // The first server dies: the agent keeps renewing its Lease via b.
+    let mut servers = [Some(a), Some(b)];
+    servers[0].as_mut().unwrap().kill();
+    let b = servers[1].as_ref().unwrap();
+    let before = renew_time(b, &node).expect("the node's Lease");
+    let after = b.wait_for(
+        "a Lease renewal through the surviving server",
+        Duration::from_secs(45),
+        || renew_time(b, &node).filter(|t| *t != before),
+    );
+    assert!(after > before, "renewTime {before} then {after}");
+    assert!(ready(b), "the node stays Ready; agent log: {}", agent_log());
+    drop(agent);
+    drop(servers);
+    drop(etcd);
+}

@@ -34,8 +34,12 @@ impl User {
 /// Paths anonymous users may read, as upstream's `system:public-info-viewer`
 /// role allows.
 pub fn public_path(path: &str) -> bool {
-    matches!(path, "/version" | "/healthz" | "/livez" | "/readyz")
-        || path.starts_with("/healthz/")
+    // `/cacerts` and the join endpoint are how a node without credentials
+    // gets them; the join itself checks the token.
+    matches!(
+        path,
+        "/version" | "/healthz" | "/livez" | "/readyz" | "/cacerts" | "/r8s/v1/join"
+    ) || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }

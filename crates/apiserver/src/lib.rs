@@ -9,6 +9,7 @@ pub mod error;
 pub mod fieldset;
 pub mod filter;
 pub mod http;
+pub mod join;
 pub mod metrics;
 pub mod rest;
 pub mod router;

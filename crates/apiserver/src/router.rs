@@ -14,6 +14,10 @@ pub enum Route {
     Health(String),
     /// `/metrics`
     Metrics,
+    /// `/cacerts`: the cluster CA, for joining nodes (as k3s serves it).
+    CaCerts,
+    /// `/r8s/v1/join`: node join with a token.
+    NodeJoin,
     /// `/openapi/v2` (and `/swagger.json`).
     OpenApiV2,
     /// `/openapi/v3`
@@ -67,6 +71,8 @@ pub fn route(path: &str) -> Route {
         ["version"] => Route::Version,
         ["healthz", ..] | ["livez", ..] | ["readyz", ..] => Route::Health(s.join("/")),
         ["metrics"] => Route::Metrics,
+        ["cacerts"] => Route::CaCerts,
+        ["r8s", "v1", "join"] => Route::NodeJoin,
         ["openapi", "v2"] | ["swagger.json"] => Route::OpenApiV2,
         ["openapi", "v3"] => Route::OpenApiV3Root,
         ["openapi", "v3", "api", v] => Route::OpenApiV3(String::new(), v.to_string()),

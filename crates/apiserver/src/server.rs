@@ -43,6 +43,9 @@ pub enum ServerError {
     /// Bootstrapping cluster objects failed.
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+    /// The cluster identity shared through the store.
+    #[error(transparent)]
+    Join(#[from] crate::join::JoinError),
 }
 
 /// How to run the API server.
@@ -68,12 +71,15 @@ pub struct Running {
     pub kubeconfig: PathBuf,
     /// The PKI (to issue node and user certificates).
     pub pki: Pki,
+    /// The token nodes join with (also written to `<data-dir>/token`).
+    pub token: String,
     /// The accept loop.
     pub task: tokio::task::JoinHandle<()>,
 }
 
 struct State {
     rest: Rest,
+    identity: crate::join::Identity,
     metrics: crate::metrics::Metrics,
     server_address: String,
 }
@@ -109,7 +115,12 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
             sans.push(s.clone());
         }
     }
-    let pki = Pki::load_or_create(&cfg.data_dir.join("tls"), &sans)?;
+    // The CA and the join secret are shared through the store, so that
+    // several servers on one etcd are one cluster to their clients.
+    let identity = crate::join::shared_identity(&store, &cfg.data_dir.join("tls"), &sans).await?;
+    let pki = identity.pki.clone();
+    let token = identity.token();
+    crate::tls::write_private(&cfg.data_dir.join("token"), &format!("{token}\n"))?;
     let tls_config = pki.server_config()?;
     let host_for_url = if client_host.contains(':') {
         format!("[{client_host}]")
@@ -131,6 +142,7 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
     bootstrap(&rest, &client_host, addr.port()).await?;
     let state = Arc::new(State {
         rest,
+        identity,
         metrics: crate::metrics::Metrics::default(),
         server_address: format!("{client_host}:{}", addr.port()),
     });
@@ -142,6 +154,7 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         addr,
         kubeconfig,
         pki,
+        token,
         task,
     })
 }
@@ -264,12 +277,17 @@ async fn dispatch(
         |req: &Request<Incoming>| req.method() == Method::GET || req.method() == Method::HEAD;
     match route {
         Route::Resource(r) => state.rest.serve(r, req, user).await,
+        Route::NodeJoin if req.method() == Method::POST => node_join(state, req).await,
         _ if !get_only(&req) => h::error(&ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {})",
             req.method(),
             req.uri().path()
         ))),
         Route::Version => h::json(200, &version()),
+        Route::CaCerts => h::text(200, state.identity.pki.ca_cert_pem.clone()),
+        Route::NodeJoin => h::error(&ApiError::method_not_allowed(
+            "node join takes POST".to_string(),
+        )),
         Route::Health(_) => h::text(200, "ok"),
         Route::Metrics => {
             let mut r = h::text(200, state.metrics.render());
@@ -405,4 +423,26 @@ async fn bootstrap(rest: &Rest, host: &str, port: u16) -> Result<(), ServerError
         rest.store.update(&kv.key, bytes, kv.mod_revision).await?;
     }
     Ok(())
+}
+
+/// `POST /r8s/v1/join`: a node presents the join secret and gets its
+/// client certificate (see [`crate::join`]).
+async fn node_join(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let auth = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (parts, body) = req.into_parts();
+    let body = match h::read_body(body, &parts.headers).await {
+        Ok(b) => b,
+        Err(e) => return h::error(&e),
+    };
+    match crate::join::join(&state.identity, auth.as_deref(), &body) {
+        Ok(resp) => match serde_json::to_value(&resp) {
+            Ok(v) => h::json(200, &v),
+            Err(e) => h::error(&ApiError::internal(e.to_string())),
+        },
+        Err(e) => h::error(&e),
+    }
 }

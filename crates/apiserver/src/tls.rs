@@ -66,7 +66,7 @@ fn read(path: &Path) -> Result<String, TlsError> {
     })
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io_err = |source| TlsError::Io {
         path: path.to_path_buf(),

@@ -34,9 +34,15 @@ pub struct NodeArgs {
 /// `r8s agent`.
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// Kubeconfig of the cluster to join.
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: PathBuf,
+    /// Kubeconfig of the cluster to join (or use --server and --token).
+    #[arg(long, env = "KUBECONFIG", required_unless_present = "server")]
+    kubeconfig: Option<PathBuf>,
+    /// API server URLs, comma separated; the agent fails over between them.
+    #[arg(long, env = "R8S_URL", value_delimiter = ',', requires = "token")]
+    server: Vec<String>,
+    /// The join token, as in the server's `<data-dir>/token`.
+    #[arg(long, env = "R8S_TOKEN")]
+    token: Option<String>,
     /// Where images, pods and logs live.
     #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
     data_dir: PathBuf,
@@ -153,13 +159,23 @@ pub fn spawn_builtin(
 
 /// `r8s agent`.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let kc = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("reading {}", args.kubeconfig.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .context("loading the kubeconfig")?;
-    let ca_pem = kc_ca(&args.kubeconfig);
-    let client = kube::Client::try_from(cfg).context("building the client")?;
+    let (client, ca_pem) = match (&args.kubeconfig, &args.token) {
+        (_, Some(token)) if !args.server.is_empty() => {
+            let name = args.node.node_name.clone().unwrap_or_else(hostname);
+            let (c, ca) = crate::join::client(&args.server, token, &name, &args.data_dir).await?;
+            (c, Some(ca))
+        }
+        (Some(path), _) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .context("loading the kubeconfig")?;
+            let client = kube::Client::try_from(cfg).context("building the client")?;
+            (client, kc_ca(path))
+        }
+        _ => anyhow::bail!("r8s agent needs --server and --token, or --kubeconfig"),
+    };
     let mut opts = options(&args.data_dir, &args.node)?;
     opts.client_ca_pem = ca_pem;
     tokio::select! {

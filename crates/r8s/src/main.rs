@@ -10,8 +10,10 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_churn;
 mod bench_store;
 mod density;
+mod join;
 
 // glibc malloc spent a quarter of the API server's CPU in the density
 // benchmark and fragmented across its per-thread arenas (2.2 GiB RSS for
@@ -109,6 +111,8 @@ enum BenchCommand {
     /// Durable creates straight into a store (SQLite or etcd), without the
     /// API server.
     Store(bench_store::StoreBenchArgs),
+    /// SQLite size under steady churn with compaction and checkpoints.
+    Churn(bench_churn::ChurnBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -204,6 +208,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());
+    println!(
+        "node token: {} (r8s agent --server {} --token …)",
+        args.data_dir.join("token").display(),
+        running.url
+    );
     println!("  export KUBECONFIG={}", running.kubeconfig.display());
     tokio::select! {
         r = running.task => { r.context("API server task")?; }
@@ -339,5 +348,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
         Command::Bench(BenchCommand::Density(args)) => rt.block_on(density::run(args)),
         Command::Bench(BenchCommand::Store(args)) => rt.block_on(bench_store::run(args)),
+        Command::Bench(BenchCommand::Churn(args)) => rt.block_on(bench_churn::run(args)),
     }
 }
