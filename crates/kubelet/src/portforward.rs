@@ -797,6 +797,147 @@ mod tests {
         assert!(parse_ports(&["70000".into()]).is_err());
     }
 
+    /// A pod port that answers what it reads, upper-cased, once.
+    async fn upper_server() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    if let Ok(n) = s.read(&mut buf).await {
+                        let _ = s.write_all(&buf[..n].to_ascii_uppercase()).await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn local_target() -> Target {
+        Target {
+            addr: "127.0.0.1".into(),
+            pod_full_name: "web_default".into(),
+            uid: "u1".into(),
+        }
+    }
+
+    async fn recv(ws: &mut WebSocketStream<tokio::io::DuplexStream>) -> Option<Message> {
+        tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a message in time")
+            .and_then(Result::ok)
+    }
+
+    #[tokio::test]
+    async fn v4_channels_name_their_port_then_carry_its_bytes() {
+        let port = upper_server().await;
+        for base64 in [false, true] {
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(serve_channels(server, local_target(), vec![port], base64));
+            let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+            let decode = |m: Message| -> Vec<u8> {
+                match m {
+                    Message::Binary(b) => b.to_vec(),
+                    Message::Text(t) => {
+                        let t = t.as_bytes();
+                        let mut d = base64::engine::general_purpose::STANDARD
+                            .decode(&t[1..])
+                            .unwrap();
+                        d.insert(0, t[0] - b'0');
+                        d
+                    }
+                    m => panic!("unexpected {m:?}"),
+                }
+            };
+            let le = port.to_le_bytes();
+            assert_eq!(decode(recv(&mut ws).await.unwrap()), vec![0, le[0], le[1]]);
+            assert_eq!(decode(recv(&mut ws).await.unwrap()), vec![1, le[0], le[1]]);
+            let hello = if base64 {
+                Message::text(format!(
+                    "0{}",
+                    base64::engine::general_purpose::STANDARD.encode(b"hello")
+                ))
+            } else {
+                Message::binary(b"\x00hello".to_vec())
+            };
+            ws.send(hello).await.unwrap();
+            assert_eq!(decode(recv(&mut ws).await.unwrap()), b"\x00HELLO".to_vec());
+            // The pod closed its end: the session closes normally.
+            match recv(&mut ws).await {
+                Some(Message::Close(Some(f))) => assert_eq!(f.code, CloseCode::Normal),
+                m => panic!("expected a close, got {m:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_websocket_tunnel_carries_spdy_split_across_messages() {
+        let port = upper_server().await;
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve_spdy_tunnel(server, local_target()));
+        let mut ws = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let mut enc = spdy::Encoder::new();
+        let mut wire = Vec::new();
+        enc.encode(&syn(1, "error", port, "0"), &mut wire).unwrap();
+        enc.encode(&syn(3, "data", port, "0"), &mut wire).unwrap();
+        enc.encode(
+            &Frame::Data {
+                stream: 3,
+                fin: false,
+                data: Bytes::from_static(b"tunnel"),
+            },
+            &mut wire,
+        )
+        .unwrap();
+        // spdystream writes each field separately: tiny messages.
+        for chunk in wire.chunks(3) {
+            ws.send(Message::binary(chunk.to_vec())).await.unwrap();
+        }
+        let mut bytes = Vec::new();
+        let mut dec = spdy::Decoder::new();
+        let mut got = Vec::new();
+        let mut fins = 0;
+        while fins < 2 {
+            match recv(&mut ws).await {
+                Some(Message::Binary(b)) => bytes.extend_from_slice(&b),
+                m => panic!("unexpected {m:?}"),
+            }
+            let mut r = &bytes[..];
+            // Decode whole frames only; keep a partial one for later.
+            loop {
+                if r.len() < 8 {
+                    break;
+                }
+                let len = u32::from_be_bytes([0, r[5], r[6], r[7]]) as usize;
+                if r.len() < 8 + len {
+                    break;
+                }
+                let head: [u8; 8] = r[..8].try_into().unwrap();
+                match dec.decode(head, &r[8..8 + len]).unwrap() {
+                    Frame::Data {
+                        stream: 3,
+                        data,
+                        fin,
+                    } => {
+                        got.extend_from_slice(&data);
+                        fins += usize::from(fin);
+                    }
+                    Frame::Data {
+                        stream: 1,
+                        fin: true,
+                        ..
+                    } => fins += 1,
+                    Frame::SynReply { .. } => {}
+                    f => panic!("unexpected {f:?}"),
+                }
+                r = &r[8 + len..];
+            }
+            bytes = r.to_vec();
+        }
+        assert_eq!(got, b"TUNNEL");
+    }
+
     #[test]
     fn channel_protocols_follow_the_clients_order() {
         assert_eq!(
