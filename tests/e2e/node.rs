@@ -32,15 +32,20 @@ impl Host {
             0,
             "the node e2e test needs root (namespaces, cgroups, mounts, bridges)"
         );
+        // Tests of one binary run in parallel in one process: each gets its
+        // own names and addresses.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
         let third = (pid % 200) as u8 + 20;
+        let second = 79 + n;
         Host {
             cluster: None,
             data: tempfile::tempdir().unwrap(),
-            bridge: format!("r8se{}", pid % 100_000),
-            cgroup: format!("r8s-e2e-{pid}"),
-            cidr: format!("10.79.{third}.0/24"),
-            net: format!("10.79.{third}."),
+            bridge: format!("r8se{}n{n}", pid % 100_000),
+            cgroup: format!("r8s-e2e-{pid}-{n}"),
+            cidr: format!("10.{second}.{third}.0/24"),
+            net: format!("10.{second}.{third}."),
         }
     }
 }
@@ -465,4 +470,452 @@ spec:
     c.wait_for("the pod's cgroup to go", Duration::from_secs(20), || {
         (!pod_cg.exists()).then_some(())
     });
+}
+
+/// Imports busybox and starts a server with its agent on `host`; waits for
+/// the node to be Ready.
+fn start_node(host: &mut Host) {
+    let dir = tempfile::tempdir_in(host.data.path()).unwrap();
+    let tar = build_busybox(dir.path());
+    let st = Command::new(r8s_bin())
+        .args(["image", "import", "--data-dir"])
+        .arg(dir.path())
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    host.cluster = Some(Cluster::start_with(
+        dir,
+        &[
+            "--node-name",
+            "e2e-node",
+            "--bridge",
+            &host.bridge,
+            "--pod-cidr",
+            &host.cidr,
+            "--cgroup-root",
+            &host.cgroup.clone(),
+            "--kubelet-port",
+            "0",
+        ],
+    ));
+    let c = host.cluster.as_ref().unwrap();
+    c.wait_for("the node to be Ready", Duration::from_secs(30), || {
+        let v = c.get_json(&["node", "e2e-node"]);
+        (v["status"]["images"].to_string().contains("busybox")
+            && v["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .then_some(())
+    });
+}
+
+/// A web server pod answering `page` on 8080; returns its IP once it
+/// serves.
+fn run_web(c: &Cluster, page: &str) -> String {
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+spec:
+  containers:
+  - name: web
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /www && echo '{page}' > /www/index.html && exec httpd -f -p 8080 -h /www"]
+"#
+        ),
+    );
+    let ip = c.wait_for("web to run with an IP", Duration::from_secs(60), || {
+        let p = pod(c, "web");
+        (p["status"]["phase"] == "Running")
+            .then(|| p["status"]["podIP"].as_str().map(str::to_string))
+            .flatten()
+    });
+    c.wait_for("httpd to answer", Duration::from_secs(20), || {
+        http_get(&format!("{ip}:8080")).filter(|b| b.contains(page))
+    });
+    ip
+}
+
+/// A local port nobody listens on (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `kubectl port-forward`; killed on drop.
+struct PortForward {
+    child: std::process::Child,
+    port: u16,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl PortForward {
+    /// Starts `kubectl port-forward pod/<pod> <free>:<remote>` and waits
+    /// for it to listen.
+    fn start(c: &Cluster, pod: &str, remote: u16, env: &[(&str, &str)]) -> PortForward {
+        use std::io::BufRead;
+        let port = free_port();
+        let mut cmd = Command::new("kubectl");
+        cmd.args([
+            "port-forward",
+            "-v=4",
+            "--address",
+            "127.0.0.1",
+            &format!("pod/{pod}"),
+            &format!("{port}:{remote}"),
+        ])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", c.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("kubectl must be installed and on PATH");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err_pipe)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out_pipe = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out_pipe)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.starts_with("Forwarding from") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "kubectl port-forward did not start listening: {}",
+                        stderr.lock().unwrap()
+                    );
+                }
+            }
+        }
+        PortForward {
+            child,
+            port,
+            stderr,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to `d` for kubectl to exit by itself.
+    fn exits_within(&mut self, d: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + d;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn port_forward_reaches_a_pod_port() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let page = "hello through port-forward";
+    run_web(c, page);
+
+    // kubectl 1.31+ tunnels SPDY in a WebSocket by default; with
+    // KUBECTL_PORT_FORWARD_WEBSOCKETS=false it speaks plain SPDY/3.1.
+    for (mode, env) in [
+        ("spdy", &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")][..]),
+        ("websocket", &[][..]),
+    ] {
+        let pf = PortForward::start(c, "web", 8080, env);
+        for i in 0..2 {
+            let body = http_get(&pf.addr()).unwrap_or_default();
+            assert!(
+                body.starts_with("HTTP/1.") && body.contains(page),
+                "request {i} over {mode}: {body:?}\n{}",
+                pf.stderr()
+            );
+        }
+        assert!(
+            !pf.stderr().contains("fallback"),
+            "{mode}: kubectl fell back to another protocol: {}",
+            pf.stderr()
+        );
+    }
+
+    // Several connections at once over one forward.
+    let pf = PortForward::start(c, "web", 8080, &[]);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let a = pf.addr();
+            std::thread::spawn(move || http_get(&a).unwrap_or_default())
+        })
+        .collect();
+    for h in handles {
+        assert!(h.join().unwrap().contains(page));
+    }
+    drop(pf);
+
+    // A port nothing listens on: kubectl reports the kubelet's error and
+    // gives up; the server keeps serving.
+    for env in [&[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")][..], &[][..]] {
+        let mut pf = PortForward::start(c, "web", 9999, env);
+        let body = http_get(&pf.addr()).unwrap_or_default();
+        assert!(!body.contains(page), "{body}");
+        let exited = pf.exits_within(Duration::from_secs(20));
+        let err = pf.stderr();
+        assert!(
+            err.contains("error forwarding port 9999 to pod web_default"),
+            "kubectl shows the error: {err}"
+        );
+        assert!(
+            exited.is_some(),
+            "kubectl gives up on a lost connection: {err}"
+        );
+    }
+    assert_eq!(pod(c, "web")["status"]["phase"], "Running");
+    let pf = PortForward::start(c, "web", 8080, &[]);
+    assert!(http_get(&pf.addr()).unwrap_or_default().contains(page));
+}
+
+/// A v4.channel.k8s.io WebSocket port-forward through the API server, as
+/// client libraries (python kubernetes) speak it: prints what came back as
+/// JSON.
+const V4_CLIENT: &str = r#"
+import base64, json, os, re, socket, ssl, struct, sys, tempfile
+kubeconfig, path, protocol = sys.argv[1], sys.argv[2], sys.argv[3]
+# r8s writes a one-cluster, one-user kubeconfig.
+cfg = open(kubeconfig).read()
+field = lambda k: re.search(r"^\s*" + k + r":\s*(\S+)", cfg, re.M).group(1)
+server = field("server")
+user = {k: field(k) for k in ("client-certificate-data", "client-key-data")}
+host, port = server.split("://")[1].rstrip("/").rsplit(":", 1)
+d = tempfile.mkdtemp()
+for k in ("client-certificate-data", "client-key-data"):
+    open(os.path.join(d, k), "wb").write(base64.b64decode(user[k]))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["http/1.1"])
+ctx.load_cert_chain(os.path.join(d, "client-certificate-data"), os.path.join(d, "client-key-data"))
+s = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=15), server_hostname=host)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n").encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    buf += chunk
+head, buf = buf.split(b"\r\n\r\n", 1)
+lines = head.decode().split("\r\n")
+out = {"status": lines[0], "headers": {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:]}, "messages": []}
+def need(n):
+    global buf
+    while len(buf) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    r, buf = buf[:n], buf[n:]
+    return r
+def read():
+    b0, b1 = need(2)
+    n = b1 & 0x7f
+    if n == 126: n = struct.unpack(">H", need(2))[0]
+    elif n == 127: n = struct.unpack(">Q", need(8))[0]
+    return b0 & 0x0f, need(n)
+def send(payload, op=2):
+    mask = os.urandom(4)
+    h = bytes([0x80 | op])
+    n = len(payload)
+    h += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n)
+    s.sendall(h + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+if " 101 " in lines[0]:
+    try:
+        for _ in range(2):
+            op, p = read()
+            out["messages"].append([p[0], list(p[1:])])
+        send(b"\x00GET / HTTP/1.0\r\n\r\n")
+        data, err = b"", b""
+        while True:
+            op, p = read()
+            if op == 8:
+                out["close"] = struct.unpack(">H", p[:2])[0] if len(p) >= 2 else None
+                break
+            if op == 2 and p[0] == 0: data += p[1:]
+            if op == 2 and p[0] == 1: err += p[1:]
+        out["data"], out["error"] = data.decode(errors="replace"), err.decode(errors="replace")
+    except (EOFError, OSError) as e:
+        out["eof"] = str(e)
+else:
+    out["body"] = buf.decode(errors="replace")
+print(json.dumps(out))
+"#;
+
+fn v4_port_forward(c: &Cluster, query: &str) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(V4_CLIENT)
+        .arg(&c.kubeconfig)
+        .arg(format!(
+            "/api/v1/namespaces/default/pods/web/portforward?{query}"
+        ))
+        .arg("v4.channel.k8s.io")
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the client prints JSON")
+}
+
+#[test]
+fn port_forward_over_v4_channel_websocket() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let page = "hello over v4 channels";
+    run_web(c, page);
+
+    let r = v4_port_forward(c, "ports=8080");
+    assert!(r["status"].as_str().unwrap().contains("101"), "{r}");
+    assert_eq!(r["headers"]["sec-websocket-protocol"], "v4.channel.k8s.io");
+    // Each channel first names its port (little-endian 8080 = 0x1f90).
+    assert_eq!(
+        r["messages"],
+        serde_json::json!([[0, [0x90, 0x1f]], [1, [0x90, 0x1f]]])
+    );
+    let data = r["data"].as_str().unwrap_or_default();
+    assert!(data.starts_with("HTTP/1.") && data.contains(page), "{r}");
+    assert_eq!(r["error"], "");
+    assert_eq!(
+        r["close"], 1000,
+        "a normal closure once the port is done: {r}"
+    );
+
+    let r = v4_port_forward(c, "ports=9999");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("error forwarding port 9999 to pod web_default"),
+        "{r}"
+    );
+    let r = v4_port_forward(c, "");
+    assert!(!r["status"].as_str().unwrap().contains("101"), "{r}");
+    assert!(
+        r["body"].as_str().unwrap_or_default().contains("port"),
+        "a missing port is refused: {r}"
+    );
+}
+
+#[test]
+fn exec_with_a_terminal() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    run_web(c, "hello");
+    // kubectl -t needs a terminal on its stdin: script(1) gives it one, of
+    // a known size, which kubectl sends as the first resize.
+    let run = |inner: &str, typed: &str| -> (Option<i32>, String) {
+        let kubectl = format!("stty cols 100 rows 30; exec kubectl exec -i -t web -- {inner}");
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &kubectl, "/dev/null"])
+            .env("KUBECONFIG", &c.kubeconfig)
+            .env("HOME", c.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script(1) from util-linux must be installed");
+        // Keep stdin open (EOF would end the session) until it is done.
+        let mut stdin = child.stdin.take();
+        if !typed.is_empty() {
+            std::thread::sleep(Duration::from_secs(2));
+            if let Some(si) = stdin.as_mut() {
+                si.write_all(typed.as_bytes()).unwrap();
+            }
+        }
+        let out = common::wait_with_timeout(child, Duration::from_secs(60));
+        drop(stdin);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = run("sh -c 'tty; stty size; echo to-stderr >&2'", "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("/dev/pts/"),
+        "the command has a terminal: {out:?}"
+    );
+    assert!(out.contains("30 100"), "kubectl's terminal size: {out:?}");
+    assert!(
+        out.contains("to-stderr"),
+        "stderr comes on the terminal: {out:?}"
+    );
+    // The terminal is the controlling one (job control works: a session
+    // leader with a tty) and exit codes still come through.
+    let (code, out) = run("sh -c 'ps -o pid,tty,comm; exit 7'", "");
+    assert_eq!(code, Some(7), "{out}");
+    assert!(
+        out.contains("136,"),
+        "ps sees a pty as sh's terminal: {out}"
+    );
+    // An interactive shell: what is typed runs.
+    let (code, out) = run("sh", "echo typed-$((40+2))\rexit 3\r");
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("typed-42"), "{out:?}");
 }

@@ -39,6 +39,9 @@ pub struct ExecRequest {
     pub command: Vec<String>,
     /// Whether stdin is attached.
     pub stdin: bool,
+    /// Whether the command runs on a terminal (stderr merges into stdout,
+    /// channel 4 resizes it).
+    pub tty: bool,
     /// The negotiated protocol.
     pub protocol: String,
 }
@@ -49,7 +52,7 @@ pub fn negotiate(offer: &str) -> Option<&'static str> {
     PROTOCOLS.iter().copied().find(|p| offered.contains(p))
 }
 
-fn status(code: i32, command: &[String]) -> String {
+pub(crate) fn status(code: i32, command: &[String]) -> String {
     if code == 0 {
         json!({"metadata": {}, "status": "Success"}).to_string()
     } else {
@@ -67,7 +70,7 @@ fn status(code: i32, command: &[String]) -> String {
     }
 }
 
-fn frame(channel: u8, data: &[u8]) -> Message {
+pub(crate) fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
     v.extend_from_slice(data);
@@ -80,6 +83,9 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    if req.tty {
+        return crate::exec_tty::run(ws, ctx, req).await;
+    }
     let (mut tx, mut rx) = ws.split();
     let mut cmd = tokio::process::Command::new(&ctx.shim_exe);
     cmd.arg("shim-exec")

@@ -12,15 +12,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod exec;
+mod exec_tty;
 pub mod logs;
 pub mod network;
 pub mod node;
 mod pods;
+pub mod portforward;
 pub mod probes;
 pub mod resources;
 pub mod runtime;
 pub mod server;
 pub mod shim;
+pub mod spdy;
 pub mod spec;
 pub mod volumes;
 

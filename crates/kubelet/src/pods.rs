@@ -959,8 +959,18 @@ impl Worker {
                 );
             }
         }
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        let entry = crate::server::PodEntry {
+            uid: self.uid.clone(),
+            containers: ctrs,
+            addr: if host_network {
+                Some("127.0.0.1".to_string())
+            } else {
+                self.ip.clone()
+            },
+        };
         if let Ok(mut r) = self.agent.registry.lock() {
-            r.insert(key, ctrs);
+            r.insert(key, entry);
         }
     }
 

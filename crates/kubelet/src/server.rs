@@ -31,8 +31,20 @@ pub struct CtrLogs {
     pub id: Option<String>,
 }
 
-/// Pods on this node by (namespace, name), then container name.
-pub type Registry = Arc<Mutex<HashMap<(String, String), HashMap<String, CtrLogs>>>>;
+/// What the kubelet API knows of a pod on this node.
+#[derive(Debug, Clone, Default)]
+pub struct PodEntry {
+    /// The pod's uid.
+    pub uid: String,
+    /// Containers by name.
+    pub containers: HashMap<String, CtrLogs>,
+    /// Where the pod's ports are reached from the host: its IP, or
+    /// loopback for a hostNetwork pod; `None` before its sandbox exists.
+    pub addr: Option<String>,
+}
+
+/// Pods on this node by (namespace, name).
+pub type Registry = Arc<Mutex<HashMap<(String, String), PodEntry>>>;
 
 fn text(code: StatusCode, s: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
@@ -140,6 +152,10 @@ async fn route(
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
             exec_session(req, &ns, &pod, &container, registry, exec)
         }
+        ["portForward", ns, pod] | ["portForward", ns, pod, _] => {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            port_forward(req, &ns, &pod, registry)
+        }
         ["healthz"] => text(StatusCode::OK, "ok"),
         _ => text(StatusCode::NOT_FOUND, format!("no kubelet endpoint {path}")),
     }
@@ -155,6 +171,7 @@ async fn container_logs(
     let lookup = |registry: &Registry| -> Option<CtrLogs> {
         let r = registry.lock().ok()?;
         r.get(&(ns.to_string(), pod.to_string()))?
+            .containers
             .get(container)
             .cloned()
     };
@@ -248,7 +265,7 @@ async fn container_logs(
                     let r = registry.lock().ok();
                     r.and_then(|r| {
                         r.get(&(ns.clone(), pod.clone()))
-                            .and_then(|p| p.get(&container))
+                            .and_then(|p| p.containers.get(&container))
                             .cloned()
                     })
                 };
@@ -323,10 +340,12 @@ fn exec_session(
     let key = header("sec-websocket-key");
     let mut command = Vec::new();
     let mut stdin = false;
+    let mut tty = false;
     for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "command" => command.push(v.into_owned()),
             "stdin" => stdin = v == "true" || v == "1",
+            "tty" => tty = v == "true" || v == "1",
             _ => {}
         }
     }
@@ -341,6 +360,7 @@ fn exec_session(
         .ok()
         .and_then(|r| {
             r.get(&(ns.to_string(), pod.to_string()))?
+                .containers
                 .get(container)
                 .cloned()
         })
@@ -357,6 +377,7 @@ fn exec_session(
         id,
         command,
         stdin,
+        tty,
         protocol: protocol.to_string(),
     };
     tokio::spawn(async move {
@@ -372,6 +393,138 @@ fn exec_session(
         .header(http::header::CONNECTION, "Upgrade")
         .header("Sec-WebSocket-Accept", accept)
         .header("Sec-WebSocket-Protocol", protocol)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+}
+
+/// Upgrades `portForward` requests: SPDY/3.1, SPDY in a WebSocket, or v4
+/// channel WebSocket (see `portforward.rs`).
+fn port_forward(
+    mut req: Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    registry: Registry,
+) -> Response<Body> {
+    use crate::portforward as pf;
+    let all = |n: &str| -> Vec<String> {
+        req.headers()
+            .get_all(n)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
+    let upgrade = all("upgrade");
+    let connection = all("connection");
+    let websocket = upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket"));
+    let spdy = upgrade.iter().any(|u| u.eq_ignore_ascii_case("spdy/3.1"));
+    let upgrading = connection.iter().any(|c| c.eq_ignore_ascii_case("upgrade"));
+    if !upgrading || !(websocket || spdy) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unable to upgrade: missing upgrade headers in request: Connection: {connection:?}, Upgrade: {upgrade:?}"
+            ),
+        );
+    }
+    let entry = registry
+        .lock()
+        .ok()
+        .and_then(|r| r.get(&(ns.to_string(), pod.to_string())).cloned());
+    let Some((uid, Some(addr))) = entry.map(|e| (e.uid, e.addr)) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("pod {pod} in namespace {ns} is not running on this node"),
+        );
+    };
+    let target = pf::Target {
+        addr,
+        pod_full_name: format!("{pod}_{ns}"),
+        uid,
+    };
+    let versions = all("x-stream-protocol-version");
+    let offered = all("sec-websocket-protocol");
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let query: Vec<String> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .filter(|(k, _)| k == "port")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let io = |up: hyper::upgrade::Upgraded| hyper_util::rt::TokioIo::new(up);
+    if websocket {
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+        let mut resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(http::header::UPGRADE, "websocket")
+            .header(http::header::CONNECTION, "Upgrade")
+            .header("Sec-WebSocket-Accept", accept);
+        if offered.iter().any(|p| p == pf::SPDY_TUNNEL_PROTOCOL) {
+            tokio::spawn(async move {
+                if let Ok(up) = on_upgrade.await {
+                    pf::serve_spdy_tunnel(io(up), target).await;
+                }
+            });
+            resp = resp.header("Sec-WebSocket-Protocol", pf::SPDY_TUNNEL_PROTOCOL);
+        } else {
+            let ports = match pf::parse_ports(&query) {
+                Ok(p) => p,
+                Err(e) => return text(StatusCode::BAD_REQUEST, e),
+            };
+            let Some(protocol) = pf::negotiate_channel(&offered.join(",")) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "no supported port-forward protocol offered (supported: {})",
+                        pf::CHANNEL_PROTOCOLS.join(", ")
+                    ),
+                );
+            };
+            let base64 = protocol.contains("base64");
+            tokio::spawn(async move {
+                if let Ok(up) = on_upgrade.await {
+                    pf::serve_channels(io(up), target, ports, base64).await;
+                }
+            });
+            if !protocol.is_empty() {
+                resp = resp.header("Sec-WebSocket-Protocol", protocol);
+            }
+        }
+        return resp
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""));
+    }
+    if !versions.iter().any(|v| v == pf::PORT_FORWARD_PROTOCOL) {
+        return Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .header("X-Accepted-Stream-Protocol-Versions", pf::PORT_FORWARD_PROTOCOL)
+            .header(http::header::CONTENT_TYPE, "text/plain")
+            .body(
+                Full::new(Bytes::from(format!(
+                    "unable to upgrade: unable to negotiate protocol: client supports {versions:?}, server accepts [\"{}\"]",
+                    pf::PORT_FORWARD_PROTOCOL
+                )))
+                .boxed(),
+            )
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""));
+    }
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => pf::serve_spdy(io(up), target).await,
+            Err(e) => tracing::debug!(error = %e, "port-forward upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", pf::PORT_FORWARD_PROTOCOL)
         .body(Full::new(Bytes::new()).boxed())
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
 }

@@ -279,9 +279,19 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// Runs a command inside a running container with this process's stdio;
-/// returns its exit code (128 + signal when signalled).
+/// With this variable set to a Unix socket path, `shim-exec` runs the
+/// command on a terminal: libcontainer opens a pty inside the container
+/// (its own devpts), makes it the process's controlling terminal and sends
+/// the pty master over that socket to whoever listens there (the agent).
+pub const CONSOLE_SOCKET_ENV: &str = "R8S_EXEC_CONSOLE_SOCKET";
+
+/// Runs a command inside a running container with this process's stdio
+/// (or a terminal, see [`CONSOLE_SOCKET_ENV`]); returns its exit code
+/// (128 + signal when signalled).
 pub fn exec(args: ExecArgs) -> i32 {
+    if let Some(socket) = std::env::var_os(CONSOLE_SOCKET_ENV) {
+        return exec_tty(&args, Path::new(&socket));
+    }
     let fd = |n: i32| -> Option<OwnedFd> {
         // SAFETY: fds 0-2 are open in a process started with piped stdio;
         // dup gives an owned copy for libcontainer to pass on.
@@ -316,6 +326,61 @@ pub fn exec(args: ExecArgs) -> i32 {
             eprintln!("exec {:?} in {}: {e}", args.command, args.id);
             return 126;
         }
+    };
+    match waitpid(pid, None) {
+        Ok(WaitStatus::Exited(_, c)) => c,
+        Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
+        _ => 255,
+    }
+}
+
+/// `exec` on a terminal: the container's own process settings (user,
+/// environment, working directory, capabilities) with `terminal: true`,
+/// as `runc exec -t` runs it.
+fn exec_tty(args: &ExecArgs, socket: &Path) -> i32 {
+    let fail = |what: String| {
+        eprintln!("exec {:?} in {}: {what}", args.command, args.id);
+        126
+    };
+    let container = match libcontainer::container::Container::load(args.root.join(&args.id)) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let config = container.bundle().join("config.json");
+    let spec: serde_json::Value = match std::fs::read(&config)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(e) => return fail(format!("{}: {e}", config.display())),
+    };
+    let mut process = spec["process"].clone();
+    if !process.is_object() {
+        return fail("the container has no process settings".into());
+    }
+    process["terminal"] = serde_json::Value::Bool(true);
+    process["args"] = serde_json::json!(args.command);
+    let process_file = args
+        .root
+        .join(&args.id)
+        .join(format!("exec-{}.process.json", std::process::id()));
+    if let Err(e) = std::fs::write(&process_file, process.to_string()) {
+        return fail(format!("{}: {e}", process_file.display()));
+    }
+    let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.root)
+        .map(|b| {
+            b.with_executor(PodExecutor)
+                .with_console_socket(Some(socket))
+                .as_tenant()
+                .with_detach(true)
+                .with_process(Some(&process_file))
+                .build()
+        });
+    let _ = std::fs::remove_file(&process_file);
+    let pid = match built {
+        Ok(Ok(pid)) => pid,
+        Ok(Err(e)) | Err(e) => return fail(e.to_string()),
     };
     match waitpid(pid, None) {
         Ok(WaitStatus::Exited(_, c)) => c,

@@ -267,6 +267,22 @@ async fn get(
         .map_err(|e| ApiError::unavailable(format!("kubelet {ip}:{port}: {e}")))
 }
 
+/// The kubelet's query for a port-forward: the client's `ports` (repeated
+/// or comma-separated) joined into one `port`, as upstream does.
+fn port_forward_query(raw_query: &str) -> String {
+    let ports: Vec<String> = url::form_urlencoded::parse(raw_query.as_bytes())
+        .filter(|(k, _)| k == "ports")
+        .map(|(_, v)| v.into_owned())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if ports.is_empty() {
+        return String::new();
+    }
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("port", &ports.join(","));
+    format!("?{}", q.finish())
+}
+
 /// Headers of an upgrade request forwarded to the kubelet.
 const UPGRADE_HEADERS: &[&str] = &[
     "upgrade",
@@ -277,8 +293,9 @@ const UPGRADE_HEADERS: &[&str] = &[
     "x-stream-protocol-version",
 ];
 
-/// `pods/<name>/exec` (and attach, portforward) with an upgrade: forwards
-/// the upgrade to the kubelet and splices the two connections.
+/// `pods/<name>/exec` and `pods/<name>/portforward` with an upgrade:
+/// forwards the upgrade (WebSocket or SPDY) to the kubelet, which answers
+/// the protocol switch itself, and splices the two connections.
 pub async fn tunnel(
     rest: &Rest,
     call: &Call,
@@ -299,20 +316,32 @@ pub async fn tunnel(
         )));
     }
     let sub = call.route.subresource.as_deref().unwrap_or("");
-    if sub != "exec" {
-        return Err(ApiError::unavailable(format!(
-            "pods/{sub} is not supported by r8s node agents yet"
-        )));
-    }
     let phase = pod["status"]["phase"].as_str().unwrap_or("");
-    if phase == "Succeeded" || phase == "Failed" {
-        return Err(ApiError::bad_request(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
-        )));
-    }
-    let container = container_of(&pod, name, call)?;
     let ns = call.ns().unwrap_or("default");
-    let path = format!("/exec/{ns}/{name}/{container}?{raw_query}");
+    let path = match sub {
+        "exec" => {
+            if phase == "Succeeded" || phase == "Failed" {
+                return Err(ApiError::bad_request(format!(
+                    "cannot exec into a container in a completed pod; current phase is {phase}"
+                )));
+            }
+            let container = container_of(&pod, name, call)?;
+            format!("/exec/{ns}/{name}/{container}?{raw_query}")
+        }
+        "portforward" => {
+            if phase != "Running" {
+                return Err(ApiError::bad_request(format!(
+                    "unable to forward ports because pod is not running. Current status={phase}"
+                )));
+            }
+            format!("/portForward/{ns}/{name}{}", port_forward_query(raw_query))
+        }
+        _ => {
+            return Err(ApiError::unavailable(format!(
+                "pods/{sub} is not supported by r8s node agents yet"
+            )));
+        }
+    };
     let (ip, port) = kubelet_of(rest, node).await?;
     let unavailable = |e: String| ApiError::unavailable(format!("kubelet {ip}:{port}: {e}"));
     let mut sender = connect(rest, &ip, port, true).await?;
@@ -353,4 +382,19 @@ pub async fn tunnel(
     });
     out.body(h::full(Bytes::new()))
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_forward_ports_become_one_port_parameter() {
+        assert_eq!(port_forward_query(""), "");
+        assert_eq!(port_forward_query("ports=8080"), "?port=8080");
+        assert_eq!(
+            port_forward_query("ports=8080&ports=9090,7070"),
+            "?port=8080%2C9090%2C7070"
+        );
+    }
 }

@@ -1,0 +1,268 @@
+//! `exec` with `tty=true`: the command gets a terminal. libcontainer opens
+//! the pty inside the container (so `tty` names a `/dev/pts` path there),
+//! makes it the process's controlling terminal and hands the master to us
+//! over a Unix socket; we copy it to and from channel 1 (stdout, which
+//! carries stderr too on a terminal) and channel 0 (stdin), and apply the
+//! channel 4 resize messages (`{"Width":..,"Height":..}`) to it.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::exec::{ExecCtx, ExecRequest, frame, status};
+
+/// How long the runtime may take to hand over the terminal.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long output may keep coming after the command exited (a background
+/// process can hold the terminal open).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Receives the one file descriptor a peer sends with SCM_RIGHTS.
+fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor for us.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Err(std::io::Error::other("no terminal descriptor received"))
+}
+
+/// Sets the terminal's size.
+fn resize(master: &OwnedFd, width: u16, height: u16) {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+    unsafe {
+        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+    }
+}
+
+/// Parses a channel 4 message.
+fn parse_resize(b: &[u8]) -> Option<(u16, u16)> {
+    let v: serde_json::Value = serde_json::from_slice(b).ok()?;
+    let w = u16::try_from(v["Width"].as_u64()?).ok()?;
+    let h = u16::try_from(v["Height"].as_u64()?).ok()?;
+    Some((w, h))
+}
+
+async fn fail<S>(tx: &mut S, msg: String)
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    let st =
+        json!({"metadata": {}, "status": "Failure", "message": msg, "reason": "InternalError"});
+    let _ = tx.send(frame(3, st.to_string().as_bytes())).await;
+    let _ = tx
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+    let _ = tx.close().await;
+}
+
+/// Runs a tty exec session on an accepted WebSocket.
+pub(crate) async fn run<S>(ws: WebSocketStream<S>, ctx: ExecCtx, req: ExecRequest)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (mut tx, mut rx) = ws.split();
+    let path = std::env::temp_dir().join(format!(
+        "r8s-tty-{}-{}.sock",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&path);
+    let listener = match tokio::net::UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => return fail(&mut tx, format!("console socket: {e}")).await,
+    };
+    let mut cmd = tokio::process::Command::new(&ctx.shim_exe);
+    cmd.arg("shim-exec")
+        .arg("--root")
+        .arg(&ctx.state_root)
+        .arg("--id")
+        .arg(&req.id)
+        .arg("--")
+        .args(&req.command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("R8S_LOG", "error")
+        .env(crate::shim::CONSOLE_SOCKET_ENV, &path);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return fail(&mut tx, format!("starting exec: {e}")).await;
+        }
+    };
+    let mut stderr = child.stderr.take();
+    let handover = async {
+        let (stream, _) = listener.accept().await?;
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        tokio::task::spawn_blocking(move || recv_fd(&stream))
+            .await
+            .map_err(std::io::Error::other)?
+    };
+    let master = tokio::select! {
+        m = tokio::time::timeout(HANDOVER_TIMEOUT, handover) => match m {
+            Ok(Ok(m)) => Some(m),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "no terminal from the runtime");
+                None
+            }
+            Err(_) => None,
+        },
+        _ = child.wait() => None,
+    };
+    let _ = std::fs::remove_file(&path);
+    let Some(master) = master else {
+        let _ = child.start_kill();
+        let mut why = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), e.read_to_string(&mut why)).await;
+        }
+        let _ = child.wait().await;
+        return fail(
+            &mut tx,
+            format!("starting a terminal for exec: {}", why.trim()),
+        )
+        .await;
+    };
+    let dup = |m: &OwnedFd| m.try_clone().map(std::fs::File::from);
+    let (Ok(reader), Ok(writer)) = (dup(&master), dup(&master)) else {
+        let _ = child.start_kill();
+        return fail(&mut tx, "duplicating the terminal".into()).await;
+    };
+    // Separate files: a read waiting for output must not hold up input.
+    let mut reader = tokio::fs::File::from_std(reader);
+    let mut writer = tokio::fs::File::from_std(writer);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Message>(16);
+    let output = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            // EIO once every slave is closed: the command is gone.
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if out_tx.send(frame(1, &buf[..n])).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let stdin = req.stdin;
+    let input = tokio::spawn(async move {
+        while let Some(Ok(msg)) = rx.next().await {
+            let data = match msg {
+                Message::Binary(b) => b.to_vec(),
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let Some((&ch, rest)) = data.split_first() else {
+                continue;
+            };
+            let ok = match ch {
+                0 if stdin => writer.write_all(rest).await.is_ok() && writer.flush().await.is_ok(),
+                4 => {
+                    if let Some((w, h)) = parse_resize(rest) {
+                        resize(&master, w, h);
+                    }
+                    true
+                }
+                _ => true,
+            };
+            if !ok {
+                break;
+            }
+        }
+    });
+    // Output goes out as it comes until the command exits; what it left
+    // in the terminal follows, for a short while.
+    let mut exited = None;
+    let mut output_open = true;
+    while exited.is_none() {
+        tokio::select! {
+            m = out_rx.recv(), if output_open => match m {
+                Some(m) => {
+                    if tx.send(m).await.is_err() {
+                        output_open = false;
+                    }
+                }
+                None => output_open = false,
+            },
+            st = child.wait() => exited = Some(st),
+        }
+    }
+    let code = match exited {
+        Some(Ok(s)) => s.code().unwrap_or(137),
+        _ => 137,
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(m) = out_rx.recv().await {
+            if tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    output.abort();
+    input.abort();
+    let _ = tx
+        .send(frame(3, status(code, &req.command).as_bytes()))
+        .await;
+    let _ = tx
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
+    let _ = tx.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_messages_are_kubectls_json() {
+        assert_eq!(
+            parse_resize(br#"{"Width":120,"Height":40}"#),
+            Some((120, 40))
+        );
+        assert_eq!(parse_resize(b"{}"), None);
+        assert_eq!(parse_resize(b"junk"), None);
+    }
+}
