@@ -919,3 +919,169 @@ fn exec_with_a_terminal() {
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("typed-42"), "{out:?}");
 }
+
+/// A pod's phase once it has finished, and its logs.
+fn run_to_end(c: &Cluster, name: &str, manifest: &str) -> (String, String) {
+    c.create(Some("default"), manifest);
+    let phase = c.wait_for(
+        &format!("{name} to finish"),
+        Duration::from_secs(60),
+        || {
+            let p = pod(c, name);
+            let ph = p["status"]["phase"].as_str().unwrap_or("").to_string();
+            (ph == "Succeeded" || ph == "Failed").then_some(ph)
+        },
+    );
+    (phase, c.ok(&["logs", name]))
+}
+
+fn claim_pod(name: &str, claim: &str, script: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: Never
+  volumes:
+  - name: data
+    persistentVolumeClaim:
+      claimName: {claim}
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "{script}"]
+    volumeMounts:
+    - name: data
+      mountPath: /data
+"#
+    )
+}
+
+#[test]
+fn persistent_volume_claims_keep_data_across_pods() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+
+    // The default class provisions a directory on the node.
+    let sc = c.get_json(&["storageclass", "local-path"]);
+    assert_eq!(
+        sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 64Mi
+"#,
+    );
+    let pv_name = c.wait_for("the claim to bind", Duration::from_secs(30), || {
+        let pvc = c.get_json(&["pvc", "data"]);
+        (pvc["status"]["phase"] == "Bound")
+            .then(|| pvc["spec"]["volumeName"].as_str().map(str::to_string))
+            .flatten()
+    });
+    let pv = c.get_json(&["pv", &pv_name]);
+    assert_eq!(pv["spec"]["storageClassName"], "local-path");
+    assert_eq!(pv["spec"]["claimRef"]["name"], "data");
+    let dir = pv["spec"]["hostPath"]["path"].as_str().unwrap().to_string();
+
+    let (phase, _) = run_to_end(
+        c,
+        "writer",
+        &claim_pod("writer", "data", "echo kept > /data/f && sync"),
+    );
+    assert_eq!(phase, "Succeeded");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&dir).join("f")).unwrap(),
+        "kept\n",
+        "the data is in the provisioned directory on the node"
+    );
+    c.ok(&["delete", "pod", "writer", "--wait=true"]);
+    let (phase, logs) = run_to_end(c, "reader", &claim_pod("reader", "data", "cat /data/f"));
+    assert_eq!((phase.as_str(), logs.as_str()), ("Succeeded", "kept\n"));
+
+    // A pre-created hostPath volume binds to a claim of its class.
+    let static_dir = tempfile::tempdir_in(host.data.path()).unwrap();
+    std::fs::write(static_dir.path().join("seed"), "from the admin\n").unwrap();
+    c.create(
+        None,
+        &format!(
+            r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: static-{pid}
+spec:
+  capacity:
+    storage: 1Gi
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  persistentVolumeReclaimPolicy: Retain
+  hostPath:
+    path: {path}
+"#,
+            pid = std::process::id(),
+            path = static_dir.path().display()
+        ),
+    );
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: manual
+spec:
+  storageClassName: manual
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 100Mi
+"#,
+    );
+    let (phase, logs) = run_to_end(
+        c,
+        "seeded",
+        &claim_pod("seeded", "manual", "cat /data/seed"),
+    );
+    assert_eq!(
+        (phase.as_str(), logs.as_str()),
+        ("Succeeded", "from the admin\n")
+    );
+
+    // Deleting the claim deletes the provisioned volume and its directory,
+    // and releases (keeps) the static one.
+    c.ok(&["delete", "pod", "reader", "seeded", "--wait=true"]);
+    c.ok(&["delete", "pvc", "data", "manual", "--wait=true"]);
+    c.wait_for(
+        "the provisioned volume to go",
+        Duration::from_secs(30),
+        || (!c.kubectl(&["get", "pv", &pv_name]).status.success()).then_some(()),
+    );
+    assert!(
+        !Path::new(&dir).exists(),
+        "{dir} was removed with its volume"
+    );
+    let static_name = format!("static-{}", std::process::id());
+    c.wait_for(
+        "the static volume to be Released",
+        Duration::from_secs(30),
+        || (c.get_json(&["pv", &static_name])["status"]["phase"] == "Released").then_some(()),
+    );
+    assert!(
+        static_dir.path().join("seed").exists(),
+        "Retain keeps the data"
+    );
+}

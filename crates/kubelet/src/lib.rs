@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 pub mod exec;
 mod exec_tty;
+pub mod localpath;
 pub mod logs;
 pub mod network;
 pub mod node;
@@ -237,6 +238,7 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
     node::register(&client, &opts, node_images(&images)).await?;
     tracing::info!(node = %opts.node_name, cidr = %opts.net.cidr(), "node registered");
     tokio::spawn(node::lease_loop(client.clone(), opts.clone()));
+    tokio::spawn(localpath::run(client.clone(), opts.node_name.clone()));
     let imgs = images.clone();
     tokio::spawn(node::status_loop(client.clone(), opts.clone(), move || {
         node_images(&imgs)

@@ -238,6 +238,84 @@ pub fn field_value(pod: &Pod, path: &str) -> Option<String> {
     }
 }
 
+/// Checks (or creates) a hostPath as its `type` asks.
+fn host_path(path: &str, kind: Option<&str>) -> Result<PathBuf, KubeletError> {
+    let p = PathBuf::from(path);
+    match kind.unwrap_or("") {
+        "DirectoryOrCreate" => {
+            std::fs::create_dir_all(&p).map_err(err(format!("creating {}", p.display())))?
+        }
+        "FileOrCreate" if !p.exists() => {
+            if let Some(parent) = p.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            std::fs::write(&p, b"").map_err(err(format!("creating {}", p.display())))?;
+        }
+        "Directory" if !p.is_dir() => {
+            return Err(KubeletError::Volume(format!(
+                "hostPath type check failed: {} is not a directory",
+                p.display()
+            )));
+        }
+        "File" if !p.is_file() => {
+            return Err(KubeletError::Volume(format!(
+                "hostPath type check failed: {} is not a file",
+                p.display()
+            )));
+        }
+        _ => {}
+    }
+    Ok(p)
+}
+
+/// The host directory behind a bound claim: its volume's hostPath or local
+/// path. An unbound claim is an error the pod worker retries, as upstream's
+/// kubelet waits for binding.
+async fn claim_path(client: &kube::Client, ns: &str, claim: &str) -> Result<PathBuf, KubeletError> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let pvcs: kube::Api<PersistentVolumeClaim> = kube::Api::namespaced(client.clone(), ns);
+    let pvc = pvcs
+        .get_opt(claim)
+        .await
+        .map_err(|e| KubeletError::Volume(format!("reading claim {ns}/{claim}: {e}")))?
+        .ok_or_else(|| {
+            KubeletError::Volume(format!("persistentvolumeclaim \"{claim}\" not found"))
+        })?;
+    let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+    let Some(pv_name) = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|n| bound && !n.is_empty())
+    else {
+        return Err(KubeletError::Volume(format!(
+            "persistentvolumeclaim \"{claim}\" is not bound"
+        )));
+    };
+    let pvs: kube::Api<PersistentVolume> = kube::Api::all(client.clone());
+    let pv = pvs
+        .get(&pv_name)
+        .await
+        .map_err(|e| KubeletError::Volume(format!("reading volume {pv_name}: {e}")))?;
+    let spec = pv.spec.unwrap_or_default();
+    if let Some(hp) = spec.host_path {
+        return host_path(&hp.path, hp.type_.as_deref());
+    }
+    if let Some(local) = spec.local {
+        let p = PathBuf::from(&local.path);
+        if !p.exists() {
+            return Err(KubeletError::Volume(format!(
+                "local volume {pv_name}: {} does not exist",
+                p.display()
+            )));
+        }
+        return Ok(p);
+    }
+    Err(KubeletError::Volume(format!(
+        "volume {pv_name}: only hostPath and local persistent volumes are supported by this node"
+    )))
+}
+
 /// Prepares every volume of the pod under `pod_dir/volumes`; returns the
 /// host directory of each by name.
 pub async fn prepare(
@@ -259,31 +337,12 @@ pub async fn prepare(
     for v in vols {
         let dir = pod_dir.join("volumes").join(&v.name);
         if let Some(hp) = &v.host_path {
-            let p = PathBuf::from(&hp.path);
-            match hp.type_.as_deref().unwrap_or("") {
-                "DirectoryOrCreate" => {
-                    std::fs::create_dir_all(&p).map_err(err(format!("creating {}", p.display())))?
-                }
-                "FileOrCreate" if !p.exists() => {
-                    if let Some(parent) = p.parent() {
-                        let _ = std::fs::create_dir_all(parent);
-                    }
-                    std::fs::write(&p, b"").map_err(err(format!("creating {}", p.display())))?;
-                }
-                "Directory" if !p.is_dir() => {
-                    return Err(KubeletError::Volume(format!(
-                        "hostPath type check failed: {} is not a directory",
-                        p.display()
-                    )));
-                }
-                "File" if !p.is_file() => {
-                    return Err(KubeletError::Volume(format!(
-                        "hostPath type check failed: {} is not a file",
-                        p.display()
-                    )));
-                }
-                _ => {}
-            }
+            let p = host_path(&hp.path, hp.type_.as_deref())?;
+            out.insert(v.name.clone(), p);
+            continue;
+        }
+        if let Some(claim) = &v.persistent_volume_claim {
+            let p = claim_path(client, &ns, &claim.claim_name).await?;
             out.insert(v.name.clone(), p);
             continue;
         }
@@ -372,11 +431,6 @@ pub async fn prepare(
                 }
             }
             write_atomic(&dir, &files)?;
-        } else if v.persistent_volume_claim.is_some() {
-            return Err(KubeletError::Volume(format!(
-                "volume {:?}: persistentVolumeClaim volumes are not supported by this node yet",
-                v.name
-            )));
         }
         out.insert(v.name.clone(), dir);
     }
