@@ -86,7 +86,7 @@ fn class_of_pv(pv: &PersistentVolume) -> String {
         .unwrap_or_default()
 }
 
-fn volume_mode<'a>(m: Option<&'a String>) -> &'a str {
+fn volume_mode(m: Option<&String>) -> &str {
     m.map(String::as_str).unwrap_or("Filesystem")
 }
 
