@@ -442,52 +442,6 @@ pub async fn admit_pod_create(rest: &Rest, pod: &mut Value) -> Result<(), ApiErr
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr_membership() {
-        assert!(in_cidr("10.43.1.2".parse().unwrap()));
-        assert!(!in_cidr("10.44.0.1".parse().unwrap()));
-    }
-
-    #[test]
-    fn string_data_is_encoded() {
-        let mut s = json!({"stringData": {"a": "hello"}, "data": {"b": "eA=="}});
-        secret_string_data(&mut s);
-        assert_eq!(s["data"]["a"], "aGVsbG8=");
-        assert_eq!(s["data"]["b"], "eA==");
-        assert!(s.get("stringData").is_none());
-    }
-
-    #[test]
-    fn default_tolerations_are_added_once() {
-        let mut p = json!({"spec": {"containers": []}});
-        default_toleration_seconds(&mut p, 30);
-        let t = p["spec"]["tolerations"].as_array().unwrap();
-        assert_eq!(t.len(), 2);
-        assert_eq!(t[0]["key"], TAINT_NOT_READY);
-        assert_eq!(t[1]["key"], TAINT_UNREACHABLE);
-        assert_eq!(t[1]["tolerationSeconds"], 30);
-        assert_eq!(t[1]["effect"], "NoExecute");
-        default_toleration_seconds(&mut p, 30);
-        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn a_wildcard_toleration_suppresses_the_defaults() {
-        let mut p = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
-        default_toleration_seconds(&mut p, 30);
-        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 1);
-        let mut p = json!({"spec": {"tolerations": [{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]}});
-        default_toleration_seconds(&mut p, 30);
-        let t = p["spec"]["tolerations"].as_array().unwrap();
-        assert_eq!(t.len(), 2);
-        assert_eq!(t[1]["key"], TAINT_NOT_READY);
-    }
-}
-
 /// The annotation that marks the default StorageClass.
 const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 
@@ -546,4 +500,50 @@ pub fn local_path_storage_class(node_path: &str) -> Value {
         "reclaimPolicy": "Delete",
         "volumeBindingMode": "Immediate",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_membership() {
+        assert!(in_cidr("10.43.1.2".parse().unwrap()));
+        assert!(!in_cidr("10.44.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn string_data_is_encoded() {
+        let mut s = json!({"stringData": {"a": "hello"}, "data": {"b": "eA=="}});
+        secret_string_data(&mut s);
+        assert_eq!(s["data"]["a"], "aGVsbG8=");
+        assert_eq!(s["data"]["b"], "eA==");
+        assert!(s.get("stringData").is_none());
+    }
+
+    #[test]
+    fn default_tolerations_are_added_once() {
+        let mut p = json!({"spec": {"containers": []}});
+        default_toleration_seconds(&mut p, 30);
+        let t = p["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0]["key"], TAINT_NOT_READY);
+        assert_eq!(t[1]["key"], TAINT_UNREACHABLE);
+        assert_eq!(t[1]["tolerationSeconds"], 30);
+        assert_eq!(t[1]["effect"], "NoExecute");
+        default_toleration_seconds(&mut p, 30);
+        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_wildcard_toleration_suppresses_the_defaults() {
+        let mut p = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        default_toleration_seconds(&mut p, 30);
+        assert_eq!(p["spec"]["tolerations"].as_array().unwrap().len(), 1);
+        let mut p = json!({"spec": {"tolerations": [{"key": TAINT_UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]}});
+        default_toleration_seconds(&mut p, 30);
+        let t = p["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1]["key"], TAINT_NOT_READY);
+    }
 }
