@@ -1085,3 +1085,59 @@ spec:
         "Retain keeps the data"
     );
 }
+
+#[test]
+fn lifecycle_hooks_run_after_start_and_before_sigterm() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let shared = tempfile::tempdir_in(host.data.path()).unwrap();
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hooks
+spec:
+  terminationGracePeriodSeconds: 20
+  volumes:
+  - name: host
+    hostPath:
+      path: {dir}
+  containers:
+  - name: main
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "trap 'echo term >> /host/log; exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts:
+    - name: host
+      mountPath: /host
+    lifecycle:
+      postStart:
+        exec:
+          command: ["sh", "-c", "echo poststart >> /host/log"]
+      preStop:
+        exec:
+          command: ["sh", "-c", "echo prestop >> /host/log"]
+"#,
+            dir = shared.path().display()
+        ),
+    );
+    c.wait_for("hooks to run", Duration::from_secs(60), || {
+        (pod(c, "hooks")["status"]["phase"] == "Running").then_some(())
+    });
+    let log = shared.path().join("log");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "poststart\n",
+        "postStart ran once the container started"
+    );
+    c.ok(&["delete", "pod", "hooks", "--wait=true"]);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "poststart\nprestop\nterm\n",
+        "preStop ran before the container got SIGTERM"
+    );
+}

@@ -633,6 +633,28 @@ impl Worker {
 
     async fn start_container(&mut self, pod: &Pod, c: &Container, is_init: bool) {
         let result = self.try_start(pod, c).await;
+        // postStart runs before the container counts as started; when it
+        // fails the container is killed and restarts per its policy.
+        if let (Ok((id, pid, _, _)), Some(hook)) = (
+            &result,
+            c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()),
+        ) {
+            let ip = self.ip.clone().unwrap_or_default();
+            let state_root = self.agent.opts.data_dir.join("agent/state");
+            let target = probes::Target {
+                pod_ip: &ip,
+                container: c,
+                id,
+                shim_exe: &self.agent.opts.shim_exe,
+                state_root: &state_root,
+            };
+            if let Err(why) = probes::run_hook(hook, &target, Duration::from_secs(120)).await {
+                tracing::warn!(pod = %self.name(), container = %c.name, %why, "FailedPostStartHook");
+                // Still recorded as started below, so that the exit is
+                // collected and the restart policy applies.
+                self.agent.runtime.signal(*pid, libc::SIGKILL);
+            }
+        }
         let who = self.name();
         let map = if is_init {
             &mut self.init
@@ -788,6 +810,47 @@ impl Worker {
         }
     }
 
+    /// Runs the preStop hooks of the running app containers, all at once,
+    /// within `grace` (which the SIGTERM that follows shares, as upstream).
+    async fn pre_stop(&self, grace: Duration) {
+        let Some(pod) = self.pod.clone() else { return };
+        let ip = self.ip.clone().unwrap_or_default();
+        let state_root = self.agent.opts.data_dir.join("agent/state");
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        let mut hooks = Vec::new();
+        for c in &containers {
+            let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
+                continue;
+            };
+            let Some(st) = self.app.get(&c.name) else {
+                continue;
+            };
+            let (Some(id), false) = (st.id.clone(), st.exited) else {
+                continue;
+            };
+            hooks.push((c, hook, id));
+        }
+        let runs = hooks.iter().map(|(c, hook, id)| {
+            let target = probes::Target {
+                pod_ip: &ip,
+                container: c,
+                id,
+                shim_exe: &self.agent.opts.shim_exe,
+                state_root: &state_root,
+            };
+            async move {
+                if let Err(why) = probes::run_hook(hook, &target, grace).await {
+                    tracing::warn!(pod = %self.name(), container = %c.name, %why, "FailedPreStopHook");
+                }
+            }
+        });
+        let _ = tokio::time::timeout(grace, futures::future::join_all(runs)).await;
+    }
+
     /// SIGTERM every running container, SIGKILL what is left after `grace`.
     async fn kill_all(&mut self, grace: Duration) {
         let rt = self.agent.runtime.clone();
@@ -801,6 +864,10 @@ impl Worker {
         if running.is_empty() {
             return;
         }
+        let deadline = Instant::now() + grace;
+        if !grace.is_zero() {
+            self.pre_stop(grace).await;
+        }
         let sig = if grace.is_zero() {
             libc::SIGKILL
         } else {
@@ -809,7 +876,6 @@ impl Worker {
         for pid in &running {
             rt.signal(*pid, sig);
         }
-        let deadline = Instant::now() + grace;
         loop {
             self.collect_exits();
             let alive = self

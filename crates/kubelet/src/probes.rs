@@ -164,6 +164,42 @@ pub async fn run(p: &Probe, t: &Target<'_>) -> bool {
     tokio::time::timeout(timeout, fut).await.unwrap_or(false)
 }
 
+/// Runs a postStart or preStop handler (exec, httpGet, tcpSocket or
+/// sleep) to completion within `limit`; returns why it failed.
+pub async fn run_hook(
+    h: &k8s_openapi::api::core::v1::LifecycleHandler,
+    t: &Target<'_>,
+    limit: Duration,
+) -> Result<(), String> {
+    if let Some(s) = &h.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64).min(limit)).await;
+        return Ok(());
+    }
+    // The probe machinery runs the same three actions.
+    let as_probe = Probe {
+        exec: h.exec.clone(),
+        http_get: h.http_get.clone(),
+        tcp_socket: h.tcp_socket.clone(),
+        timeout_seconds: Some(limit.as_secs().clamp(1, i32::MAX as u64) as i32),
+        ..Default::default()
+    };
+    if as_probe.exec.is_none() && as_probe.http_get.is_none() && as_probe.tcp_socket.is_none() {
+        return Err("the handler has no action".into());
+    }
+    if run(&as_probe, t).await {
+        Ok(())
+    } else {
+        let what = if h.exec.is_some() {
+            "exec"
+        } else if h.http_get.is_some() {
+            "httpGet"
+        } else {
+            "tcpSocket"
+        };
+        Err(format!("{what} handler failed or timed out"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
