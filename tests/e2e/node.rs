@@ -1141,3 +1141,272 @@ spec:
         "preStop ran before the container got SIGTERM"
     );
 }
+
+/// What a pod leaves on the host, by its uid: processes in its cgroup,
+/// mounts, its veth, network namespace and IP lease.
+fn leftovers(c: &Cluster, host: &Host, uid: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cg = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+        if cg.contains(&format!("pod{uid}")) {
+            left.push(format!("process {}", e.file_name().to_string_lossy()));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for m in mounts.lines().filter(|l| l.contains(uid)) {
+        left.push(format!("mount {m}"));
+    }
+    let compact: String = uid.replace('-', "");
+    let veth = format!("veth{}", &compact[..11]);
+    if Path::new("/sys/class/net").join(&veth).exists() {
+        left.push(format!("veth {veth}"));
+    }
+    let netns = format!("{}-{}", host.bridge, &uid[..18]);
+    if Path::new("/run/netns").join(&netns).exists() {
+        left.push(format!("netns {netns}"));
+    }
+    for e in std::fs::read_dir(c.dir.path().join("agent/ipam"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if std::fs::read_to_string(e.path())
+            .unwrap_or_default()
+            .contains(uid)
+        {
+            left.push(format!("IP lease {}", e.file_name().to_string_lossy()));
+        }
+    }
+    left
+}
+
+#[test]
+fn pods_share_localhost_and_volumes_and_leave_nothing_behind() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+
+    // Two containers: one serves what the other writes into their shared
+    // emptyDir, and fetches it back over localhost.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: duo
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes:
+  - name: shared
+    emptyDir: {}
+  containers:
+  - name: web
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["httpd", "-f", "-p", "8080", "-h", "/shared"]
+    volumeMounts:
+    - {name: shared, mountPath: /shared}
+  - name: client
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo from-the-client > /shared/index.html; while true; do wget -qO- http://localhost:8080/ || true; sleep 1; done"]
+    volumeMounts:
+    - {name: shared, mountPath: /shared}
+"#,
+    );
+    c.wait_for(
+        "the client to fetch its page over localhost",
+        Duration::from_secs(60),
+        || {
+            let out = c.kubectl(&["logs", "duo", "-c", "client"]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains("from-the-client")
+                .then_some(())
+        },
+    );
+
+    // kubectl cp both ways (tar over exec).
+    let local = tempfile::tempdir_in(host.data.path()).unwrap();
+    let src = local.path().join("up.txt");
+    std::fs::write(&src, "copied up\n").unwrap();
+    c.ok(&[
+        "cp",
+        src.to_str().unwrap(),
+        "default/duo:/shared/up.txt",
+        "-c",
+        "web",
+    ]);
+    assert_eq!(
+        c.ok(&["exec", "duo", "-c", "client", "--", "cat", "/shared/up.txt"]),
+        "copied up\n"
+    );
+    let back = local.path().join("back.txt");
+    c.ok(&[
+        "cp",
+        "default/duo:/shared/index.html",
+        back.to_str().unwrap(),
+        "-c",
+        "web",
+    ]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "from-the-client\n");
+
+    // A Secret volume is a tmpfs, never on disk.
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=pw=hunter2",
+    ]);
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: secretive
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: creds
+    secret: {secretName: creds}
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: creds, mountPath: /etc/creds}
+"#,
+    );
+    c.wait_for("secretive to run", Duration::from_secs(60), || {
+        (pod(c, "secretive")["status"]["phase"] == "Running").then_some(())
+    });
+    assert_eq!(
+        c.ok(&["exec", "secretive", "--", "cat", "/etc/creds/pw"]),
+        "hunter2"
+    );
+    let mounts = c.ok(&["exec", "secretive", "--", "cat", "/proc/mounts"]);
+    let line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("/etc/creds"))
+        .unwrap_or_else(|| panic!("no /etc/creds mount in {mounts}"));
+    assert_eq!(line.split_whitespace().nth(2), Some("tmpfs"), "{line}");
+
+    // Over its memory limit: OOMKilled.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hungry
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "tail /dev/zero"]
+    resources:
+      limits: {memory: 32Mi}
+"#,
+    );
+    c.wait_for("hungry to be OOMKilled", Duration::from_secs(60), || {
+        let p = pod(c, "hungry");
+        let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+        (p["status"]["phase"] == "Failed" && t["reason"] == "OOMKilled" && t["exitCode"] == 137)
+            .then_some(())
+    });
+
+    // A crash loop: --previous shows the last run's output, and the
+    // back-off grows 10 s, 20 s.
+    c.ok(&[
+        "run",
+        "crashy",
+        "--image=busybox:latest",
+        "--image-pull-policy=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo run-$RANDOM; exit 1",
+    ]);
+    c.wait_for("a 20 s back-off", Duration::from_secs(60), || {
+        let p = pod(c, "crashy");
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (w["reason"] == "CrashLoopBackOff" && w["message"].as_str()?.starts_with("back-off 20s"))
+            .then_some(())
+    });
+    let prev = c.ok(&["logs", "crashy", "--previous"]);
+    assert!(prev.starts_with("run-"), "{prev:?}");
+
+    // A Job's pod runs to completion.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: once
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: c
+        image: busybox:latest
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo job-done"]
+"#,
+    );
+    c.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=60s",
+    ]);
+    assert_eq!(c.ok(&["logs", "job/once"]), "job-done\n");
+
+    // Deleting pods stops them within their grace period and leaves no
+    // processes, mounts, veths, namespaces or IP leases behind.
+    let uids: Vec<String> = ["duo", "secretive"]
+        .iter()
+        .map(|n| pod(c, n)["metadata"]["uid"].as_str().unwrap().to_string())
+        .collect();
+    for uid in &uids {
+        // The check sees a running pod's state (so it can fail).
+        let l = leftovers(c, &host, uid);
+        for kind in ["process", "mount", "veth", "netns", "IP lease"] {
+            assert!(
+                l.iter().any(|x| x.starts_with(kind)),
+                "no {kind} seen for a running pod: {l:?}"
+            );
+        }
+    }
+    let t = std::time::Instant::now();
+    c.ok(&[
+        "delete",
+        "pod",
+        "duo",
+        "secretive",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "deletion took {:?} (grace periods are 5 s and 1 s)",
+        t.elapsed()
+    );
+    for uid in &uids {
+        let left = c.wait_for(
+            "the pod's host state to go",
+            Duration::from_secs(20),
+            || {
+                let l = leftovers(c, &host, uid);
+                l.is_empty().then_some(l)
+            },
+        );
+        assert!(left.is_empty());
+    }
+}
