@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod bench_churn;
+mod bench_node;
+mod bench_runtime;
 mod bench_store;
 mod density;
 mod join;
@@ -113,6 +115,12 @@ enum BenchCommand {
     Store(bench_store::StoreBenchArgs),
     /// SQLite size under steady churn with compaction and checkpoints.
     Churn(bench_churn::ChurnBenchArgs),
+    /// The node agent with real containers: pod startup latency and the
+    /// agent's and shims' memory (root).
+    Node(bench_node::NodeBenchArgs),
+    /// One container's create+start+wait+delete in libcontainer, runc and
+    /// crun (root).
+    Runtime(bench_runtime::RuntimeBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -332,6 +340,8 @@ fn main() -> anyhow::Result<()> {
         Command::Shim(args) => std::process::exit(agent::shim(args)),
         Command::ShimExec(args) => std::process::exit(agent::shim_exec(args)),
         Command::Image(cmd) => return agent::image(cmd),
+        // Before the runtime's threads exist, for the same reason.
+        Command::Bench(BenchCommand::Runtime(args)) => return bench_runtime::run(args),
         other => other,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -342,12 +352,16 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => rt.block_on(server(args)),
         Command::Hollow(args) => rt.block_on(hollow(args)),
         Command::Agent(args) => rt.block_on(agent::run(args)),
-        Command::Shim(_) | Command::ShimExec(_) | Command::Image(_) => {
+        Command::Shim(_)
+        | Command::ShimExec(_)
+        | Command::Image(_)
+        | Command::Bench(BenchCommand::Runtime(_)) => {
             unreachable!("handled above")
         }
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
         Command::Bench(BenchCommand::Density(args)) => rt.block_on(density::run(args)),
         Command::Bench(BenchCommand::Store(args)) => rt.block_on(bench_store::run(args)),
         Command::Bench(BenchCommand::Churn(args)) => rt.block_on(bench_churn::run(args)),
+        Command::Bench(BenchCommand::Node(args)) => rt.block_on(bench_node::run(args)),
     }
 }

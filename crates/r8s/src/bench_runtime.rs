@@ -1,0 +1,323 @@
+//! `r8s bench runtime`: what one container costs the OCI runtime alone —
+//! create, start, wait for the exit and delete of a busybox `/bin/true` —
+//! for libcontainer (as the shim drives it) next to runc and crun, on the
+//! same bundle in the same run.
+//!
+//! Runs before the async runtime is built (see `main`): libcontainer forks
+//! with a raw clone3, so its callers must be single-threaded. Each runtime
+//! is measured in its own child process (`--inner`), so that what one
+//! leaves behind in the process (cwd, dumpable, oom score) cannot change
+//! another's numbers, and so that crun can run in a mount namespace where
+//! the hybrid host's cgroup2 mount is hidden (crun refuses hybrid hosts).
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::bench::pct;
+
+/// Options of `r8s bench runtime`.
+#[derive(clap::Args, Debug)]
+pub struct RuntimeBenchArgs {
+    /// Containers measured per runtime (after two warm-up runs).
+    #[arg(long, default_value_t = 50)]
+    iterations: usize,
+    /// The busybox image tarball (default: built with
+    /// tools/build-busybox-image.sh from Debian's busybox-static).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Internal: run one runtime's iterations in this process and print
+    /// each duration in microseconds.
+    #[arg(long, hide = true, value_enum)]
+    inner: Option<Inner>,
+    #[arg(long, hide = true)]
+    bundle: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    state: Option<PathBuf>,
+    #[arg(long, hide = true, default_value = "bench")]
+    id_prefix: String,
+}
+
+/// A runtime measured inside a child process.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inner {
+    /// youki's libcontainer, in-process.
+    Libcontainer,
+    /// `runc run`.
+    Runc,
+    /// `crun run`.
+    Crun,
+}
+
+impl Inner {
+    fn name(self) -> &'static str {
+        match self {
+            Inner::Libcontainer => "libcontainer",
+            Inner::Runc => "runc",
+            Inner::Crun => "crun",
+        }
+    }
+}
+
+const WARMUP: usize = 2;
+
+/// Runs `r8s bench runtime` (or, with `--inner`, one runtime's loop).
+pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
+    if let Some(inner) = args.inner {
+        return run_inner(inner, &args);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("r8s bench runtime needs root (namespaces, cgroups, mounts)");
+    }
+    let host = Host::new()?;
+    let tar = crate::bench_node::busybox_tarball(host.dir.path(), args.image.as_deref())?;
+    let rootfs = host.dir.path().join("rootfs");
+    unpack_rootfs(&tar, &host.dir.path().join("images"), &rootfs)?;
+    let exe = std::env::current_exe().context("locating the r8s executable")?;
+    let n = args.iterations;
+    println!(
+        "r8s bench runtime: create+start+wait+delete of busybox /bin/true, \
+         {n} containers per runtime after {WARMUP} warm-ups"
+    );
+
+    let mut rows: Vec<(String, Result<Vec<Duration>, String>)> = Vec::new();
+    let bundle = |rt: &str| -> anyhow::Result<PathBuf> {
+        let b = host.dir.path().join(format!("bundle-{rt}"));
+        let cg = format!("/{}/{rt}", host.cgroup);
+        kubelet::bench_support::write_bundle(&b, &rootfs, &["/bin/true"], &cg)
+            .map_err(anyhow::Error::msg)?;
+        Ok(b)
+    };
+    let inner_cmd = |rt: Inner, b: &Path, iterations: usize, prefix: &str| {
+        let mut c = Command::new(&exe);
+        c.args(["bench", "runtime", "--inner", rt.name(), "--bundle"])
+            .arg(b)
+            .arg("--state")
+            .arg(host.dir.path().join(format!("state-{}", rt.name())))
+            .args([
+                "--iterations",
+                &iterations.to_string(),
+                "--id-prefix",
+                prefix,
+            ]);
+        c
+    };
+
+    // (a) libcontainer in one process, as the shim calls it.
+    let b = bundle("libcontainer")?;
+    rows.push((
+        "libcontainer (in-process)".into(),
+        collect(inner_cmd(Inner::Libcontainer, &b, n, "lc")),
+    ));
+
+    // (a') the same plus a process start per container, as the agent pays
+    // for each shim (exec of r8s, libcontainer in it).
+    let b = bundle("libcontainer-exec")?;
+    let mut lat = Vec::new();
+    let mut err = None;
+    for i in 0..n + WARMUP {
+        let t = Instant::now();
+        match collect(inner_cmd(Inner::Libcontainer, &b, 1, &format!("lcx{i}"))) {
+            Ok(_) if i >= WARMUP => lat.push(t.elapsed()),
+            Ok(_) => {}
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    rows.push((
+        "libcontainer (exec r8s per container)".into(),
+        err.map_or(Ok(lat), Err),
+    ));
+
+    // (b) runc.
+    match which("runc") {
+        Some(_) => {
+            let b = bundle("runc")?;
+            rows.push((
+                "runc run".into(),
+                collect(inner_cmd(Inner::Runc, &b, n, "runc")),
+            ));
+        }
+        None => rows.push(("runc".into(), Err("not installed".into()))),
+    }
+
+    // (c) crun, in a private mount namespace without the cgroup2 mount.
+    match (which("crun"), which("unshare")) {
+        (Some(_), Some(unshare)) => {
+            let b = bundle("crun")?;
+            let inner = inner_cmd(Inner::Crun, &b, n, "crun");
+            let mut c = Command::new(unshare);
+            c.args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg(
+                    "if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified || exit 1; fi; exec \"$0\" \"$@\"",
+                )
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            rows.push(("crun run (cgroup2 mount hidden)".into(), collect(c)));
+        }
+        (None, _) => rows.push(("crun".into(), Err("not installed".into()))),
+        (_, None) => rows.push(("crun".into(), Err("unshare(1) not installed".into()))),
+    }
+
+    println!();
+    println!(
+        "{:<40} {:>4} {:>9} {:>9} {:>9} {:>9}",
+        "RUNTIME", "N", "MEDIAN", "P90", "MIN", "MAX"
+    );
+    for (name, r) in rows {
+        match r {
+            Ok(mut lat) if !lat.is_empty() => {
+                lat.sort();
+                println!(
+                    "{:<40} {:>4} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms",
+                    name,
+                    lat.len(),
+                    pct(&lat, 0.5),
+                    pct(&lat, 0.9),
+                    pct(&lat, 0.0),
+                    pct(&lat, 1.0),
+                );
+            }
+            Ok(_) => println!("{name:<40} no measurements"),
+            Err(e) => println!("{name:<40} skipped: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Runs a child that prints one duration (µs) per line; its failure is a
+/// row's error, not the benchmark's.
+fn collect(mut cmd: Command) -> Result<Vec<Duration>, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {:?}: {e}", cmd.get_program()))?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let lat: Vec<Duration> = std::io::BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .map(Duration::from_micros)
+        .collect();
+    let o = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let last = err.lines().last().unwrap_or("").trim().to_string();
+        return Err(format!("failed ({}): {last}", o.status));
+    }
+    Ok(lat)
+}
+
+/// `--inner`: the iterations of one runtime, each printed as it ends.
+fn run_inner(rt: Inner, args: &RuntimeBenchArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let bundle = args.bundle.as_deref().context("--inner needs --bundle")?;
+    let state = args.state.as_deref().context("--inner needs --state")?;
+    std::fs::create_dir_all(state)?;
+    let warm = if args.iterations > 1 { WARMUP } else { 0 };
+    let mut out = std::io::stdout();
+    for i in 0..args.iterations + warm {
+        let id = format!("{}-{i}", args.id_prefix);
+        let t = Instant::now();
+        let code = match rt {
+            Inner::Libcontainer => kubelet::bench_support::libcontainer_run(state, &id, bundle)
+                .map_err(|e| anyhow::anyhow!("libcontainer: {e}"))?,
+            Inner::Runc | Inner::Crun => {
+                let o = Command::new(rt.name())
+                    .arg("--root")
+                    .arg(state)
+                    .args(["run", "--bundle"])
+                    .arg(bundle)
+                    .arg(&id)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .output()
+                    .with_context(|| format!("running {}", rt.name()))?;
+                if !o.status.success() {
+                    bail!(
+                        "{} run: {} {}",
+                        rt.name(),
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    );
+                }
+                0
+            }
+        };
+        let took = t.elapsed();
+        if code != 0 {
+            bail!("{}: /bin/true exited {code}", rt.name());
+        }
+        if i >= warm {
+            writeln!(out, "{}", took.as_micros())?;
+        }
+    }
+    Ok(())
+}
+
+/// The temp dir and the cgroup parent of this run, removed on drop (with
+/// whatever a failed runtime left running in them).
+struct Host {
+    dir: tempfile::TempDir,
+    cgroup: String,
+    bridge: String,
+}
+
+impl Host {
+    fn new() -> anyhow::Result<Host> {
+        let pid = std::process::id();
+        Ok(Host {
+            dir: tempfile::Builder::new().prefix("r8s-bench-rt").tempdir()?,
+            cgroup: format!("r8s-benchrt-{pid}"),
+            // Never created: cleanup_host only needs a name no one uses.
+            bridge: format!("r8sbrt{}", pid % 1_000_000),
+        })
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        kubelet::cleanup_host(&self.cgroup, &self.bridge, self.dir.path());
+    }
+}
+
+/// Imports the tarball into a scratch image store and copies its layers,
+/// bottom first, into `rootfs` (busybox has one layer and no whiteouts).
+fn unpack_rootfs(tar: &Path, store_dir: &Path, rootfs: &Path) -> anyhow::Result<()> {
+    let store = image::ImageStore::open(store_dir)?;
+    let refs = store
+        .import(tar)
+        .with_context(|| format!("importing {}", tar.display()))?;
+    let reference = refs.first().context("the tarball holds no image")?;
+    std::fs::create_dir_all(rootfs)?;
+    for layer in store.unpack(reference)? {
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", layer.display()))
+            .arg(rootfs)
+            .status()
+            .context("running cp")?;
+        if !st.success() {
+            bail!("copying layer {} failed", layer.display());
+        }
+    }
+    Ok(())
+}
+
+/// The path of an executable found on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
