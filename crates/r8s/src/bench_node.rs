@@ -153,27 +153,75 @@ fn shims(agent_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// A process's memory in MiB: resident, of it anonymous (its own heap and
+/// stacks, not the shared pages of the r8s executable), and proportional
+/// set size (shared pages divided among their users).
+#[derive(Default, Clone, Copy)]
+struct Mem {
+    rss: f64,
+    anon: f64,
+    pss: f64,
+}
+
+impl std::ops::Add for Mem {
+    type Output = Mem;
+    fn add(self, o: Mem) -> Mem {
+        Mem {
+            rss: self.rss + o.rss,
+            anon: self.anon + o.anon,
+            pss: self.pss + o.pss,
+        }
+    }
+}
+
+fn mem(pid: u32) -> Mem {
+    let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| {
+            let l = t.lines().find(|l| l.starts_with("Pss:"))?;
+            l.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| kb / 1024.0);
+    Mem {
+        rss: proc_mib(pid, "VmRSS:").unwrap_or(0.0),
+        anon: proc_mib(pid, "RssAnon:").unwrap_or(0.0),
+        pss,
+    }
+}
+
 /// One line of memory figures: the agent alone, the shims summed.
 fn memory_line(host: &Host, label: &str) {
-    let agent = host
-        .agent_pid()
-        .and_then(|p| proc_mib(p, "VmRSS:"))
-        .unwrap_or(f64::NAN);
+    let agent = host.agent_pid().map(mem).unwrap_or_default();
     let pids = shims(&host.agent_dir);
-    let shim_sum: f64 = pids.iter().filter_map(|p| proc_mib(*p, "VmRSS:")).sum();
+    let shim = pids
+        .iter()
+        .map(|p| mem(*p))
+        .fold(Mem::default(), |a, b| a + b);
     let server = host
         .server
         .as_ref()
-        .and_then(|s| proc_mib(s.child.id(), "VmRSS:"))
-        .unwrap_or(f64::NAN);
-    let per_shim = if pids.is_empty() {
+        .map(|s| mem(s.child.id()))
+        .unwrap_or_default();
+    let each = if pids.is_empty() {
         String::new()
     } else {
-        format!(" ({:.2} MiB each)", shim_sum / pids.len() as f64)
+        let n = pids.len() as f64;
+        format!(
+            "; each: RSS {:.2}, anon {:.2}, PSS {:.2}",
+            shim.rss / n,
+            shim.anon / n,
+            shim.pss / n
+        )
     };
     println!(
-        "{label:<16} agent RSS {agent:>6.1} MiB   shims: {} RSS {shim_sum:>6.1} MiB{per_shim}   (server RSS {server:.1} MiB)",
-        pids.len()
+        "{label:<13} agent: RSS {:>6.1} anon {:>6.1} MiB | {:>3} shims: RSS {:>7.1} anon {:>5.1} PSS {:>5.1} MiB{each} | server RSS {:.1} MiB",
+        agent.rss,
+        agent.anon,
+        pids.len(),
+        shim.rss,
+        shim.anon,
+        shim.pss,
+        server.rss
     );
 }
 
@@ -323,7 +371,11 @@ pub async fn run(args: NodeBenchArgs) -> anyhow::Result<()> {
         bail!("--pods must be 1..=110 (the agent's pod capacity)");
     }
     let mut host = Host::new()?;
-    let r = bench(&args, &mut host).await;
+    // Ctrl-C ends the benchmark through the guard's clean-up.
+    let r = tokio::select! {
+        r = bench(&args, &mut host) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     if r.is_err() {
         eprintln!("agent log (last lines):\n{}", host.log_tail());
     }

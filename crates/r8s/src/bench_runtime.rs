@@ -103,7 +103,8 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
                 &iterations.to_string(),
                 "--id-prefix",
                 prefix,
-            ]);
+            ])
+            .env("R8S_LOG", "warn");
         c
     };
 
@@ -200,6 +201,14 @@ fn collect(mut cmd: Command) -> Result<Vec<Duration>, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting {:?}: {e}", cmd.get_program()))?;
+    // Drain stderr alongside stdout: libcontainer's processes log there,
+    // and a full pipe would block them (and so the child) forever.
+    let mut err = child.stderr.take().ok_or("no stderr")?;
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
     let out = child.stdout.take().ok_or("no stdout")?;
     let lat: Vec<Duration> = std::io::BufReader::new(out)
         .lines()
@@ -207,11 +216,11 @@ fn collect(mut cmd: Command) -> Result<Vec<Duration>, String> {
         .filter_map(|l| l.trim().parse::<u64>().ok())
         .map(Duration::from_micros)
         .collect();
-    let o = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !o.status.success() {
-        let err = String::from_utf8_lossy(&o.stderr);
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let err = err.join().unwrap_or_default();
+    if !status.success() {
         let last = err.lines().last().unwrap_or("").trim().to_string();
-        return Err(format!("failed ({}): {last}", o.status));
+        return Err(format!("failed ({status}): {last}"));
     }
     Ok(lat)
 }
