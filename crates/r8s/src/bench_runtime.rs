@@ -63,6 +63,45 @@ impl Inner {
 }
 
 const WARMUP: usize = 2;
+/// Turns each runtime gets (see `run`).
+const ROUNDS: usize = 5;
+
+/// How one row of the table is measured.
+enum Kind {
+    /// A child looping over the runtime, timing inside.
+    InProcess(Inner, PathBuf),
+    /// crun's child, in a mount namespace without the cgroup2 mount.
+    Unshared(PathBuf, PathBuf),
+    /// One `r8s` child per container, timed from outside.
+    ExecEach(PathBuf),
+    /// Not measurable here (see the row's error).
+    Failed,
+}
+
+struct Row {
+    name: String,
+    kind: Kind,
+    lat: Vec<Duration>,
+    error: Option<String>,
+}
+
+impl Row {
+    fn new(name: &str, kind: Kind) -> Row {
+        Row {
+            name: name.into(),
+            kind,
+            lat: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn failed(name: &str, why: &str) -> Row {
+        Row {
+            error: Some(why.into()),
+            ..Row::new(name, Kind::Failed)
+        }
+    }
+}
 
 /// Runs `r8s bench runtime` (or, with `--inner`, one runtime's loop).
 pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
@@ -84,7 +123,6 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
          {n} containers per runtime after {WARMUP} warm-ups"
     );
 
-    let mut rows: Vec<(String, Result<Vec<Duration>, String>)> = Vec::new();
     let bundle = |rt: &str| -> anyhow::Result<PathBuf> {
         let b = host.dir.path().join(format!("bundle-{rt}"));
         let cg = format!("/{}/{rt}", host.cgroup);
@@ -108,62 +146,87 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
         c
     };
 
-    // (a) libcontainer in one process, as the shim calls it.
-    let b = bundle("libcontainer")?;
-    rows.push((
-        "libcontainer (in-process)".into(),
-        collect(inner_cmd(Inner::Libcontainer, &b, n, "lc")),
-    ));
+    let mut rows = vec![
+        // (a) libcontainer in one process, as the shim calls it.
+        Row::new(
+            "libcontainer (in-process)",
+            Kind::InProcess(Inner::Libcontainer, bundle("lc")?),
+        ),
+        // (a') the same plus a process start per container, as the agent
+        // pays for each shim (exec of r8s, libcontainer in it).
+        Row::new(
+            "libcontainer (exec r8s per container)",
+            Kind::ExecEach(bundle("lcx")?),
+        ),
+    ];
+    // (b) runc.
+    rows.push(match which("runc") {
+        Some(_) => Row::new("runc run", Kind::InProcess(Inner::Runc, bundle("runc")?)),
+        None => Row::failed("runc", "not installed"),
+    });
+    // (c) crun, in a private mount namespace without the cgroup2 mount.
+    rows.push(match (which("crun"), which("unshare")) {
+        (Some(_), Some(unshare)) => Row::new(
+            "crun run (cgroup2 mount hidden)",
+            Kind::Unshared(unshare, bundle("crun")?),
+        ),
+        (None, _) => Row::failed("crun", "not installed"),
+        (_, None) => Row::failed("crun", "unshare(1) not installed"),
+    });
 
-    // (a') the same plus a process start per container, as the agent pays
-    // for each shim (exec of r8s, libcontainer in it).
-    let b = bundle("libcontainer-exec")?;
-    let mut lat = Vec::new();
-    let mut err = None;
-    for i in 0..n + WARMUP {
-        let t = Instant::now();
-        match collect(inner_cmd(Inner::Libcontainer, &b, 1, &format!("lcx{i}"))) {
-            Ok(_) if i >= WARMUP => lat.push(t.elapsed()),
-            Ok(_) => {}
-            Err(e) => {
-                err = Some(e);
-                break;
+    // Rounds take turns between the runtimes, so that load from elsewhere
+    // on the machine lands on all of them alike.
+    let rounds = n.clamp(1, ROUNDS);
+    for round in 0..rounds {
+        let k = n / rounds + usize::from(round < n % rounds);
+        for (ri, row) in rows.iter_mut().enumerate() {
+            if row.error.is_some() {
+                continue;
+            }
+            let prefix = format!("r{ri}x{round}");
+            let r = match &row.kind {
+                Kind::InProcess(rt, b) => collect(inner_cmd(*rt, b, k, &prefix)),
+                Kind::Unshared(unshare, b) => {
+                    let inner = inner_cmd(Inner::Crun, b, k, &prefix);
+                    let mut c = Command::new(unshare);
+                    c.args(["-m", "--propagation", "private", "sh", "-c"])
+                        .arg(
+                            "if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified || exit 1; fi; exec \"$0\" \"$@\"",
+                        )
+                        .arg(inner.get_program())
+                        .args(inner.get_args())
+                        .env("R8S_LOG", "warn");
+                    collect(c)
+                }
+                Kind::ExecEach(b) => {
+                    let mut lat = Vec::new();
+                    let mut res = Ok(());
+                    let warm = if round == 0 { WARMUP } else { 0 };
+                    for i in 0..k + warm {
+                        let t = Instant::now();
+                        match collect(inner_cmd(
+                            Inner::Libcontainer,
+                            b,
+                            1,
+                            &format!("{prefix}-{i}"),
+                        )) {
+                            Ok(_) if i >= warm => lat.push(t.elapsed()),
+                            Ok(_) => {}
+                            Err(e) => {
+                                res = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    res.map(|()| lat)
+                }
+                Kind::Failed => Ok(Vec::new()),
+            };
+            match r {
+                Ok(lat) => row.lat.extend(lat),
+                Err(e) => row.error = Some(e),
             }
         }
-    }
-    rows.push((
-        "libcontainer (exec r8s per container)".into(),
-        err.map_or(Ok(lat), Err),
-    ));
-
-    // (b) runc.
-    match which("runc") {
-        Some(_) => {
-            let b = bundle("runc")?;
-            rows.push((
-                "runc run".into(),
-                collect(inner_cmd(Inner::Runc, &b, n, "runc")),
-            ));
-        }
-        None => rows.push(("runc".into(), Err("not installed".into()))),
-    }
-
-    // (c) crun, in a private mount namespace without the cgroup2 mount.
-    match (which("crun"), which("unshare")) {
-        (Some(_), Some(unshare)) => {
-            let b = bundle("crun")?;
-            let inner = inner_cmd(Inner::Crun, &b, n, "crun");
-            let mut c = Command::new(unshare);
-            c.args(["-m", "--propagation", "private", "sh", "-c"])
-                .arg(
-                    "if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified || exit 1; fi; exec \"$0\" \"$@\"",
-                )
-                .arg(inner.get_program())
-                .args(inner.get_args());
-            rows.push(("crun run (cgroup2 mount hidden)".into(), collect(c)));
-        }
-        (None, _) => rows.push(("crun".into(), Err("not installed".into()))),
-        (_, None) => rows.push(("crun".into(), Err("unshare(1) not installed".into()))),
     }
 
     println!();
@@ -171,9 +234,12 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
         "{:<40} {:>4} {:>9} {:>9} {:>9} {:>9}",
         "RUNTIME", "N", "MEDIAN", "P90", "MIN", "MAX"
     );
-    for (name, r) in rows {
-        match r {
-            Ok(mut lat) if !lat.is_empty() => {
+    for row in rows {
+        let name = row.name;
+        match (row.error, row.lat) {
+            (Some(e), _) => println!("{name:<40} skipped: {e}"),
+            (None, lat) if lat.is_empty() => println!("{name:<40} no measurements"),
+            (None, mut lat) => {
                 lat.sort();
                 println!(
                     "{:<40} {:>4} {:>7.1}ms {:>7.1}ms {:>7.1}ms {:>7.1}ms",
@@ -185,8 +251,6 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
                     pct(&lat, 1.0),
                 );
             }
-            Ok(_) => println!("{name:<40} no measurements"),
-            Err(e) => println!("{name:<40} skipped: {e}"),
         }
     }
     Ok(())
