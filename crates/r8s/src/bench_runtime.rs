@@ -22,7 +22,7 @@ use crate::bench::pct;
 /// Options of `r8s bench runtime`.
 #[derive(clap::Args, Debug)]
 pub struct RuntimeBenchArgs {
-    /// Containers measured per runtime (after two warm-up runs).
+    /// Containers measured per runtime (each round after two warm-ups).
     #[arg(long, default_value_t = 50)]
     iterations: usize,
     /// The busybox image tarball (default: built with
@@ -120,7 +120,8 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
     let n = args.iterations;
     println!(
         "r8s bench runtime: create+start+wait+delete of busybox /bin/true, \
-         {n} containers per runtime after {WARMUP} warm-ups"
+         {n} containers per runtime in {} alternating rounds (each after {WARMUP} warm-ups)",
+        n.clamp(1, ROUNDS)
     );
 
     let bundle = |rt: &str| -> anyhow::Result<PathBuf> {
@@ -201,7 +202,7 @@ pub fn run(args: RuntimeBenchArgs) -> anyhow::Result<()> {
                 Kind::ExecEach(b) => {
                     let mut lat = Vec::new();
                     let mut res = Ok(());
-                    let warm = if round == 0 { WARMUP } else { 0 };
+                    let warm = WARMUP;
                     for i in 0..k + warm {
                         let t = Instant::now();
                         match collect(inner_cmd(
