@@ -1410,3 +1410,116 @@ spec:
         assert!(left.is_empty());
     }
 }
+
+#[test]
+fn containers_of_a_pod_share_ipc_and_uts_and_with_share_process_namespace_pid() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let pair = |name: &str, share: bool| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  shareProcessNamespace: {share}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: a
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3601"]
+  - name: b
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3602"]
+"#
+        )
+    };
+    c.create(Some("default"), &pair("shared", true));
+    c.create(Some("default"), &pair("apart", false));
+    for n in ["shared", "apart"] {
+        c.wait_for(&format!("{n} to run"), Duration::from_secs(60), || {
+            (pod(c, n)["status"]["phase"] == "Running").then_some(())
+        });
+    }
+    let ns_of = |pod: &str, ctr: &str, kind: &str| {
+        c.ok(&[
+            "exec",
+            pod,
+            "-c",
+            ctr,
+            "--",
+            "readlink",
+            &format!("/proc/self/ns/{kind}"),
+        ])
+        .trim()
+        .to_string()
+    };
+    let host_ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    for kind in ["ipc", "uts"] {
+        for p in ["shared", "apart"] {
+            let (a, b) = (ns_of(p, "a", kind), ns_of(p, "b", kind));
+            assert_eq!(a, b, "{p}: containers share the pod's {kind} namespace");
+            assert_ne!(a, host_ns(kind), "{p}: not the host's {kind} namespace");
+        }
+    }
+    assert_eq!(
+        c.ok(&["exec", "shared", "-c", "b", "--", "hostname"])
+            .trim(),
+        "shared"
+    );
+    // Process namespace: shared only when asked, with pause as PID 1.
+    assert_eq!(ns_of("shared", "a", "pid"), ns_of("shared", "b", "pid"));
+    assert_ne!(ns_of("apart", "a", "pid"), ns_of("apart", "b", "pid"));
+    let ps = c.ok(&["exec", "shared", "-c", "a", "--", "ps", "-o", "pid,args"]);
+    assert!(
+        ps.contains("sleep 3601") && ps.contains("sleep 3602"),
+        "each container sees the other's processes: {ps}"
+    );
+    let init = ps
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_default();
+    assert!(init.contains("pause"), "PID 1 is the pause process: {ps}");
+    let ps = c.ok(&["exec", "apart", "-c", "a", "--", "ps", "-o", "pid,args"]);
+    assert!(!ps.contains("sleep 3602"), "{ps}");
+
+    // Deleting the pod stops its pause process and releases the namespaces.
+    let uid = pod(c, "shared")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pause: i32 =
+        std::fs::read_to_string(c.dir.path().join(format!("agent/pods/{uid}/ns/pause.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(Path::new(&format!("/proc/{pause}")).exists());
+    c.ok(&[
+        "delete",
+        "pod",
+        "shared",
+        "apart",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    c.wait_for(
+        "pause and the ns mounts to go",
+        Duration::from_secs(20),
+        || {
+            let l = leftovers(c, &host, &uid);
+            let pause_left = std::fs::read(format!("/proc/{pause}/cmdline"))
+                .is_ok_and(|cl| String::from_utf8_lossy(&cl).contains("pause"));
+            (l.is_empty() && !pause_left).then_some(())
+        },
+    );
+}

@@ -22,6 +22,7 @@ pub mod portforward;
 pub mod probes;
 pub mod resources;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
 pub mod shim;
 pub mod spdy;

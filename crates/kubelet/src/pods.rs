@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::spec::{self, ImageDefaults};
-use crate::{Agent, KubeletError, network, probes, resources, volumes};
+use crate::{Agent, KubeletError, network, probes, resources, sandbox, volumes};
 
 /// Back-off after a container exits: 10 s doubling to 5 min.
 const BACKOFF_START: Duration = Duration::from_secs(10);
@@ -102,6 +102,8 @@ struct Worker {
     finished: bool,
     /// Pod-level error shown in container waiting reasons.
     sandbox_error: Option<String>,
+    /// The pod's shared IPC/UTS/PID namespaces, once made.
+    sandbox_ns: Option<sandbox::Namespaces>,
 }
 
 impl Worker {
@@ -121,6 +123,7 @@ impl Worker {
             last_status: None,
             finished: false,
             sandbox_error: None,
+            sandbox_ns: None,
         }
     }
 
@@ -512,6 +515,17 @@ impl Worker {
             let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             w("resolv.conf", &resolv)?;
         }
+        if self.sandbox_ns.is_none() {
+            let (dir, pod2, exe) = (
+                self.pod_dir.clone(),
+                pod.clone(),
+                self.agent.opts.shim_exe.clone(),
+            );
+            let n = tokio::task::spawn_blocking(move || sandbox::ensure(&dir, &pod2, &exe))
+                .await
+                .map_err(|e| KubeletError::Runtime(e.to_string()))??;
+            self.sandbox_ns = Some(n);
+        }
         if self.volumes.is_none() {
             let v = volumes::prepare(&self.agent.client, pod, &self.pod_dir).await?;
             self.volumes = Some(v);
@@ -764,6 +778,7 @@ impl Worker {
         let volumes = self.volumes.clone().unwrap_or_default();
         let pod_dir = self.pod_dir.clone();
         let netns = self.ns.as_ref().map(|n| network::netns_path(n));
+        let sandbox = self.sandbox_ns.clone().unwrap_or_default();
         let memcg = self.agent.memory_cgroup(&cgroup);
         let node_mem = crate::node::host_capacity().1;
         let uid = self.uid.clone();
@@ -785,6 +800,7 @@ impl Worker {
                 pod_dir: &pod_dir,
                 volumes: &volumes,
                 netns,
+                sandbox,
                 cgroup,
             })?;
             if let Some(p) = spec.process_mut().as_mut() {
@@ -918,6 +934,7 @@ impl Worker {
                 network::teardown_pod(&ns);
             }
             network::release(&cfg, &uid);
+            sandbox::teardown(&pod_dir);
             volumes::cleanup(&pod_dir);
             for d in cg {
                 let _ = std::fs::remove_dir(d);
@@ -925,6 +942,7 @@ impl Worker {
         })
         .await;
         self.volumes = None;
+        self.sandbox_ns = None;
     }
 
     fn ctr_status(&self, c: &Container, st: Option<&Ctr>, ready_if_running: bool) -> Value {

@@ -52,6 +52,9 @@ enum Command {
     /// Runs a command in a running container (used by the agent).
     #[command(hide = true)]
     ShimExec(agent::ShimExecArgs),
+    /// The init of a pod's shared PID namespace (started by the agent).
+    #[command(hide = true)]
+    Pause,
 }
 
 #[derive(clap::Args)]
@@ -331,6 +334,7 @@ fn main() -> anyhow::Result<()> {
     let cli = match cli.command {
         Command::Shim(args) => std::process::exit(agent::shim(args)),
         Command::ShimExec(args) => std::process::exit(agent::shim_exec(args)),
+        Command::Pause => std::process::exit(kubelet::sandbox::pause()),
         Command::Image(cmd) => return agent::image(cmd),
         other => other,
     };
@@ -342,7 +346,7 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => rt.block_on(server(args)),
         Command::Hollow(args) => rt.block_on(hollow(args)),
         Command::Agent(args) => rt.block_on(agent::run(args)),
-        Command::Shim(_) | Command::ShimExec(_) | Command::Image(_) => {
+        Command::Shim(_) | Command::ShimExec(_) | Command::Pause | Command::Image(_) => {
             unreachable!("handled above")
         }
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
