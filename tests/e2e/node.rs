@@ -1523,3 +1523,57 @@ spec:
         },
     );
 }
+
+#[test]
+fn stats_summary_reports_node_and_pod_usage_through_the_api_server() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    run_web(c, "stats");
+    // Some CPU and memory use in the pod.
+    c.ok(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+    ]);
+    let raw = c.ok(&["get", "--raw", "/api/v1/nodes/e2e-node/proxy/stats/summary"]);
+    let s = common::json(&raw);
+    assert_eq!(s["node"]["nodeName"], "e2e-node");
+    assert!(
+        s["node"]["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "{raw}"
+    );
+    assert!(s["node"]["fs"]["capacityBytes"].as_u64() > Some(0), "{raw}");
+    let web = s["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "web")
+        .unwrap_or_else(|| panic!("no web pod in {raw}"));
+    assert_eq!(web["podRef"]["namespace"], "default");
+    let ctr = &web["containers"][0];
+    assert_eq!(ctr["name"], "web");
+    assert!(
+        ctr["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0),
+        "{raw}"
+    );
+    assert!(ctr["memory"]["workingSetBytes"].as_u64() > Some(0), "{raw}");
+    assert!(
+        web["cpu"]["usageCoreNanoSeconds"].as_u64() >= ctr["cpu"]["usageCoreNanoSeconds"].as_u64()
+    );
+    assert!(
+        web["process_stats"]["process_count"].as_u64() >= Some(1),
+        "{raw}"
+    );
+    // A node that does not exist is a 404.
+    let out = c.kubectl(&["get", "--raw", "/api/v1/nodes/nope/proxy/stats/summary"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{:?}",
+        out
+    );
+}

@@ -27,6 +27,7 @@ pub mod server;
 pub mod shim;
 pub mod spdy;
 pub mod spec;
+pub mod stats;
 pub mod volumes;
 
 /// Errors of the node agent.
@@ -210,6 +211,11 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
             let exec = exec::ExecCtx {
                 shim_exe: opts.shim_exe.clone(),
                 state_root: opts.data_dir.join("agent/state"),
+                stats: std::sync::Arc::new(stats::StatsCtx::new(
+                    &opts.node_name,
+                    &opts.cgroup_root,
+                    &opts.data_dir,
+                )),
             };
             let port = server::serve(addr, ca, registry.clone(), exec).await?;
             opts.kubelet_port = i32::from(port);

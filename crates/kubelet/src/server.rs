@@ -145,6 +145,13 @@ async fn route(
             .collect();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
+        ["stats", "summary"] if req.method() == http::Method::GET => {
+            let summary = exec.stats.summary(&registry);
+            Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(summary.to_string())).boxed())
+                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+        }
         ["containerLogs", ns, pod, container] if req.method() == http::Method::GET => {
             container_logs(ns, pod, container, &query, registry).await
         }

@@ -304,6 +304,12 @@ async fn node_route(rest: &Rest, call: &Call, name: &str) -> Result<Response<Bod
     if info.plural == "pods" && call.route.subresource.as_deref() == Some("log") {
         return super::node_proxy::pod_log(rest, call, name, &obj).await;
     }
+    if info.plural == "nodes"
+        && call.route.subresource.as_deref() == Some("proxy")
+        && call.method == http::Method::GET
+    {
+        return super::node_proxy::node_get(rest, call, name).await;
+    }
     if info.plural == "pods" {
         let node = obj["spec"]["nodeName"].as_str().unwrap_or("");
         if node.is_empty() {
