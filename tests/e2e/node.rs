@@ -1577,3 +1577,76 @@ fn stats_summary_reports_node_and_pod_usage_through_the_api_server() {
         out
     );
 }
+
+#[test]
+fn kubectl_run_attaches_to_stdin_and_a_terminal() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    // -i without a terminal: stdin reaches the container, its output comes
+    // back, and stdinOnce closes stdin when kubectl is done.
+    let out = c.kubectl_env(
+        &[
+            "run",
+            "-i",
+            "reader",
+            "--image=busybox:latest",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got-$x; cat; echo eof-seen",
+        ],
+        &[],
+        Some("hello\nmore\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("got-hello") && stdout.contains("more\neof-seen"),
+        "kubectl run -i: {stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = pod(c, "reader");
+    assert_eq!(p["spec"]["containers"][0]["stdin"], true);
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p}");
+
+    // -it --rm under a terminal (script(1)): an interactive shell, then the
+    // pod is deleted.
+    let cmd = "stty cols 90 rows 20; exec kubectl run -it --rm tty --image=busybox:latest --image-pull-policy=Never --restart=Never -- sh";
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", cmd, "/dev/null"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", c.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux must be installed");
+    let mut stdin = child.stdin.take().unwrap();
+    // Wait for the pod to run and kubectl to attach before typing.
+    c.wait_for("the tty pod to run", Duration::from_secs(60), || {
+        let out = c.kubectl(&["get", "pod", "tty", "-o", "json"]);
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stdin
+        .write_all(b"echo hi-$((40+2)) $(tty); stty size; exit\n")
+        .unwrap();
+    let out = common::wait_with_timeout(child, Duration::from_secs(60));
+    drop(stdin);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("hi-42 /dev/pts/0"),
+        "an interactive shell on a terminal: {text}"
+    );
+    assert!(
+        text.contains("20 90"),
+        "the terminal has kubectl's size: {text}"
+    );
+    c.wait_for("--rm to delete the pod", Duration::from_secs(30), || {
+        (!c.kubectl(&["get", "pod", "tty"]).status.success()).then_some(())
+    });
+}

@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod attach;
 pub mod exec;
 mod exec_tty;
 pub mod localpath;

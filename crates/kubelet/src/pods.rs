@@ -806,8 +806,13 @@ impl Worker {
             if let Some(p) = spec.process_mut().as_mut() {
                 p.set_oom_score_adj(Some(resources::oom_score_adj(&pod2, &c2, node_mem)));
             }
+            let stdio = crate::attach::StdioOpts {
+                stdin: c2.stdin == Some(true),
+                stdin_once: c2.stdin_once == Some(true),
+                tty: c2.tty == Some(true),
+            };
             let started = rt
-                .start(&id, &spec, &log, memcg)
+                .start(&id, &spec, &log, memcg, stdio)
                 .inspect_err(|_| rt.remove(&id))?;
             // What a restarted agent needs to adopt this container.
             let meta = json!({

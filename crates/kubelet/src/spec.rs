@@ -307,7 +307,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
         .map(|(_, hard)| hard.min(1_048_576))
         .unwrap_or(1024);
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(c.tty == Some(true))
         .args(args)
         .env(env)
         .cwd(cwd)

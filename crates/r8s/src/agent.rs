@@ -92,6 +92,14 @@ pub struct ShimArgs {
     max_log_bytes: u64,
     #[arg(long)]
     memory_cgroup: Option<PathBuf>,
+    #[arg(long)]
+    attach_socket: Option<PathBuf>,
+    #[arg(long)]
+    stdin: bool,
+    #[arg(long)]
+    stdin_once: bool,
+    #[arg(long)]
+    tty: bool,
 }
 
 /// `r8s shim-exec` (internal).
@@ -269,6 +277,12 @@ pub fn shim(a: ShimArgs) -> i32 {
         exit_file: a.exit_file,
         max_log_bytes: a.max_log_bytes,
         memory_cgroup: a.memory_cgroup,
+        attach_socket: a.attach_socket,
+        stdio: kubelet::attach::StdioOpts {
+            stdin: a.stdin,
+            stdin_once: a.stdin_once,
+            tty: a.tty,
+        },
     })
 }
 

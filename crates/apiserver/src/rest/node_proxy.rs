@@ -367,6 +367,15 @@ pub async fn tunnel(
             let container = container_of(&pod, name, call)?;
             format!("/exec/{ns}/{name}/{container}?{raw_query}")
         }
+        "attach" => {
+            if phase == "Succeeded" || phase == "Failed" {
+                return Err(ApiError::bad_request(format!(
+                    "cannot attach to a container in a completed pod; current phase is {phase}"
+                )));
+            }
+            let container = container_of(&pod, name, call)?;
+            format!("/attach/{ns}/{name}/{container}?{raw_query}")
+        }
         "portforward" => {
             if phase != "Running" {
                 return Err(ApiError::bad_request(format!(
