@@ -1650,3 +1650,44 @@ fn kubectl_run_attaches_to_stdin_and_a_terminal() {
         (!c.kubectl(&["get", "pod", "tty"]).status.success()).then_some(())
     });
 }
+
+#[test]
+fn host_ports_reach_the_pod_from_the_node() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let hp = free_port();
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hp
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /www && echo via-host-port > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports:
+    - containerPort: 8080
+      hostPort: {hp}
+"#
+        ),
+    );
+    c.wait_for("hp to run", Duration::from_secs(60), || {
+        (pod(c, "hp")["status"]["phase"] == "Running").then_some(())
+    });
+    let body = c.wait_for("the host port to answer", Duration::from_secs(20), || {
+        http_get(&format!("127.0.0.1:{hp}")).filter(|b| b.contains("via-host-port"))
+    });
+    assert!(body.contains("200 OK"), "{body}");
+    c.ok(&["delete", "pod", "hp", "--wait=true", "--timeout=60s"]);
+    assert!(
+        http_get(&format!("127.0.0.1:{hp}")).is_none(),
+        "the host port is unmapped with its pod"
+    );
+}

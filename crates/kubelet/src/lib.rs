@@ -14,6 +14,7 @@ use std::sync::Arc;
 pub mod attach;
 pub mod exec;
 mod exec_tty;
+pub mod hostport;
 pub mod localpath;
 pub mod logs;
 pub mod network;
@@ -289,6 +290,7 @@ pub fn cleanup_host(cgroup_root: &str, bridge: &str, data_dir: &std::path::Path)
         }
     }
     network::delete_bridge(bridge);
+    hostport::delete_table(bridge);
     let dir = data_dir.to_string_lossy().into_owned();
     let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()

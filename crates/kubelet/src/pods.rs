@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::spec::{self, ImageDefaults};
-use crate::{Agent, KubeletError, network, probes, resources, sandbox, volumes};
+use crate::{Agent, KubeletError, hostport, network, probes, resources, sandbox, volumes};
 
 /// Back-off after a container exits: 10 s doubling to 5 min.
 const BACKOFF_START: Duration = Duration::from_secs(10);
@@ -482,9 +482,11 @@ impl Worker {
                 let ns = format!("{}-{}", cfg.bridge, &uid[..uid.len().min(18)]);
                 let veth = format!("veth{}", &uid.replace('-', "")[..11.min(uid.len())]);
                 let ns2 = ns.clone();
+                let ports = hostport::mappings(pod);
                 let ip = tokio::task::spawn_blocking(move || {
                     let ip = network::allocate(&cfg, &uid)?;
                     network::setup_pod(&cfg, &ns2, &veth, ip)?;
+                    hostport::add(&cfg, &ip.to_string(), &ports)?;
                     Ok::<_, KubeletError>(ip)
                 })
                 .await
@@ -930,6 +932,11 @@ impl Worker {
             self.unpublish();
         }
         let ns = self.ns.take();
+        let ports = self
+            .pod
+            .as_deref()
+            .map(hostport::mappings)
+            .unwrap_or_default();
         let cfg = self.agent.opts.net.clone();
         let uid = self.uid.clone();
         let pod_dir = self.pod_dir.clone();
@@ -938,6 +945,7 @@ impl Worker {
             if let Some(ns) = ns {
                 network::teardown_pod(&ns);
             }
+            hostport::remove(&cfg, &ports);
             network::release(&cfg, &uid);
             sandbox::teardown(&pod_dir);
             volumes::cleanup(&pod_dir);
