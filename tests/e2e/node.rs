@@ -1691,3 +1691,87 @@ spec:
         "the host port is unmapped with its pod"
     );
 }
+
+#[test]
+fn configmap_and_secret_volumes_follow_updates_atomically() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    c.create_cm(Some("default"), "conf", &[("mode", "one")]);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=pw=first",
+    ]);
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: watcher
+  labels: {tier: a}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: conf
+    configMap: {name: conf}
+  - name: sec
+    secret: {secretName: sec}
+  - name: meta
+    downwardAPI:
+      items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: conf, mountPath: /conf}
+    - {name: sec, mountPath: /sec}
+    - {name: meta, mountPath: /meta}
+"#,
+    );
+    c.wait_for("watcher to run", Duration::from_secs(60), || {
+        (pod(c, "watcher")["status"]["phase"] == "Running").then_some(())
+    });
+    let read = |path: &str| c.ok(&["exec", "watcher", "--", "cat", path]);
+    assert_eq!(read("/conf/mode"), "one");
+    assert_eq!(read("/sec/pw"), "first");
+    let before = c.ok(&["exec", "watcher", "--", "readlink", "/conf/..data"]);
+    c.ok(&[
+        "patch",
+        "configmap",
+        "conf",
+        "-p",
+        r#"{"data":{"mode":"two","extra":"new key"}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "secret",
+        "sec",
+        "-p",
+        r#"{"stringData":{"pw":"second"}}"#,
+    ]);
+    c.ok(&["label", "pod", "watcher", "tier=b", "--overwrite"]);
+    c.wait_for(
+        "the updates to reach the running pod",
+        Duration::from_secs(60),
+        || {
+            (read("/conf/mode") == "two"
+                && read("/conf/extra") == "new key"
+                && read("/sec/pw") == "second"
+                && read("/meta/labels").contains("tier=\"b\""))
+            .then_some(())
+        },
+    );
+    let after = c.ok(&["exec", "watcher", "--", "readlink", "/conf/..data"]);
+    assert_ne!(before, after, "a new ..data generation was swapped in");
+    assert_eq!(
+        pod(c, "watcher")["status"]["containerStatuses"][0]["restartCount"],
+        0,
+        "updates do not restart the container"
+    );
+}

@@ -23,6 +23,9 @@ const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A container that ran this long has its back-off reset.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often configMap, secret, downwardAPI and projected volumes are
+/// brought up to date in running pods.
+const VOLUME_RESYNC: Duration = Duration::from_secs(5);
 /// How often a worker looks at its containers without news.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -104,6 +107,8 @@ struct Worker {
     sandbox_error: Option<String>,
     /// The pod's shared IPC/UTS/PID namespaces, once made.
     sandbox_ns: Option<sandbox::Namespaces>,
+    /// When the volumes were last brought up to date.
+    volumes_synced: Option<Instant>,
 }
 
 impl Worker {
@@ -124,6 +129,7 @@ impl Worker {
             finished: false,
             sandbox_error: None,
             sandbox_ns: None,
+            volumes_synced: None,
         }
     }
 
@@ -296,6 +302,14 @@ impl Worker {
             return Err(e);
         }
         self.sandbox_error = None;
+        match self.volumes_synced {
+            None => self.volumes_synced = Some(Instant::now()),
+            Some(t) if t.elapsed() >= VOLUME_RESYNC => {
+                volumes::refresh(&self.agent.client, &pod, &self.pod_dir).await;
+                self.volumes_synced = Some(Instant::now());
+            }
+            Some(_) => {}
+        }
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec
             .restart_policy

@@ -316,6 +316,157 @@ async fn claim_path(client: &kube::Client, ns: &str, claim: &str) -> Result<Path
     )))
 }
 
+/// The files of a configMap, secret, downwardAPI or projected volume as
+/// they should be now (None for other kinds).
+async fn atomic_files(
+    client: &kube::Client,
+    pod: &Pod,
+    ns: &str,
+    v: &Volume,
+) -> Result<Option<BTreeMap<String, (Vec<u8>, u32)>>, KubeletError> {
+    if let Some(cm) = &v.config_map {
+        let files = configmap_files(
+            client,
+            ns,
+            &cm.name,
+            cm.items.as_ref(),
+            cm.default_mode,
+            cm.optional == Some(true),
+        )
+        .await?;
+        return Ok(Some(files));
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let files = secret_files(
+            client,
+            ns,
+            &name,
+            s.items.as_ref(),
+            s.default_mode,
+            s.optional == Some(true),
+        )
+        .await?;
+        return Ok(Some(files));
+    }
+    if let Some(d) = &v.downward_api {
+        let mut files = BTreeMap::new();
+        for it in d.items.iter().flatten() {
+            if let Some(f) = &it.field_ref {
+                let val = field_value(pod, &f.field_path).unwrap_or_default();
+                let mode = it.mode.or(d.default_mode).unwrap_or(0o644) as u32;
+                files.insert(it.path.clone(), (val.into_bytes(), mode));
+            }
+        }
+        return Ok(Some(files));
+    }
+    if let Some(p) = &v.projected {
+        let mut files = BTreeMap::new();
+        for src in p.sources.iter().flatten() {
+            if let Some(cm) = &src.config_map {
+                files.extend(
+                    configmap_files(
+                        client,
+                        ns,
+                        &cm.name,
+                        cm.items.as_ref(),
+                        p.default_mode,
+                        cm.optional == Some(true),
+                    )
+                    .await?,
+                );
+            }
+            if let Some(s) = &src.secret {
+                files.extend(
+                    secret_files(
+                        client,
+                        ns,
+                        &s.name,
+                        s.items.as_ref(),
+                        p.default_mode,
+                        s.optional == Some(true),
+                    )
+                    .await?,
+                );
+            }
+            if let Some(d) = &src.downward_api {
+                for it in d.items.iter().flatten() {
+                    if let Some(f) = &it.field_ref {
+                        let val = field_value(pod, &f.field_path).unwrap_or_default();
+                        files.insert(
+                            it.path.clone(),
+                            (
+                                val.into_bytes(),
+                                it.mode.or(p.default_mode).unwrap_or(0o644) as u32,
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        return Ok(Some(files));
+    }
+    Ok(None)
+}
+
+/// What `dir/..data` holds now: relative path → bytes.
+fn current_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else if let (Ok(rel), Ok(bytes)) = (p.strip_prefix(base), std::fs::read(&p)) {
+                out.insert(rel.to_string_lossy().into_owned(), bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let data = dir.join("..data");
+    walk(&data, &data, &mut out);
+    out
+}
+
+/// Brings the pod's configMap, secret, downwardAPI and projected volumes
+/// up to date, swapping `..data` atomically where anything changed (as
+/// upstream's kubelet does on its sync). A source that cannot be read now
+/// (deleted, API unreachable) leaves the files as they are.
+pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let vols: Vec<Volume> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
+    for v in vols {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        let files = match atomic_files(client, pod, &ns, &v).await {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(volume = %v.name, error = %e, "volume refresh skipped");
+                continue;
+            }
+        };
+        let want: BTreeMap<String, Vec<u8>> = files
+            .iter()
+            .map(|(k, (b, _))| (k.clone(), b.clone()))
+            .collect();
+        if current_files(&dir) == want {
+            continue;
+        }
+        match write_atomic(&dir, &files) {
+            Ok(()) => tracing::info!(volume = %v.name, "volume updated"),
+            Err(e) => tracing::warn!(volume = %v.name, error = %e, "volume update failed"),
+        }
+    }
+}
+
 /// Prepares every volume of the pod under `pod_dir/volumes`; returns the
 /// host directory of each by name.
 pub async fn prepare(
@@ -352,83 +503,10 @@ pub async fn prepare(
                 let size = ed.size_limit.as_ref().and_then(crate::resources::bytes);
                 tmpfs(&dir, size)?;
             }
-        } else if let Some(cm) = &v.config_map {
-            let files = configmap_files(
-                client,
-                &ns,
-                &cm.name,
-                cm.items.as_ref(),
-                cm.default_mode,
-                cm.optional == Some(true),
-            )
-            .await?;
-            write_atomic(&dir, &files)?;
-        } else if let Some(s) = &v.secret {
-            tmpfs(&dir, None)?;
-            let name = s.secret_name.clone().unwrap_or_default();
-            let files = secret_files(
-                client,
-                &ns,
-                &name,
-                s.items.as_ref(),
-                s.default_mode,
-                s.optional == Some(true),
-            )
-            .await?;
-            write_atomic(&dir, &files)?;
-        } else if let Some(d) = &v.downward_api {
-            let mut files = BTreeMap::new();
-            for it in d.items.iter().flatten() {
-                if let Some(f) = &it.field_ref {
-                    let val = field_value(pod, &f.field_path).unwrap_or_default();
-                    let mode = it.mode.or(d.default_mode).unwrap_or(0o644) as u32;
-                    files.insert(it.path.clone(), (val.into_bytes(), mode));
-                }
-            }
-            write_atomic(&dir, &files)?;
-        } else if let Some(p) = &v.projected {
-            let mut files = BTreeMap::new();
-            for src in p.sources.iter().flatten() {
-                if let Some(cm) = &src.config_map {
-                    files.extend(
-                        configmap_files(
-                            client,
-                            &ns,
-                            &cm.name,
-                            cm.items.as_ref(),
-                            p.default_mode,
-                            cm.optional == Some(true),
-                        )
-                        .await?,
-                    );
-                }
-                if let Some(s) = &src.secret {
-                    files.extend(
-                        secret_files(
-                            client,
-                            &ns,
-                            &s.name,
-                            s.items.as_ref(),
-                            p.default_mode,
-                            s.optional == Some(true),
-                        )
-                        .await?,
-                    );
-                }
-                if let Some(d) = &src.downward_api {
-                    for it in d.items.iter().flatten() {
-                        if let Some(f) = &it.field_ref {
-                            let val = field_value(pod, &f.field_path).unwrap_or_default();
-                            files.insert(
-                                it.path.clone(),
-                                (
-                                    val.into_bytes(),
-                                    it.mode.or(p.default_mode).unwrap_or(0o644) as u32,
-                                ),
-                            );
-                        }
-                    }
-                }
+        } else if let Some(files) = atomic_files(client, pod, &ns, &v).await? {
+            if v.secret.is_some() {
+                // Secrets never touch the disk.
+                tmpfs(&dir, None)?;
             }
             write_atomic(&dir, &files)?;
         }
