@@ -45,6 +45,10 @@ pub async fn serve(
             let bytes = h::read_body(body, &call.headers).await?;
             scale_write(rest, call, name, &bytes).await
         }
+        ("token", &Method::POST) if info.plural == "serviceaccounts" => {
+            let bytes = h::read_body(body, &call.headers).await?;
+            super::token::request(rest, call, name, &bytes).await
+        }
         ("binding", &Method::POST) => {
             let bytes = h::read_body(body, &call.headers).await?;
             bind(rest, call, name, &bytes).await
