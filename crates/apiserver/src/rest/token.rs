@@ -133,10 +133,10 @@ pub async fn request(
         "expirationSeconds": expiration,
         "boundObjectRef": if bound.is_object() { bound.clone() } else { Value::Null },
     });
-    if !bound.is_object() {
-        if let Some(m) = out_spec.as_object_mut() {
-            m.remove("boundObjectRef");
-        }
+    if !bound.is_object()
+        && let Some(m) = out_spec.as_object_mut()
+    {
+        m.remove("boundObjectRef");
     }
     Ok(h::json(
         201,
