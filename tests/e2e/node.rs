@@ -1775,3 +1775,87 @@ spec:
         "updates do not restart the container"
     );
 }
+
+#[test]
+fn pods_get_a_bound_service_account_token() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let sleeper = |name: &str, automount: bool| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  automountServiceAccountToken: {automount}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#
+        )
+    };
+    c.create(Some("default"), &sleeper("with-token", true));
+    c.create(Some("default"), &sleeper("without", false));
+    for n in ["with-token", "without"] {
+        c.wait_for(&format!("{n} to run"), Duration::from_secs(60), || {
+            (pod(c, n)["status"]["phase"] == "Running").then_some(())
+        });
+    }
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let token = c.ok(&["exec", "with-token", "--", "cat", &format!("{dir}/token")]);
+    assert_eq!(
+        c.ok(&[
+            "exec",
+            "with-token",
+            "--",
+            "cat",
+            &format!("{dir}/namespace")
+        ]),
+        "default"
+    );
+    let ca = c.ok(&["exec", "with-token", "--", "cat", &format!("{dir}/ca.crt")]);
+    assert_eq!(
+        ca,
+        std::fs::read_to_string(c.dir.path().join("tls/ca.crt")).unwrap(),
+        "the cluster CA"
+    );
+    let out = c.kubectl(&["exec", "without", "--", "ls", dir]);
+    assert!(
+        !out.status.success(),
+        "automountServiceAccountToken: false mounts nothing"
+    );
+
+    // The token authenticates as the pod's service account while the pod
+    // exists.
+    let as_token = |t: &str| {
+        Command::new("kubectl")
+            .args(["--kubeconfig=/dev/null", "--server", &c.url])
+            .arg("--certificate-authority")
+            .arg(c.dir.path().join("tls/ca.crt"))
+            .args(["--token", t, "get", "pods", "-o", "name"])
+            .env("HOME", c.dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = as_token(&token);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("pod/with-token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.ok(&["delete", "pod", "with-token", "--wait=true"]);
+    let out = as_token(&token);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "a token bound to a deleted pod no longer works: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // kubectl create token: a fresh, unbound one.
+    let fresh = c.ok(&["create", "token", "default", "--duration=15m"]);
+    assert!(as_token(fresh.trim()).status.success());
+}

@@ -323,6 +323,7 @@ async fn atomic_files(
     pod: &Pod,
     ns: &str,
     v: &Volume,
+    dir: &Path,
 ) -> Result<Option<BTreeMap<String, (Vec<u8>, u32)>>, KubeletError> {
     if let Some(cm) = &v.config_map {
         let files = configmap_files(
@@ -389,6 +390,17 @@ async fn atomic_files(
                     .await?,
                 );
             }
+            if let Some(t) = &src.service_account_token {
+                let existing = std::fs::read(dir.join("..data").join(&t.path)).ok();
+                let token = match existing.filter(|b| token_fresh(b)) {
+                    Some(b) => b,
+                    None => request_token(client, pod, ns, t).await?,
+                };
+                files.insert(
+                    t.path.clone(),
+                    (token, p.default_mode.unwrap_or(0o644) as u32),
+                );
+            }
             if let Some(d) = &src.downward_api {
                 for it in d.items.iter().flatten() {
                     if let Some(f) = &it.field_ref {
@@ -407,6 +419,65 @@ async fn atomic_files(
         return Ok(Some(files));
     }
     Ok(None)
+}
+
+/// Whether a token is young enough to keep: upstream's kubelet renews at
+/// 80% of its lifetime (or after 24 hours).
+fn token_fresh(jwt: &[u8]) -> bool {
+    use base64::Engine;
+    let claims = std::str::from_utf8(jwt)
+        .ok()
+        .and_then(|t| t.split('.').nth(1))
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let Some(c) = claims else { return false };
+    let (Some(iat), Some(exp)) = (c["iat"].as_i64(), c["exp"].as_i64()) else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let renew_at = iat + ((exp - iat) * 4 / 5).min(24 * 3600);
+    now < renew_at
+}
+
+/// A token for the pod's service account, bound to the pod (TokenRequest).
+async fn request_token(
+    client: &kube::Client,
+    pod: &Pod,
+    ns: &str,
+    t: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+) -> Result<Vec<u8>, KubeletError> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let body = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": t.audience.iter().collect::<Vec<_>>(),
+            "expirationSeconds": t.expiration_seconds.unwrap_or(3600),
+            "boundObjectRef": {
+                "apiVersion": "v1", "kind": "Pod",
+                "name": pod.metadata.name, "uid": pod.metadata.uid,
+            },
+        },
+    });
+    let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
+    let tr: TokenRequest = api
+        .create_subresource("token", &sa, &kube::api::PostParams::default(), &body)
+        .await
+        .map_err(|e| KubeletError::Volume(format!("requesting a token for {ns}/{sa}: {e}")))?;
+    Ok(tr.status.map(|s| s.token).unwrap_or_default().into_bytes())
 }
 
 /// What `dir/..data` holds now: relative path → bytes.
@@ -445,7 +516,7 @@ pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
         .unwrap_or_default();
     for v in vols {
         let dir = pod_dir.join("volumes").join(&v.name);
-        let files = match atomic_files(client, pod, &ns, &v).await {
+        let files = match atomic_files(client, pod, &ns, &v, &dir).await {
             Ok(Some(f)) => f,
             Ok(None) => continue,
             Err(e) => {
@@ -503,7 +574,7 @@ pub async fn prepare(
                 let size = ed.size_limit.as_ref().and_then(crate::resources::bytes);
                 tmpfs(&dir, size)?;
             }
-        } else if let Some(files) = atomic_files(client, pod, &ns, &v).await? {
+        } else if let Some(files) = atomic_files(client, pod, &ns, &v, &dir).await? {
             if v.secret.is_some() {
                 // Secrets never touch the disk.
                 tmpfs(&dir, None)?;
