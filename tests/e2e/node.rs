@@ -475,6 +475,12 @@ spec:
 /// Imports busybox and starts a server with its agent on `host`; waits for
 /// the node to be Ready.
 fn start_node(host: &mut Host) {
+    start_node_with(host, &[], |_| {});
+}
+
+/// Imports busybox (and whatever `more` imports into the data dir), then
+/// starts the server with its agent and `extra` arguments.
+fn start_node_with(host: &mut Host, extra: &[&str], more: impl FnOnce(&Path)) {
     let dir = tempfile::tempdir_in(host.data.path()).unwrap();
     let tar = build_busybox(dir.path());
     let st = Command::new(r8s_bin())
@@ -488,21 +494,23 @@ fn start_node(host: &mut Host) {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    host.cluster = Some(Cluster::start_with(
-        dir,
-        &[
-            "--node-name",
-            "e2e-node",
-            "--bridge",
-            &host.bridge,
-            "--pod-cidr",
-            &host.cidr,
-            "--cgroup-root",
-            &host.cgroup.clone(),
-            "--kubelet-port",
-            "0",
-        ],
-    ));
+    more(dir.path());
+    let mut args = vec![
+        "--node-name",
+        "e2e-node",
+        "--bridge",
+        &host.bridge,
+        "--pod-cidr",
+        &host.cidr,
+        "--cgroup-root",
+        &host.cgroup,
+        "--kubelet-port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    host.cluster = Some(Cluster::start_with(dir, &args));
     let c = host.cluster.as_ref().unwrap();
     c.wait_for("the node to be Ready", Duration::from_secs(30), || {
         let v = c.get_json(&["node", "e2e-node"]);
@@ -1858,4 +1866,94 @@ spec:
     // kubectl create token: a fresh, unbound one.
     let fresh = c.ok(&["create", "token", "default", "--duration=15m"]);
     assert!(as_token(fresh.trim()).status.success());
+}
+
+fn image_list(c: &Cluster) -> String {
+    let out = Command::new(r8s_bin())
+        .args(["image", "ls", "--data-dir"])
+        .arg(c.dir.path())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn image_gc_removes_unused_images_but_never_one_a_pod_uses() {
+    let mut host = Host::new();
+    // A second, distinct image: busybox with one byte appended (still a
+    // valid static ELF, a different layer).
+    let build_other = |dir: &Path| {
+        let bin = dir.join("busybox-other");
+        let mut bytes = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
+        bytes.push(0);
+        std::fs::write(&bin, bytes).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tar = dir.join("other.tar");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
+        let st = Command::new("bash")
+            .arg(&script)
+            .arg(&tar)
+            .arg("other:1")
+            .env("BUSYBOX", &bin)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = Command::new(r8s_bin())
+            .args(["image", "import", "--data-dir"])
+            .arg(dir)
+            .arg(&tar)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    // Every pass finds the disk "too full" (thresholds 0), so only the
+    // in-use rule protects an image.
+    start_node_with(
+        &mut host,
+        &[
+            "--image-gc-high-threshold",
+            "0",
+            "--image-gc-low-threshold",
+            "0",
+            "--image-gc-period",
+            "1s",
+            "--minimum-image-ttl-duration",
+            "12s",
+        ],
+        build_other,
+    );
+    let c = host.cluster.as_ref().unwrap();
+    let listed = image_list(c);
+    assert!(
+        listed.contains("other:1") && listed.contains("busybox"),
+        "{listed}"
+    );
+    c.ok(&[
+        "run",
+        "keeper",
+        "--image=busybox:latest",
+        "--image-pull-policy=Never",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    c.wait_for("keeper to run", Duration::from_secs(60), || {
+        (pod(c, "keeper")["status"]["phase"] == "Running").then_some(())
+    });
+    c.wait_for(
+        "the unused image to be collected",
+        Duration::from_secs(60),
+        || (!image_list(c).contains("other:1")).then_some(()),
+    );
+    assert!(
+        image_list(c).contains("busybox"),
+        "the image a pod uses stays"
+    );
+    assert_eq!(pod(c, "keeper")["status"]["phase"], "Running");
+    c.ok(&["delete", "pod", "keeper", "--wait=true", "--grace-period=1"]);
+    c.wait_for("busybox to go once unused", Duration::from_secs(60), || {
+        (!image_list(c).contains("busybox")).then_some(())
+    });
 }

@@ -15,6 +15,7 @@ pub mod attach;
 pub mod exec;
 mod exec_tty;
 pub mod hostport;
+pub mod imagegc;
 pub mod localpath;
 pub mod logs;
 pub mod network;
@@ -89,6 +90,8 @@ pub struct Options {
     pub shim_exe: PathBuf,
     /// Rotate container logs past this size.
     pub max_log_bytes: u64,
+    /// Image garbage collection.
+    pub image_gc: imagegc::GcPolicy,
 }
 
 impl Options {
@@ -111,6 +114,7 @@ impl Options {
             client_ca_pem: None,
             shim_exe,
             max_log_bytes: 10 << 20,
+            image_gc: imagegc::GcPolicy::default(),
         }
     }
 
@@ -248,6 +252,13 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
     tracing::info!(node = %opts.node_name, cidr = %opts.net.cidr(), "node registered");
     tokio::spawn(node::lease_loop(client.clone(), opts.clone()));
     tokio::spawn(localpath::run(client.clone(), opts.node_name.clone()));
+    tokio::spawn(imagegc::run(
+        client.clone(),
+        opts.node_name.clone(),
+        images.clone(),
+        opts.data_dir.join("agent/containers"),
+        opts.image_gc,
+    ));
     let imgs = images.clone();
     tokio::spawn(node::status_loop(client.clone(), opts.clone(), move || {
         node_images(&imgs)

@@ -29,6 +29,18 @@ pub struct NodeArgs {
     /// Extra node labels, `key=value`.
     #[arg(long = "node-label", value_delimiter = ',')]
     node_labels: Vec<String>,
+    /// Image GC starts when the image disk is fuller than this (percent).
+    #[arg(long, default_value_t = 85)]
+    image_gc_high_threshold: u8,
+    /// Image GC frees space down to this (percent).
+    #[arg(long, default_value_t = 80)]
+    image_gc_low_threshold: u8,
+    /// How often image GC looks.
+    #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
+    image_gc_period: std::time::Duration,
+    /// An image must have been unused this long to be collected.
+    #[arg(long, default_value = "2m", value_parser = crate::parse_duration)]
+    minimum_image_ttl_duration: std::time::Duration,
 }
 
 /// `r8s agent`.
@@ -134,6 +146,15 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
     }
     o.cgroup_root = node.cgroup_root.trim_matches('/').to_string();
     o.kubelet_port = i32::from(node.kubelet_port);
+    if node.image_gc_low_threshold > node.image_gc_high_threshold {
+        anyhow::bail!("--image-gc-low-threshold must not exceed --image-gc-high-threshold");
+    }
+    o.image_gc = kubelet::imagegc::GcPolicy {
+        high_percent: node.image_gc_high_threshold,
+        low_percent: node.image_gc_low_threshold,
+        period: node.image_gc_period,
+        min_age: node.minimum_image_ttl_duration,
+    };
     for l in &node.node_labels {
         let (k, v) = l
             .split_once('=')

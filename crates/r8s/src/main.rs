@@ -89,7 +89,7 @@ struct HollowArgs {
 }
 
 /// Parses `200ms`, `2s`, `1m` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map(|i| s.split_at(i))
