@@ -23,6 +23,8 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 # The disk fault tests make an ext4 loop device and check it afterwards.
 command -v mkfs.ext4 >/dev/null 2>&1 || need_pkgs+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || need_pkgs+=(mount)
+# hostPort mappings are nftables rules, made with `nft`.
+command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 # CronJob time zones are read from the system tz database.
 [ -d /usr/share/zoneinfo/America ] || need_pkgs+=(tzdata)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -475,6 +475,12 @@ spec:
 /// Imports busybox and starts a server with its agent on `host`; waits for
 /// the node to be Ready.
 fn start_node(host: &mut Host) {
+    start_node_with(host, &[], |_| {});
+}
+
+/// Imports busybox (and whatever `more` imports into the data dir), then
+/// starts the server with its agent and `extra` arguments.
+fn start_node_with(host: &mut Host, extra: &[&str], more: impl FnOnce(&Path)) {
     let dir = tempfile::tempdir_in(host.data.path()).unwrap();
     let tar = build_busybox(dir.path());
     let st = Command::new(r8s_bin())
@@ -488,21 +494,23 @@ fn start_node(host: &mut Host) {
         "{}",
         String::from_utf8_lossy(&st.stderr)
     );
-    host.cluster = Some(Cluster::start_with(
-        dir,
-        &[
-            "--node-name",
-            "e2e-node",
-            "--bridge",
-            &host.bridge,
-            "--pod-cidr",
-            &host.cidr,
-            "--cgroup-root",
-            &host.cgroup.clone(),
-            "--kubelet-port",
-            "0",
-        ],
-    ));
+    more(dir.path());
+    let mut args = vec![
+        "--node-name",
+        "e2e-node",
+        "--bridge",
+        &host.bridge,
+        "--pod-cidr",
+        &host.cidr,
+        "--cgroup-root",
+        &host.cgroup,
+        "--kubelet-port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    host.cluster = Some(Cluster::start_with(dir, &args));
     let c = host.cluster.as_ref().unwrap();
     c.wait_for("the node to be Ready", Duration::from_secs(30), || {
         let v = c.get_json(&["node", "e2e-node"]);
@@ -1409,4 +1417,543 @@ spec:
         );
         assert!(left.is_empty());
     }
+}
+
+#[test]
+fn containers_of_a_pod_share_ipc_and_uts_and_with_share_process_namespace_pid() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let pair = |name: &str, share: bool| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  shareProcessNamespace: {share}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: a
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3601"]
+  - name: b
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3602"]
+"#
+        )
+    };
+    c.create(Some("default"), &pair("shared", true));
+    c.create(Some("default"), &pair("apart", false));
+    for n in ["shared", "apart"] {
+        c.wait_for(&format!("{n} to run"), Duration::from_secs(60), || {
+            (pod(c, n)["status"]["phase"] == "Running").then_some(())
+        });
+    }
+    let ns_of = |pod: &str, ctr: &str, kind: &str| {
+        c.ok(&[
+            "exec",
+            pod,
+            "-c",
+            ctr,
+            "--",
+            "readlink",
+            &format!("/proc/self/ns/{kind}"),
+        ])
+        .trim()
+        .to_string()
+    };
+    let host_ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    for kind in ["ipc", "uts"] {
+        for p in ["shared", "apart"] {
+            let (a, b) = (ns_of(p, "a", kind), ns_of(p, "b", kind));
+            assert_eq!(a, b, "{p}: containers share the pod's {kind} namespace");
+            assert_ne!(a, host_ns(kind), "{p}: not the host's {kind} namespace");
+        }
+    }
+    assert_eq!(
+        c.ok(&["exec", "shared", "-c", "b", "--", "hostname"])
+            .trim(),
+        "shared"
+    );
+    // Process namespace: shared only when asked, with pause as PID 1.
+    assert_eq!(ns_of("shared", "a", "pid"), ns_of("shared", "b", "pid"));
+    assert_ne!(ns_of("apart", "a", "pid"), ns_of("apart", "b", "pid"));
+    let ps = c.ok(&["exec", "shared", "-c", "a", "--", "ps", "-o", "pid,args"]);
+    assert!(
+        ps.contains("sleep 3601") && ps.contains("sleep 3602"),
+        "each container sees the other's processes: {ps}"
+    );
+    let init = ps
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_default();
+    assert!(init.contains("pause"), "PID 1 is the pause process: {ps}");
+    let ps = c.ok(&["exec", "apart", "-c", "a", "--", "ps", "-o", "pid,args"]);
+    assert!(!ps.contains("sleep 3602"), "{ps}");
+
+    // Deleting the pod stops its pause process and releases the namespaces.
+    let uid = pod(c, "shared")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pause: i32 =
+        std::fs::read_to_string(c.dir.path().join(format!("agent/pods/{uid}/ns/pause.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    assert!(Path::new(&format!("/proc/{pause}")).exists());
+    c.ok(&[
+        "delete",
+        "pod",
+        "shared",
+        "apart",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    c.wait_for(
+        "pause and the ns mounts to go",
+        Duration::from_secs(20),
+        || {
+            let l = leftovers(c, &host, &uid);
+            let pause_left = std::fs::read(format!("/proc/{pause}/cmdline"))
+                .is_ok_and(|cl| String::from_utf8_lossy(&cl).contains("pause"));
+            (l.is_empty() && !pause_left).then_some(())
+        },
+    );
+}
+
+#[test]
+fn stats_summary_reports_node_and_pod_usage_through_the_api_server() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    run_web(c, "stats");
+    // Some CPU and memory use in the pod.
+    c.ok(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+    ]);
+    let raw = c.ok(&["get", "--raw", "/api/v1/nodes/e2e-node/proxy/stats/summary"]);
+    let s = common::json(&raw);
+    assert_eq!(s["node"]["nodeName"], "e2e-node");
+    assert!(
+        s["node"]["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "{raw}"
+    );
+    assert!(s["node"]["fs"]["capacityBytes"].as_u64() > Some(0), "{raw}");
+    let web = s["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "web")
+        .unwrap_or_else(|| panic!("no web pod in {raw}"));
+    assert_eq!(web["podRef"]["namespace"], "default");
+    let ctr = &web["containers"][0];
+    assert_eq!(ctr["name"], "web");
+    assert!(
+        ctr["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0),
+        "{raw}"
+    );
+    assert!(ctr["memory"]["workingSetBytes"].as_u64() > Some(0), "{raw}");
+    assert!(
+        web["cpu"]["usageCoreNanoSeconds"].as_u64() >= ctr["cpu"]["usageCoreNanoSeconds"].as_u64()
+    );
+    assert!(
+        web["process_stats"]["process_count"].as_u64() >= Some(1),
+        "{raw}"
+    );
+    // A node that does not exist is a 404.
+    let out = c.kubectl(&["get", "--raw", "/api/v1/nodes/nope/proxy/stats/summary"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{:?}",
+        out
+    );
+}
+
+#[test]
+fn kubectl_run_attaches_to_stdin_and_a_terminal() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    // -i without a terminal: stdin reaches the container, its output comes
+    // back, and stdinOnce closes stdin when kubectl is done.
+    let out = c.kubectl_env(
+        &[
+            "run",
+            "-i",
+            "reader",
+            "--image=busybox:latest",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got-$x; cat; echo eof-seen",
+        ],
+        &[],
+        Some("hello\nmore\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("got-hello") && stdout.contains("more\neof-seen"),
+        "kubectl run -i: {stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = pod(c, "reader");
+    assert_eq!(p["spec"]["containers"][0]["stdin"], true);
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p}");
+
+    // -it --rm under a terminal (script(1)): an interactive shell, then the
+    // pod is deleted.
+    let cmd = "stty cols 90 rows 20; exec kubectl run -it --rm tty --image=busybox:latest --image-pull-policy=Never --restart=Never -- sh";
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", cmd, "/dev/null"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", c.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux must be installed");
+    let mut stdin = child.stdin.take().unwrap();
+    // Wait for the pod to run and kubectl to attach before typing.
+    c.wait_for("the tty pod to run", Duration::from_secs(60), || {
+        let out = c.kubectl(&["get", "pod", "tty", "-o", "json"]);
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (p["status"]["phase"] == "Running").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stdin
+        .write_all(b"echo hi-$((40+2)) $(tty); stty size; exit\n")
+        .unwrap();
+    let out = common::wait_with_timeout(child, Duration::from_secs(60));
+    drop(stdin);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("hi-42 /dev/pts/0"),
+        "an interactive shell on a terminal: {text}"
+    );
+    assert!(
+        text.contains("20 90"),
+        "the terminal has kubectl's size: {text}"
+    );
+    c.wait_for("--rm to delete the pod", Duration::from_secs(30), || {
+        (!c.kubectl(&["get", "pod", "tty"]).status.success()).then_some(())
+    });
+}
+
+#[test]
+fn host_ports_reach_the_pod_from_the_node() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let hp = free_port();
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hp
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /www && echo via-host-port > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports:
+    - containerPort: 8080
+      hostPort: {hp}
+"#
+        ),
+    );
+    c.wait_for("hp to run", Duration::from_secs(60), || {
+        (pod(c, "hp")["status"]["phase"] == "Running").then_some(())
+    });
+    let body = c.wait_for("the host port to answer", Duration::from_secs(20), || {
+        http_get(&format!("127.0.0.1:{hp}")).filter(|b| b.contains("via-host-port"))
+    });
+    assert!(body.contains("200 OK"), "{body}");
+    c.ok(&["delete", "pod", "hp", "--wait=true", "--timeout=60s"]);
+    assert!(
+        http_get(&format!("127.0.0.1:{hp}")).is_none(),
+        "the host port is unmapped with its pod"
+    );
+}
+
+#[test]
+fn configmap_and_secret_volumes_follow_updates_atomically() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    c.create_cm(Some("default"), "conf", &[("mode", "one")]);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=pw=first",
+    ]);
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: watcher
+  labels: {tier: a}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: conf
+    configMap: {name: conf}
+  - name: sec
+    secret: {secretName: sec}
+  - name: meta
+    downwardAPI:
+      items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: conf, mountPath: /conf}
+    - {name: sec, mountPath: /sec}
+    - {name: meta, mountPath: /meta}
+"#,
+    );
+    c.wait_for("watcher to run", Duration::from_secs(60), || {
+        (pod(c, "watcher")["status"]["phase"] == "Running").then_some(())
+    });
+    let read = |path: &str| c.ok(&["exec", "watcher", "--", "cat", path]);
+    assert_eq!(read("/conf/mode"), "one");
+    assert_eq!(read("/sec/pw"), "first");
+    let before = c.ok(&["exec", "watcher", "--", "readlink", "/conf/..data"]);
+    c.ok(&[
+        "patch",
+        "configmap",
+        "conf",
+        "-p",
+        r#"{"data":{"mode":"two","extra":"new key"}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "secret",
+        "sec",
+        "-p",
+        r#"{"stringData":{"pw":"second"}}"#,
+    ]);
+    c.ok(&["label", "pod", "watcher", "tier=b", "--overwrite"]);
+    c.wait_for(
+        "the updates to reach the running pod",
+        Duration::from_secs(60),
+        || {
+            (read("/conf/mode") == "two"
+                && read("/conf/extra") == "new key"
+                && read("/sec/pw") == "second"
+                && read("/meta/labels").contains("tier=\"b\""))
+            .then_some(())
+        },
+    );
+    let after = c.ok(&["exec", "watcher", "--", "readlink", "/conf/..data"]);
+    assert_ne!(before, after, "a new ..data generation was swapped in");
+    assert_eq!(
+        pod(c, "watcher")["status"]["containerStatuses"][0]["restartCount"],
+        0,
+        "updates do not restart the container"
+    );
+}
+
+#[test]
+fn pods_get_a_bound_service_account_token() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let sleeper = |name: &str, automount: bool| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  automountServiceAccountToken: {automount}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#
+        )
+    };
+    c.create(Some("default"), &sleeper("with-token", true));
+    c.create(Some("default"), &sleeper("without", false));
+    for n in ["with-token", "without"] {
+        c.wait_for(&format!("{n} to run"), Duration::from_secs(60), || {
+            (pod(c, n)["status"]["phase"] == "Running").then_some(())
+        });
+    }
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let token = c.ok(&["exec", "with-token", "--", "cat", &format!("{dir}/token")]);
+    assert_eq!(
+        c.ok(&[
+            "exec",
+            "with-token",
+            "--",
+            "cat",
+            &format!("{dir}/namespace")
+        ]),
+        "default"
+    );
+    let ca = c.ok(&["exec", "with-token", "--", "cat", &format!("{dir}/ca.crt")]);
+    assert_eq!(
+        ca,
+        std::fs::read_to_string(c.dir.path().join("tls/ca.crt")).unwrap(),
+        "the cluster CA"
+    );
+    let out = c.kubectl(&["exec", "without", "--", "ls", dir]);
+    assert!(
+        !out.status.success(),
+        "automountServiceAccountToken: false mounts nothing"
+    );
+
+    // The token authenticates as the pod's service account while the pod
+    // exists.
+    let as_token = |t: &str| {
+        Command::new("kubectl")
+            .args(["--kubeconfig=/dev/null", "--server", &c.url])
+            .arg("--certificate-authority")
+            .arg(c.dir.path().join("tls/ca.crt"))
+            .args(["--token", t, "get", "pods", "-o", "name"])
+            .env("HOME", c.dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = as_token(&token);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("pod/with-token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.ok(&["delete", "pod", "with-token", "--wait=true"]);
+    let out = as_token(&token);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "a token bound to a deleted pod no longer works: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // kubectl create token: a fresh, unbound one.
+    let fresh = c.ok(&["create", "token", "default", "--duration=15m"]);
+    assert!(as_token(fresh.trim()).status.success());
+}
+
+fn image_list(c: &Cluster) -> String {
+    let out = Command::new(r8s_bin())
+        .args(["image", "ls", "--data-dir"])
+        .arg(c.dir.path())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn image_gc_removes_unused_images_but_never_one_a_pod_uses() {
+    let mut host = Host::new();
+    // A second, distinct image: busybox with one byte appended (still a
+    // valid static ELF, a different layer).
+    let build_other = |dir: &Path| {
+        let bin = dir.join("busybox-other");
+        let mut bytes = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
+        bytes.push(0);
+        std::fs::write(&bin, bytes).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tar = dir.join("other.tar");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
+        let st = Command::new("bash")
+            .arg(&script)
+            .arg(&tar)
+            .arg("other:1")
+            .env("BUSYBOX", &bin)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = Command::new(r8s_bin())
+            .args(["image", "import", "--data-dir"])
+            .arg(dir)
+            .arg(&tar)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    // Every pass finds the disk "too full" (thresholds 0), so only the
+    // in-use rule protects an image.
+    start_node_with(
+        &mut host,
+        &[
+            "--image-gc-high-threshold",
+            "0",
+            "--image-gc-low-threshold",
+            "0",
+            "--image-gc-period",
+            "1s",
+            "--minimum-image-ttl-duration",
+            "12s",
+        ],
+        build_other,
+    );
+    let c = host.cluster.as_ref().unwrap();
+    let listed = image_list(c);
+    assert!(
+        listed.contains("other:1") && listed.contains("busybox"),
+        "{listed}"
+    );
+    c.ok(&[
+        "run",
+        "keeper",
+        "--image=busybox:latest",
+        "--image-pull-policy=Never",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    c.wait_for("keeper to run", Duration::from_secs(60), || {
+        (pod(c, "keeper")["status"]["phase"] == "Running").then_some(())
+    });
+    c.wait_for(
+        "the unused image to be collected",
+        Duration::from_secs(60),
+        || (!image_list(c).contains("other:1")).then_some(()),
+    );
+    assert!(
+        image_list(c).contains("busybox"),
+        "the image a pod uses stays"
+    );
+    assert_eq!(pod(c, "keeper")["status"]["phase"], "Running");
+    c.ok(&["delete", "pod", "keeper", "--wait=true", "--grace-period=1"]);
+    c.wait_for("busybox to go once unused", Duration::from_secs(60), || {
+        (!image_list(c).contains("busybox")).then_some(())
+    });
 }

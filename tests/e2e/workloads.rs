@@ -603,3 +603,119 @@ fn killed_node_pods_are_replaced_elsewhere_and_drain_honours_pdb() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("disruption budget"), "{err}");
 }
+
+#[test]
+fn pods_with_claims_wait_for_binding_and_land_on_their_volumes_node() {
+    let c = Cluster::start();
+    let _n = c.hollow("vol", 3, &[], &[]);
+    c.wait_for("3 Ready nodes", MIN, || {
+        let nodes = c.get_json(&["nodes"]);
+        let ready = nodes["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .count();
+        (ready == 3).then_some(())
+    });
+    // A pod whose claim does not exist yet stays Pending with upstream's
+    // message.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: user}
+spec:
+  containers: [{name: c, image: busybox:1.36}]
+  volumes: [{name: d, persistentVolumeClaim: {claimName: pinned}}]
+"#,
+    );
+    c.wait_for("FailedScheduling for the missing claim", MIN, || {
+        let p = c.get_json(&["pod", "user"]);
+        let cond = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled")?
+            .clone();
+        (cond["status"] == "False"
+            && cond["message"]
+                .as_str()?
+                .contains("persistentvolumeclaim \"pinned\" not found"))
+        .then_some(())
+    });
+    // A local volume on vol-2 and its claim: the pod goes to vol-2.
+    c.create(
+        None,
+        r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: on-vol-2}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: local
+  local: {path: /mnt/disk}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: [vol-2]}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: pinned, namespace: default}
+spec:
+  storageClassName: local
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+"#,
+    );
+    let node = c.wait_for("user to be scheduled", MIN, || {
+        let p = c.get_json(&["pod", "user"]);
+        let n = node_of(&p);
+        (!n.is_empty()).then(|| n.to_string())
+    });
+    assert_eq!(node, "vol-2", "the pod follows its volume");
+    assert_eq!(c.get_json(&["pvc", "pinned"])["status"]["phase"], "Bound");
+    // Provisioned claims pin their pods too: every replica of a
+    // StatefulSet lands where its volume was provisioned.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: c, image: busybox:1.36}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"#,
+    );
+    let pods = running(&c, "default", "app=db", 3);
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let pvc = c.get_json(&["pvc", &format!("data-{name}")]);
+        let pv = c.get_json(&["pv", pvc["spec"]["volumeName"].as_str().unwrap()]);
+        let pinned = &pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"]
+            [0]["values"][0];
+        assert_eq!(
+            pinned.as_str(),
+            Some(node_of(p)),
+            "{name} runs where its volume is"
+        );
+    }
+}

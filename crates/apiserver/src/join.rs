@@ -18,6 +18,7 @@
 
 use std::path::Path;
 
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use store::{SharedStore, StoreError};
 
@@ -51,6 +52,10 @@ struct Record {
     ca_cert: String,
     ca_key: String,
     join_secret: String,
+    /// The service-account token signing key (P-256, PKCS#8, base64);
+    /// empty in records written before tokens existed.
+    #[serde(default)]
+    sa_key: String,
 }
 
 /// The cluster identity a server runs with.
@@ -60,6 +65,8 @@ pub struct Identity {
     pub pki: Pki,
     /// The node-join secret (the part of the token after `::`).
     pub join_secret: String,
+    /// The service-account token signing key, PKCS#8.
+    pub sa_key: Vec<u8>,
 }
 
 impl Identity {
@@ -108,6 +115,7 @@ pub async fn shared_identity(
                 ca_cert: local.ca_cert_pem.clone(),
                 ca_key: local.ca_key_pem.clone(),
                 join_secret: random_secret(),
+                sa_key: new_sa_key()?,
             };
             let bytes =
                 serde_json::to_vec(&mine).map_err(|e| JoinError::Malformed(e.to_string()))?;
@@ -122,12 +130,47 @@ pub async fn shared_identity(
             }
         }
     };
+    let record = with_sa_key(store, record).await?;
     adopt_ca(tls_dir, &record)?;
     let pki = Pki::load_or_create(tls_dir, sans)?;
+    let sa_key = base64::engine::general_purpose::STANDARD
+        .decode(&record.sa_key)
+        .map_err(|e| JoinError::Malformed(format!("saKey: {e}")))?;
     Ok(Identity {
         pki,
         join_secret: record.join_secret,
+        sa_key,
     })
+}
+
+fn new_sa_key() -> Result<String, JoinError> {
+    let key = crate::satoken::generate_key().map_err(JoinError::Malformed)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+/// Adds a signing key to a record written before tokens existed (once,
+/// with a compare-and-swap so that servers agree on one key).
+async fn with_sa_key(store: &SharedStore, record: Record) -> Result<Record, JoinError> {
+    if !record.sa_key.is_empty() {
+        return Ok(record);
+    }
+    for _ in 0..5 {
+        let Some(kv) = store.get(BOOTSTRAP_KEY).await? else {
+            break;
+        };
+        let mut r = parse(&kv.value)?;
+        if !r.sa_key.is_empty() {
+            return Ok(r);
+        }
+        r.sa_key = new_sa_key()?;
+        let bytes = serde_json::to_vec(&r).map_err(|e| JoinError::Malformed(e.to_string()))?;
+        match store.update(BOOTSTRAP_KEY, bytes, kv.mod_revision).await {
+            Ok(_) => return Ok(r),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(JoinError::Malformed("could not add a signing key".into()))
 }
 
 fn parse(bytes: &[u8]) -> Result<Record, JoinError> {

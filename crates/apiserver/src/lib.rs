@@ -13,6 +13,7 @@ pub mod join;
 pub mod metrics;
 pub mod rest;
 pub mod router;
+pub mod satoken;
 pub mod server;
 pub mod shape;
 #[cfg(feature = "testing")]

@@ -133,6 +133,8 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
 
     let cache = WatchCache::start(store.clone(), 16384).await?;
     let rest = Rest::new(store, cache);
+    let signer = crate::satoken::Signer::new(&identity.sa_key).map_err(ServerError::Bootstrap)?;
+    let _ = rest.sa_signer.set(Arc::new(signer));
     match crate::rest::node_proxy::kubelet_client_config(&pki) {
         Ok(c) => {
             let _ = rest.kubelet_tls.set(c);
@@ -249,6 +251,32 @@ async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<B
         Route::Resource(r) => (r.info.group.to_string(), r.info.plural.to_string()),
         _ => (String::new(), String::new()),
     };
+    // A bearer token (a service account's) when no client certificate
+    // named the user; an invalid one is a 401, as upstream.
+    let mut user = user;
+    // The node join endpoint takes its own secret as a bearer token.
+    if user.is_anonymous()
+        && route != Route::NodeJoin
+        && let Some(token) = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    {
+        match crate::rest::token::authenticate(&state.rest, &token).await {
+            Ok(u) => user = u,
+            Err(why) => {
+                tracing::debug!(%why, "bearer token rejected");
+                let resp = h::error(&ApiError::unauthorized());
+                state
+                    .metrics
+                    .observe(verb, &group, &resource, 401, start.elapsed());
+                return resp;
+            }
+        }
+    }
     let resp = if user.is_anonymous() && !auth::public_path(&path) {
         h::error(&ApiError::forbidden(format!(
             "forbidden: User \"system:anonymous\" cannot {} path \"{path}\"",

@@ -28,6 +28,9 @@ pub struct ExecCtx {
     pub shim_exe: PathBuf,
     /// libcontainer's state root.
     pub state_root: PathBuf,
+    /// The node's identity and paths for `/stats/summary` (the kubelet
+    /// API's one shared context rides along with exec's).
+    pub stats: std::sync::Arc<crate::stats::StatsCtx>,
 }
 
 /// What the client asked for.

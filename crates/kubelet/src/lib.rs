@@ -11,9 +11,12 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod attach;
 pub mod bench_support;
 pub mod exec;
 mod exec_tty;
+pub mod hostport;
+pub mod imagegc;
 pub mod localpath;
 pub mod logs;
 pub mod network;
@@ -23,10 +26,12 @@ pub mod portforward;
 pub mod probes;
 pub mod resources;
 pub mod runtime;
+pub mod sandbox;
 pub mod server;
 pub mod shim;
 pub mod spdy;
 pub mod spec;
+pub mod stats;
 pub mod volumes;
 
 /// Errors of the node agent.
@@ -86,6 +91,8 @@ pub struct Options {
     pub shim_exe: PathBuf,
     /// Rotate container logs past this size.
     pub max_log_bytes: u64,
+    /// Image garbage collection.
+    pub image_gc: imagegc::GcPolicy,
 }
 
 impl Options {
@@ -108,6 +115,7 @@ impl Options {
             client_ca_pem: None,
             shim_exe,
             max_log_bytes: 10 << 20,
+            image_gc: imagegc::GcPolicy::default(),
         }
     }
 
@@ -210,6 +218,11 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
             let exec = exec::ExecCtx {
                 shim_exe: opts.shim_exe.clone(),
                 state_root: opts.data_dir.join("agent/state"),
+                stats: std::sync::Arc::new(stats::StatsCtx::new(
+                    &opts.node_name,
+                    &opts.cgroup_root,
+                    &opts.data_dir,
+                )),
             };
             let port = server::serve(addr, ca, registry.clone(), exec).await?;
             opts.kubelet_port = i32::from(port);
@@ -240,6 +253,13 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
     tracing::info!(node = %opts.node_name, cidr = %opts.net.cidr(), "node registered");
     tokio::spawn(node::lease_loop(client.clone(), opts.clone()));
     tokio::spawn(localpath::run(client.clone(), opts.node_name.clone()));
+    tokio::spawn(imagegc::run(
+        client.clone(),
+        opts.node_name.clone(),
+        images.clone(),
+        opts.data_dir.join("agent/containers"),
+        opts.image_gc,
+    ));
     let imgs = images.clone();
     tokio::spawn(node::status_loop(client.clone(), opts.clone(), move || {
         node_images(&imgs)
@@ -282,6 +302,7 @@ pub fn cleanup_host(cgroup_root: &str, bridge: &str, data_dir: &std::path::Path)
         }
     }
     network::delete_bridge(bridge);
+    hostport::delete_table(bridge);
     let dir = data_dir.to_string_lossy().into_owned();
     let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()

@@ -10,8 +10,13 @@ use std::path::{Path, PathBuf};
 /// records, as CRI runtimes do.
 const MAX_LINE: usize = 16 * 1024;
 
-/// Appends CRI log records to a file, rotating it to `<file>.1` when it
-/// grows past the limit (one rotated generation is kept).
+/// Files kept per container log, the current one included (upstream's
+/// `containerLogMaxFiles` default).
+pub const MAX_FILES: usize = 5;
+
+/// Appends CRI log records to a file, rotating it when it grows past the
+/// limit: `<file>.1` is the newest rotated generation, up to
+/// `<file>.{MAX_FILES - 1}`; older ones are dropped.
 pub struct LogWriter {
     path: PathBuf,
     file: Option<File>,
@@ -44,7 +49,11 @@ impl LogWriter {
 
     fn record(&mut self, stream: &str, tag: char, text: &[u8]) {
         if self.size >= self.max {
-            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
+            let generation = |n: usize| self.path.with_extension(format!("log.{n}"));
+            for n in (1..MAX_FILES - 1).rev() {
+                let _ = std::fs::rename(generation(n), generation(n + 1));
+            }
+            let _ = std::fs::rename(&self.path, generation(1));
             self.file = File::options()
                 .create(true)
                 .append(true)
@@ -146,10 +155,15 @@ pub fn render(r: &Record, timestamps: bool) -> String {
     s
 }
 
-/// Reads a whole log file (the rotated generation first) per the query.
+/// Reads a whole log (the rotated generations oldest first, then the
+/// current file) per the query.
 pub fn read(path: &Path, q: &LogQuery) -> std::io::Result<String> {
     let mut records = Vec::new();
-    for p in [path.with_extension("log.1"), path.to_path_buf()] {
+    let files = (1..MAX_FILES)
+        .rev()
+        .map(|n| path.with_extension(format!("log.{n}")))
+        .chain([path.to_path_buf()]);
+    for p in files {
         let Ok(f) = File::open(&p) else { continue };
         for line in BufReader::new(f).lines() {
             if let Some(r) = parse(&line?) {
@@ -240,7 +254,28 @@ mod tests {
     }
 
     #[test]
-    fn long_lines_become_partial_records_and_rotation_keeps_one_generation() {
+    fn rotation_keeps_max_files_generations_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut w = LogWriter::open(&path, 4096);
+        for i in 0..2000 {
+            let mut line = format!("line {i:05} {}\n", "y".repeat(40)).into_bytes();
+            w.write_complete_lines("stdout", &mut line);
+        }
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, MAX_FILES, "current plus MAX_FILES - 1 generations");
+        let all = read(&path, &LogQuery::default()).unwrap();
+        let nums: Vec<u32> = all.lines().map(|l| l[5..10].parse().unwrap()).collect();
+        assert!(
+            nums.windows(2).all(|w| w[1] == w[0] + 1),
+            "in order, no gaps"
+        );
+        assert_eq!(*nums.last().unwrap(), 1999);
+        assert!(nums[0] > 0, "the oldest generations were dropped");
+    }
+
+    #[test]
+    fn long_lines_become_partial_records_across_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.log");
         let mut w = LogWriter::open(&path, 8192);

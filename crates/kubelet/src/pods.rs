@@ -16,13 +16,16 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::spec::{self, ImageDefaults};
-use crate::{Agent, KubeletError, network, probes, resources, volumes};
+use crate::{Agent, KubeletError, hostport, network, probes, resources, sandbox, volumes};
 
 /// Back-off after a container exits: 10 s doubling to 5 min.
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A container that ran this long has its back-off reset.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often configMap, secret, downwardAPI and projected volumes are
+/// brought up to date in running pods.
+const VOLUME_RESYNC: Duration = Duration::from_secs(5);
 /// How often a worker looks at its containers without news.
 const TICK: Duration = Duration::from_millis(500);
 
@@ -102,6 +105,10 @@ struct Worker {
     finished: bool,
     /// Pod-level error shown in container waiting reasons.
     sandbox_error: Option<String>,
+    /// The pod's shared IPC/UTS/PID namespaces, once made.
+    sandbox_ns: Option<sandbox::Namespaces>,
+    /// When the volumes were last brought up to date.
+    volumes_synced: Option<Instant>,
 }
 
 impl Worker {
@@ -121,6 +128,8 @@ impl Worker {
             last_status: None,
             finished: false,
             sandbox_error: None,
+            sandbox_ns: None,
+            volumes_synced: None,
         }
     }
 
@@ -293,6 +302,14 @@ impl Worker {
             return Err(e);
         }
         self.sandbox_error = None;
+        match self.volumes_synced {
+            None => self.volumes_synced = Some(Instant::now()),
+            Some(t) if t.elapsed() >= VOLUME_RESYNC => {
+                volumes::refresh(&self.agent.client, &pod, &self.pod_dir).await;
+                self.volumes_synced = Some(Instant::now());
+            }
+            Some(_) => {}
+        }
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec
             .restart_policy
@@ -479,9 +496,11 @@ impl Worker {
                 let ns = format!("{}-{}", cfg.bridge, &uid[..uid.len().min(18)]);
                 let veth = format!("veth{}", &uid.replace('-', "")[..11.min(uid.len())]);
                 let ns2 = ns.clone();
+                let ports = hostport::mappings(pod);
                 let ip = tokio::task::spawn_blocking(move || {
                     let ip = network::allocate(&cfg, &uid)?;
                     network::setup_pod(&cfg, &ns2, &veth, ip)?;
+                    hostport::add(&cfg, &ip.to_string(), &ports)?;
                     Ok::<_, KubeletError>(ip)
                 })
                 .await
@@ -511,6 +530,17 @@ impl Worker {
             w("hostname", &format!("{hostname}\n"))?;
             let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             w("resolv.conf", &resolv)?;
+        }
+        if self.sandbox_ns.is_none() {
+            let (dir, pod2, exe) = (
+                self.pod_dir.clone(),
+                pod.clone(),
+                self.agent.opts.shim_exe.clone(),
+            );
+            let n = tokio::task::spawn_blocking(move || sandbox::ensure(&dir, &pod2, &exe))
+                .await
+                .map_err(|e| KubeletError::Runtime(e.to_string()))??;
+            self.sandbox_ns = Some(n);
         }
         if self.volumes.is_none() {
             let v = volumes::prepare(&self.agent.client, pod, &self.pod_dir).await?;
@@ -764,6 +794,7 @@ impl Worker {
         let volumes = self.volumes.clone().unwrap_or_default();
         let pod_dir = self.pod_dir.clone();
         let netns = self.ns.as_ref().map(|n| network::netns_path(n));
+        let sandbox = self.sandbox_ns.clone().unwrap_or_default();
         let memcg = self.agent.memory_cgroup(&cgroup);
         let node_mem = crate::node::host_capacity().1;
         let uid = self.uid.clone();
@@ -785,13 +816,19 @@ impl Worker {
                 pod_dir: &pod_dir,
                 volumes: &volumes,
                 netns,
+                sandbox,
                 cgroup,
             })?;
             if let Some(p) = spec.process_mut().as_mut() {
                 p.set_oom_score_adj(Some(resources::oom_score_adj(&pod2, &c2, node_mem)));
             }
+            let stdio = crate::attach::StdioOpts {
+                stdin: c2.stdin == Some(true),
+                stdin_once: c2.stdin_once == Some(true),
+                tty: c2.tty == Some(true),
+            };
             let started = rt
-                .start(&id, &spec, &log, memcg)
+                .start(&id, &spec, &log, memcg, stdio)
                 .inspect_err(|_| rt.remove(&id))?;
             // What a restarted agent needs to adopt this container.
             let meta = json!({
@@ -909,6 +946,11 @@ impl Worker {
             self.unpublish();
         }
         let ns = self.ns.take();
+        let ports = self
+            .pod
+            .as_deref()
+            .map(hostport::mappings)
+            .unwrap_or_default();
         let cfg = self.agent.opts.net.clone();
         let uid = self.uid.clone();
         let pod_dir = self.pod_dir.clone();
@@ -917,7 +959,9 @@ impl Worker {
             if let Some(ns) = ns {
                 network::teardown_pod(&ns);
             }
+            hostport::remove(&cfg, &ports);
             network::release(&cfg, &uid);
+            sandbox::teardown(&pod_dir);
             volumes::cleanup(&pod_dir);
             for d in cg {
                 let _ = std::fs::remove_dir(d);
@@ -925,6 +969,7 @@ impl Worker {
         })
         .await;
         self.volumes = None;
+        self.sandbox_ns = None;
     }
 
     fn ctr_status(&self, c: &Container, st: Option<&Ctr>, ready_if_running: bool) -> Value {

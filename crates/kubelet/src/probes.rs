@@ -158,10 +158,113 @@ pub async fn run(p: &Probe, t: &Target<'_>) -> bool {
                 .await
                 .is_ok();
         }
-        // gRPC probes are not implemented: never healthy, so the gap shows.
+        if let Some(g) = &p.grpc {
+            let Ok(port) = u16::try_from(g.port) else {
+                return false;
+            };
+            return grpc_serving(t.pod_ip, port, g.service.as_deref().unwrap_or("")).await;
+        }
         false
     };
     tokio::time::timeout(timeout, fut).await.unwrap_or(false)
+}
+
+/// The gRPC health checking protocol (grpc.health.v1.Health/Check) over
+/// plaintext HTTP/2, as upstream's gRPC probe: healthy only when the
+/// server answers SERVING with grpc-status 0.
+pub async fn grpc_serving(host: &str, port: u16, service: &str) -> bool {
+    use http_body_util::BodyExt;
+    let Ok(tcp) = tokio::net::TcpStream::connect((host, port)).await else {
+        return false;
+    };
+    let Ok((mut send, conn)) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    else {
+        return false;
+    };
+    tokio::spawn(conn);
+    // HealthCheckRequest { string service = 1 }, in a gRPC frame.
+    let mut msg = Vec::new();
+    if !service.is_empty() {
+        msg.push(0x0a);
+        put_varint(&mut msg, service.len() as u64);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&msg);
+    let Ok(req) = http::Request::post(format!("http://{host}:{port}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("user-agent", "kube-probe/1.33")
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+    else {
+        return false;
+    };
+    let Ok(resp) = send.send_request(req).await else {
+        return false;
+    };
+    if resp.status() != 200 {
+        return false;
+    }
+    // A trailers-only error answer carries grpc-status in the headers.
+    if resp
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|s| s.as_bytes() != b"0")
+    {
+        return false;
+    }
+    let Ok(collected) = resp.into_body().collect().await else {
+        return false;
+    };
+    let ok_status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .is_none_or(|s| s.as_bytes() == b"0");
+    let body = collected.to_bytes();
+    // HealthCheckResponse { ServingStatus status = 1 }: SERVING is 1.
+    ok_status && body.len() >= 5 && serving_status(&body[5..]) == Some(1)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Field 1 (varint) of a HealthCheckResponse.
+fn serving_status(msg: &[u8]) -> Option<u64> {
+    let mut i = 0;
+    while i < msg.len() {
+        let key = msg[i];
+        i += 1;
+        let mut v = 0u64;
+        let mut shift = 0;
+        if key & 7 == 0 {
+            loop {
+                let b = *msg.get(i)?;
+                i += 1;
+                v |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            if key >> 3 == 1 {
+                return Some(v);
+            }
+        } else {
+            return None; // HealthCheckResponse has only the varint field
+        }
+    }
+    // proto3 omits a zero (UNKNOWN) field.
+    Some(0)
 }
 
 /// Runs a postStart or preStop handler (exec, httpGet, tcpSocket or
@@ -218,6 +321,59 @@ mod tests {
         assert_eq!(t.record(&p, false), Some(true), "one failure is not enough");
         assert_eq!(t.record(&p, false), Some(false));
         assert!(!t.due(&p, Instant::now()), "the next run waits a period");
+    }
+
+    /// A gRPC health server: "" is SERVING, anything else NOT_SERVING.
+    async fn health_server() -> u16 {
+        use http_body_util::BodyExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: http::Request<hyper::body::Incoming>| async move {
+                            assert_eq!(req.uri().path(), "/grpc.health.v1.Health/Check");
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let status: u8 = if body.len() > 5 { 2 } else { 1 };
+                            let frame = bytes::Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let frames = futures::stream::iter(vec![
+                                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(frame)),
+                                Ok(hyper::body::Frame::trailers(trailers)),
+                            ]);
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .body(http_body_util::StreamBody::new(frames))
+                                    .unwrap(),
+                            )
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_speak_the_health_protocol() {
+        let port = health_server().await;
+        assert!(grpc_serving("127.0.0.1", port, "").await);
+        assert!(!grpc_serving("127.0.0.1", port, "down").await);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        assert!(!grpc_serving("127.0.0.1", closed_port, "").await);
+        assert_eq!(serving_status(&[]), Some(0));
+        assert_eq!(serving_status(&[0x08, 0x01]), Some(1));
     }
 
     #[test]

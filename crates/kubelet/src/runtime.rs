@@ -32,6 +32,7 @@ pub trait Runtime: Send + Sync {
         spec: &Spec,
         log: &Path,
         memory_cgroup: Option<PathBuf>,
+        stdio: crate::attach::StdioOpts,
     ) -> Result<Started, KubeletError>;
     /// How the container ended, once it has.
     fn exit(&self, id: &str) -> Option<ExitRecord>;
@@ -116,6 +117,7 @@ impl Runtime for ShimRuntime {
         spec: &Spec,
         log: &Path,
         memory_cgroup: Option<PathBuf>,
+        stdio: crate::attach::StdioOpts,
     ) -> Result<Started, KubeletError> {
         let c = self.cdir(id);
         let bundle = c.join("bundle");
@@ -142,6 +144,17 @@ impl Runtime for ShimRuntime {
             .arg(self.max_log_bytes.to_string());
         if let Some(m) = memory_cgroup {
             cmd.arg("--memory-cgroup").arg(m);
+        }
+        cmd.arg("--attach-socket")
+            .arg(crate::attach::socket_path(id));
+        for (on, flag) in [
+            (stdio.stdin, "--stdin"),
+            (stdio.stdin_once, "--stdin-once"),
+            (stdio.tty, "--tty"),
+        ] {
+            if on {
+                cmd.arg(flag);
+            }
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

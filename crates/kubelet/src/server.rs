@@ -145,12 +145,23 @@ async fn route(
             .collect();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
+        ["stats", "summary"] if req.method() == http::Method::GET => {
+            let summary = exec.stats.summary(&registry);
+            Response::builder()
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(summary.to_string())).boxed())
+                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+        }
         ["containerLogs", ns, pod, container] if req.method() == http::Method::GET => {
             container_logs(ns, pod, container, &query, registry).await
         }
         ["exec", ns, pod, container] => {
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
             exec_session(req, &ns, &pod, &container, registry, exec)
+        }
+        ["attach", ns, pod, container] | ["attach", ns, pod, _, container] => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            attach_session(req, &ns, &pod, &container, registry)
         }
         ["portForward", ns, pod] | ["portForward", ns, pod, _] => {
             let (ns, pod) = (ns.to_string(), pod.to_string());
@@ -384,6 +395,79 @@ fn exec_session(
         match on_upgrade.await {
             Ok(up) => crate::exec::run(hyper_util::rt::TokioIo::new(up), ctx, request).await,
             Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
+        }
+    });
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::CONNECTION, "Upgrade")
+        .header("Sec-WebSocket-Accept", accept)
+        .header("Sec-WebSocket-Protocol", protocol)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+}
+
+/// Upgrades `attach` requests to a WebSocket joined to the container's
+/// stdio through its shim (see `attach.rs`).
+fn attach_session(
+    mut req: Request<Incoming>,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    registry: Registry,
+) -> Response<Body> {
+    let header = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    if !header("upgrade").eq_ignore_ascii_case("websocket") {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "attach needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not supported",
+        );
+    }
+    let Some(protocol) = crate::exec::negotiate(&header("sec-websocket-protocol")) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "no supported streaming protocol offered (supported: {})",
+                crate::exec::PROTOCOLS.join(", ")
+            ),
+        );
+    };
+    let key = header("sec-websocket-key");
+    let stdin = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .any(|(k, v)| k == "stdin" && (v == "true" || v == "1"));
+    let id = registry
+        .lock()
+        .ok()
+        .and_then(|r| {
+            r.get(&(ns.to_string(), pod.to_string()))?
+                .containers
+                .get(container)
+                .cloned()
+        })
+        .filter(|c| c.running)
+        .and_then(|c| c.id);
+    let Some(id) = id else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("container {container} is not running in pod {pod}"),
+        );
+    };
+    let socket = crate::attach::socket_path(&id);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let proto = protocol.to_string();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => {
+                crate::attach::run(hyper_util::rt::TokioIo::new(up), socket, proto, stdin).await
+            }
+            Err(e) => tracing::debug!(error = %e, "attach upgrade failed"),
         }
     });
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());

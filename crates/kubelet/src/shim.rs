@@ -46,6 +46,11 @@ pub struct ShimArgs {
     /// Cgroup directories (one per v1 controller, or the v2 leaf) to read
     /// the OOM-kill counter from.
     pub memory_cgroup: Option<PathBuf>,
+    /// The container's stdio: stdin kept open, closed after the first
+    /// attach, a terminal; and the socket attach sessions connect to.
+    pub stdio: crate::attach::StdioOpts,
+    /// Where the shim listens for attach sessions.
+    pub attach_socket: Option<PathBuf>,
 }
 
 /// How a container ended, as the shim records it.
@@ -97,7 +102,7 @@ pub fn run(args: ShimArgs) -> i32 {
     // shim or its container.
     let _ = nix::unistd::setsid();
     let mut out = std::io::stdout();
-    let (init, pipes) = match create_and_start(&args) {
+    let (init, io) = match create_and_start(&args) {
         Ok(v) => v,
         Err(e) => {
             let _ = writeln!(out, "error: {e}");
@@ -112,7 +117,7 @@ pub fn run(args: ShimArgs) -> i32 {
     if let Ok(null) = File::options().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
     }
-    let status = pump_until_exit(&args, init, pipes);
+    let status = pump_until_exit(&args, init, io);
     let (exit_code, signal) = match status {
         WaitStatus::Exited(_, c) => (c, None),
         WaitStatus::Signaled(_, s, _) => (128 + s as i32, Some(s as i32)),
@@ -164,19 +169,54 @@ fn oom_killed(dir: &Path) -> bool {
     false
 }
 
-type Pipes = [(OwnedFd, &'static str); 2];
+/// The container's end of its stdio, as the shim holds it.
+struct ContainerIo {
+    /// Output streams: stdout and stderr pipes, or the terminal.
+    outputs: Vec<(OwnedFd, &'static str)>,
+    /// Where stdin goes: a pipe, or (a duplicate of) the terminal.
+    stdin: Option<OwnedFd>,
+    /// The terminal master, for resizes.
+    master: Option<OwnedFd>,
+}
 
-fn create_and_start(args: &ShimArgs) -> Result<(Pid, Pipes), String> {
+fn create_and_start(args: &ShimArgs) -> Result<(Pid, ContainerIo), String> {
+    let opts = args.stdio;
     let (out_r, out_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let null = File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if opts.stdin && !opts.tty {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        (r, Some(w))
+    } else {
+        (
+            File::open("/dev/null")
+                .map_err(|e| format!("/dev/null: {e}"))?
+                .into(),
+            None,
+        )
+    };
+    // With a terminal, libcontainer opens the pty inside the container and
+    // sends its master over this socket. The connection waits in the
+    // listen backlog until build() returns (the shim is single-threaded).
+    let console = if opts.tty {
+        // Short: Unix socket paths are limited to 108 bytes.
+        let path = PathBuf::from(format!("/run/r8s/console-{}.sock", std::process::id()));
+        let _ = std::fs::create_dir_all("/run/r8s");
+        let _ = std::fs::remove_file(&path);
+        let l = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(|e| format!("console socket {}: {e}", path.display()))?;
+        Some((l, path))
+    } else {
+        None
+    };
     let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.root)
         .map_err(|e| e.to_string())?
         .with_executor(PodExecutor)
-        .with_stdin(null)
+        .with_console_socket(console.as_ref().map(|(_, p)| p.clone()))
+        .with_stdin(stdin_r)
         .with_stdout(out_w)
         .with_stderr(err_w)
         .validate_id()
@@ -189,18 +229,51 @@ fn create_and_start(args: &ShimArgs) -> Result<(Pid, Pipes), String> {
     let pid = container
         .pid()
         .ok_or_else(|| "the container has no init pid".to_string())?;
+    let mut io = ContainerIo {
+        outputs: vec![(out_r, "stdout"), (err_r, "stderr")],
+        stdin: stdin_w,
+        master: None,
+    };
+    if let Some((l, path)) = console {
+        let master = l
+            .accept()
+            .map_err(|e| e.to_string())
+            .and_then(|(s, _)| crate::exec_tty::recv_fd(&s).map_err(|e| e.to_string()));
+        let _ = std::fs::remove_file(&path);
+        let master = match master {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = container.delete(true);
+                return Err(format!("receiving the container's terminal: {e}"));
+            }
+        };
+        // On a terminal stdout and stderr are one stream.
+        let read_end = master.try_clone().map_err(|e| e.to_string())?;
+        io.outputs = vec![(read_end, "stdout")];
+        if opts.stdin {
+            io.stdin = Some(master.try_clone().map_err(|e| e.to_string())?);
+        }
+        io.master = Some(master);
+    }
     if let Err(e) = container.start() {
         let _ = container.delete(true);
         return Err(e.to_string());
     }
-    Ok((pid, [(out_r, "stdout"), (err_r, "stderr")]))
+    Ok((pid, io))
 }
 
-/// Copies the container's output into the log until it exits; returns its
-/// wait status.
-fn pump_until_exit(args: &ShimArgs, init: Pid, pipes: Pipes) -> WaitStatus {
+/// Copies the container's output into the log (and to attached clients)
+/// until it exits, feeding attached clients' input to its stdin; returns
+/// its wait status.
+fn pump_until_exit(args: &ShimArgs, init: Pid, io: ContainerIo) -> WaitStatus {
     let mut log = LogWriter::open(&args.log, args.max_log_bytes);
-    let mut open: Vec<(OwnedFd, &'static str)> = pipes.into_iter().collect();
+    let mut open: Vec<(OwnedFd, &'static str)> = io.outputs;
+    let mut attach = crate::attach::Sessions::new(
+        args.attach_socket.as_deref(),
+        io.stdin,
+        io.master,
+        args.stdio,
+    );
     let mut partial: HashMap<&'static str, Vec<u8>> = HashMap::new();
     let mut status: Option<WaitStatus> = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -218,21 +291,27 @@ fn pump_until_exit(args: &ShimArgs, init: Pid, pipes: Pipes) -> WaitStatus {
         // After the exit, drain what is buffered without waiting long: a
         // descendant outside the pid namespace could keep a pipe open.
         let timeout = if status.is_some() { 200u16 } else { 1000u16 };
-        let ready: Vec<bool> = {
+        let (ready, attach_ready) = {
             let mut fds: Vec<PollFd> = open
                 .iter()
                 .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
                 .collect();
+            let n = fds.len();
+            fds.extend(attach.poll_fds());
             match poll(&mut fds, PollTimeout::from(timeout)) {
                 Ok(0) if status.is_some() => break,
-                Ok(_) => fds
-                    .iter()
-                    .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                    .collect(),
+                Ok(_) => {
+                    let r: Vec<bool> = fds
+                        .iter()
+                        .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                        .collect();
+                    (r[..n].to_vec(), r[n..].to_vec())
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break,
             }
         };
+        attach.service(&attach_ready);
         let mut closed = Vec::new();
         for (i, is_ready) in ready.into_iter().enumerate() {
             if !is_ready {
@@ -240,8 +319,10 @@ fn pump_until_exit(args: &ShimArgs, init: Pid, pipes: Pipes) -> WaitStatus {
             }
             let (fd, stream) = &open[i];
             match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(fd), &mut buf) {
+                // EIO: the terminal's last user is gone.
                 Ok(0) | Err(_) => closed.push(i),
                 Ok(n) => {
+                    attach.broadcast(stream, &buf[..n]);
                     let pending = partial.entry(stream).or_default();
                     pending.extend_from_slice(&buf[..n]);
                     log.write_complete_lines(stream, pending);
@@ -262,6 +343,7 @@ fn pump_until_exit(args: &ShimArgs, init: Pid, pipes: Pipes) -> WaitStatus {
             log.write_partial(stream, &rest);
         }
     }
+    attach.close();
     match status {
         Some(s) => s,
         None => waitpid(init, None).unwrap_or(WaitStatus::Exited(init, 255)),

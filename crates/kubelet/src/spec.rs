@@ -50,6 +50,8 @@ pub struct SpecInput<'a> {
     pub volumes: &'a HashMap<String, PathBuf>,
     /// The pod's network namespace (None: host network).
     pub netns: Option<PathBuf>,
+    /// The pod's shared IPC, UTS and PID namespaces.
+    pub sandbox: crate::sandbox::Namespaces,
     /// Absolute cgroup path of the container.
     pub cgroup: String,
 }
@@ -305,7 +307,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
         .map(|(_, hard)| hard.min(1_048_576))
         .unwrap_or(1024);
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(c.tty == Some(true))
         .args(args)
         .env(env)
         .cwd(cwd)
@@ -378,15 +380,23 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
 
     // Namespaces: own pid, mount, ipc, cgroup; the pod's network (and a
     // UTS namespace carrying the pod's hostname), or the host's network.
+    // The pod's IPC and UTS namespaces are shared by its containers; so is
+    // its PID namespace with shareProcessNamespace. hostPID and hostIPC
+    // (no entry) share the host's.
+    let sb = &input.sandbox;
     let mut namespaces = vec![
-        ns(LinuxNamespaceType::Pid, None)?,
         ns(LinuxNamespaceType::Mount, None)?,
-        ns(LinuxNamespaceType::Ipc, None)?,
         ns(LinuxNamespaceType::Cgroup, None)?,
     ];
+    if pod_spec.host_pid != Some(true) {
+        namespaces.push(ns(LinuxNamespaceType::Pid, sb.pid.as_deref())?);
+    }
+    if pod_spec.host_ipc != Some(true) {
+        namespaces.push(ns(LinuxNamespaceType::Ipc, sb.ipc.as_deref())?);
+    }
     let host_network = pod_spec.host_network == Some(true);
     if !host_network {
-        namespaces.push(ns(LinuxNamespaceType::Uts, None)?);
+        namespaces.push(ns(LinuxNamespaceType::Uts, sb.uts.as_deref())?);
         namespaces.push(ns(LinuxNamespaceType::Network, input.netns.as_deref())?);
     }
 
@@ -430,7 +440,8 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
     }
     let linux = lb.build().map_err(spec_err)?;
 
-    let hostname = if host_network {
+    // A joined UTS namespace already carries the hostname.
+    let hostname = if host_network || input.sandbox.uts.is_some() {
         None
     } else {
         Some(

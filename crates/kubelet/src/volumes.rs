@@ -316,6 +316,228 @@ async fn claim_path(client: &kube::Client, ns: &str, claim: &str) -> Result<Path
     )))
 }
 
+/// The files of a configMap, secret, downwardAPI or projected volume as
+/// they should be now (None for other kinds).
+async fn atomic_files(
+    client: &kube::Client,
+    pod: &Pod,
+    ns: &str,
+    v: &Volume,
+    dir: &Path,
+) -> Result<Option<BTreeMap<String, (Vec<u8>, u32)>>, KubeletError> {
+    if let Some(cm) = &v.config_map {
+        let files = configmap_files(
+            client,
+            ns,
+            &cm.name,
+            cm.items.as_ref(),
+            cm.default_mode,
+            cm.optional == Some(true),
+        )
+        .await?;
+        return Ok(Some(files));
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let files = secret_files(
+            client,
+            ns,
+            &name,
+            s.items.as_ref(),
+            s.default_mode,
+            s.optional == Some(true),
+        )
+        .await?;
+        return Ok(Some(files));
+    }
+    if let Some(d) = &v.downward_api {
+        let mut files = BTreeMap::new();
+        for it in d.items.iter().flatten() {
+            if let Some(f) = &it.field_ref {
+                let val = field_value(pod, &f.field_path).unwrap_or_default();
+                let mode = it.mode.or(d.default_mode).unwrap_or(0o644) as u32;
+                files.insert(it.path.clone(), (val.into_bytes(), mode));
+            }
+        }
+        return Ok(Some(files));
+    }
+    if let Some(p) = &v.projected {
+        let mut files = BTreeMap::new();
+        for src in p.sources.iter().flatten() {
+            if let Some(cm) = &src.config_map {
+                files.extend(
+                    configmap_files(
+                        client,
+                        ns,
+                        &cm.name,
+                        cm.items.as_ref(),
+                        p.default_mode,
+                        cm.optional == Some(true),
+                    )
+                    .await?,
+                );
+            }
+            if let Some(s) = &src.secret {
+                files.extend(
+                    secret_files(
+                        client,
+                        ns,
+                        &s.name,
+                        s.items.as_ref(),
+                        p.default_mode,
+                        s.optional == Some(true),
+                    )
+                    .await?,
+                );
+            }
+            if let Some(t) = &src.service_account_token {
+                let existing = std::fs::read(dir.join("..data").join(&t.path)).ok();
+                let token = match existing.filter(|b| token_fresh(b)) {
+                    Some(b) => b,
+                    None => request_token(client, pod, ns, t).await?,
+                };
+                files.insert(
+                    t.path.clone(),
+                    (token, p.default_mode.unwrap_or(0o644) as u32),
+                );
+            }
+            if let Some(d) = &src.downward_api {
+                for it in d.items.iter().flatten() {
+                    if let Some(f) = &it.field_ref {
+                        let val = field_value(pod, &f.field_path).unwrap_or_default();
+                        files.insert(
+                            it.path.clone(),
+                            (
+                                val.into_bytes(),
+                                it.mode.or(p.default_mode).unwrap_or(0o644) as u32,
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        return Ok(Some(files));
+    }
+    Ok(None)
+}
+
+/// Whether a token is young enough to keep: upstream's kubelet renews at
+/// 80% of its lifetime (or after 24 hours).
+fn token_fresh(jwt: &[u8]) -> bool {
+    use base64::Engine;
+    let claims = std::str::from_utf8(jwt)
+        .ok()
+        .and_then(|t| t.split('.').nth(1))
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let Some(c) = claims else { return false };
+    let (Some(iat), Some(exp)) = (c["iat"].as_i64(), c["exp"].as_i64()) else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let renew_at = iat + ((exp - iat) * 4 / 5).min(24 * 3600);
+    now < renew_at
+}
+
+/// A token for the pod's service account, bound to the pod (TokenRequest).
+async fn request_token(
+    client: &kube::Client,
+    pod: &Pod,
+    ns: &str,
+    t: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+) -> Result<Vec<u8>, KubeletError> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let body = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": t.audience.iter().collect::<Vec<_>>(),
+            "expirationSeconds": t.expiration_seconds.unwrap_or(3600),
+            "boundObjectRef": {
+                "apiVersion": "v1", "kind": "Pod",
+                "name": pod.metadata.name, "uid": pod.metadata.uid,
+            },
+        },
+    });
+    let api: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
+    let tr: TokenRequest = api
+        .create_subresource("token", &sa, &kube::api::PostParams::default(), &body)
+        .await
+        .map_err(|e| KubeletError::Volume(format!("requesting a token for {ns}/{sa}: {e}")))?;
+    Ok(tr.status.map(|s| s.token).unwrap_or_default().into_bytes())
+}
+
+/// What `dir/..data` holds now: relative path → bytes.
+fn current_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else if let (Ok(rel), Ok(bytes)) = (p.strip_prefix(base), std::fs::read(&p)) {
+                out.insert(rel.to_string_lossy().into_owned(), bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let data = dir.join("..data");
+    walk(&data, &data, &mut out);
+    out
+}
+
+/// Brings the pod's configMap, secret, downwardAPI and projected volumes
+/// up to date, swapping `..data` atomically where anything changed (as
+/// upstream's kubelet does on its sync). A source that cannot be read now
+/// (deleted, API unreachable) leaves the files as they are.
+pub async fn refresh(client: &kube::Client, pod: &Pod, pod_dir: &Path) {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let vols: Vec<Volume> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
+    for v in vols {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        let files = match atomic_files(client, pod, &ns, &v, &dir).await {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(volume = %v.name, error = %e, "volume refresh skipped");
+                continue;
+            }
+        };
+        let want: BTreeMap<String, Vec<u8>> = files
+            .iter()
+            .map(|(k, (b, _))| (k.clone(), b.clone()))
+            .collect();
+        if current_files(&dir) == want {
+            continue;
+        }
+        match write_atomic(&dir, &files) {
+            Ok(()) => tracing::info!(volume = %v.name, "volume updated"),
+            Err(e) => tracing::warn!(volume = %v.name, error = %e, "volume update failed"),
+        }
+    }
+}
+
 /// Prepares every volume of the pod under `pod_dir/volumes`; returns the
 /// host directory of each by name.
 pub async fn prepare(
@@ -352,83 +574,10 @@ pub async fn prepare(
                 let size = ed.size_limit.as_ref().and_then(crate::resources::bytes);
                 tmpfs(&dir, size)?;
             }
-        } else if let Some(cm) = &v.config_map {
-            let files = configmap_files(
-                client,
-                &ns,
-                &cm.name,
-                cm.items.as_ref(),
-                cm.default_mode,
-                cm.optional == Some(true),
-            )
-            .await?;
-            write_atomic(&dir, &files)?;
-        } else if let Some(s) = &v.secret {
-            tmpfs(&dir, None)?;
-            let name = s.secret_name.clone().unwrap_or_default();
-            let files = secret_files(
-                client,
-                &ns,
-                &name,
-                s.items.as_ref(),
-                s.default_mode,
-                s.optional == Some(true),
-            )
-            .await?;
-            write_atomic(&dir, &files)?;
-        } else if let Some(d) = &v.downward_api {
-            let mut files = BTreeMap::new();
-            for it in d.items.iter().flatten() {
-                if let Some(f) = &it.field_ref {
-                    let val = field_value(pod, &f.field_path).unwrap_or_default();
-                    let mode = it.mode.or(d.default_mode).unwrap_or(0o644) as u32;
-                    files.insert(it.path.clone(), (val.into_bytes(), mode));
-                }
-            }
-            write_atomic(&dir, &files)?;
-        } else if let Some(p) = &v.projected {
-            let mut files = BTreeMap::new();
-            for src in p.sources.iter().flatten() {
-                if let Some(cm) = &src.config_map {
-                    files.extend(
-                        configmap_files(
-                            client,
-                            &ns,
-                            &cm.name,
-                            cm.items.as_ref(),
-                            p.default_mode,
-                            cm.optional == Some(true),
-                        )
-                        .await?,
-                    );
-                }
-                if let Some(s) = &src.secret {
-                    files.extend(
-                        secret_files(
-                            client,
-                            &ns,
-                            &s.name,
-                            s.items.as_ref(),
-                            p.default_mode,
-                            s.optional == Some(true),
-                        )
-                        .await?,
-                    );
-                }
-                if let Some(d) = &src.downward_api {
-                    for it in d.items.iter().flatten() {
-                        if let Some(f) = &it.field_ref {
-                            let val = field_value(pod, &f.field_path).unwrap_or_default();
-                            files.insert(
-                                it.path.clone(),
-                                (
-                                    val.into_bytes(),
-                                    it.mode.or(p.default_mode).unwrap_or(0o644) as u32,
-                                ),
-                            );
-                        }
-                    }
-                }
+        } else if let Some(files) = atomic_files(client, pod, &ns, &v, &dir).await? {
+            if v.secret.is_some() {
+                // Secrets never touch the disk.
+                tmpfs(&dir, None)?;
             }
             write_atomic(&dir, &files)?;
         }

@@ -29,6 +29,18 @@ pub struct NodeArgs {
     /// Extra node labels, `key=value`.
     #[arg(long = "node-label", value_delimiter = ',')]
     node_labels: Vec<String>,
+    /// Image GC starts when the image disk is fuller than this (percent).
+    #[arg(long, default_value_t = 85)]
+    image_gc_high_threshold: u8,
+    /// Image GC frees space down to this (percent).
+    #[arg(long, default_value_t = 80)]
+    image_gc_low_threshold: u8,
+    /// How often image GC looks.
+    #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
+    image_gc_period: std::time::Duration,
+    /// An image must have been unused this long to be collected.
+    #[arg(long, default_value = "2m", value_parser = crate::parse_duration)]
+    minimum_image_ttl_duration: std::time::Duration,
 }
 
 /// `r8s agent`.
@@ -92,6 +104,14 @@ pub struct ShimArgs {
     max_log_bytes: u64,
     #[arg(long)]
     memory_cgroup: Option<PathBuf>,
+    #[arg(long)]
+    attach_socket: Option<PathBuf>,
+    #[arg(long)]
+    stdin: bool,
+    #[arg(long)]
+    stdin_once: bool,
+    #[arg(long)]
+    tty: bool,
 }
 
 /// `r8s shim-exec` (internal).
@@ -126,6 +146,15 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
     }
     o.cgroup_root = node.cgroup_root.trim_matches('/').to_string();
     o.kubelet_port = i32::from(node.kubelet_port);
+    if node.image_gc_low_threshold > node.image_gc_high_threshold {
+        anyhow::bail!("--image-gc-low-threshold must not exceed --image-gc-high-threshold");
+    }
+    o.image_gc = kubelet::imagegc::GcPolicy {
+        high_percent: node.image_gc_high_threshold,
+        low_percent: node.image_gc_low_threshold,
+        period: node.image_gc_period,
+        min_age: node.minimum_image_ttl_duration,
+    };
     for l in &node.node_labels {
         let (k, v) = l
             .split_once('=')
@@ -269,6 +298,12 @@ pub fn shim(a: ShimArgs) -> i32 {
         exit_file: a.exit_file,
         max_log_bytes: a.max_log_bytes,
         memory_cgroup: a.memory_cgroup,
+        attach_socket: a.attach_socket,
+        stdio: kubelet::attach::StdioOpts {
+            stdin: a.stdin,
+            stdin_once: a.stdin_once,
+            tty: a.tty,
+        },
     })
 }
 

@@ -54,6 +54,9 @@ enum Command {
     /// Runs a command in a running container (used by the agent).
     #[command(hide = true)]
     ShimExec(agent::ShimExecArgs),
+    /// The init of a pod's shared PID namespace (started by the agent).
+    #[command(hide = true)]
+    Pause,
 }
 
 #[derive(clap::Args)]
@@ -88,7 +91,7 @@ struct HollowArgs {
 }
 
 /// Parses `200ms`, `2s`, `1m` or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map(|i| s.split_at(i))
@@ -339,6 +342,7 @@ fn main() -> anyhow::Result<()> {
     let cli = match cli.command {
         Command::Shim(args) => std::process::exit(agent::shim(args)),
         Command::ShimExec(args) => std::process::exit(agent::shim_exec(args)),
+        Command::Pause => std::process::exit(kubelet::sandbox::pause()),
         Command::Image(cmd) => return agent::image(cmd),
         // Before the runtime's threads exist, for the same reason.
         Command::Bench(BenchCommand::Runtime(args)) => return bench_runtime::run(args),
@@ -354,6 +358,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => rt.block_on(agent::run(args)),
         Command::Shim(_)
         | Command::ShimExec(_)
+        | Command::Pause
         | Command::Image(_)
         | Command::Bench(BenchCommand::Runtime(_)) => {
             unreachable!("handled above")

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use controllers::events::Recorder;
 use controllers::runtime::Change;
 use controllers::runtime::{Informer, Informers, key_of};
-use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -39,6 +41,8 @@ pub struct Scheduler {
     pods: Informer<Pod>,
     priority_classes: Informer<PriorityClass>,
     pdbs: Informer<PodDisruptionBudget>,
+    claims: Informer<PersistentVolumeClaim>,
+    volumes: Informer<PersistentVolume>,
     recorder: Recorder,
     bindings: tokio::sync::Semaphore,
 }
@@ -64,6 +68,9 @@ impl Scheduler {
         let pcs = informers.get::<PriorityClass>();
         let nss = informers.get::<Namespace>();
         let pdbs = informers.get::<PodDisruptionBudget>();
+        let claims = informers.get::<PersistentVolumeClaim>();
+        let volumes = informers.get::<PersistentVolume>();
+        let (claim_rx, volume_rx) = (claims.subscribe(), volumes.subscribe());
         let (pod_rx, node_rx, ns_rx) = (pods.subscribe(), nodes.subscribe(), nss.subscribe());
         let s = Arc::new(Scheduler {
             recorder: Recorder::new(client.clone(), &opts.scheduler_name),
@@ -79,10 +86,14 @@ impl Scheduler {
             pods: pods.clone(),
             priority_classes: pcs.clone(),
             pdbs: pdbs.clone(),
+            claims: claims.clone(),
+            volumes: volumes.clone(),
             bindings: tokio::sync::Semaphore::new(MAX_BINDINGS_IN_FLIGHT),
         });
         pcs.ready().await;
         pdbs.ready().await;
+        claims.ready().await;
+        volumes.ready().await;
         nss.ready().await;
         s.sync_namespaces(&nss);
         nodes.ready().await;
@@ -102,6 +113,8 @@ impl Scheduler {
             tokio::spawn(node_events(s.clone(), nodes, node_rx)),
             tokio::spawn(pod_events(s.clone(), pods, pod_rx)),
             tokio::spawn(namespace_events(s.clone(), nss, ns_rx)),
+            tokio::spawn(storage_events(s.clone(), claim_rx)),
+            tokio::spawn(storage_events(s.clone(), volume_rx)),
         ];
         let mut picker = Picker::new(s.opts.percentage_of_nodes_to_score);
         let _guard = AbortOnDrop(handlers.into_iter().collect());
@@ -260,13 +273,36 @@ impl Scheduler {
                 .and_then(|pc| pc.preemption_policy.clone());
         }
         let info = Arc::new(info);
+        // VolumeBinding's pre-filter: claims must exist and be bound.
+        let volume_affinity = match crate::plugins::volumebinding::prefilter(
+            &pod,
+            |ns, name| self.claims.get(Some(ns), name),
+            |name| self.volumes.get(None, name),
+        ) {
+            Ok(t) => t,
+            Err(why) => {
+                let n = self.cache().num_nodes();
+                let msg = format!(
+                    "0/{n} nodes are available: {why}. preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
+                );
+                self.fail(
+                    &p,
+                    &info,
+                    msg,
+                    None,
+                    HashSet::from([crate::plugins::volumebinding::NAME]),
+                );
+                return;
+            }
+        };
         let namespaces = self
             .namespaces
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let mut cache = self.cache();
-        let state = CycleState::new(&cache, info.clone(), namespaces);
+        let mut state = CycleState::new(&cache, info.clone(), namespaces);
+        state.volume_affinity = volume_affinity;
         match schedule(&cache, &state, picker) {
             Ok(node) => {
                 cache.clear_nominated(&info.key);
@@ -579,6 +615,20 @@ async fn node_events(
         };
         if changed {
             s.queue.move_unschedulable(|_| true);
+        }
+    }
+}
+
+/// Claims and volumes that change may let a parked pod through
+/// VolumeBinding.
+async fn storage_events<K: Clone>(
+    s: Arc<Scheduler>,
+    mut rx: tokio::sync::broadcast::Receiver<Change<K>>,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => s.queue.move_unschedulable(|_| true),
+            Err(RecvError::Closed) => return,
         }
     }
 }

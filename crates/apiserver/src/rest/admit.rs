@@ -442,6 +442,83 @@ pub async fn admit_pod_create(rest: &Rest, pod: &mut Value) -> Result<(), ApiErr
     Ok(())
 }
 
+/// Where pods find their service-account credentials.
+pub const SA_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin's token volume: unless the pod or
+/// its service account opts out (`automountServiceAccountToken: false`),
+/// a projected `kube-api-access-<suffix>` volume (a bound token, the
+/// cluster CA from `kube-root-ca.crt` and the namespace) mounted read-only
+/// at [`SA_MOUNT_PATH`] in every container, as upstream adds it.
+pub async fn service_account_volume(rest: &Rest, pod: &mut Value) -> Result<(), ApiError> {
+    let spec = &pod["spec"];
+    if spec["automountServiceAccountToken"] == false {
+        return Ok(());
+    }
+    let ns = pod["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let sa_name = spec["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    if let Some(info) = catalogue::find("", "v1", "serviceaccounts")
+        && let Ok((sa, _)) = rest.load(info, Some(&ns), &sa_name).await
+        && sa["automountServiceAccountToken"] == false
+    {
+        return Ok(());
+    }
+    let containers = |s: &Value| {
+        ["initContainers", "containers"]
+            .iter()
+            .flat_map(|k| s[*k].as_array().cloned().unwrap_or_default())
+            .collect::<Vec<Value>>()
+    };
+    let mounted = containers(&pod["spec"]).iter().any(|c| {
+        c["volumeMounts"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["mountPath"] == SA_MOUNT_PATH))
+    });
+    if mounted {
+        return Ok(());
+    }
+    let suffix: String = uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        .take(5)
+        .collect();
+    let name = format!("kube-api-access-{suffix}");
+    let volume = json!({
+        "name": name,
+        "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    });
+    let spec = &mut pod["spec"];
+    match spec["volumes"].as_array_mut() {
+        Some(v) => v.push(volume),
+        None => spec["volumes"] = json!([volume]),
+    }
+    for key in ["initContainers", "containers"] {
+        for c in spec[key].as_array_mut().into_iter().flatten() {
+            let m = json!({"name": name, "readOnly": true, "mountPath": SA_MOUNT_PATH});
+            match c["volumeMounts"].as_array_mut() {
+                Some(ms) => ms.push(m),
+                None => c["volumeMounts"] = json!([m]),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The annotation that marks the default StorageClass.
 const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 

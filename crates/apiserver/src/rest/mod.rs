@@ -8,6 +8,7 @@ mod meta;
 pub(crate) mod node_proxy;
 mod read;
 mod sub;
+pub mod token;
 mod write;
 
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ pub struct Rest {
     pub(crate) alloc_lock: tokio::sync::Mutex<()>,
     /// Client TLS for kubelet APIs (logs), set once the PKI is loaded.
     pub(crate) kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// Signs and verifies service-account tokens.
+    pub(crate) sa_signer: std::sync::OnceLock<Arc<crate::satoken::Signer>>,
 }
 
 /// Query parameters (last value wins, as upstream's decoding does).
@@ -159,6 +162,7 @@ impl Rest {
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),
             kubelet_tls: std::sync::OnceLock::new(),
+            sa_signer: std::sync::OnceLock::new(),
         }
     }
 

@@ -209,6 +209,45 @@ pub async fn pod_log(
         .unwrap_or_else(|_| h::text(500, "")))
 }
 
+/// `GET nodes/<name>/proxy/<path>`: the node's kubelet API (for example
+/// `/stats/summary`), answered as the kubelet answers.
+pub async fn node_get(rest: &Rest, call: &Call, node: &str) -> Result<Response<Body>, ApiError> {
+    let (ip, port) = kubelet_of(rest, node).await?;
+    let mut path = format!("/{}", call.route.rest.trim_start_matches('/'));
+    if !call.query.0.is_empty() {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &call.query.0 {
+            q.append_pair(k, v);
+        }
+        path.push('?');
+        path.push_str(&q.finish());
+    }
+    let resp = get(rest, &ip, port, &path).await?;
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(|| http::HeaderValue::from_static("text/plain"));
+    let stream = futures::stream::unfold(resp.into_body(), |mut body| async move {
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        return Some((data, body));
+                    }
+                }
+                _ => return None,
+            }
+        }
+    });
+    Ok(Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, ct)
+        .body(h::streaming(stream))
+        .unwrap_or_else(|_| h::text(500, "")))
+}
+
 /// An HTTP/1.1 connection over TLS to a kubelet; with `upgrades` it can
 /// switch protocols (exec).
 async fn connect(
@@ -327,6 +366,15 @@ pub async fn tunnel(
             }
             let container = container_of(&pod, name, call)?;
             format!("/exec/{ns}/{name}/{container}?{raw_query}")
+        }
+        "attach" => {
+            if phase == "Succeeded" || phase == "Failed" {
+                return Err(ApiError::bad_request(format!(
+                    "cannot attach to a container in a completed pod; current phase is {phase}"
+                )));
+            }
+            let container = container_of(&pod, name, call)?;
+            format!("/attach/{ns}/{name}/{container}?{raw_query}")
         }
         "portforward" => {
             if phase != "Running" {

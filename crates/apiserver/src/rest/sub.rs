@@ -45,6 +45,10 @@ pub async fn serve(
             let bytes = h::read_body(body, &call.headers).await?;
             scale_write(rest, call, name, &bytes).await
         }
+        ("token", &Method::POST) if info.plural == "serviceaccounts" => {
+            let bytes = h::read_body(body, &call.headers).await?;
+            super::token::request(rest, call, name, &bytes).await
+        }
         ("binding", &Method::POST) => {
             let bytes = h::read_body(body, &call.headers).await?;
             bind(rest, call, name, &bytes).await
@@ -303,6 +307,12 @@ async fn node_route(rest: &Rest, call: &Call, name: &str) -> Result<Response<Bod
     let (obj, _) = rest.load(info, call.ns(), name).await?;
     if info.plural == "pods" && call.route.subresource.as_deref() == Some("log") {
         return super::node_proxy::pod_log(rest, call, name, &obj).await;
+    }
+    if info.plural == "nodes"
+        && call.route.subresource.as_deref() == Some("proxy")
+        && call.method == http::Method::GET
+    {
+        return super::node_proxy::node_get(rest, call, name).await;
     }
     if info.plural == "pods" {
         let node = obj["spec"]["nodeName"].as_str().unwrap_or("");

@@ -223,6 +223,7 @@ pub(super) async fn create_object(
     }
     if info.group.is_empty() && info.plural == "pods" {
         admit::admit_pod_create(rest, &mut obj).await?;
+        admit::service_account_volume(rest, &mut obj).await?;
     }
     if info.group.is_empty() && info.plural == "persistentvolumeclaims" {
         admit::default_storage_class(rest, &mut obj).await?;

@@ -13,6 +13,7 @@ pub mod podtopologyspread;
 pub mod tainttoleration;
 #[cfg(test)]
 pub mod testutil;
+pub mod volumebinding;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct CycleState {
     pub spread: podtopologyspread::State,
     /// Namespace labels (for namespaceSelector terms).
     pub namespaces: Arc<interpodaffinity::NamespaceLabels>,
+    /// Node-affinity terms of the pod's bound volumes (VolumeBinding).
+    pub volume_affinity: Vec<Vec<k8s_openapi::api::core::v1::NodeSelectorTerm>>,
 }
 
 impl CycleState {
@@ -48,6 +51,7 @@ impl CycleState {
             affinity: Default::default(),
             spread: Default::default(),
             namespaces: Default::default(),
+            volume_affinity: Vec::new(),
         }
     }
 
@@ -116,6 +120,7 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
     nodeaffinity::filter(state, node)?;
     nodeports::filter(state, node)?;
     noderesources::filter(state, node)?;
+    volumebinding::filter(state, node)?;
     podtopologyspread::filter(&state.spread, &state.pod, node)?;
     interpodaffinity::filter(&state.affinity, &state.pod, node, &state.namespaces)
 }
