@@ -91,6 +91,7 @@ where
     }
     let (mut tx, mut rx) = ws.split();
     let mut cmd = tokio::process::Command::new(&ctx.shim_exe);
+    cmd.env(crate::HELPER_ENV.0, crate::HELPER_ENV.1);
     cmd.arg("shim-exec")
         .arg("--root")
         .arg(&ctx.state_root)

@@ -106,6 +106,7 @@ where
         Err(e) => return fail(&mut tx, format!("console socket: {e}")).await,
     };
     let mut cmd = tokio::process::Command::new(&ctx.shim_exe);
+    cmd.env(crate::HELPER_ENV.0, crate::HELPER_ENV.1);
     cmd.arg("shim-exec")
         .arg("--root")
         .arg(&ctx.state_root)

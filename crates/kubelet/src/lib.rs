@@ -63,6 +63,12 @@ pub enum KubeletError {
     Json(#[from] serde_json::Error),
 }
 
+/// Environment for the helper processes the agent starts (shims, exec
+/// helpers, pause): mimalloc's eager arena commit costs each small,
+/// long-lived helper about 6 MiB it never uses (measured: 7.4 → 1.9 MiB
+/// anonymous memory per shim).
+pub const HELPER_ENV: (&str, &str) = ("MIMALLOC_ARENA_EAGER_COMMIT", "0");
+
 /// Agent settings.
 #[derive(Debug, Clone)]
 pub struct Options {

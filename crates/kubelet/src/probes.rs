@@ -91,6 +91,7 @@ pub async fn run(p: &Probe, t: &Target<'_>) -> bool {
                 return false;
             }
             let child = tokio::process::Command::new(t.shim_exe)
+                .env(crate::HELPER_ENV.0, crate::HELPER_ENV.1)
                 .arg("shim-exec")
                 .arg("--root")
                 .arg(t.state_root)

@@ -129,6 +129,7 @@ impl Runtime for ShimRuntime {
         std::fs::create_dir_all(&self.state_root)
             .map_err(io_err(format!("creating {}", self.state_root.display())))?;
         let mut cmd = Command::new(&self.shim_exe);
+        cmd.env(crate::HELPER_ENV.0, crate::HELPER_ENV.1);
         cmd.arg("shim")
             .arg("--root")
             .arg(&self.state_root)

@@ -128,6 +128,7 @@ fn start_pause(dir: &Path, exe: &Path) -> Result<i32, KubeletError> {
     cmd.args(["--pid", "--fork", "--kill-child"])
         .arg(exe)
         .arg("pause")
+        .env(crate::HELPER_ENV.0, crate::HELPER_ENV.1)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
