@@ -26,6 +26,6 @@ export R8S_LOG=warn
 echo "== SQLite store"; "$R8S" bench store --datastore "sqlite://$work/store.db"
 echo "== etcd store (one create transaction each)"; "$R8S" bench store --datastore "$etcd_url"
 echo "== raw etcd puts"; "$R8S" bench store --datastore "$etcd_url" --raw
-echo "== API server on SQLite"; "$R8S" bench api --server-arg=--no-agent
-echo "== API server on etcd"; "$R8S" bench api --server-arg=--no-agent "--server-arg=--datastore=$etcd_url"
+echo "== API server on SQLite"; "$R8S" bench api
+echo "== API server on etcd"; "$R8S" bench api "--server-arg=--datastore=$etcd_url"
 echo "== SQLite size under churn"; "$R8S" bench churn --db "$work/churn.db"

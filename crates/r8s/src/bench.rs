@@ -153,8 +153,16 @@ async fn run_level(
             return;
         };
         let mut stream = std::pin::pin!(stream);
+        // Only the benchmark's objects: the controllers add
+        // kube-root-ca.crt to the fresh namespace meanwhile.
+        let prefix = format!("b{level}-");
         while let Some(Ok(e)) = stream.next().await {
-            if matches!(e, WatchEvent::Added(_)) {
+            if let WatchEvent::Added(o) = e
+                && o.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(&prefix))
+            {
                 ev.fetch_add(1, Ordering::Relaxed);
             }
         }
