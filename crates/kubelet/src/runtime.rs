@@ -42,6 +42,28 @@ pub trait Runtime: Send + Sync {
     fn remove(&self, id: &str);
 }
 
+/// Shims waiting to be reaped, and the thread that reaps them.
+fn reap_later(child: std::process::Child) {
+    use std::sync::{Mutex, OnceLock};
+    static SHIMS: OnceLock<Mutex<Vec<std::process::Child>>> = OnceLock::new();
+    let shims = SHIMS.get_or_init(|| {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if let Some(m) = SHIMS.get()
+                    && let Ok(mut list) = m.lock()
+                {
+                    list.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+                }
+            }
+        });
+        Mutex::new(Vec::new())
+    });
+    if let Ok(mut list) = shims.lock() {
+        list.push(child);
+    }
+}
+
 /// The libcontainer runtime driven through `r8s shim` processes.
 pub struct ShimRuntime {
     /// The executable that has the `shim` subcommand (r8s itself).
@@ -179,11 +201,9 @@ impl Runtime for ShimRuntime {
             use std::io::Read;
             let _ = so.read_to_string(&mut out);
         }
-        // The shim lives on as the container's parent; reap it in the
-        // background so it leaves no zombie when it ends.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        // The shim lives on as the container's parent; one shared thread
+        // reaps the shims as they end (a thread each cost ~1 MiB per pod).
+        reap_later(child);
         let line = out.lines().next().unwrap_or("").trim();
         if let Some(pid) = line.strip_prefix("started ") {
             let pid: i32 = pid
