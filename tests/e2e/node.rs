@@ -903,7 +903,9 @@ fn exec_with_a_terminal() {
                 + &String::from_utf8_lossy(&out.stderr),
         )
     };
-    let (code, out) = run("sh -c 'tty; stty size; echo to-stderr >&2'", "");
+    // kubectl sends the size right after connecting, concurrently with
+    // the command's start (as upstream): give it a moment to land.
+    let (code, out) = run("sh -c 'tty; sleep 1; stty size; echo to-stderr >&2'", "");
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("/dev/pts/"),

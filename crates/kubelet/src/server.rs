@@ -316,6 +316,34 @@ fn read_from(file: &std::path::Path, from: u64, to: u64) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// The runtime id of a running container, from the pod registry.
+fn running_id(registry: &Registry, ns: &str, pod: &str, container: &str) -> Option<String> {
+    registry
+        .lock()
+        .ok()
+        .and_then(|r| {
+            r.get(&(ns.to_string(), pod.to_string()))?
+                .containers
+                .get(container)
+                .cloned()
+        })
+        .filter(|c| c.running)
+        .and_then(|c| c.id)
+}
+
+/// The 101 answer to a WebSocket upgrade with the chosen sub-protocol.
+fn websocket_accepted(key: &str, protocol: &str) -> Response<Body> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::CONNECTION, "Upgrade")
+        .header("Sec-WebSocket-Accept", accept)
+        .header("Sec-WebSocket-Protocol", protocol)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+}
+
 /// Upgrades `exec` requests to a WebSocket and runs the command.
 fn exec_session(
     mut req: Request<Incoming>,
@@ -366,17 +394,7 @@ fn exec_session(
             "you must specify at least one command for the container",
         );
     }
-    let id = registry
-        .lock()
-        .ok()
-        .and_then(|r| {
-            r.get(&(ns.to_string(), pod.to_string()))?
-                .containers
-                .get(container)
-                .cloned()
-        })
-        .filter(|c| c.running)
-        .and_then(|c| c.id);
+    let id = running_id(&registry, ns, pod, container);
     let Some(id) = id else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -397,15 +415,7 @@ fn exec_session(
             Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
         }
     });
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(http::header::UPGRADE, "websocket")
-        .header(http::header::CONNECTION, "Upgrade")
-        .header("Sec-WebSocket-Accept", accept)
-        .header("Sec-WebSocket-Protocol", protocol)
-        .body(Full::new(Bytes::new()).boxed())
-        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+    websocket_accepted(&key, protocol)
 }
 
 /// Upgrades `attach` requests to a WebSocket joined to the container's
@@ -442,17 +452,7 @@ fn attach_session(
     let key = header("sec-websocket-key");
     let stdin = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .any(|(k, v)| k == "stdin" && (v == "true" || v == "1"));
-    let id = registry
-        .lock()
-        .ok()
-        .and_then(|r| {
-            r.get(&(ns.to_string(), pod.to_string()))?
-                .containers
-                .get(container)
-                .cloned()
-        })
-        .filter(|c| c.running)
-        .and_then(|c| c.id);
+    let id = running_id(&registry, ns, pod, container);
     let Some(id) = id else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -470,15 +470,7 @@ fn attach_session(
             Err(e) => tracing::debug!(error = %e, "attach upgrade failed"),
         }
     });
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(http::header::UPGRADE, "websocket")
-        .header(http::header::CONNECTION, "Upgrade")
-        .header("Sec-WebSocket-Accept", accept)
-        .header("Sec-WebSocket-Protocol", protocol)
-        .body(Full::new(Bytes::new()).boxed())
-        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+    websocket_accepted(&key, protocol)
 }
 
 /// Upgrades `portForward` requests: SPDY/3.1, SPDY in a WebSocket, or v4

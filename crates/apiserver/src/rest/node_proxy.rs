@@ -18,55 +18,6 @@ use crate::error::ApiError;
 use crate::http::{self as h, Body};
 use crate::tls::Pki;
 
-/// Accepts any kubelet serving certificate (see the module comment).
-#[derive(Debug)]
-struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The TLS client configuration for talking to kubelets.
 pub fn kubelet_client_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -81,7 +32,7 @@ pub fn kubelet_client_config(pki: &Pki) -> Result<Arc<rustls::ClientConfig>, Str
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(crate::tls::AnyServerCert(provider)))
         .with_client_auth_cert(certs, key)
         .map_err(|e| e.to_string())?;
     Ok(Arc::new(cfg))
@@ -190,7 +141,17 @@ pub async fn pod_log(
         }
         return Err(e);
     }
-    let stream = futures::stream::unfold(resp.into_body(), |mut body| async move {
+    let stream = data_frames(resp.into_body());
+    Ok(Response::builder()
+        .status(200)
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(h::streaming(stream))
+        .unwrap_or_else(|_| h::text(500, "")))
+}
+
+/// The data of a kubelet response body as a stream (trailers dropped).
+fn data_frames(body: hyper::body::Incoming) -> impl futures::Stream<Item = Bytes> + Send + 'static {
+    futures::stream::unfold(body, |mut body| async move {
         loop {
             match body.frame().await {
                 Some(Ok(f)) => {
@@ -201,12 +162,7 @@ pub async fn pod_log(
                 _ => return None,
             }
         }
-    });
-    Ok(Response::builder()
-        .status(200)
-        .header(http::header::CONTENT_TYPE, "text/plain")
-        .body(h::streaming(stream))
-        .unwrap_or_else(|_| h::text(500, "")))
+    })
 }
 
 /// `GET nodes/<name>/proxy/<path>`: the node's kubelet API (for example
@@ -229,18 +185,7 @@ pub async fn node_get(rest: &Rest, call: &Call, node: &str) -> Result<Response<B
         .get(http::header::CONTENT_TYPE)
         .cloned()
         .unwrap_or_else(|| http::HeaderValue::from_static("text/plain"));
-    let stream = futures::stream::unfold(resp.into_body(), |mut body| async move {
-        loop {
-            match body.frame().await {
-                Some(Ok(f)) => {
-                    if let Ok(data) = f.into_data() {
-                        return Some((data, body));
-                    }
-                }
-                _ => return None,
-            }
-        }
-    });
+    let stream = data_frames(resp.into_body());
     Ok(Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, ct)
