@@ -5,8 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # A shared target dir outside the clone keeps rebuilds fast; a cold one
-# still works.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/r8s-target}"
+# still works. The shared path may be unusable on a reused machine (a
+# dangling symlink, a file, no permission): then build inside the clone.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  shared_target=/var/tmp/r8s-target
+  if mkdir -p "$shared_target" 2>/dev/null && [ -d "$shared_target" ] && [ -w "$shared_target" ]; then
+    export CARGO_TARGET_DIR="$shared_target"
+  else
+    echo "note: $shared_target is not a usable directory; building in ./target" >&2
+    export CARGO_TARGET_DIR="$PWD/target"
+  fi
+fi
 export CARGO_TERM_COLOR=never
 
 need_pkgs=()
