@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+# Container seccomp filters are built with libseccomp.
+[ -f /usr/include/seccomp.h ] || need+=(libseccomp-dev)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # hostPort mappings are nftables rules.
 command -v nft >/dev/null 2>&1 || need+=(nftables)

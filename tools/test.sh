@@ -25,6 +25,8 @@ command -v kubectl >/dev/null 2>&1 || need_pkgs+=(kubectl)
 # tests build a busybox image from Debian's static busybox.
 command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need_pkgs+=(libprotobuf-dev)
+# Container seccomp filters are built with libseccomp.
+[ -f /usr/include/seccomp.h ] || need_pkgs+=(libseccomp-dev)
 command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 # The node agent wires pod networks with iproute2's `ip`.

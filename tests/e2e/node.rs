@@ -1959,3 +1959,180 @@ fn image_gc_removes_unused_images_but_never_one_a_pod_uses() {
         (!image_list(c).contains("busybox")).then_some(())
     });
 }
+
+#[test]
+fn seccomp_profiles_confine_containers() {
+    let mut host = Host::new();
+    // A Localhost profile, in Docker's format, where the kubelet looks
+    // for them: `<data-dir>/agent/seccomp/<localhostProfile>`.
+    start_node_with(&mut host, &[], |data| {
+        let dir = data.join("agent/seccomp/profiles");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("no-mkdir.json"),
+            r#"{"defaultAction": "SCMP_ACT_ALLOW",
+                "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}],
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+    });
+    let c = host.cluster.as_ref().unwrap();
+    let run = |args: &[&str]| {
+        let o = c.kubectl(args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let pod_with = |name: &str, pod_sc: &str, ctr_sc: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {pod_sc}
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    securityContext: {ctr_sc}
+"#
+        )
+    };
+    c.create(Some("default"), &pod_with("unconfined", "{}", "{}"));
+    c.create(
+        Some("default"),
+        &pod_with(
+            "runtime-default",
+            "{seccompProfile: {type: RuntimeDefault}, runAsUser: 1000}",
+            "{}",
+        ),
+    );
+    c.create(
+        Some("default"),
+        &pod_with(
+            "local",
+            "{seccompProfile: {type: RuntimeDefault}}",
+            "{seccompProfile: {type: Localhost, localhostProfile: profiles/no-mkdir.json}}",
+        ),
+    );
+    c.create(
+        Some("default"),
+        &pod_with(
+            "missing-profile",
+            "{}",
+            "{seccompProfile: {type: Localhost, localhostProfile: profiles/absent.json}}",
+        ),
+    );
+    for n in ["unconfined", "runtime-default", "local"] {
+        c.wait_for(&format!("{n} to run"), Duration::from_secs(60), || {
+            (pod(c, n)["status"]["phase"] == "Running").then_some(())
+        });
+    }
+    let mode = |pod: &str, pid: &str| {
+        let status = c.ok(&["exec", pod, "--", "cat", &format!("/proc/{pid}/status")]);
+        status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("no Seccomp line in {status}"))
+    };
+    // Mode 0: no filter; mode 2: a filter, on the container's process and
+    // on processes exec'd into it.
+    assert_eq!(mode("unconfined", "1"), "0");
+    assert_eq!(mode("unconfined", "self"), "0");
+    for p in ["runtime-default", "local"] {
+        assert_eq!(mode(p, "1"), "2", "{p}: PID 1 is filtered");
+        assert_eq!(mode(p, "self"), "2", "{p}: exec'd processes are filtered");
+    }
+
+    // An exec'd process runs as the container's user, with exactly the
+    // container's capabilities (the filter is loaded with CAP_SYS_ADMIN,
+    // which is dropped again before the command runs).
+    assert_eq!(
+        c.ok(&["exec", "runtime-default", "--", "id", "-u"]).trim(),
+        "1000"
+    );
+    let caps_of = |pod: &str, pid: &str| {
+        let status = c.ok(&["exec", pod, "--", "cat", &format!("/proc/{pid}/status")]);
+        status
+            .lines()
+            .filter(|l| l.starts_with("Cap"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for p in ["local", "unconfined"] {
+        assert_eq!(
+            caps_of(p, "self"),
+            caps_of(p, "1"),
+            "{p}: exec'd capabilities"
+        );
+    }
+
+    // Creating a user namespace needs no capability, so only the filter
+    // stops it: allowed unconfined, refused by RuntimeDefault.
+    let (ok, out) = run(&["exec", "unconfined", "--", "unshare", "-U", "true"]);
+    assert!(ok, "unconfined containers may unshare: {out}");
+    let (ok, out) = run(&["exec", "runtime-default", "--", "unshare", "-U", "true"]);
+    assert!(!ok, "RuntimeDefault refuses unshare");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    // Everyday work is unaffected.
+    let out = c.ok(&[
+        "exec",
+        "runtime-default",
+        "--",
+        "sh",
+        "-c",
+        "mkdir /tmp/d && echo hi > /tmp/d/f && cat /tmp/d/f && ps",
+    ]);
+    assert!(out.starts_with("hi"), "{out}");
+
+    // The container's Localhost profile wins over the pod's RuntimeDefault.
+    let (ok, out) = run(&["exec", "local", "--", "mkdir", "/tmp/x"]);
+    assert!(!ok, "the local profile refuses mkdir: {out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    c.ok(&["exec", "local", "--", "touch", "/tmp/file"]);
+    c.ok(&["exec", "local", "--", "unshare", "-U", "true"]);
+
+    // A missing profile is the container's error, as upstream.
+    let waiting = c.wait_for(
+        "missing-profile to report its error",
+        Duration::from_secs(30),
+        || {
+            let p = pod(c, "missing-profile");
+            let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+            (w["reason"] == "CreateContainerError").then_some(w)
+        },
+    );
+    assert!(
+        waiting["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("profiles/absent.json"),
+        "{waiting}"
+    );
+
+    // Bad profiles are refused by the API server, naming the field.
+    let bad = pod_with(
+        "bad",
+        "{seccompProfile: {type: Localhost}}",
+        "{seccompProfile: {type: Sometimes}}",
+    );
+    let o = c.kubectl_env(&["create", "-f", "-"], &[], Some(&bad));
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        out.contains("spec.securityContext.seccompProfile.localhostProfile: Required value"),
+        "{out}"
+    );
+    assert!(
+        out.contains("spec.containers[0].securityContext.seccompProfile.type: Unsupported value: \"Sometimes\""),
+        "{out}"
+    );
+}

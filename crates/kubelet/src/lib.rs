@@ -23,10 +23,12 @@ pub mod network;
 pub mod node;
 mod pods;
 pub mod portforward;
+pub mod pressure;
 pub mod probes;
 pub mod resources;
 pub mod runtime;
 pub mod sandbox;
+pub mod seccomp;
 pub mod server;
 pub mod shim;
 pub mod spdy;
@@ -99,6 +101,13 @@ pub struct Options {
     pub max_log_bytes: u64,
     /// Image garbage collection.
     pub image_gc: imagegc::GcPolicy,
+    /// `--seccomp-default`: containers naming no seccomp profile get
+    /// RuntimeDefault instead of Unconfined.
+    pub seccomp_default: bool,
+    /// Hard eviction thresholds (`--eviction-hard`).
+    pub eviction_hard: Vec<pressure::Threshold>,
+    /// How long a pressure condition outlives its signal.
+    pub eviction_pressure_transition_period: std::time::Duration,
 }
 
 impl Options {
@@ -122,7 +131,17 @@ impl Options {
             shim_exe,
             max_log_bytes: 10 << 20,
             image_gc: imagegc::GcPolicy::default(),
+            seccomp_default: false,
+            eviction_hard: pressure::parse_thresholds(pressure::DEFAULT_EVICTION_HARD)
+                .unwrap_or_default(),
+            eviction_pressure_transition_period: std::time::Duration::from_secs(300),
         }
+    }
+
+    /// Where `Localhost` seccomp profiles live (upstream's
+    /// `/var/lib/kubelet/seccomp`).
+    pub fn seccomp_dir(&self) -> PathBuf {
+        self.data_dir.join("agent/seccomp")
     }
 
     /// The image store directory.
@@ -138,6 +157,8 @@ pub struct Agent {
     pub(crate) runtime: Arc<dyn runtime::Runtime>,
     pub(crate) images: image::ImageStore,
     pub(crate) registry: server::Registry,
+    /// The node's pressure conditions, read by admission.
+    pub(crate) pressure: Arc<std::sync::Mutex<pressure::Tracker>>,
 }
 
 /// Mount points of the cgroup hierarchies: (v1 controller dirs, or the v2
@@ -166,6 +187,34 @@ impl Agent {
             return Some(v2.join(rel));
         }
         Some(v2.join("memory").join(rel))
+    }
+
+    /// The pressure condition that keeps a new pod off this node, as
+    /// upstream's eviction admission decides: under MemoryPressure only
+    /// BestEffort pods (unless they tolerate the memory-pressure taint);
+    /// under DiskPressure or PIDPressure every pod. Critical pods (priority
+    /// of system-node-critical and above) are always admitted.
+    pub(crate) fn refuses(&self, pod: &k8s_openapi::api::core::v1::Pod) -> Option<&'static str> {
+        let spec = pod.spec.as_ref()?;
+        if spec.priority.unwrap_or(0) >= 2_000_000_000 {
+            return None;
+        }
+        let t = self.pressure.lock().unwrap_or_else(|e| e.into_inner());
+        for c in ["DiskPressure", "PIDPressure"] {
+            if t.under(c) {
+                return Some(c);
+            }
+        }
+        if t.under("MemoryPressure") && resources::qos(pod) == resources::Qos::BestEffort {
+            let tolerates = spec.tolerations.iter().flatten().any(|tol| {
+                tol.key.as_deref() == Some("node.kubernetes.io/memory-pressure")
+                    || (tol.key.is_none() && tol.operator.as_deref() == Some("Exists"))
+            });
+            if !tolerates {
+                return Some("MemoryPressure");
+            }
+        }
+        None
     }
 
     /// Every hierarchy's directory of a pod's cgroup.
@@ -248,14 +297,20 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
         state_root: opts.data_dir.join("agent/state"),
         max_log_bytes: opts.max_log_bytes,
     });
+    let tracker = Arc::new(std::sync::Mutex::new(pressure::Tracker::new(
+        opts.eviction_hard.clone(),
+        opts.eviction_pressure_transition_period,
+    )));
     let agent = Arc::new(Agent {
         client: client.clone(),
         opts: opts.clone(),
         runtime,
         images: images.clone(),
         registry,
+        pressure: tracker.clone(),
     });
-    node::register(&client, &opts, node_images(&images)).await?;
+    let reporter = Arc::new(node::Reporter::new(opts.clone(), tracker));
+    reporter.register(&client, node_images(&images)).await?;
     tracing::info!(node = %opts.node_name, cidr = %opts.net.cidr(), "node registered");
     tokio::spawn(node::lease_loop(client.clone(), opts.clone()));
     tokio::spawn(localpath::run(client.clone(), opts.node_name.clone()));
@@ -267,9 +322,7 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
         opts.image_gc,
     ));
     let imgs = images.clone();
-    tokio::spawn(node::status_loop(client.clone(), opts.clone(), move || {
-        node_images(&imgs)
-    }));
+    tokio::spawn(reporter.status_loop(client.clone(), move || node_images(&imgs)));
     pods::run(agent).await;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The Node object: registration with the host's capacity, status
 //! heartbeats and the node Lease.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -9,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
+use crate::pressure::Tracker;
 use crate::{KubeletError, Options};
 
 /// Lease duration the kubelet uses.
@@ -68,43 +71,127 @@ fn os_image() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-fn conditions(now: &str) -> Value {
-    let c = |t: &str, s: &str, reason: &str, msg: &str| {
-        json!({"type": t, "status": s, "reason": reason, "message": msg,
-               "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
-    json!([
-        c(
-            "MemoryPressure",
-            "False",
+/// Upstream's reason and message for each condition, (when True, when
+/// False).
+fn wording(t: &str, on: bool) -> (&'static str, &'static str) {
+    match (t, on) {
+        ("MemoryPressure", true) => (
+            "KubeletHasInsufficientMemory",
+            "kubelet has insufficient memory available",
+        ),
+        ("MemoryPressure", false) => (
             "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available"
+            "kubelet has sufficient memory available",
         ),
-        c(
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure"
+        ("DiskPressure", true) => ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+        ("DiskPressure", false) => ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", true) => (
+            "KubeletHasInsufficientPID",
+            "kubelet has insufficient PID available",
         ),
-        c(
-            "PIDPressure",
-            "False",
+        ("PIDPressure", false) => (
             "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available"
+            "kubelet has sufficient PID available",
         ),
-        c(
-            "Ready",
-            "True",
-            "KubeletReady",
-            "kubelet is posting ready status"
-        ),
-    ])
+        _ => ("KubeletReady", "kubelet is posting ready status"),
+    }
 }
 
-/// The node's status as the agent reports it.
+/// Reports the Node's status: capacity, conditions from the pressure
+/// tracker, images. A condition's lastTransitionTime changes only when
+/// its status does.
+pub struct Reporter {
+    opts: Options,
+    tracker: Arc<Mutex<Tracker>>,
+    /// Per condition: (status, lastTransitionTime).
+    transitions: Mutex<HashMap<&'static str, (bool, String)>>,
+}
+
+impl Reporter {
+    /// A reporter for this node.
+    pub fn new(opts: Options, tracker: Arc<Mutex<Tracker>>) -> Reporter {
+        Reporter {
+            opts,
+            tracker,
+            transitions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn conditions(&self, now: &str) -> Value {
+        let tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let mut times = self.transitions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for t in ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"] {
+            let on = if t == "Ready" { true } else { tracker.under(t) };
+            let since = match times.get(t) {
+                Some((was, at)) if *was == on => at.clone(),
+                _ => {
+                    times.insert(t, (on, now.to_string()));
+                    now.to_string()
+                }
+            };
+            let (reason, message) = wording(t, on);
+            let mut message = message.to_string();
+            let signals = tracker.signals(t);
+            if on && !signals.is_empty() {
+                message = format!("{message} ({} below threshold)", signals.join(", "));
+            }
+            out.push(
+                json!({"type": t, "status": if on { "True" } else { "False" },
+                "reason": reason, "message": message,
+                "lastHeartbeatTime": now, "lastTransitionTime": since}),
+            );
+        }
+        Value::Array(out)
+    }
+
+    /// Reads the pressure signals again.
+    fn observe(&self) {
+        let mut t = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        t.observe(&self.opts.data_dir, &self.opts.images_dir());
+    }
+
+    /// Creates the Node (or takes over an existing one) and reports status.
+    pub async fn register(&self, client: &kube::Client, images: Value) -> Result<(), KubeletError> {
+        register(client, &self.opts).await?;
+        self.observe();
+        self.report(client, images).await
+    }
+
+    /// Patches the node's status.
+    pub async fn report(&self, client: &kube::Client, images: Value) -> Result<(), KubeletError> {
+        let api: Api<Node> = Api::all(client.clone());
+        let mut st = status(&self.opts, images);
+        st["conditions"] = self.conditions(&rfc3339(Timestamp::now()));
+        let patch = json!({"status": st});
+        api.patch_status(
+            &self.opts.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reads the signals and reports node status forever.
+    pub async fn status_loop(
+        self: Arc<Self>,
+        client: kube::Client,
+        images: impl Fn() -> Value + Send,
+    ) {
+        loop {
+            tokio::time::sleep(STATUS_EVERY).await;
+            self.observe();
+            if let Err(e) = self.report(&client, images()).await {
+                tracing::warn!(error = %e, "reporting node status failed");
+            }
+        }
+    }
+}
+
+/// The node's status as the agent reports it, conditions aside.
 pub fn status(opts: &Options, images: Value) -> Value {
     let (cpus, mem) = host_capacity();
-    let now = rfc3339(Timestamp::now());
     let disk = disk_bytes(&opts.data_dir);
     let capacity = json!({
         "cpu": cpus.to_string(),
@@ -115,7 +202,6 @@ pub fn status(opts: &Options, images: Value) -> Value {
     json!({
         "capacity": capacity,
         "allocatable": capacity,
-        "conditions": conditions(&now),
         "addresses": [
             {"type": "InternalIP", "address": opts.node_ip.to_string()},
             {"type": "Hostname", "address": opts.node_name},
@@ -137,12 +223,8 @@ pub fn status(opts: &Options, images: Value) -> Value {
     })
 }
 
-/// Creates the Node (or takes over an existing one) and reports status.
-pub async fn register(
-    client: &kube::Client,
-    opts: &Options,
-    images: Value,
-) -> Result<(), KubeletError> {
+/// Creates the Node, or takes over an existing one.
+async fn register(client: &kube::Client, opts: &Options) -> Result<(), KubeletError> {
     let api: Api<Node> = Api::all(client.clone());
     let mut labels = json!({
         "kubernetes.io/hostname": opts.node_name,
@@ -174,23 +256,6 @@ pub async fn register(
         }
         Err(e) => return Err(e.into()),
     }
-    report(client, opts, images).await
-}
-
-/// Patches the node's status.
-pub async fn report(
-    client: &kube::Client,
-    opts: &Options,
-    images: Value,
-) -> Result<(), KubeletError> {
-    let api: Api<Node> = Api::all(client.clone());
-    let patch = json!({"status": status(opts, images)});
-    api.patch_status(
-        &opts.node_name,
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
     Ok(())
 }
 
@@ -218,15 +283,5 @@ pub async fn lease_loop(client: kube::Client, opts: Options) {
             tracing::warn!(error = %e, "renewing the node lease failed");
         }
         tokio::time::sleep(LEASE_RENEW).await;
-    }
-}
-
-/// Reports node status forever.
-pub async fn status_loop(client: kube::Client, opts: Options, images: impl Fn() -> Value + Send) {
-    loop {
-        tokio::time::sleep(STATUS_EVERY).await;
-        if let Err(e) = report(&client, &opts, images()).await {
-            tracing::warn!(error = %e, "reporting node status failed");
-        }
     }
 }

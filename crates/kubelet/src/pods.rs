@@ -293,7 +293,24 @@ impl Worker {
             self.finished = true;
             return Ok(());
         }
+        let fresh = self.init.is_empty() && self.app.is_empty();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if fresh && matches!(phase, Some("Failed" | "Succeeded")) {
+            // Ended (or rejected) before this worker began: never rerun.
+            self.finished = true;
+            return Ok(());
+        }
         if self.start_time.is_none() {
+            if let Some(condition) = self.agent.refuses(&pod) {
+                self.reject(
+                    &pod,
+                    "Evicted",
+                    &format!("Pod was rejected: The node had condition: [{condition}]. "),
+                )
+                .await;
+                self.finished = true;
+                return Ok(());
+            }
             self.start_time = Some(now());
         }
         if let Err(e) = self.ensure_sandbox(&pod).await {
@@ -799,6 +816,8 @@ impl Worker {
         let node_mem = crate::node::host_capacity().1;
         let uid = self.uid.clone();
         let containers_dir = self.agent.opts.data_dir.join("agent/containers");
+        let seccomp_default = self.agent.opts.seccomp_default;
+        let seccomp_dir = self.agent.opts.seccomp_dir();
         let image_id = info.id.clone();
         let is_init = pod
             .spec
@@ -818,6 +837,8 @@ impl Worker {
                 netns,
                 sandbox,
                 cgroup,
+                seccomp_default,
+                seccomp_dir: &seccomp_dir,
             })?;
             if let Some(p) = spec.process_mut().as_mut() {
                 p.set_oom_score_adj(Some(resources::oom_score_adj(&pod2, &c2, node_mem)));
@@ -1093,6 +1114,26 @@ impl Worker {
                 pod.metadata.namespace.clone().unwrap_or_default(),
                 pod.metadata.name.clone().unwrap_or_default(),
             ));
+        }
+    }
+
+    /// Fails a pod the node does not admit, as upstream's kubelet does:
+    /// phase Failed with the admission's reason; nothing was started.
+    async fn reject(&mut self, pod: &Pod, reason: &str, message: &str) {
+        tracing::info!(pod = %self.name(), reason, message, "pod rejected");
+        let api: Api<Pod> = Api::namespaced(
+            self.agent.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let patch = json!({"status": {"phase": "Failed", "reason": reason, "message": message,
+            "startTime": now(), "hostIP": self.agent.opts.node_ip.to_string(),
+            "qosClass": resources::qos(pod).as_str()}});
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(pod = %self.name(), error = %e, "recording the rejection failed");
         }
     }
 

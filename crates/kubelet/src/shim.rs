@@ -69,8 +69,49 @@ pub struct ExitRecord {
 
 /// Resets what the shim (a Rust program) changed and a payload must not
 /// inherit: Rust ignores SIGPIPE, and a blocked signal mask would leak.
-#[derive(Clone)]
-struct PodExecutor;
+///
+/// For a process exec'd into a container with a seccomp filter it also
+/// loads that filter: libcontainer 0.7.0's tenant builder leaves
+/// `linux.seccomp` out of an exec'd process's spec, while runc (and so
+/// upstream Kubernetes) confines exec'd processes like the container's own.
+/// Loading a filter without no_new_privs needs CAP_SYS_ADMIN, so such a
+/// process is started with CAP_SYS_ADMIN and CAP_SETPCAP added, loads the
+/// filter here, and drops those two again before execve, the order runc
+/// follows (filter first, then the final capability sets).
+#[derive(Clone, Default)]
+struct PodExecutor {
+    seccomp: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>,
+    /// Capabilities added only to load the filter.
+    drop_caps: Vec<caps::Capability>,
+}
+
+impl PodExecutor {
+    fn confine(&self) -> Result<(), ExecutorError> {
+        let Some(filter) = &self.seccomp else {
+            return Ok(());
+        };
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            ExecutorError::Other(format!("exec: {what}: {e}"))
+        };
+        // The bounding set first, while CAP_SETPCAP is still effective.
+        for c in &self.drop_caps {
+            caps::drop(None, caps::CapSet::Bounding, *c)
+                .map_err(|e| fail("dropping a bounding capability", &e))?;
+        }
+        libcontainer::seccomp::initialize_seccomp(filter)
+            .map_err(|e| fail("loading the container's seccomp filter", &e))?;
+        for set in [
+            caps::CapSet::Effective,
+            caps::CapSet::Permitted,
+            caps::CapSet::Inheritable,
+        ] {
+            for c in &self.drop_caps {
+                caps::drop(None, set, *c).map_err(|e| fail("dropping a capability", &e))?;
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Executor for PodExecutor {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
@@ -84,6 +125,7 @@ impl Executor for PodExecutor {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
         let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+        self.confine()?;
         DefaultExecutor {}.exec(spec)
     }
 }
@@ -214,7 +256,7 @@ fn create_and_start(args: &ShimArgs) -> Result<(Pid, ContainerIo), String> {
     let mut container = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.root)
         .map_err(|e| e.to_string())?
-        .with_executor(PodExecutor)
+        .with_executor(PodExecutor::default())
         .with_console_socket(console.as_ref().map(|(_, p)| p.clone()))
         .with_stdin(stdin_r)
         .with_stdout(out_w)
@@ -369,93 +411,46 @@ pub const CONSOLE_SOCKET_ENV: &str = "R8S_EXEC_CONSOLE_SOCKET";
 
 /// Runs a command inside a running container with this process's stdio
 /// (or a terminal, see [`CONSOLE_SOCKET_ENV`]); returns its exit code
-/// (128 + signal when signalled).
+/// (128 + signal when signalled). The command runs with the container's
+/// own process settings (user, groups, environment, working directory,
+/// capabilities, rlimits, no_new_privs) and seccomp filter, as `runc exec`
+/// runs it.
 pub fn exec(args: ExecArgs) -> i32 {
-    if let Some(socket) = std::env::var_os(CONSOLE_SOCKET_ENV) {
-        return exec_tty(&args, Path::new(&socket));
-    }
+    let socket = std::env::var_os(CONSOLE_SOCKET_ENV).map(PathBuf::from);
+    let fail = |what: String| {
+        eprintln!("exec {:?} in {}: {what}", args.command, args.id);
+        126
+    };
+    let (process_file, executor) = match exec_process(&args, socket.is_some()) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
     let fd = |n: i32| -> Option<OwnedFd> {
         // SAFETY: fds 0-2 are open in a process started with piped stdio;
         // dup gives an owned copy for libcontainer to pass on.
         let d = unsafe { libc::dup(n) };
         (d >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(d) })
     };
-    let mut b = ContainerBuilder::new(args.id.clone(), SyscallType::default());
-    b = match b.with_root_path(&args.root) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("exec: {e}");
-            return 126;
-        }
-    };
-    b = b.with_executor(PodExecutor);
-    if let Some(f) = fd(0) {
-        b = b.with_stdin(f);
-    }
-    if let Some(f) = fd(1) {
-        b = b.with_stdout(f);
-    }
-    if let Some(f) = fd(2) {
-        b = b.with_stderr(f);
-    }
-    let pid = match b
-        .as_tenant()
-        .with_container_args(args.command.clone())
-        .build()
-    {
-        Ok(pid) => pid,
-        Err(e) => {
-            eprintln!("exec {:?} in {}: {e}", args.command, args.id);
-            return 126;
-        }
-    };
-    match waitpid(pid, None) {
-        Ok(WaitStatus::Exited(_, c)) => c,
-        Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
-        _ => 255,
-    }
-}
-
-/// `exec` on a terminal: the container's own process settings (user,
-/// environment, working directory, capabilities) with `terminal: true`,
-/// as `runc exec -t` runs it.
-fn exec_tty(args: &ExecArgs, socket: &Path) -> i32 {
-    let fail = |what: String| {
-        eprintln!("exec {:?} in {}: {what}", args.command, args.id);
-        126
-    };
-    let container = match libcontainer::container::Container::load(args.root.join(&args.id)) {
-        Ok(c) => c,
-        Err(e) => return fail(e.to_string()),
-    };
-    let config = container.bundle().join("config.json");
-    let spec: serde_json::Value = match std::fs::read(&config)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(v) => v,
-        Err(e) => return fail(format!("{}: {e}", config.display())),
-    };
-    let mut process = spec["process"].clone();
-    if !process.is_object() {
-        return fail("the container has no process settings".into());
-    }
-    process["terminal"] = serde_json::Value::Bool(true);
-    process["args"] = serde_json::json!(args.command);
-    let process_file = args
-        .root
-        .join(&args.id)
-        .join(format!("exec-{}.process.json", std::process::id()));
-    if let Err(e) = std::fs::write(&process_file, process.to_string()) {
-        return fail(format!("{}: {e}", process_file.display()));
-    }
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_root_path(&args.root)
-        .map(|b| {
-            b.with_executor(PodExecutor)
-                .with_console_socket(Some(socket))
-                .as_tenant()
-                .with_detach(true)
+        .map(|mut b| {
+            b = b.with_executor(executor);
+            match &socket {
+                Some(s) => b = b.with_console_socket(Some(s)),
+                None => {
+                    if let Some(f) = fd(0) {
+                        b = b.with_stdin(f);
+                    }
+                    if let Some(f) = fd(1) {
+                        b = b.with_stdout(f);
+                    }
+                    if let Some(f) = fd(2) {
+                        b = b.with_stderr(f);
+                    }
+                }
+            }
+            b.as_tenant()
+                .with_detach(socket.is_some())
                 .with_process(Some(&process_file))
                 .build()
         });
@@ -469,4 +464,53 @@ fn exec_tty(args: &ExecArgs, socket: &Path) -> i32 {
         Ok(WaitStatus::Signaled(_, s, _)) => 128 + s as i32,
         _ => 255,
     }
+}
+
+/// Writes the process an exec runs, the container's own with `command`
+/// and `terminal` swapped in, to a file for libcontainer's tenant builder;
+/// returns it with the executor that applies the container's seccomp
+/// filter.
+fn exec_process(args: &ExecArgs, terminal: bool) -> Result<(PathBuf, PodExecutor), String> {
+    use libcontainer::oci_spec::runtime::Capability as Cap;
+    let container = libcontainer::container::Container::load(args.root.join(&args.id))
+        .map_err(|e| e.to_string())?;
+    let config = container.bundle().join("config.json");
+    let spec = Spec::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or("the container has no process settings")?;
+    process.set_terminal(Some(terminal));
+    process.set_args(Some(args.command.clone()));
+    let mut executor = PodExecutor::default();
+    if let Some(filter) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) {
+        let mut caps = process.capabilities().clone().unwrap_or_default();
+        let bounding = caps.bounding().clone().unwrap_or_default();
+        for (cap, host) in [
+            (Cap::SysAdmin, caps::Capability::CAP_SYS_ADMIN),
+            (Cap::Setpcap, caps::Capability::CAP_SETPCAP),
+        ] {
+            if !bounding.contains(&cap) {
+                executor.drop_caps.push(host);
+                let mut b = caps.bounding().clone().unwrap_or_default();
+                b.insert(cap);
+                caps.set_bounding(Some(b));
+                let mut e = caps.effective().clone().unwrap_or_default();
+                e.insert(cap);
+                caps.set_effective(Some(e));
+                let mut p = caps.permitted().clone().unwrap_or_default();
+                p.insert(cap);
+                caps.set_permitted(Some(p));
+            }
+        }
+        process.set_capabilities(Some(caps));
+        executor.seccomp = Some(filter);
+    }
+    let file = args
+        .root
+        .join(&args.id)
+        .join(format!("exec-{}.process.json", std::process::id()));
+    let json = serde_json::to_vec(&process).map_err(|e| e.to_string())?;
+    std::fs::write(&file, json).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok((file, executor))
 }

@@ -54,6 +54,10 @@ pub struct SpecInput<'a> {
     pub sandbox: crate::sandbox::Namespaces,
     /// Absolute cgroup path of the container.
     pub cgroup: String,
+    /// `--seccomp-default`.
+    pub seccomp_default: bool,
+    /// Where `Localhost` seccomp profiles live.
+    pub seccomp_dir: &'a Path,
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -306,14 +310,13 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard.min(1_048_576))
         .unwrap_or(1024);
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(c.tty == Some(true))
         .args(args)
         .env(env)
         .cwd(cwd)
         .user(user)
         .capabilities(capabilities)
-        .no_new_privileges(sc.allow_privilege_escalation == Some(false))
         .rlimits(vec![
             PosixRlimitBuilder::default()
                 .typ(PosixRlimitType::RlimitNofile)
@@ -324,6 +327,18 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
         ])
         .build()
         .map_err(spec_err)?;
+    // Unset, not false, unless the pod forbids escalation: libcontainer
+    // loads a seccomp filter while still privileged only when the field
+    // is absent (runc's rule), and the filter needs that with NNP off.
+    process.set_no_new_privileges((sc.allow_privilege_escalation == Some(false)).then_some(true));
+    let seccomp = crate::seccomp::for_container(&crate::seccomp::Input {
+        pod: psc.seccomp_profile.as_ref(),
+        container: sc.seccomp_profile.as_ref(),
+        privileged,
+        caps: &capset,
+        default_runtime: input.seccomp_default,
+        profile_dir: input.seccomp_dir,
+    })?;
 
     // Mounts: the standard set, the pod's files, then volumes.
     let mut mounts: Vec<Mount> = get_default_mounts()
@@ -428,6 +443,9 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(&input.cgroup))
         .resources(rb.build().map_err(spec_err)?);
+    if let Some(filter) = seccomp {
+        lb = lb.seccomp(filter);
+    }
     if privileged {
         lb = lb
             .masked_paths(Vec::<String>::new())

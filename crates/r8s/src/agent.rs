@@ -41,6 +41,20 @@ pub struct NodeArgs {
     /// An image must have been unused this long to be collected.
     #[arg(long, default_value = "2m", value_parser = crate::parse_duration)]
     minimum_image_ttl_duration: std::time::Duration,
+    /// Containers that name no seccomp profile get RuntimeDefault (as the
+    /// kubelet's --seccomp-default); otherwise they run Unconfined.
+    #[arg(long)]
+    seccomp_default: bool,
+    /// Hard eviction thresholds, upstream's syntax
+    /// (`memory.available<100Mi,nodefs.available<10%`); crossing one sets
+    /// the node's MemoryPressure, DiskPressure or PIDPressure condition.
+    /// The disk defaults are absolute, not upstream's 10%/15%: a shared
+    /// developer disk is rarely that empty.
+    #[arg(long, default_value = kubelet::pressure::DEFAULT_EVICTION_HARD)]
+    eviction_hard: String,
+    /// How long a pressure condition stays after its signal clears.
+    #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
+    eviction_pressure_transition_period: std::time::Duration,
 }
 
 /// `r8s agent`.
@@ -155,6 +169,10 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
         period: node.image_gc_period,
         min_age: node.minimum_image_ttl_duration,
     };
+    o.seccomp_default = node.seccomp_default;
+    o.eviction_hard = kubelet::pressure::parse_thresholds(&node.eviction_hard)
+        .map_err(|e| anyhow::anyhow!("--eviction-hard: {e}"))?;
+    o.eviction_pressure_transition_period = node.eviction_pressure_transition_period;
     for l in &node.node_labels {
         let (k, v) = l
             .split_once('=')

@@ -234,6 +234,11 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
             if is_empty(&c["image"]) {
                 errs.push(required(format!("{p}.image")));
             }
+            seccomp_profile(
+                &c["securityContext"]["seccompProfile"],
+                &format!("{p}.securityContext.seccompProfile"),
+                errs,
+            );
             for (j, port) in c["ports"].as_array().into_iter().flatten().enumerate() {
                 let cp = port["containerPort"].as_i64().unwrap_or(0);
                 if !(1..=65535).contains(&cp) {
@@ -246,6 +251,11 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
             }
         }
     }
+    seccomp_profile(
+        &spec["securityContext"]["seccompProfile"],
+        &format!("{path}.securityContext.seccompProfile"),
+        errs,
+    );
     let rp = &spec["restartPolicy"];
     if !rp.is_null() && !matches!(rp.as_str(), Some("Always" | "OnFailure" | "Never")) {
         errs.push(not_supported(
@@ -253,6 +263,52 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
             rp,
             &["Always", "OnFailure", "Never"],
         ));
+    }
+}
+
+/// A pod's or container's `seccompProfile`, with upstream's rules: a type
+/// from the three known ones, and a local profile path exactly when the
+/// type is `Localhost`, relative and without `..`.
+fn seccomp_profile(sp: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if sp.is_null() {
+        return;
+    }
+    let ty = &sp["type"];
+    let local = &sp["localhostProfile"];
+    match ty.as_str() {
+        None | Some("") => errs.push(required(format!("{path}.type"))),
+        Some("Localhost") => match local.as_str() {
+            None | Some("") => errs.push(FieldError {
+                reason: "FieldValueRequired",
+                field: format!("{path}.localhostProfile"),
+                message: "Required value: must be set when seccomp type is Localhost".into(),
+            }),
+            Some(p) if p.starts_with('/') => errs.push(invalid(
+                format!("{path}.localhostProfile"),
+                local,
+                "must be a relative path",
+            )),
+            Some(p) if p.split('/').any(|part| part == "..") => errs.push(invalid(
+                format!("{path}.localhostProfile"),
+                local,
+                "must not contain '..'",
+            )),
+            Some(_) => {}
+        },
+        Some("RuntimeDefault" | "Unconfined") => {
+            if !local.is_null() {
+                errs.push(invalid(
+                    format!("{path}.localhostProfile"),
+                    local,
+                    "can only be set when seccomp type is Localhost",
+                ));
+            }
+        }
+        Some(_) => errs.push(not_supported(
+            format!("{path}.type"),
+            ty,
+            &["Localhost", "RuntimeDefault", "Unconfined"],
+        )),
     }
 }
 
@@ -298,6 +354,50 @@ mod tests {
     use super::*;
     use crate::catalogue;
     use serde_json::json;
+
+    #[test]
+    fn seccomp_profiles_follow_upstream_rules() {
+        let info = catalogue::find("", "v1", "pods").unwrap();
+        let pod = |sp: Value| {
+            json!({"spec": {"securityContext": {"seccompProfile": sp},
+                "containers": [{"name": "c", "image": "i",
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}]}})
+        };
+        assert!(validate(info, &pod(json!({"type": "RuntimeDefault"}))).is_empty());
+        assert!(
+            validate(
+                info,
+                &pod(json!({"type": "Localhost", "localhostProfile": "p/a.json"}))
+            )
+            .is_empty()
+        );
+        let e = validate(info, &pod(json!({"type": "Localhost"})));
+        assert_eq!(
+            e[0].field,
+            "spec.securityContext.seccompProfile.localhostProfile"
+        );
+        assert_eq!(e[0].reason, "FieldValueRequired");
+        let e = validate(info, &pod(json!({"type": "Bogus"})));
+        assert_eq!(e[0].field, "spec.securityContext.seccompProfile.type");
+        assert_eq!(e[0].reason, "FieldValueNotSupported");
+        let e = validate(
+            info,
+            &pod(json!({"type": "Unconfined", "localhostProfile": "x"})),
+        );
+        assert_eq!(e[0].reason, "FieldValueInvalid");
+        let e = validate(
+            info,
+            &pod(json!({"type": "Localhost", "localhostProfile": "../x"})),
+        );
+        assert!(e[0].message.contains("'..'"), "{e:?}");
+        let bad_container = json!({"spec": {"containers": [{"name": "c", "image": "i",
+            "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "/abs"}}}]}});
+        let e = validate(info, &bad_container);
+        assert_eq!(
+            e[0].field,
+            "spec.containers[0].securityContext.seccompProfile.localhostProfile"
+        );
+    }
 
     #[test]
     fn pod_without_image_is_invalid() {
