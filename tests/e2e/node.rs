@@ -2136,3 +2136,148 @@ spec:
         "{out}"
     );
 }
+
+#[test]
+fn pressure_conditions_taint_the_node_and_refuse_pods() {
+    let mut host = Host::new();
+    // A threshold no host can meet puts the node under memory pressure.
+    start_node_with(
+        &mut host,
+        &["--eviction-hard", "memory.available<1Ei"],
+        |_| {},
+    );
+    let c = host.cluster.as_ref().unwrap();
+    let condition = |t: &str| {
+        let node = c.get_json(&["node", "e2e-node"]);
+        node["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|x| x["type"] == t).cloned())
+            .unwrap_or_default()
+    };
+    let mp = condition("MemoryPressure");
+    assert_eq!(mp["status"], "True", "{mp}");
+    assert_eq!(mp["reason"], "KubeletHasInsufficientMemory");
+    for t in ["DiskPressure", "PIDPressure"] {
+        assert_eq!(condition(t)["status"], "False", "{t}");
+    }
+    assert_eq!(condition("Ready")["status"], "True");
+    // The transition time stays put across heartbeats.
+    let since = mp["lastTransitionTime"].clone();
+    c.wait_for("a heartbeat", Duration::from_secs(30), || {
+        (condition("MemoryPressure")["lastHeartbeatTime"] != mp["lastHeartbeatTime"]).then_some(())
+    });
+    assert_eq!(condition("MemoryPressure")["lastTransitionTime"], since);
+    // The node lifecycle controller taints the node, so the scheduler
+    // places nothing there.
+    c.wait_for("the memory-pressure taint", Duration::from_secs(30), || {
+        let node = c.get_json(&["node", "e2e-node"]);
+        node["spec"]["taints"]
+            .as_array()?
+            .iter()
+            .any(|t| {
+                t["key"] == "node.kubernetes.io/memory-pressure" && t["effect"] == "NoSchedule"
+            })
+            .then_some(())
+    });
+    let pod_yaml = |name: &str, node: &str, resources: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    resources: {resources}
+"#
+        )
+    };
+    c.create(Some("default"), &pod_yaml("scheduled", "", "{}"));
+    c.wait_for(
+        "scheduled to be unschedulable",
+        Duration::from_secs(30),
+        || {
+            let p = pod(c, "scheduled");
+            let cond = p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|x| x["type"] == "PodScheduled")?
+                .clone();
+            (cond["reason"] == "Unschedulable"
+                && cond["message"]
+                    .as_str()?
+                    .contains("node.kubernetes.io/memory-pressure"))
+            .then_some(())
+        },
+    );
+    // A pod sent straight to the node: BestEffort is refused, as upstream's
+    // admission does; a pod with requests runs.
+    c.create(
+        Some("default"),
+        &pod_yaml("besteffort", "nodeName: e2e-node", "{}"),
+    );
+    c.create(
+        Some("default"),
+        &pod_yaml(
+            "burstable",
+            "nodeName: e2e-node",
+            "{requests: {cpu: 10m, memory: 16Mi}}",
+        ),
+    );
+    let rejected = c.wait_for("besteffort to be refused", Duration::from_secs(30), || {
+        let p = pod(c, "besteffort");
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(rejected["status"]["reason"], "Evicted", "{rejected}");
+    assert_eq!(
+        rejected["status"]["message"],
+        "Pod was rejected: The node had condition: [MemoryPressure]. "
+    );
+    c.wait_for("burstable to run", Duration::from_secs(60), || {
+        (pod(c, "burstable")["status"]["phase"] == "Running").then_some(())
+    });
+
+    // Disk pressure refuses every pod.
+    let c = host.cluster.as_mut().unwrap();
+    c.restart_replacing("memory.available<1Ei", "nodefs.available<1Ei");
+    let c = host.cluster.as_ref().unwrap();
+    c.wait_for("DiskPressure", Duration::from_secs(30), || {
+        let node = c.get_json(&["node", "e2e-node"]);
+        let cs = node["status"]["conditions"].as_array()?.clone();
+        let status = |t: &str| {
+            cs.iter()
+                .find(|x| x["type"] == t)
+                .map(|x| x["status"].clone())
+        };
+        (status("DiskPressure")? == "True" && status("MemoryPressure")? == "False").then_some(())
+    });
+    c.create(
+        Some("default"),
+        &pod_yaml(
+            "on-full-disk",
+            "nodeName: e2e-node",
+            "{requests: {cpu: 10m, memory: 16Mi}}",
+        ),
+    );
+    let rejected = c.wait_for(
+        "on-full-disk to be refused",
+        Duration::from_secs(30),
+        || {
+            let p = pod(c, "on-full-disk");
+            (p["status"]["phase"] == "Failed").then_some(p)
+        },
+    );
+    assert_eq!(
+        rejected["status"]["message"],
+        "Pod was rejected: The node had condition: [DiskPressure]. "
+    );
+    // The pod that was already running keeps running.
+    assert_eq!(pod(c, "burstable")["status"]["phase"], "Running");
+    c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+}

@@ -199,6 +199,18 @@ impl Cluster {
         *self = new;
     }
 
+    /// Kills the server (SIGKILL) and starts it again on the same data dir
+    /// with `from` in its arguments replaced by `to`.
+    pub fn restart_replacing(&mut self, from: &str, to: &str) {
+        let at = self
+            .extra
+            .iter()
+            .position(|a| a == from)
+            .unwrap_or_else(|| panic!("{from:?} is not among the server's arguments"));
+        self.extra[at] = to.to_string();
+        self.restart();
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
