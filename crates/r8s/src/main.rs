@@ -23,6 +23,26 @@ mod join;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// On Linux mimalloc commits its 1 GiB arenas eagerly, and memory in an
+/// eagerly committed arena is never purged: freed pages stay resident. The
+/// node agent grew by 2.4 MiB per pod and kept it after the pods were gone
+/// (267 MiB with 100 pods, against 56 MiB without eager commit; the API
+/// server 139 against 95 MiB). mimalloc reads its options from the
+/// environment in its own constructor, so this runs first (lower
+/// `.init_array` priorities run earlier; mimalloc's has none) and sets the
+/// option unless the user chose otherwise. Child processes (shims, exec
+/// helpers) inherit it.
+#[used]
+#[unsafe(link_section = ".init_array.00101")]
+static MIMALLOC_OPTIONS: extern "C" fn() = mimalloc_options;
+
+extern "C" fn mimalloc_options() {
+    // SAFETY: runs single-threaded before main; setenv copies both strings.
+    unsafe {
+        libc::setenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr(), c"0".as_ptr(), 0);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "r8s",
