@@ -26,6 +26,22 @@ const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 /// Prefix of aufs metadata entries (hard-link store etc.) that carry no content.
 const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
 
+/// The in-process lock of one layer's unpacking.
+fn layer_lock(diff_id: &str) -> std::sync::Arc<std::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, Weak};
+    static LOCKS: Mutex<Option<HashMap<String, Weak<Mutex<()>>>>> = Mutex::new(None);
+    let mut map = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    map.retain(|_, w| w.strong_count() > 0);
+    if let Some(l) = map.get(diff_id).and_then(Weak::upgrade) {
+        return l;
+    }
+    let l = Arc::new(Mutex::new(()));
+    map.insert(diff_id.to_string(), Arc::downgrade(&l));
+    l
+}
+
 /// Returns the directory of an unpacked layer, unpacking blob `blob` on first use.
 pub(crate) fn unpack_layer(
     store: &ImageStore,
@@ -39,6 +55,15 @@ pub(crate) fn unpack_layer(
     }
     let layers = store.root.join("layers");
     let dest = layers.join(&diff_id[7..]);
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    // One unpack per layer at a time in this process: when a Deployment's
+    // replicas land on a node together, every pod worker would otherwise
+    // unpack the same layer at once and all but one throw the work away
+    // (a third of the node's CPU while starting 100 busybox pods).
+    let lock = layer_lock(diff_id);
+    let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
     if dest.is_dir() {
         return Ok(dest);
     }

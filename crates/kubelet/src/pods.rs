@@ -313,12 +313,17 @@ impl Worker {
             }
             self.start_time = Some(now());
         }
+        let t0 = Instant::now();
+        let had_sandbox = self.ip.is_some();
         if let Err(e) = self.ensure_sandbox(&pod).await {
             self.sandbox_error = Some(e.to_string());
             self.report(&pod).await;
             return Err(e);
         }
         self.sandbox_error = None;
+        if !had_sandbox {
+            tracing::debug!(pod = %self.name(), elapsed = ?t0.elapsed(), "sandbox ready");
+        }
         match self.volumes_synced {
             None => self.volumes_synced = Some(Instant::now()),
             Some(t) if t.elapsed() >= VOLUME_RESYNC => {
@@ -364,7 +369,10 @@ impl Worker {
                     _ => true,
                 };
                 if restart && self.may_start(&st, true) {
+                    let t = Instant::now();
                     self.start_container(&pod, c, false).await;
+                    tracing::debug!(pod = %self.name(), container = %c.name,
+                        elapsed = ?t.elapsed(), "container started");
                 }
             }
         }
