@@ -2281,3 +2281,93 @@ spec:
     assert_eq!(pod(c, "burstable")["status"]["phase"], "Running");
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }
+
+#[test]
+fn containers_get_service_environment_variables() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-db
+spec:
+  ports:
+  - {name: sql, port: 5432}
+  - {name: metrics, port: 9187}
+"#,
+    );
+    let db_ip = c.get_json(&["service", "my-db"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let k8s_ip = c.get_json(&["service", "kubernetes"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pod_yaml = |name: &str, links: bool| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  enableServiceLinks: {links}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    env:
+    - {{name: DB_URL, value: "postgres://$(MY_DB_SERVICE_HOST):$(MY_DB_SERVICE_PORT_SQL)/app"}}
+    - {{name: MY_DB_SERVICE_PORT, value: "overridden"}}
+"#
+        )
+    };
+    c.create(Some("default"), &pod_yaml("linked", true));
+    c.create(Some("default"), &pod_yaml("unlinked", false));
+    for n in ["linked", "unlinked"] {
+        c.wait_for(&format!("{n} to run"), Duration::from_secs(60), || {
+            (pod(c, n)["status"]["phase"] == "Running").then_some(())
+        });
+    }
+    let env_of = |p: &str| -> std::collections::HashMap<String, String> {
+        c.ok(&["exec", p, "--", "env"])
+            .lines()
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    };
+    let env = env_of("linked");
+    let get = |k: &str| env.get(k).map(String::as_str);
+    assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some(k8s_ip.as_str()));
+    assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+    assert_eq!(get("KUBERNETES_PORT_443_TCP_PROTO"), Some("tcp"));
+    assert_eq!(get("MY_DB_SERVICE_HOST"), Some(db_ip.as_str()));
+    assert_eq!(get("MY_DB_SERVICE_PORT_METRICS"), Some("9187"));
+    assert_eq!(
+        get("MY_DB_PORT"),
+        Some(format!("tcp://{db_ip}:5432").as_str())
+    );
+    // The container's own variables may use them, and win over them.
+    assert_eq!(
+        get("DB_URL"),
+        Some(format!("postgres://{db_ip}:5432/app").as_str())
+    );
+    assert_eq!(get("MY_DB_SERVICE_PORT"), Some("overridden"));
+    // enableServiceLinks: false keeps only the API server's.
+    let env = env_of("unlinked");
+    assert_eq!(
+        env.get("KUBERNETES_SERVICE_HOST").map(String::as_str),
+        Some(k8s_ip.as_str())
+    );
+    assert!(!env.contains_key("MY_DB_SERVICE_HOST"), "{env:?}");
+    c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+}

@@ -34,6 +34,7 @@ pub mod shim;
 pub mod spdy;
 pub mod spec;
 pub mod stats;
+pub mod svcenv;
 pub mod volumes;
 
 /// Errors of the node agent.

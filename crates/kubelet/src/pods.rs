@@ -593,6 +593,10 @@ impl Worker {
         st.host_ip = Some(self.agent.opts.node_ip.to_string());
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        // Service variables can be referenced by the container's own, and
+        // are added after them unless the container sets the same name.
+        let service_vars = crate::svcenv::for_pod(client, pod).await?;
+        vars.extend(service_vars.iter().cloned());
         for ef in c.env_from.iter().flatten() {
             let prefix = ef.prefix.clone().unwrap_or_default();
             if let Some(r) = &ef.config_map_ref {
@@ -681,6 +685,11 @@ impl Worker {
             if let Some(v) = value {
                 vars.insert(e.name.clone(), v.clone());
                 env.push((e.name.clone(), v));
+            }
+        }
+        for (k, v) in service_vars {
+            if !env.iter().any(|(n, _)| *n == k) {
+                env.push((k, v));
             }
         }
         Ok(env)
