@@ -2371,3 +2371,66 @@ spec:
     assert!(!env.contains_key("MY_DB_SERVICE_HOST"), "{env:?}");
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }
+
+#[test]
+fn termination_messages_come_from_the_file_or_the_logs() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ends
+spec:
+  restartPolicy: Never
+  containers:
+  - name: file
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo -n 'disk quota gone' > /dev/termination-log; exit 3"]
+  - name: custom-path
+    image: busybox:latest
+    imagePullPolicy: Never
+    terminationMessagePath: /tmp/why
+    command: ["sh", "-c", "echo done > /tmp/why"]
+  - name: from-logs
+    image: busybox:latest
+    imagePullPolicy: Never
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: ["sh", "-c", "for i in $(seq 1 100); do echo line $i; done; exit 1"]
+  - name: quiet
+    image: busybox:latest
+    imagePullPolicy: Never
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: ["sh", "-c", "echo fine"]
+"#,
+    );
+    let p = c.wait_for("ends to finish", Duration::from_secs(60), || {
+        let p = pod(c, "ends");
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    let term = |name: &str| {
+        p["status"]["containerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["state"]["terminated"]
+            .clone()
+    };
+    assert_eq!(term("file")["exitCode"], 3);
+    assert_eq!(term("file")["message"], "disk quota gone");
+    assert_eq!(term("custom-path")["message"], "done\n");
+    // The last 80 lines of the log of a failed container.
+    let m = term("from-logs")["message"].as_str().unwrap().to_string();
+    assert!(
+        m.starts_with("line 21\n") && m.ends_with("line 100\n"),
+        "{m:?}"
+    );
+    // A container that succeeded has no message from its logs.
+    assert!(term("quiet").get("message").is_none(), "{}", term("quiet"));
+    c.ok(&["delete", "pod", "ends", "--wait=true", "--timeout=60s"]);
+}

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::spec::{self, ImageDefaults};
-use crate::{Agent, KubeletError, hostport, network, probes, resources, sandbox, volumes};
+use crate::{Agent, KubeletError, hostport, logs, network, probes, resources, sandbox, volumes};
 
 /// Back-off after a container exits: 10 s doubling to 5 min.
 const BACKOFF_START: Duration = Duration::from_secs(10);
@@ -475,7 +475,13 @@ impl Worker {
 
     fn collect_exits(&mut self) {
         let rt = self.agent.runtime.clone();
-        for st in self.init.values_mut().chain(self.app.values_mut()) {
+        let spec = self
+            .pod
+            .as_ref()
+            .and_then(|p| p.spec.clone())
+            .unwrap_or_default();
+        let pod_dir = self.pod_dir.clone();
+        for (name, st) in self.init.iter_mut().chain(self.app.iter_mut()) {
             let (Some(id), false) = (st.id.clone(), st.exited) else {
                 continue;
             };
@@ -488,6 +494,20 @@ impl Worker {
                     "finishedAt": rec.finished_at,
                     "containerID": format!("r8s://{id}"),
                 }));
+                let c = spec
+                    .containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+                    .find(|c| c.name == *name);
+                let log = pod_dir
+                    .join("logs")
+                    .join(name)
+                    .join(format!("{}.log", st.attempt));
+                if let Some(m) = c.and_then(|c| {
+                    termination_message(c, &termination_file(&pod_dir, &id), &log, rec.exit_code)
+                }) {
+                    st.terminated.as_mut().unwrap()["message"] = json!(m);
+                }
                 if let Some(sig) = rec.signal {
                     st.terminated.as_mut().unwrap()["signal"] = json!(sig);
                 }
@@ -843,6 +863,14 @@ impl Worker {
             .is_some_and(|ics| ics.iter().any(|ic| ic.name == c.name));
         let res = tokio::task::spawn_blocking(move || {
             let rootfs = rt.prepare_rootfs(&id, &layers)?;
+            // The container writes why it ended here (upstream's
+            // terminationMessagePath); read back when it exits.
+            let term = termination_file(&pod_dir, &id);
+            let term = term
+                .parent()
+                .and_then(|d| std::fs::create_dir_all(d).ok())
+                .and_then(|_| std::fs::File::create(&term).ok())
+                .map(|_| term);
             let mut spec = spec::build(&spec::SpecInput {
                 pod: &pod2,
                 container: &c2,
@@ -856,6 +884,7 @@ impl Worker {
                 cgroup,
                 seccomp_default,
                 seccomp_dir: &seccomp_dir,
+                termination_log: term.as_deref(),
             })?;
             if let Some(p) = spec.process_mut().as_mut() {
                 p.set_oom_score_adj(Some(resources::oom_score_adj(&pod2, &c2, node_mem)));
@@ -1298,6 +1327,51 @@ impl Worker {
             Err(e) => tracing::debug!(pod = %self.name(), error = %e, "status update failed"),
         }
     }
+}
+
+/// Where a container's termination message is kept on the host.
+fn termination_file(pod_dir: &std::path::Path, id: &str) -> PathBuf {
+    pod_dir.join("termination").join(id)
+}
+
+/// Upstream's limits: a termination message file is read up to 4096
+/// bytes; a fallback from the logs is their last 80 lines, at most 2048
+/// bytes.
+const MAX_MESSAGE_BYTES: usize = 4096;
+const FALLBACK_LINES: usize = 80;
+const FALLBACK_BYTES: usize = 2048;
+
+/// The message of a container that ended: its termination message file,
+/// or with `FallbackToLogsOnError` and a failure, the end of its log.
+fn termination_message(
+    c: &Container,
+    file: &std::path::Path,
+    log: &std::path::Path,
+    exit_code: i32,
+) -> Option<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(file) {
+        let _ = f.take(MAX_MESSAGE_BYTES as u64).read_to_end(&mut buf);
+    }
+    let _ = std::fs::remove_file(file);
+    if !buf.is_empty() {
+        return Some(String::from_utf8_lossy(&buf).into_owned());
+    }
+    if c.termination_message_policy.as_deref() != Some("FallbackToLogsOnError") || exit_code == 0 {
+        return None;
+    }
+    let q = logs::LogQuery {
+        tail_lines: Some(FALLBACK_LINES),
+        ..Default::default()
+    };
+    let text = logs::read(log, &q).ok()?;
+    let start = text.len().saturating_sub(FALLBACK_BYTES);
+    let start = (start..=text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    let tail = &text[start..];
+    (!tail.is_empty()).then(|| tail.to_string())
 }
 
 fn resource_field(c: &Container, resource: &str) -> String {

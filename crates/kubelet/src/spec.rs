@@ -58,6 +58,8 @@ pub struct SpecInput<'a> {
     pub seccomp_default: bool,
     /// Where `Localhost` seccomp profiles live.
     pub seccomp_dir: &'a Path,
+    /// The host file mounted at the container's terminationMessagePath.
+    pub termination_log: Option<&'a Path>,
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -382,6 +384,15 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
         }
         mounts.push(bind(&vm.mount_path, &src, vm.read_only == Some(true))?);
         user_dests.push(vm.mount_path.clone());
+    }
+    if let (Some(file), Some(dest)) = (
+        input.termination_log,
+        c.termination_message_path
+            .as_deref()
+            .filter(|p| !p.is_empty()),
+    ) && !user_dests.iter().any(|d| d == dest)
+    {
+        mounts.push(bind(dest, file, false)?);
     }
     for (dest, file) in [
         ("/etc/hosts", "hosts"),
