@@ -2434,3 +2434,146 @@ spec:
     assert!(term("quiet").get("message").is_none(), "{}", term("quiet"));
     c.ok(&["delete", "pod", "ends", "--wait=true", "--timeout=60s"]);
 }
+
+/// The cgroup files of a container, on either layout: (memory limit, CPU
+/// quota as "quota period", pids limit).
+fn container_limits(cgroup: &Path, v2: bool) -> (String, String, String) {
+    let read = |p: std::path::PathBuf| {
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .to_string()
+    };
+    if v2 {
+        (
+            read(cgroup.join("memory.max")),
+            read(cgroup.join("cpu.max")),
+            read(cgroup.join("pids.max")),
+        )
+    } else {
+        let rel = cgroup.strip_prefix("/sys/fs/cgroup").unwrap();
+        let at = |ctl: &str, f: &str| read(Path::new("/sys/fs/cgroup").join(ctl).join(rel).join(f));
+        (
+            at("memory", "memory.limit_in_bytes"),
+            format!(
+                "{} {}",
+                at("cpu", "cpu.cfs_quota_us"),
+                at("cpu", "cpu.cfs_period_us")
+            ),
+            at("pids", "pids.max"),
+        )
+    }
+}
+
+/// Limits, OOM kills, usage and cleanup through the host's cgroups, on
+/// the v1 hybrid layout of this machine and on a pure cgroup v2 host
+/// (`tools/cgroup-v2-vm.sh` runs it in a v2 VM). Timeouts are generous
+/// for the emulated VM.
+#[test]
+fn cgroups_limit_and_account_containers() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    eprintln!("cgroup layout: {}", if v2 { "v2" } else { "v1" });
+    let slow = Duration::from_secs(240);
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: limited
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    resources:
+      limits: {memory: 64Mi, cpu: 250m}
+"#,
+    );
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: hungry
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "tail /dev/zero"]
+    resources:
+      limits: {memory: 32Mi}
+"#,
+    );
+    let p = c.wait_for("limited to run", slow, || {
+        let p = pod(c, "limited");
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    assert_eq!(p["status"]["qosClass"], "Guaranteed");
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let cid = p["status"]["containerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("r8s://")
+        .to_string();
+    let base = if v2 {
+        Path::new("/sys/fs/cgroup").to_path_buf()
+    } else {
+        Path::new("/sys/fs/cgroup/memory").to_path_buf()
+    };
+    let pod_cg = base.join(&host.cgroup).join(format!("pod{uid}"));
+    let ctr_cg = Path::new("/sys/fs/cgroup")
+        .join(&host.cgroup)
+        .join(format!("pod{uid}"))
+        .join(&cid);
+    let (mem, cpu, _pids) = container_limits(&ctr_cg, v2);
+    assert_eq!(mem, (64u64 << 20).to_string(), "memory limit");
+    assert_eq!(cpu, "25000 100000", "a quarter CPU");
+    // The container's process is in its cgroup.
+    let procs = if v2 {
+        ctr_cg.join("cgroup.procs")
+    } else {
+        Path::new("/sys/fs/cgroup/memory")
+            .join(ctr_cg.strip_prefix("/sys/fs/cgroup").unwrap())
+            .join("cgroup.procs")
+    };
+    let pids = std::fs::read_to_string(&procs).unwrap();
+    assert!(!pids.trim().is_empty(), "no process in {}", procs.display());
+
+    c.wait_for("hungry to be OOMKilled", slow, || {
+        let p = pod(c, "hungry");
+        let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+        (p["status"]["phase"] == "Failed" && t["reason"] == "OOMKilled" && t["exitCode"] == 137)
+            .then_some(())
+    });
+
+    // Usage from the cgroups reaches /stats/summary.
+    let summary = c.wait_for("the pod's memory in the summary", slow, || {
+        let raw = c.ok(&["get", "--raw", "/api/v1/nodes/e2e-node/proxy/stats/summary"]);
+        let v: serde_json::Value = serde_json::from_str(&raw).ok()?;
+        let p = v["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["podRef"]["name"] == "limited")?
+            .clone();
+        (p["memory"]["workingSetBytes"].as_u64()? > 0).then_some(p)
+    });
+    assert!(
+        summary["containers"][0]["memory"]["usageBytes"].as_u64() > Some(0),
+        "{summary}"
+    );
+
+    // Deleting the pods removes their cgroups.
+    c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=240s"]);
+    c.wait_for("the pod's cgroups to go", slow, || {
+        (!pod_cg.exists() && !ctr_cg.exists()).then_some(())
+    });
+}

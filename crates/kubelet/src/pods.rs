@@ -887,7 +887,9 @@ impl Worker {
                 termination_log: term.as_deref(),
             })?;
             if let Some(p) = spec.process_mut().as_mut() {
-                p.set_oom_score_adj(Some(resources::oom_score_adj(&pod2, &c2, node_mem)));
+                p.set_oom_score_adj(Some(resources::settable_oom_score_adj(
+                    resources::oom_score_adj(&pod2, &c2, node_mem),
+                )));
             }
             let stdio = crate::attach::StdioOpts {
                 stdin: c2.stdin == Some(true),

@@ -144,6 +144,24 @@ pub fn qos(pod: &Pod) -> Qos {
     }
 }
 
+/// An OOM score adjustment this host lets the runtime set. Lowering it
+/// below the current value needs CAP_SYS_RESOURCE; without it (rootless,
+/// or a sandboxed host like this machine kind) the kernel refuses and the
+/// container would not start, so it is raised to the current value, as
+/// containerd restricts it when it runs without that capability.
+pub fn settable_oom_score_adj(wanted: i32) -> i32 {
+    let may_lower = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE)
+        .unwrap_or(false);
+    if may_lower {
+        return wanted;
+    }
+    let current = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    wanted.max(current)
+}
+
 /// The OOM score adjustment of a container, as the kubelet computes it.
 pub fn oom_score_adj(pod: &Pod, c: &Container, node_memory: i64) -> i32 {
     match qos(pod) {
