@@ -150,8 +150,12 @@ pub fn qos(pod: &Pod) -> Qos {
 /// container would not start, so it is raised to the current value, as
 /// containerd restricts it when it runs without that capability.
 pub fn settable_oom_score_adj(wanted: i32) -> i32 {
-    let may_lower = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE)
-        .unwrap_or(false);
+    let may_lower = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
     if may_lower {
         return wanted;
     }

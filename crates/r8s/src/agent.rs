@@ -139,10 +139,32 @@ pub struct ShimExecArgs {
     command: Vec<String>,
 }
 
+/// The default node name: the host name, lower-cased, made a valid DNS
+/// subdomain (a kernel without a host name reports "(none)").
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_lowercase())
-        .unwrap_or_else(|_| "r8s-node".into())
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    node_name_from(&raw)
+}
+
+fn node_name_from(raw: &str) -> String {
+    let cleaned: String = raw
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_matches(|c| c == '-' || c == '.');
+    if cleaned.is_empty() || cleaned == "none" {
+        "r8s-node".into()
+    } else {
+        cleaned.chars().take(253).collect()
+    }
 }
 
 fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options> {
@@ -332,4 +354,18 @@ pub fn shim_exec(a: ShimExecArgs) -> i32 {
         id: a.id,
         command: a.command,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn node_names_from_odd_host_names() {
+        assert_eq!(super::node_name_from("(none)\n"), "r8s-node");
+        assert_eq!(super::node_name_from(""), "r8s-node");
+        assert_eq!(
+            super::node_name_from("My_Laptop.local\n"),
+            "my-laptop.local"
+        );
+        assert_eq!(super::node_name_from("web-1"), "web-1");
+    }
 }
