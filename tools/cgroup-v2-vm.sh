@@ -2,7 +2,10 @@
 # Runs a command on a pure cgroup v2 host: a virtual machine booting
 # Debian's kernel with only the unified hierarchy mounted (every controller
 # enabled), sharing this machine's root filesystem read-only over 9p, with
-# tmpfs on /tmp, /run, /var/tmp and /root.
+# tmpfs on /tmp, /run, /var/tmp and /root. The 9p mount becomes the root
+# with switch_root, not chroot: processes exec'd into containers join the
+# container's mount namespace, and from a chrooted agent they landed
+# outside the container's root (an empty /proc, no volumes).
 #
 # Why a VM: this machine kind mounts cgroup v1 hybrid, where cpu, memory
 # and pids are bound to v1 hierarchies, so no cgroup v2 group here can
@@ -70,7 +73,7 @@ mount --bind /host$cache/root/lib/modules /host/usr/lib/modules
 for d in tmp run var/tmp root; do mount -t tmpfs -o mode=1777 tmpfs /host/\$d; done
 mkdir -p /host/run/netns
 mount --move /proc /host/proc; mount --move /sys /host/sys; mount --move /dev /host/dev
-exec chroot /host /bin/sh -c '
+exec switch_root /host /bin/sh -c '
   mkdir -p /dev/pts /dev/shm; mount -t devpts devpts /dev/pts; mount -t tmpfs shm /dev/shm
   mount -t cgroup2 cgroup2 /sys/fs/cgroup
   echo "+cpu +cpuset +memory +pids +io" > /sys/fs/cgroup/cgroup.subtree_control
