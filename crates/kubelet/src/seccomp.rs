@@ -321,9 +321,7 @@ fn host_arch_name() -> &'static str {
 }
 
 fn has_cap(caps: &HashSet<Capability>, name: &str) -> bool {
-    use std::str::FromStr;
-    let n = name.trim().to_ascii_uppercase();
-    Capability::from_str(n.strip_prefix("CAP_").unwrap_or(&n)).is_ok_and(|c| caps.contains(&c))
+    crate::spec::parse_cap(name).is_some_and(|c| caps.contains(&c))
 }
 
 impl DockerProfile {

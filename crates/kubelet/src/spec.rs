@@ -556,7 +556,7 @@ fn cap_name(i: u32) -> Option<&'static str> {
 
 /// `NET_ADMIN` or `CAP_NET_ADMIN` to a capability (oci-spec parses the
 /// bare upper-case name).
-fn parse_cap(s: &str) -> Option<Capability> {
+pub(crate) fn parse_cap(s: &str) -> Option<Capability> {
     use std::str::FromStr;
     let name = s.trim().to_ascii_uppercase();
     Capability::from_str(name.strip_prefix("CAP_").unwrap_or(&name)).ok()
