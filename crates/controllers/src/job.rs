@@ -53,6 +53,11 @@ struct Ctl {
     /// may not show yet (upstream's finalizer expectations). Without this a
     /// pod cache lagging the Job cache gets a pod counted twice.
     counted: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Per Job: the resourceVersion of our last status write. A sync on a
+    /// cached Job older than that would count from a stale status (and, say,
+    /// create a pod for a completion already counted); it waits for the
+    /// informer to bring the write back instead.
+    written: Mutex<HashMap<String, i64>>,
 }
 
 /// Runs the controller until the task is dropped.
@@ -73,6 +78,7 @@ pub async fn run(ctx: Arc<Context>) {
         failures: Mutex::default(),
         refused: Mutex::default(),
         counted: Mutex::default(),
+        written: Mutex::default(),
     });
     q.run(ctx.opts.workers, move |key| {
         let c = c.clone();
@@ -168,6 +174,7 @@ impl Ctl {
         let Some(cached) = self.jobs.get(Some(ns), name) else {
             self.exp.forget(key);
             self.counted_lock().remove(key);
+            self.written_lock().remove(key);
             // The Job is gone: its pods must not keep the finalizer (the
             // garbage collector could never delete them).
             let orphans: Vec<Arc<Pod>> =
@@ -184,6 +191,13 @@ impl Ctl {
             return Ok(None);
         };
         let job: Job = (*cached).clone();
+        let cached_rv = job.resource_version().and_then(|v| v.parse::<i64>().ok());
+        if let (Some(have), Some(wrote)) = (cached_rv, self.written_lock().get(key).copied())
+            && have < wrote
+        {
+            // The informer brings our write back and re-queues the key.
+            return Ok(None);
+        }
         let uid = job.uid().unwrap_or_default();
         let api: Api<Job> = Api::namespaced(self.client.clone(), ns);
         let pods = common::owned_pods(&self.pods, ns, &uid);
@@ -368,7 +382,7 @@ impl Ctl {
                     set_condition(&mut st, "FailureTarget", "True", reason, message);
                     self.rec.warning(&job, reason, message.clone());
                 }
-                self.delete_pods(ns, &key_owned, &active).await?;
+                self.delete_pods(ns, &key_owned, &active, false).await?;
                 if active.is_empty() && terminating == 0 {
                     set_condition(&mut st, "Failed", "True", reason, message);
                 }
@@ -383,7 +397,7 @@ impl Ctl {
                         "Reached expected number of succeeded pods",
                     );
                 }
-                self.delete_pods(ns, &key_owned, &active).await?;
+                self.delete_pods(ns, &key_owned, &active, false).await?;
                 if active.is_empty() && terminating == 0 {
                     set_condition(
                         &mut st,
@@ -402,7 +416,7 @@ impl Ctl {
             } => {
                 requeue = *deadline_in;
                 if suspended {
-                    self.delete_pods(ns, &key_owned, &active).await?;
+                    self.delete_pods(ns, &key_owned, &active, true).await?;
                 } else if self.exp.satisfied(key, |n| {
                     self.pods
                         .get(Some(ns), n)
@@ -493,7 +507,7 @@ impl Ctl {
                     excess.extend(v);
                 }
             }
-            self.delete_pods(&ns, key, &excess).await?;
+            self.delete_pods(&ns, key, &excess, true).await?;
             if hold_creates {
                 return Ok(());
             }
@@ -520,7 +534,7 @@ impl Ctl {
                 )
             });
             v.truncate((have - want) as usize);
-            self.delete_pods(&ns, key, &v).await?;
+            self.delete_pods(&ns, key, &v, true).await?;
         } else if !hold_creates {
             for _ in have..want {
                 self.create_pod(job, key, None).await?;
@@ -556,10 +570,23 @@ impl Ctl {
         }
     }
 
-    async fn delete_pods(&self, ns: &str, key: &str, pods: &[&Pod]) -> Result<(), ControllerError> {
+    /// Deletes pods. With `release`, their tracking finalizer goes first so
+    /// they are never counted as failed: excess pods and pods of a suspended
+    /// Job are the controller's own doing (upstream's `deleteJobPods`);
+    /// without it (`deleteActivePods`), a Job that failed counts them.
+    async fn delete_pods(
+        &self,
+        ns: &str,
+        key: &str,
+        pods: &[&Pod],
+        release: bool,
+    ) -> Result<(), ControllerError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         for p in pods {
             let name = p.name_any();
+            if release {
+                self.release(ns, std::iter::once(*p)).await?;
+            }
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
                     self.exp.deleted(key, &name);
@@ -576,6 +603,10 @@ impl Ctl {
             }
         }
         Ok(())
+    }
+
+    fn written_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn counted_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
@@ -623,8 +654,12 @@ impl Ctl {
     ) -> Result<(), ControllerError> {
         let mut j = job.clone();
         j.status = Some(st.clone());
-        api.replace_status(&job.name_any(), &PostParams::default(), &j)
+        let out = api
+            .replace_status(&job.name_any(), &PostParams::default(), &j)
             .await?;
+        if let Some(rv) = out.resource_version().and_then(|v| v.parse::<i64>().ok()) {
+            self.written_lock().insert(key_of(job), rv);
+        }
         Ok(())
     }
 

@@ -354,3 +354,73 @@ async fn deleting_a_job_releases_its_pods_finalizers() {
     })
     .await;
 }
+
+/// Pods the controller removes itself (parallelism lowered, Job suspended)
+/// are not failures: upstream drops their tracking finalizer before
+/// deleting them, so `status.failed` stays 0 and no pod lingers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_removed_by_the_controller_are_not_failures() {
+    let (_s, client) = setup().await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    jobs.create(
+        &PostParams::default(),
+        &job("wide", json!({"completions": 10, "parallelism": 3})),
+    )
+    .await
+    .unwrap();
+    let list = || async {
+        job_pods(
+            pods.list(&ListParams::default()).await.unwrap().items,
+            "wide",
+        )
+    };
+    wait_for(10, "three pods", || async {
+        (list().await.len() == 3).then_some(())
+    })
+    .await;
+
+    jobs.patch(
+        "wide",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"parallelism": 1}})),
+    )
+    .await
+    .unwrap();
+    // Without a kubelet nothing holds the pods once their finalizer is gone.
+    wait_for(10, "one pod left", || async {
+        (list().await.len() == 1).then_some(())
+    })
+    .await;
+    let j = wait_for(10, "active 1", || async {
+        let j = jobs.get("wide").await.unwrap();
+        (j.status.as_ref()?.active == Some(1)).then_some(j)
+    })
+    .await;
+    assert_eq!(
+        j.status.as_ref().unwrap().failed.unwrap_or(0),
+        0,
+        "{:?}",
+        j.status
+    );
+
+    jobs.patch(
+        "wide",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .unwrap();
+    wait_for(10, "no pods while suspended", || async {
+        list().await.is_empty().then_some(())
+    })
+    .await;
+    let j = wait_for(10, "active 0", || async {
+        let j = jobs.get("wide").await.unwrap();
+        (j.status.as_ref()?.active == Some(0)).then_some(j)
+    })
+    .await;
+    let st = j.status.unwrap();
+    assert_eq!(st.failed.unwrap_or(0), 0, "{st:?}");
+    assert_eq!(st.succeeded.unwrap_or(0), 0, "{st:?}");
+}
