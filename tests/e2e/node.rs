@@ -63,6 +63,25 @@ impl Drop for Host {
     }
 }
 
+/// A pod's events (core/v1, as `kubectl describe` reads them): reason,
+/// message and the whole event.
+fn pod_events(c: &Cluster, name: &str) -> Vec<(String, String, serde_json::Value)> {
+    let sel = format!("involvedObject.name={name}");
+    let v = c.get_json(&["events", "--field-selector", &sel]);
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["message"].as_str().unwrap_or("").to_string(),
+                e.clone(),
+            )
+        })
+        .collect()
+}
+
 fn build_busybox(dir: &Path) -> std::path::PathBuf {
     let out = dir.join("busybox.tar");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
@@ -262,6 +281,55 @@ spec:
             let p = pod(c, "probed");
             (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1)).then_some(())
         },
+    );
+    // What happened is told as events, in upstream's words, and shown by
+    // `kubectl describe`.
+    let want = [
+        (
+            "Scheduled",
+            "Successfully assigned default/probed to e2e-node",
+        ),
+        (
+            "Pulled",
+            "Container image \"busybox:latest\" already present on machine",
+        ),
+        ("Created", "Created container: app"),
+        ("Started", "Started container app"),
+        ("Unhealthy", "Readiness probe failed: "),
+        ("Unhealthy", "Liveness probe failed: "),
+        (
+            "Killing",
+            "Container app failed liveness probe, will be restarted",
+        ),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let evs = loop {
+        let evs = pod_events(c, "probed");
+        let missing: Vec<_> = want
+            .iter()
+            .filter(|(r, m)| !evs.iter().any(|(er, em, _)| er == r && em == m))
+            .collect();
+        if missing.is_empty() {
+            break evs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events missing: {missing:?}; have {:?}",
+            evs.iter().map(|(r, m, _)| (r, m)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let unhealthy = evs.iter().find(|(r, _, _)| r == "Unhealthy").unwrap();
+    assert_eq!(unhealthy.2["type"], "Warning", "{:?}", unhealthy.2);
+    assert_eq!(unhealthy.2["source"]["component"], "kubelet");
+    assert_eq!(
+        unhealthy.2["involvedObject"]["fieldPath"],
+        "spec.containers{app}"
+    );
+    let described = c.ok(&["describe", "pod", "probed"]);
+    assert!(
+        described.contains("Liveness probe failed") && described.contains("Started container app"),
+        "{described}"
     );
 
     // Capabilities: drop ALL, add NET_ADMIN (bit 12), and a user id.
@@ -1350,6 +1418,18 @@ spec:
     });
     let prev = c.ok(&["logs", "crashy", "--previous"]);
     assert!(prev.starts_with("run-"), "{prev:?}");
+    let uid = pod(c, "crashy")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let backoff =
+        format!("Back-off restarting failed container crashy in pod crashy_default({uid})");
+    c.wait_for("a BackOff event", Duration::from_secs(20), || {
+        pod_events(c, "crashy")
+            .iter()
+            .any(|(r, m, e)| r == "BackOff" && *m == backoff && e["type"] == "Warning")
+            .then_some(())
+    });
 
     // A Job's pod runs to completion.
     c.create(
@@ -2239,9 +2319,24 @@ spec:
         rejected["status"]["message"],
         "Pod was rejected: The node had condition: [MemoryPressure]. "
     );
-    c.wait_for("burstable to run", Duration::from_secs(60), || {
-        (pod(c, "burstable")["status"]["phase"] == "Running").then_some(())
+    // Admitted and started, then evicted: with memory below the threshold
+    // the eviction manager ends pods one per pass, as upstream does.
+    let p = c.wait_for("burstable to be evicted", Duration::from_secs(60), || {
+        let p = pod(c, "burstable");
+        (p["status"]["phase"] == "Failed").then_some(p)
     });
+    let msg = p["status"]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        msg.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 1Ei, available: "
+        ),
+        "{p}"
+    );
+    assert!(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["startedAt"].is_string(),
+        "it ran before it was evicted: {p}"
+    );
+    assert_evicted(c, "burstable", &msg);
 
     // Disk pressure refuses every pod.
     let c = host.cluster.as_mut().unwrap();
@@ -2277,8 +2372,6 @@ spec:
         rejected["status"]["message"],
         "Pod was rejected: The node had condition: [DiskPressure]. "
     );
-    // The pod that was already running keeps running.
-    assert_eq!(pod(c, "burstable")["status"]["phase"], "Running");
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }
 
@@ -2576,4 +2669,284 @@ spec:
     c.wait_for("the pod's cgroups to go", slow, || {
         (!pod_cg.exists() && !ctr_cg.exists()).then_some(())
     });
+}
+
+/// A pod's condition of `type_`, or null.
+fn pod_condition(p: &serde_json::Value, type_: &str) -> serde_json::Value {
+    p["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_default()
+}
+
+/// Waits for `name` to be evicted and checks what upstream's kubelet shows
+/// for an evicted pod; returns the pod.
+fn assert_evicted(c: &Cluster, name: &str, message: &str) -> serde_json::Value {
+    let p = c.wait_for(
+        &format!("{name} to be evicted"),
+        Duration::from_secs(60),
+        || {
+            let p = pod(c, name);
+            (p["status"]["phase"] == "Failed").then_some(p)
+        },
+    );
+    assert_eq!(p["status"]["reason"], "Evicted", "{p}");
+    assert_eq!(p["status"]["message"], message, "{p}");
+    let dt = pod_condition(&p, "DisruptionTarget");
+    assert_eq!(dt["status"], "True", "{p}");
+    assert_eq!(dt["reason"], "TerminationByKubelet");
+    for cs in p["status"]["containerStatuses"].as_array().unwrap() {
+        assert!(cs["state"]["terminated"].is_object(), "{cs}");
+    }
+    c.wait_for(
+        &format!("{name}'s Evicted event"),
+        Duration::from_secs(20),
+        || {
+            pod_events(c, name)
+                .iter()
+                .any(|(r, m, e)| r == "Evicted" && m == message && e["type"] == "Warning")
+                .then_some(())
+        },
+    );
+    p
+}
+
+#[test]
+fn pods_past_their_storage_limits_or_deadline_are_ended_by_the_kubelet() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let pod_with = |name: &str, volumes: &str, containers: &str, extra: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  {extra}
+  volumes: {volumes}
+  containers:
+{containers}
+"#
+        )
+    };
+    let ctr = |name: &str, script: &str, limit: &str| {
+        format!(
+            r#"  - name: {name}
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "{script}; sleep 3600"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+    resources: {limit}
+"#
+        )
+    };
+    let scratch = r#"[{name: data, emptyDir: {sizeLimit: 5Mi}}]"#;
+    let plain = r#"[{name: data, emptyDir: {}}]"#;
+    let write = |path: &str, mib: u32| format!("dd if=/dev/zero of={path} bs=1M count={mib}");
+    let limit5 = "{limits: {ephemeral-storage: 5Mi}}";
+    // Within every limit: keeps running.
+    c.create(
+        Some("default"),
+        &pod_with(
+            "calm",
+            scratch,
+            &ctr(
+                "calm",
+                &format!("{} && {}", write("/data/f", 1), write("/tmp/f", 1)),
+                limit5,
+            ),
+            "",
+        ),
+    );
+    // An emptyDir past its sizeLimit.
+    c.create(
+        Some("default"),
+        &pod_with(
+            "scratch",
+            scratch,
+            &ctr("w", &write("/data/f", 8), "{}"),
+            "",
+        ),
+    );
+    // One container's writable layer past its own limit (the pod's total
+    // is within the sum of both).
+    c.create(
+        Some("default"),
+        &pod_with(
+            "layers",
+            plain,
+            &format!(
+                "{}{}",
+                ctr("big", &write("/tmp/f", 8), limit5),
+                ctr("small", "true", limit5)
+            ),
+            "",
+        ),
+    );
+    // The pod's total (a container and an emptyDir) past its containers'.
+    c.create(
+        Some("default"),
+        &pod_with(
+            "total",
+            plain,
+            &ctr(
+                "t",
+                &format!("{} && {}", write("/data/f", 3), write("/tmp/f", 3)),
+                limit5,
+            ),
+            "",
+        ),
+    );
+    // Past activeDeadlineSeconds.
+    c.create(
+        Some("default"),
+        &pod_with(
+            "deadline",
+            plain,
+            &ctr("d", "true", "{}"),
+            "activeDeadlineSeconds: 5",
+        ),
+    );
+    c.wait_for("calm to run", Duration::from_secs(60), || {
+        (pod(c, "calm")["status"]["phase"] == "Running").then_some(())
+    });
+    let scratch_pod = assert_evicted(
+        c,
+        "scratch",
+        "Usage of EmptyDir volume \"data\" exceeds the limit \"5Mi\". ",
+    );
+    assert_evicted(
+        c,
+        "layers",
+        "Container big exceeded its local ephemeral storage limit \"5Mi\". ",
+    );
+    assert_evicted(
+        c,
+        "total",
+        "Pod ephemeral local storage usage exceeds the total limit of containers 5Mi. ",
+    );
+    // The evicted pod's processes, network and emptyDir data are gone; the
+    // pod object stays until deleted.
+    let uid = scratch_pod["metadata"]["uid"].as_str().unwrap();
+    let left = leftovers(c, &host, uid);
+    assert!(left.is_empty(), "{left:?}");
+    let data = c.path().join("agent/pods").join(uid).join("volumes/data");
+    assert!(!data.exists(), "{} is still there", data.display());
+
+    let d = c.wait_for("deadline to fail", Duration::from_secs(60), || {
+        let p = pod(c, "deadline");
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(d["status"]["reason"], "DeadlineExceeded", "{d}");
+    assert_eq!(
+        d["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    assert!(pod_condition(&d, "DisruptionTarget").is_null(), "{d}");
+    let t = &d["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(t["exitCode"], 137, "{d}");
+
+    let calm = pod(c, "calm");
+    assert_eq!(calm["status"]["phase"], "Running", "{calm}");
+    assert_eq!(calm["status"]["containerStatuses"][0]["restartCount"], 0);
+    c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+}
+
+#[test]
+fn disk_pressure_evicts_the_pod_using_the_most_disk() {
+    let mut host = Host::new();
+    // The node's filesystem is a 300 MiB tmpfs of its own, so what the
+    // pods write is all that moves its free space.
+    let data = host.data.path().to_path_buf();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &data,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=300m"),
+    )
+    .expect("mounting a tmpfs for the node's data dir");
+    start_node_with(
+        &mut host,
+        &[
+            "--eviction-hard",
+            "nodefs.available<200Mi",
+            "--eviction-pressure-transition-period",
+            "5s",
+        ],
+        |_| {},
+    );
+    let c = host.cluster.as_ref().unwrap();
+    let free =
+        || nix::sys::statvfs::statvfs(&data).map(|s| s.blocks_available() * s.fragment_size());
+    assert!(
+        free().unwrap() > 230 << 20,
+        "the node starts with room to spare: {:?}",
+        free()
+    );
+    let writer = |name: &str, mib: u32, requests: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: data, emptyDir: {{}}}}]
+  containers:
+  - name: {name}
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "dd if=/dev/zero of=/data/f bs=1M count={mib}; sleep 3600"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+    resources: {requests}
+"#
+        )
+    };
+    // A pod within its request, then one that takes 100 MiB it never asked
+    // for: only the second may go.
+    c.create(
+        Some("default"),
+        &writer("modest", 20, "{requests: {ephemeral-storage: 50Mi}}"),
+    );
+    c.wait_for("modest to run", Duration::from_secs(60), || {
+        (pod(c, "modest")["status"]["phase"] == "Running").then_some(())
+    });
+    c.create(Some("default"), &writer("hog", 100, "{}"));
+    let p = c.wait_for("hog to be evicted", Duration::from_secs(90), || {
+        let p = pod(c, "hog");
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    let msg = p["status"]["message"].as_str().unwrap_or("").to_string();
+    assert_eq!(p["status"]["reason"], "Evicted", "{p}");
+    assert!(
+        msg.starts_with(
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 200Mi, available: "
+        ) && msg.contains("Container hog was using ")
+            && msg.ends_with("request is 0, has larger consumption of ephemeral-storage. "),
+        "{msg}"
+    );
+    assert_evicted(c, "hog", &msg);
+    // Its emptyDir is reclaimed, the pressure ends, the other pod never
+    // stopped.
+    c.wait_for("the disk space back", Duration::from_secs(30), || {
+        (free().ok()? > 230 << 20).then_some(())
+    });
+    c.wait_for("DiskPressure to clear", Duration::from_secs(60), || {
+        let node = c.get_json(&["node", "e2e-node"]);
+        let dp = node["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|x| x["type"] == "DiskPressure")?
+            .clone();
+        (dp["status"] == "False").then_some(())
+    });
+    let modest = pod(c, "modest");
+    assert_eq!(modest["status"]["phase"], "Running", "{modest}");
+    assert_eq!(modest["status"]["containerStatuses"][0]["restartCount"], 0);
+    c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 pub mod attach;
 pub mod bench_support;
+pub mod events;
+pub mod eviction;
 pub mod exec;
 mod exec_tty;
 pub mod hostport;
@@ -160,6 +162,10 @@ pub struct Agent {
     pub(crate) registry: server::Registry,
     /// The node's pressure conditions, read by admission.
     pub(crate) pressure: Arc<std::sync::Mutex<pressure::Tracker>>,
+    /// Events about pods.
+    pub(crate) events: events::Recorder,
+    /// Pods the eviction manager has decided to stop, by uid.
+    pub(crate) evictions: eviction::Pending,
 }
 
 /// Mount points of the cgroup hierarchies: (v1 controller dirs, or the v2
@@ -309,6 +315,8 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
         images: images.clone(),
         registry,
         pressure: tracker.clone(),
+        events: events::Recorder::new(client.clone(), &opts.node_name),
+        evictions: eviction::Pending::default(),
     });
     let reporter = Arc::new(node::Reporter::new(opts.clone(), tracker));
     reporter.register(&client, node_images(&images)).await?;
@@ -324,6 +332,7 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
     ));
     let imgs = images.clone();
     tokio::spawn(reporter.status_loop(client.clone(), move || node_images(&imgs)));
+    tokio::spawn(eviction::run(agent.clone()));
     pods::run(agent).await;
     Ok(())
 }

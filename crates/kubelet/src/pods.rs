@@ -78,6 +78,8 @@ struct Ctr {
     /// Not before this instant may it start again.
     backoff_until: Option<Instant>,
     backoff: Option<Duration>,
+    /// The back-off window a BackOff event was recorded for.
+    backoff_reported: Option<Instant>,
     image_id: String,
     /// Whether the current run is over.
     exited: bool,
@@ -109,6 +111,9 @@ struct Worker {
     sandbox_ns: Option<sandbox::Namespaces>,
     /// When the volumes were last brought up to date.
     volumes_synced: Option<Instant>,
+    /// Set once the kubelet ended the pod itself (evicted, past its
+    /// active deadline): it stays Failed with this reason.
+    failed: Option<crate::eviction::Verdict>,
 }
 
 impl Worker {
@@ -130,6 +135,7 @@ impl Worker {
             sandbox_error: None,
             sandbox_ns: None,
             volumes_synced: None,
+            failed: None,
         }
     }
 
@@ -266,6 +272,9 @@ impl Worker {
                 .deletion_grace_period_seconds
                 .unwrap_or(30)
                 .max(0) as u64;
+            if !self.finished {
+                self.announce_stop(&pod);
+            }
             self.kill_all(Duration::from_secs(grace)).await;
             self.teardown().await;
             self.report(&pod).await;
@@ -291,6 +300,15 @@ impl Worker {
             self.teardown().await;
             self.report(&pod).await;
             self.finished = true;
+            return Ok(());
+        }
+        if self.failed.is_some() {
+            // Already stopped; only the status may still need writing.
+            self.report(&pod).await;
+            return Ok(());
+        }
+        if let Some(v) = self.verdict(&pod) {
+            self.fail(&pod, v).await;
             return Ok(());
         }
         let fresh = self.init.is_empty() && self.app.is_empty();
@@ -373,6 +391,23 @@ impl Worker {
                     self.start_container(&pod, c, false).await;
                     tracing::debug!(pod = %self.name(), container = %c.name,
                         elapsed = ?t.elapsed(), "container started");
+                } else if restart && st.exited && st.backoff_until != st.backoff_reported {
+                    // Once per back-off window (upstream repeats it every
+                    // sync; the recorder would fold those into a series).
+                    self.agent.events.container(
+                        &pod,
+                        &c.name,
+                        true,
+                        "BackOff",
+                        format!(
+                            "Back-off restarting failed container {} in pod {}",
+                            c.name,
+                            crate::events::pod_desc(&pod)
+                        ),
+                    );
+                    if let Some(s) = self.app.get_mut(&c.name) {
+                        s.backoff_reported = s.backoff_until;
+                    }
                 }
             }
         }
@@ -406,11 +441,25 @@ impl Worker {
             };
             let mut st = st;
             let mut kill = None;
+            // Every failed run is an Unhealthy event, as upstream's prober.
+            let pod = self.pod.clone();
+            let unhealthy = |which: &str, r: Result<(), String>| {
+                if let (Err(why), Some(pod)) = (&r, &pod) {
+                    self.agent.events.container(
+                        pod,
+                        &c.name,
+                        true,
+                        "Unhealthy",
+                        format!("{which} probe failed: {why}"),
+                    );
+                }
+                r.is_ok()
+            };
             let startup_done = match &c.startup_probe {
                 None => true,
                 Some(p) => {
                     if st.startup.verdict != Some(true) && st.startup.due(p, started) {
-                        let ok = probes::run(p, &target).await;
+                        let ok = unhealthy("Startup", probes::run(p, &target).await);
                         if st.startup.record(p, ok) == Some(false) {
                             kill = Some("startup");
                         }
@@ -422,7 +471,7 @@ impl Worker {
                 if let Some(p) = &c.liveness_probe
                     && st.liveness.due(p, started)
                 {
-                    let ok = probes::run(p, &target).await;
+                    let ok = unhealthy("Liveness", probes::run(p, &target).await);
                     if st.liveness.record(p, ok) == Some(false) {
                         kill = Some("liveness");
                     }
@@ -430,16 +479,111 @@ impl Worker {
                 if let Some(p) = &c.readiness_probe
                     && st.readiness.due(p, started)
                 {
-                    let ok = probes::run(p, &target).await;
+                    let ok = unhealthy("Readiness", probes::run(p, &target).await);
                     st.readiness.record(p, ok);
                 }
             }
             if let (Some(which), Some(pid)) = (kill, st.pid) {
                 tracing::info!(pod = %self.name(), container = %c.name, probe = which,
                     "container failed its {which} probe, will be restarted");
+                if let Some(pod) = &pod {
+                    self.agent.events.container(
+                        pod,
+                        &c.name,
+                        false,
+                        "Killing",
+                        format!(
+                            "Container {} failed {which} probe, will be restarted",
+                            c.name
+                        ),
+                    );
+                }
                 self.agent.runtime.signal(pid, libc::SIGKILL);
             }
             self.app.insert(c.name.clone(), st);
+        }
+    }
+
+    /// Whether the kubelet must end the pod now: the eviction manager chose
+    /// it, or it ran past `activeDeadlineSeconds` (counted from
+    /// `status.startTime`, as upstream).
+    fn verdict(&self, pod: &Pod) -> Option<crate::eviction::Verdict> {
+        if let Some(v) = self
+            .agent
+            .evictions
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&self.uid))
+        {
+            return Some(v);
+        }
+        let deadline = pod.spec.as_ref()?.active_deadline_seconds?;
+        let started = pod.status.as_ref()?.start_time.as_ref()?.0;
+        let ran = k8s_openapi::jiff::Timestamp::now().as_second() - started.as_second();
+        (ran >= deadline).then(|| {
+            let message = "Pod was active on the node longer than the specified deadline";
+            self.agent
+                .events
+                .normal(pod, "DeadlineExceeded", message.to_string());
+            crate::eviction::Verdict {
+                reason: "DeadlineExceeded".into(),
+                message: message.into(),
+                grace: Duration::from_secs(
+                    pod.spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds)
+                        .unwrap_or(30)
+                        .max(0) as u64,
+                ),
+                disruption: false,
+            }
+        })
+    }
+
+    /// Ends the pod for the kubelet's own reason: stops its containers
+    /// within the verdict's grace period, releases its network and what
+    /// its disk emptyDirs hold (that is what an eviction reclaims), and
+    /// reports it Failed. It stays so until deleted.
+    async fn fail(&mut self, pod: &Pod, v: crate::eviction::Verdict) {
+        tracing::info!(pod = %self.name(), reason = %v.reason, message = %v.message, "ending pod");
+        self.announce_stop(pod);
+        let grace = v.grace;
+        self.failed = Some(v);
+        self.kill_all(grace).await;
+        self.teardown().await;
+        let vols = self.pod_dir.join("volumes");
+        for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if vol.empty_dir.is_some() {
+                let _ = std::fs::remove_dir_all(vols.join(&vol.name));
+            }
+        }
+        self.report(pod).await;
+    }
+
+    /// A Killing event for each running container about to be stopped.
+    fn announce_stop(&self, pod: &Pod) {
+        let spec = pod.spec.as_ref();
+        let all = spec.into_iter().flat_map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(s.containers.iter())
+        });
+        for c in all {
+            let running = self
+                .app
+                .get(&c.name)
+                .or_else(|| self.init.get(&c.name))
+                .is_some_and(|s| s.id.is_some() && !s.exited);
+            if running {
+                self.agent.events.container(
+                    pod,
+                    &c.name,
+                    false,
+                    "Killing",
+                    format!("Stopping container {}", c.name),
+                );
+            }
         }
     }
 
@@ -734,6 +878,14 @@ impl Worker {
             };
             if let Err(why) = probes::run_hook(hook, &target, Duration::from_secs(120)).await {
                 tracing::warn!(pod = %self.name(), container = %c.name, %why, "FailedPostStartHook");
+                // Upstream keeps the handler's output out of the event.
+                self.agent.events.container(
+                    pod,
+                    &c.name,
+                    true,
+                    "FailedPostStartHook",
+                    "PostStartHook failed".into(),
+                );
                 // Still recorded as started below, so that the exit is
                 // collected and the restart policy applies.
                 self.agent.runtime.signal(*pid, libc::SIGKILL);
@@ -746,6 +898,34 @@ impl Worker {
             &mut self.app
         };
         let st = map.entry(c.name.clone()).or_default();
+        let ev = &self.agent.events;
+        match &result {
+            Ok(_) => {
+                ev.container(
+                    pod,
+                    &c.name,
+                    false,
+                    "Created",
+                    format!("Created container: {}", c.name),
+                );
+                ev.container(
+                    pod,
+                    &c.name,
+                    false,
+                    "Started",
+                    format!("Started container {}", c.name),
+                );
+            }
+            Err((reason, msg)) => {
+                let shown = if reason.starts_with("ErrImage") {
+                    ev.container(pod, &c.name, true, reason, msg.clone());
+                    reason
+                } else {
+                    msg
+                };
+                ev.container(pod, &c.name, true, "Failed", format!("Error: {shown}"));
+            }
+        }
         match result {
             Ok((id, pid, image_id, attempt)) => {
                 st.attempt = attempt;
@@ -795,7 +975,16 @@ impl Worker {
         .await
         .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
         let (info, layers, cfg) = match found {
-            Ok(v) => v,
+            Ok(v) => {
+                self.agent.events.container(
+                    pod,
+                    &c.name,
+                    false,
+                    "Pulled",
+                    format!("Container image \"{image_name}\" already present on machine"),
+                );
+                v
+            }
             Err(e) => {
                 let reason = if policy == "Never" {
                     "ErrImageNeverPull"
@@ -940,6 +1129,7 @@ impl Worker {
             };
             hooks.push((c, hook, id));
         }
+        let pod = &pod;
         let runs = hooks.iter().map(|(c, hook, id)| {
             let target = probes::Target {
                 pod_ip: &ip,
@@ -951,6 +1141,13 @@ impl Worker {
             async move {
                 if let Err(why) = probes::run_hook(hook, &target, grace).await {
                     tracing::warn!(pod = %self.name(), container = %c.name, %why, "FailedPreStopHook");
+                    self.agent.events.container(
+                        pod,
+                        &c.name,
+                        true,
+                        "FailedPreStopHook",
+                        "PreStopHook failed".into(),
+                    );
                 }
             }
         });
@@ -1099,6 +1296,9 @@ impl Worker {
     }
 
     fn restartable(&self, c: &Container) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
         let policy = self
             .pod
             .as_ref()
@@ -1141,6 +1341,7 @@ impl Worker {
         }
         let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
         let entry = crate::server::PodEntry {
+            pod: self.pod.clone(),
             uid: self.uid.clone(),
             containers: ctrs,
             addr: if host_network {
@@ -1231,7 +1432,7 @@ impl Worker {
                         && s.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) != Some(0)
                 })
             });
-        let phase = if init_failed {
+        let phase = if init_failed || self.failed.is_some() {
             "Failed"
         } else if self.terminal(pod) {
             let ok = spec.containers.iter().all(|c| {
@@ -1280,7 +1481,7 @@ impl Worker {
         } else {
             "ContainersNotReady"
         };
-        let conditions = json!([
+        let mut conditions = json!([
             cond(
                 "PodReadyToStartContainers",
                 self.ip.is_some() && !terminal_phase,
@@ -1295,6 +1496,14 @@ impl Worker {
             ),
             cond("PodScheduled", true, None),
         ]);
+        if let Some(v) = self.failed.as_ref().filter(|v| v.disruption)
+            && let Some(list) = conditions.as_array_mut()
+        {
+            let mut c = cond("DisruptionTarget", true, None);
+            c["reason"] = json!("TerminationByKubelet");
+            c["message"] = json!(v.message);
+            list.insert(0, c);
+        }
         let ip = self.ip.clone();
         let mut status = json!({
             "phase": phase,
@@ -1307,6 +1516,10 @@ impl Worker {
         });
         if !inits.is_empty() {
             status["initContainerStatuses"] = json!(inits);
+        }
+        if let Some(v) = &self.failed {
+            status["reason"] = json!(v.reason);
+            status["message"] = json!(v.message);
         }
         if let Some(ip) = ip {
             status["podIP"] = json!(ip);

@@ -82,48 +82,71 @@ fn port_of(port: &IntOrString, c: &Container) -> Option<u16> {
 }
 
 /// Runs the probe once; true on success.
-pub async fn run(p: &Probe, t: &Target<'_>) -> bool {
+/// Runs a probe once. `Err` carries why it failed, worded as upstream's
+/// prober words it (the text of the `Unhealthy` event).
+pub async fn run(p: &Probe, t: &Target<'_>) -> Result<(), String> {
     let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
-    let fut = async {
-        if let Some(e) = &p.exec {
-            let cmd = e.command.clone().unwrap_or_default();
-            if cmd.is_empty() {
-                return false;
-            }
-            let child = tokio::process::Command::new(t.shim_exe)
-                .env(crate::HELPER_ENV.0, crate::HELPER_ENV.1)
-                .arg("shim-exec")
-                .arg("--root")
-                .arg(t.state_root)
-                .arg("--id")
-                .arg(t.id)
-                .arg("--")
-                .args(&cmd)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .env("R8S_LOG", "error")
-                .kill_on_drop(true)
-                .status()
-                .await;
-            return child.is_ok_and(|s| s.success());
+    let refused = |host: &str, port: u16, e: &std::io::Error| {
+        let why = match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connect: connection refused".to_string(),
+            _ => e.to_string(),
+        };
+        format!("dial tcp {host}:{port}: {why}")
+    };
+    if let Some(e) = &p.exec {
+        let cmd = e.command.clone().unwrap_or_default();
+        if cmd.is_empty() {
+            return Err("exec probe has no command".into());
         }
-        if let Some(h) = &p.http_get {
-            let Some(port) = port_of(&h.port, t.container) else {
-                return false;
-            };
-            let host = h.host.clone().unwrap_or_else(|| t.pod_ip.to_string());
-            if h.scheme.as_deref() == Some("HTTPS") {
+        let child = tokio::process::Command::new(t.shim_exe)
+            .env(crate::HELPER_ENV.0, crate::HELPER_ENV.1)
+            .arg("shim-exec")
+            .arg("--root")
+            .arg(t.state_root)
+            .arg("--id")
+            .arg(t.id)
+            .arg("--")
+            .args(&cmd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .env("R8S_LOG", "error")
+            .kill_on_drop(true)
+            .output();
+        return match tokio::time::timeout(timeout, child).await {
+            Err(_) => Err(format!("command {:?} timed out", cmd.join(" "))),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => {
+                // Upstream reports what the command printed, capped.
+                let mut text = out.stdout;
+                text.extend_from_slice(&out.stderr);
+                text.truncate(10 * 1024);
+                Err(String::from_utf8_lossy(&text).into_owned())
+            }
+        };
+    }
+    if let Some(h) = &p.http_get {
+        let Some(port) = port_of(&h.port, t.container) else {
+            return Err(format!("unknown port {:?}", h.port));
+        };
+        let host = h.host.clone().unwrap_or_else(|| t.pod_ip.to_string());
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        let scheme = if h.scheme.as_deref() == Some("HTTPS") {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{host}:{port}{path}");
+        let fut = async {
+            let mut s = tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| format!("Get {url:?}: {}", refused(&host, port, &e)))?;
+            if scheme == "https" {
                 // TLS probes skip verification upstream; r8s only checks
                 // the port answers until it speaks TLS here.
-                return tokio::net::TcpStream::connect((host.as_str(), port))
-                    .await
-                    .is_ok();
+                return Ok(());
             }
-            let Ok(mut s) = tokio::net::TcpStream::connect((host.as_str(), port)).await else {
-                return false;
-            };
-            let path = h.path.clone().unwrap_or_else(|| "/".into());
             let mut req = format!(
                 "GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\n"
             );
@@ -131,9 +154,9 @@ pub async fn run(p: &Probe, t: &Target<'_>) -> bool {
                 req.push_str(&format!("{}: {}\r\n", hd.name, hd.value));
             }
             req.push_str("\r\n");
-            if s.write_all(req.as_bytes()).await.is_err() {
-                return false;
-            }
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| format!("Get {url:?}: {e}"))?;
             let mut buf = vec![0u8; 64];
             let mut got = Vec::new();
             while !got.contains(&b'\n') && got.len() < 1024 {
@@ -148,26 +171,55 @@ pub async fn run(p: &Probe, t: &Target<'_>) -> bool {
                 .nth(1)
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
-            return (200..400).contains(&code);
-        }
-        if let Some(ts) = &p.tcp_socket {
-            let Some(port) = port_of(&ts.port, t.container) else {
-                return false;
-            };
-            let host = ts.host.clone().unwrap_or_else(|| t.pod_ip.to_string());
-            return tokio::net::TcpStream::connect((host.as_str(), port))
-                .await
-                .is_ok();
-        }
-        if let Some(g) = &p.grpc {
-            let Ok(port) = u16::try_from(g.port) else {
-                return false;
-            };
-            return grpc_serving(t.pod_ip, port, g.service.as_deref().unwrap_or("")).await;
-        }
-        false
-    };
-    tokio::time::timeout(timeout, fut).await.unwrap_or(false)
+            if (200..400).contains(&code) {
+                Ok(())
+            } else if code == 0 {
+                Err(format!("Get {url:?}: EOF"))
+            } else {
+                Err(format!("HTTP probe failed with statuscode: {code}"))
+            }
+        };
+        return tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| {
+            Err(format!(
+                "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            ))
+        });
+    }
+    if let Some(ts) = &p.tcp_socket {
+        let Some(port) = port_of(&ts.port, t.container) else {
+            return Err(format!("unknown port {:?}", ts.port));
+        };
+        let host = ts.host.clone().unwrap_or_else(|| t.pod_ip.to_string());
+        return match tokio::time::timeout(
+            timeout,
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(refused(&host, port, &e)),
+            Err(_) => Err(format!("dial tcp {host}:{port}: i/o timeout")),
+        };
+    }
+    if let Some(g) = &p.grpc {
+        let Ok(port) = u16::try_from(g.port) else {
+            return Err(format!("invalid port {}", g.port));
+        };
+        let service = g.service.as_deref().unwrap_or("");
+        let ok = tokio::time::timeout(timeout, grpc_serving(t.pod_ip, port, service))
+            .await
+            .unwrap_or(false);
+        return if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "service unhealthy or unreachable: no SERVING answer from {}:{port} within {}s",
+                t.pod_ip,
+                timeout.as_secs()
+            ))
+        };
+    }
+    Err("probe has no action".into())
 }
 
 /// The gRPC health checking protocol (grpc.health.v1.Health/Check) over
@@ -290,18 +342,7 @@ pub async fn run_hook(
     if as_probe.exec.is_none() && as_probe.http_get.is_none() && as_probe.tcp_socket.is_none() {
         return Err("the handler has no action".into());
     }
-    if run(&as_probe, t).await {
-        Ok(())
-    } else {
-        let what = if h.exec.is_some() {
-            "exec"
-        } else if h.http_get.is_some() {
-            "httpGet"
-        } else {
-            "tcpSocket"
-        };
-        Err(format!("{what} handler failed or timed out"))
-    }
+    run(&as_probe, t).await
 }
 
 #[cfg(test)]
@@ -432,8 +473,11 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(run(&http("/ok"), &t).await);
-        assert!(!run(&http("/bad"), &t).await);
+        assert_eq!(run(&http("/ok"), &t).await, Ok(()));
+        assert_eq!(
+            run(&http("/bad"), &t).await,
+            Err("HTTP probe failed with statuscode: 500".to_string())
+        );
         let tcp = |port: u16| Probe {
             tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
                 port: IntOrString::Int(i32::from(port)),
@@ -441,10 +485,15 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(run(&tcp(port), &t).await);
+        assert_eq!(run(&tcp(port), &t).await, Ok(()));
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let cport = closed.local_addr().unwrap().port();
         drop(closed);
-        assert!(!run(&tcp(cport), &t).await);
+        assert_eq!(
+            run(&tcp(cport), &t).await,
+            Err(format!(
+                "dial tcp 127.0.0.1:{cport}: connect: connection refused"
+            ))
+        );
     }
 }

@@ -41,6 +41,8 @@ pub struct PodEntry {
     /// Where the pod's ports are reached from the host: its IP, or
     /// loopback for a hostNetwork pod; `None` before its sandbox exists.
     pub addr: Option<String>,
+    /// The pod as last seen (the eviction manager reads its spec).
+    pub pod: Option<Arc<k8s_openapi::api::core::v1::Pod>>,
 }
 
 /// Pods on this node by (namespace, name).

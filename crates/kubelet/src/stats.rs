@@ -55,7 +55,7 @@ fn unified() -> bool {
 
 /// CPU time (ns) and memory (usage, working set, rss) of one cgroup path
 /// (relative to the hierarchy roots).
-fn cgroup_usage(rel: &str) -> (Option<u64>, Option<(u64, u64, u64)>) {
+pub(crate) fn cgroup_usage(rel: &str) -> (Option<u64>, Option<(u64, u64, u64)>) {
     let base = Path::new("/sys/fs/cgroup");
     if unified() {
         let d = base.join(rel);
@@ -234,7 +234,7 @@ impl StatsCtx {
 }
 
 /// Processes in a cgroup subtree.
-fn cgroup_procs(rel: &str) -> usize {
+pub(crate) fn cgroup_procs(rel: &str) -> usize {
     fn walk(d: &Path) -> usize {
         let here = std::fs::read_to_string(d.join("cgroup.procs"))
             .map(|s| s.lines().count())
