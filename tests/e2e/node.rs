@@ -2950,3 +2950,305 @@ spec:
     assert_eq!(modest["status"]["containerStatuses"][0]["restartCount"], 0);
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }
+
+#[test]
+fn sidecars_start_before_and_stop_after_the_app_and_gates_hold_readiness() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    // A Job-like pod: the sidecar is up before the next init container
+    // runs, the pod succeeds when its app container does, and the sidecar
+    // is stopped (SIGTERM) only after that.
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: batch
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: shared, hostPath: {{path: {dir}}}}}]
+  initContainers:
+  - name: logger
+    restartPolicy: Always
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "trap 'echo logger-term >> /shared/log; exit 0' TERM; sleep 1; echo logger-up >> /shared/log; while true; do sleep 1; done"]
+    startupProbe:
+      exec: {{command: ["grep", "-q", "logger-up", "/shared/log"]}}
+      periodSeconds: 1
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  - name: setup
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "grep -q logger-up /shared/log && echo setup >> /shared/log"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: main
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo main >> /shared/log; sleep 2"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+"#,
+            dir = shared.path().display()
+        ),
+    );
+    let p = c.wait_for("batch to succeed", Duration::from_secs(90), || {
+        let p = pod(c, "batch");
+        matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")).then_some(p)
+    });
+    assert_eq!(p["status"]["phase"], "Succeeded", "{p}");
+    assert_eq!(
+        std::fs::read_to_string(shared.path().join("log")).unwrap(),
+        "logger-up\nsetup\nmain\nlogger-term\n"
+    );
+    let logger = &p["status"]["initContainerStatuses"][0];
+    assert_eq!(logger["name"], "logger");
+    assert_eq!(logger["state"]["terminated"]["exitCode"], 0, "{p}");
+    assert_eq!(logger["restartCount"], 0, "{p}");
+
+    // A long-running pod: its sidecar's readiness and a readiness gate
+    // both hold the pod's Ready condition.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: gated
+spec:
+  readinessGates: [{conditionType: example.com/ready}]
+  initContainers:
+  - name: side
+    restartPolicy: Always
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "while [ ! -f /tmp/exit ]; do sleep 1; done; exit 3"]
+    readinessProbe:
+      exec: {command: ["test", "-f", "/tmp/ready"]}
+      periodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#,
+    );
+    let ready = |p: &serde_json::Value| pod_condition(p, "Ready");
+    c.wait_for(
+        "gated to run, held back by its sidecar",
+        Duration::from_secs(60),
+        || {
+            let p = pod(c, "gated");
+            let r = ready(&p);
+            (p["status"]["phase"] == "Running"
+                && p["status"]["initContainerStatuses"][0]["started"] == true
+                && r["status"] == "False"
+                && r["reason"] == "ContainersNotReady"
+                && r["message"] == "containers with unready status: [side]")
+                .then_some(())
+        },
+    );
+    c.ok(&["exec", "gated", "-c", "side", "--", "touch", "/tmp/ready"]);
+    let p = c.wait_for(
+        "the sidecar ready, the gate holding",
+        Duration::from_secs(30),
+        || {
+            let p = pod(c, "gated");
+            (pod_condition(&p, "ContainersReady")["status"] == "True"
+                && ready(&p)["reason"] == "ReadinessGatesNotReady")
+                .then_some(p)
+        },
+    );
+    assert_eq!(
+        ready(&p)["message"],
+        "corresponding condition of pod readiness gate \"example.com/ready\" does not exist.",
+        "{p}"
+    );
+    assert_eq!(p["status"]["initContainerStatuses"][0]["ready"], true);
+    c.ok(&[
+        "patch",
+        "pod",
+        "gated",
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"example.com/ready","status":"True"}]}}"#,
+    ]);
+    c.wait_for("gated to be Ready", Duration::from_secs(30), || {
+        (ready(&pod(c, "gated"))["status"] == "True").then_some(())
+    });
+    // The sidecar exits: it is restarted, the app container is not, and
+    // the gate's condition survives the kubelet's status updates.
+    c.ok(&["exec", "gated", "-c", "side", "--", "touch", "/tmp/exit"]);
+    let p = c.wait_for("the sidecar restarted", Duration::from_secs(60), || {
+        let p = pod(c, "gated");
+        let side = &p["status"]["initContainerStatuses"][0];
+        (side["restartCount"] == 1 && side["state"]["running"].is_object()).then_some(p)
+    });
+    assert_eq!(
+        p["status"]["initContainerStatuses"][0]["lastState"]["terminated"]["exitCode"], 3,
+        "{p}"
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{p}"
+    );
+    assert_eq!(
+        pod_condition(&p, "example.com/ready")["status"],
+        "True",
+        "{p}"
+    );
+    c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+}
+
+#[test]
+fn kubectl_debug_runs_an_ephemeral_container_in_the_pod() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: target
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#,
+    );
+    c.wait_for("target to run", Duration::from_secs(60), || {
+        (pod(c, "target")["status"]["phase"] == "Running").then_some(())
+    });
+    // A debug container in the app's process namespace sees its processes.
+    c.ok(&[
+        "debug",
+        "target",
+        "--image=busybox:latest",
+        "--image-pull-policy=Never",
+        "--target=app",
+        "--container=dbg",
+        "--",
+        "sh",
+        "-c",
+        "ps; sleep 3600",
+    ]);
+    let p = c.wait_for("dbg to run", Duration::from_secs(60), || {
+        let p = pod(c, "target");
+        let st = p["status"]["ephemeralContainerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "dbg")?
+            .clone();
+        st["state"]["running"].is_object().then_some(p)
+    });
+    assert_eq!(
+        p["spec"]["ephemeralContainers"][0]["targetContainerName"],
+        "app"
+    );
+    let ps = c.wait_for("dbg's ps output", Duration::from_secs(20), || {
+        let out = c.ok(&["logs", "target", "-c", "dbg"]);
+        out.contains("sleep 3600").then_some(out)
+    });
+    assert!(
+        ps.lines()
+            .any(|l| l.split_whitespace().next() == Some("1") && l.contains("sleep 3600")),
+        "the app's process is PID 1 of the shared namespace: {ps}"
+    );
+    assert_eq!(
+        c.ok(&["exec", "target", "-c", "dbg", "--", "echo", "inside"])
+            .trim(),
+        "inside"
+    );
+    // Interactive, as `kubectl debug -it` is used: kubectl attaches.
+    let out = c.kubectl_env(
+        &[
+            "debug",
+            "-i",
+            "target",
+            "--image=busybox:latest",
+            "--image-pull-policy=Never",
+            "--container=dbg2",
+            "--",
+            "sh",
+        ],
+        &[],
+        Some("echo hello-from-debug; exit 0\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("hello-from-debug"),
+        "stdout {stdout:?}, stderr {:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The app container was never touched; the debug containers are not
+    // restarted once they end.
+    let p = c.wait_for("dbg2 to end", Duration::from_secs(30), || {
+        let p = pod(c, "target");
+        let st = p["status"]["ephemeralContainerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "dbg2")?
+            .clone();
+        st["state"]["terminated"].is_object().then_some(p)
+    });
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{p}"
+    );
+    assert_eq!(p["status"]["phase"], "Running");
+
+    // A new image restarts the container (the one change a pod's
+    // containers allow).
+    c.ok(&["set", "image", "pod/target", "app=busybox"]);
+    c.wait_for(
+        "app restarted on its new image",
+        Duration::from_secs(60),
+        || {
+            let p = pod(c, "target");
+            let st = &p["status"]["containerStatuses"][0];
+            (st["restartCount"] == 1
+                && st["image"] == "busybox"
+                && st["state"]["running"].is_object())
+            .then_some(())
+        },
+    );
+
+    // The pod's spec is otherwise immutable, as upstream's.
+    let err = c.fails(&[
+        "patch",
+        "pod",
+        "target",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"app","command":["true"]}]}}"#,
+    ]);
+    assert!(
+        err.contains("pod updates may not change fields other than"),
+        "{err}"
+    );
+    // Ephemeral containers can be added, never removed or changed.
+    let err = c.fails(&[
+        "patch",
+        "pod",
+        "target",
+        "--subresource=ephemeralcontainers",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/ephemeralContainers/0"}]"#,
+    ]);
+    assert!(
+        err.contains("existing ephemeral containers \"dbg\" may not be removed"),
+        "{err}"
+    );
+    c.ok(&["delete", "pod", "target", "--wait=true", "--timeout=60s"]);
+}

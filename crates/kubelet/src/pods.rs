@@ -78,6 +78,10 @@ struct Ctr {
     /// Not before this instant may it start again.
     backoff_until: Option<Instant>,
     backoff: Option<Duration>,
+    /// The image the spec named when the current run started.
+    spec_image: String,
+    /// Killed because its definition changed: restart at once.
+    changed: bool,
     /// The back-off window a BackOff event was recorded for.
     backoff_reported: Option<Instant>,
     image_id: String,
@@ -111,6 +115,11 @@ struct Worker {
     sandbox_ns: Option<sandbox::Namespaces>,
     /// When the volumes were last brought up to date.
     volumes_synced: Option<Instant>,
+    /// Ephemeral containers (`kubectl debug`), by name.
+    ephemeral: HashMap<String, Ctr>,
+    /// Set once every init container has completed (sidecars started): a
+    /// sidecar's later restarts no longer hold the app containers back.
+    inits_completed: bool,
     /// Set once the kubelet ended the pod itself (evicted, past its
     /// active deadline): it stays Failed with this reason.
     failed: Option<crate::eviction::Verdict>,
@@ -136,6 +145,8 @@ impl Worker {
             sandbox_ns: None,
             volumes_synced: None,
             failed: None,
+            inits_completed: false,
+            ephemeral: HashMap::new(),
         }
     }
 
@@ -161,6 +172,8 @@ impl Worker {
             let attempt = m["attempt"].as_i64().unwrap_or(0) as i32;
             let map = if m["init"] == true {
                 &mut self.init
+            } else if m["ephemeral"] == true {
+                &mut self.ephemeral
             } else {
                 &mut self.app
             };
@@ -186,6 +199,7 @@ impl Worker {
                     started_instant: Some(Instant::now()),
                     restarts: attempt,
                     image_id: m["imageID"].as_str().unwrap_or("").to_string(),
+                    spec_image: m["image"].as_str().unwrap_or("").to_string(),
                     attempt,
                     ..Default::default()
                 },
@@ -211,6 +225,8 @@ impl Worker {
             self.ip = Some(self.agent.opts.node_ip.to_string());
         }
         self.start_time = Some(now());
+        // App containers ran: the init phase is over.
+        self.inits_completed = !self.app.is_empty();
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Option<Arc<Pod>>>) {
@@ -297,6 +313,14 @@ impl Worker {
             return Ok(());
         }
         if self.terminal(&pod) {
+            // Sidecars outlive the app containers only until the pod is done.
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64;
+            self.kill_all(Duration::from_secs(grace)).await;
             self.teardown().await;
             self.report(&pod).await;
             self.finished = true;
@@ -355,10 +379,44 @@ impl Worker {
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into());
-        // Init containers one at a time, each to success.
+        // Init containers in order, each regular one to success. A sidecar
+        // (restartPolicy: Always) only has to start (and pass its startup
+        // probe) before the next one; it then runs beside the app
+        // containers and is restarted whenever it exits, never blocking
+        // them again.
         let mut inits_done = true;
+        let sidecars: Vec<Container> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| is_sidecar(c))
+            .cloned()
+            .collect();
         for c in spec.init_containers.iter().flatten() {
             let st = self.init.entry(c.name.clone()).or_default().clone();
+            if is_sidecar(c) {
+                if st.id.is_none() || st.exited {
+                    if self.may_start(&st, true) {
+                        self.start_container(&pod, c, Which::Init, None).await;
+                    } else if st.exited {
+                        self.backoff_event(&pod, c, true);
+                    }
+                }
+                if self.inits_completed {
+                    continue;
+                }
+                // Its startup probe runs before the next init may start.
+                self.run_probes(std::slice::from_ref(c), true).await;
+                let st = self.init.get(&c.name).cloned().unwrap_or_default();
+                let started = st.id.is_some()
+                    && !st.exited
+                    && (c.startup_probe.is_none() || st.startup.verdict == Some(true));
+                if started {
+                    continue;
+                }
+                inits_done = false;
+                break;
+            }
             let succeeded =
                 st.exited && st.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) == Some(0);
             if succeeded {
@@ -367,14 +425,43 @@ impl Worker {
             inits_done = false;
             let running = st.id.is_some() && !st.exited;
             if !running && self.may_start(&st, policy != "Never") {
-                self.start_container(&pod, c, true).await;
+                self.start_container(&pod, c, Which::Init, None).await;
             }
             break;
         }
         if inits_done {
+            self.inits_completed = true;
             for c in &spec.containers {
                 let st = self.app.entry(c.name.clone()).or_default().clone();
                 if st.id.is_some() && !st.exited {
+                    // A new image (`kubectl set image`) restarts it, as
+                    // upstream restarts a container whose spec changed.
+                    if !st.spec_image.is_empty()
+                        && c.image.as_deref().is_some_and(|i| i != st.spec_image)
+                        && let Some(pid) = st.pid
+                    {
+                        self.agent.events.container(
+                            &pod,
+                            &c.name,
+                            false,
+                            "Killing",
+                            format!("Container {} definition changed, will be restarted", c.name),
+                        );
+                        self.agent.runtime.signal(pid, libc::SIGKILL);
+                        if let Some(s) = self.app.get_mut(&c.name) {
+                            s.changed = true;
+                        }
+                    }
+                    continue;
+                }
+                if st.changed {
+                    // No crash back-off for a changed definition.
+                    if let Some(s) = self.app.get_mut(&c.name) {
+                        s.changed = false;
+                        s.backoff_until = None;
+                        s.backoff = None;
+                    }
+                    self.start_container(&pod, c, Which::App, None).await;
                     continue;
                 }
                 let restart = match policy.as_str() {
@@ -388,31 +475,35 @@ impl Worker {
                 };
                 if restart && self.may_start(&st, true) {
                     let t = Instant::now();
-                    self.start_container(&pod, c, false).await;
+                    self.start_container(&pod, c, Which::App, None).await;
                     tracing::debug!(pod = %self.name(), container = %c.name,
                         elapsed = ?t.elapsed(), "container started");
-                } else if restart && st.exited && st.backoff_until != st.backoff_reported {
-                    // Once per back-off window (upstream repeats it every
-                    // sync; the recorder would fold those into a series).
-                    self.agent.events.container(
-                        &pod,
-                        &c.name,
-                        true,
-                        "BackOff",
-                        format!(
-                            "Back-off restarting failed container {} in pod {}",
-                            c.name,
-                            crate::events::pod_desc(&pod)
-                        ),
-                    );
-                    if let Some(s) = self.app.get_mut(&c.name) {
-                        s.backoff_reported = s.backoff_until;
-                    }
+                } else if restart && st.exited {
+                    self.backoff_event(&pod, c, false);
                 }
             }
         }
+        // Ephemeral containers (`kubectl debug`) start once, whatever the
+        // pod is doing, and are never restarted.
+        for ec in spec.ephemeral_containers.iter().flatten() {
+            if self.ephemeral.contains_key(&ec.name) {
+                continue;
+            }
+            let Some(c) = ephemeral_as_container(ec) else {
+                continue;
+            };
+            let target_pid = ec
+                .target_container_name
+                .as_ref()
+                .and_then(|t| self.app.get(t).or_else(|| self.init.get(t)))
+                .filter(|s| !s.exited)
+                .and_then(|s| s.pid);
+            self.start_container(&pod, &c, Which::Ephemeral, target_pid)
+                .await;
+        }
         if inits_done {
-            self.run_probes(&spec.containers).await;
+            self.run_probes(&sidecars, true).await;
+            self.run_probes(&spec.containers, false).await;
         }
         self.report(&pod).await;
         Ok(())
@@ -420,12 +511,13 @@ impl Worker {
 
     /// Runs the due probes of running app containers; kills a container
     /// whose startup or liveness probe failed, as upstream restarts it.
-    async fn run_probes(&mut self, containers: &[Container]) {
+    async fn run_probes(&mut self, containers: &[Container], init: bool) {
         let Some(ip) = self.ip.clone() else { return };
         let shim_exe = self.agent.opts.shim_exe.clone();
         let state_root = self.agent.opts.data_dir.join("agent/state");
         for c in containers {
-            let Some(st) = self.app.get(&c.name).cloned() else {
+            let map = if init { &self.init } else { &self.app };
+            let Some(st) = map.get(&c.name).cloned() else {
                 continue;
             };
             let (Some(id), Some(started), false) = (st.id.clone(), st.started_instant, st.exited)
@@ -500,8 +592,37 @@ impl Worker {
                 }
                 self.agent.runtime.signal(pid, libc::SIGKILL);
             }
-            self.app.insert(c.name.clone(), st);
+            if init {
+                self.init.insert(c.name.clone(), st);
+            } else {
+                self.app.insert(c.name.clone(), st);
+            }
         }
+    }
+
+    /// A BackOff event, once per back-off window of a container that
+    /// exited and waits to restart (upstream repeats it every sync; its
+    /// recorder folds those into a count).
+    fn backoff_event(&mut self, pod: &Pod, c: &Container, init: bool) {
+        let map = if init { &mut self.init } else { &mut self.app };
+        let Some(st) = map.get_mut(&c.name) else {
+            return;
+        };
+        if st.backoff_until == st.backoff_reported || st.backoff_until.is_none() {
+            return;
+        }
+        st.backoff_reported = st.backoff_until;
+        self.agent.events.container(
+            pod,
+            &c.name,
+            true,
+            "BackOff",
+            format!(
+                "Back-off restarting failed container {} in pod {}",
+                c.name,
+                crate::events::pod_desc(pod)
+            ),
+        );
     }
 
     /// Whether the kubelet must end the pod now: the eviction manager chose
@@ -625,7 +746,12 @@ impl Worker {
             .and_then(|p| p.spec.clone())
             .unwrap_or_default();
         let pod_dir = self.pod_dir.clone();
-        for (name, st) in self.init.iter_mut().chain(self.app.iter_mut()) {
+        for (name, st) in self
+            .init
+            .iter_mut()
+            .chain(self.app.iter_mut())
+            .chain(self.ephemeral.iter_mut())
+        {
             let (Some(id), false) = (st.id.clone(), st.exited) else {
                 continue;
             };
@@ -859,8 +985,14 @@ impl Worker {
         Ok(env)
     }
 
-    async fn start_container(&mut self, pod: &Pod, c: &Container, is_init: bool) {
-        let result = self.try_start(pod, c).await;
+    async fn start_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        which: Which,
+        target_pid: Option<i32>,
+    ) {
+        let result = self.try_start(pod, c, target_pid).await;
         // postStart runs before the container counts as started; when it
         // fails the container is killed and restarts per its policy.
         if let (Ok((id, pid, _, _)), Some(hook)) = (
@@ -892,10 +1024,10 @@ impl Worker {
             }
         }
         let who = self.name();
-        let map = if is_init {
-            &mut self.init
-        } else {
-            &mut self.app
+        let map = match which {
+            Which::Init => &mut self.init,
+            Which::App => &mut self.app,
+            Which::Ephemeral => &mut self.ephemeral,
         };
         let st = map.entry(c.name.clone()).or_default();
         let ev = &self.agent.events;
@@ -942,6 +1074,7 @@ impl Worker {
                 st.exited = false;
                 st.waiting = None;
                 st.image_id = image_id;
+                st.spec_image = c.image.clone().unwrap_or_default();
             }
             Err((reason, msg)) => {
                 tracing::warn!(pod = %who, container = %c.name, %reason, %msg, "container did not start");
@@ -957,10 +1090,13 @@ impl Worker {
         }
     }
 
+    /// Starts one container; `target_pid` puts it in that process's PID
+    /// namespace (an ephemeral container's `targetContainerName`).
     async fn try_start(
         &self,
         pod: &Pod,
         c: &Container,
+        target_pid: Option<i32>,
     ) -> Result<(String, i32, String, i32), (String, String)> {
         let image_name = c.image.clone().unwrap_or_default();
         let store = self.agent.images.clone();
@@ -1037,7 +1173,10 @@ impl Worker {
         let volumes = self.volumes.clone().unwrap_or_default();
         let pod_dir = self.pod_dir.clone();
         let netns = self.ns.as_ref().map(|n| network::netns_path(n));
-        let sandbox = self.sandbox_ns.clone().unwrap_or_default();
+        let mut sandbox = self.sandbox_ns.clone().unwrap_or_default();
+        if let Some(pid) = target_pid {
+            sandbox.pid = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
+        }
         let memcg = self.agent.memory_cgroup(&cgroup);
         let node_mem = crate::node::host_capacity().1;
         let uid = self.uid.clone();
@@ -1050,6 +1189,7 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.init_containers.as_ref())
             .is_some_and(|ics| ics.iter().any(|ic| ic.name == c.name));
+        let is_ephemeral = is_ephemeral(pod, &c.name);
         let res = tokio::task::spawn_blocking(move || {
             let rootfs = rt.prepare_rootfs(&id, &layers)?;
             // The container writes why it ended here (upstream's
@@ -1091,6 +1231,7 @@ impl Worker {
             // What a restarted agent needs to adopt this container.
             let meta = json!({
                 "pod": uid, "container": c2.name, "attempt": restarts, "init": is_init,
+                "ephemeral": is_ephemeral, "image": c2.image,
                 "pid": started.pid, "startedAt": now(), "imageID": image_id,
             });
             let _ = std::fs::write(containers_dir.join(&id).join("meta.json"), meta.to_string());
@@ -1155,16 +1296,34 @@ impl Worker {
     }
 
     /// SIGTERM every running container, SIGKILL what is left after `grace`.
+    /// App containers go first; sidecars (restartable init containers) only
+    /// once those are gone, within what is left of the grace period, as
+    /// upstream stops them.
     async fn kill_all(&mut self, grace: Duration) {
         let rt = self.agent.runtime.clone();
-        let running: Vec<i32> = self
-            .init
-            .values()
-            .chain(self.app.values())
-            .filter(|s| s.id.is_some() && !s.exited)
-            .filter_map(|s| s.pid)
-            .collect();
-        if running.is_empty() {
+        let sidecars: Vec<String> = self
+            .pod
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .map(|s| {
+                s.init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| is_sidecar(c))
+                    .map(|c| c.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let running = |w: &Worker, sidecar: bool| -> Vec<i32> {
+            w.init
+                .iter()
+                .chain(w.app.iter())
+                .chain(w.ephemeral.iter())
+                .filter(|(n, s)| s.id.is_some() && !s.exited && sidecars.contains(n) == sidecar)
+                .filter_map(|(_, s)| s.pid)
+                .collect()
+        };
+        if running(self, false).is_empty() && running(self, true).is_empty() {
             return;
         }
         let deadline = Instant::now() + grace;
@@ -1176,30 +1335,26 @@ impl Worker {
         } else {
             libc::SIGTERM
         };
-        for pid in &running {
-            rt.signal(*pid, sig);
-        }
-        loop {
-            self.collect_exits();
-            let alive = self
-                .init
-                .values()
-                .chain(self.app.values())
-                .any(|s| s.id.is_some() && !s.exited);
-            if !alive {
-                return;
+        for sidecar in [false, true] {
+            for pid in running(self, sidecar) {
+                rt.signal(pid, sig);
             }
-            if Instant::now() >= deadline {
-                for s in self.init.values().chain(self.app.values()) {
-                    if let (Some(pid), false) = (s.pid, s.exited) {
-                        rt.signal(pid, libc::SIGKILL);
+            loop {
+                self.collect_exits();
+                let left = running(self, sidecar);
+                if left.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    for pid in &left {
+                        rt.signal(*pid, libc::SIGKILL);
+                    }
+                    if Instant::now() >= deadline + Duration::from_secs(5) {
+                        break;
                     }
                 }
-                if Instant::now() >= deadline + Duration::from_secs(5) {
-                    return;
-                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -1299,6 +1454,17 @@ impl Worker {
         if self.failed.is_some() {
             return false;
         }
+        if self
+            .pod
+            .as_deref()
+            .is_some_and(|p| is_ephemeral(p, &c.name))
+        {
+            return false;
+        }
+        if is_sidecar(c) {
+            // Until the pod itself is done.
+            return !self.pod.as_deref().is_some_and(|p| self.terminal(p));
+        }
         let policy = self
             .pod
             .as_ref()
@@ -1326,7 +1492,12 @@ impl Worker {
             pod.metadata.name.clone().unwrap_or_default(),
         );
         let mut ctrs = HashMap::new();
-        for (name, st) in self.init.iter().chain(self.app.iter()) {
+        for (name, st) in self
+            .init
+            .iter()
+            .chain(self.app.iter())
+            .chain(self.ephemeral.iter())
+        {
             if st.id.is_some() {
                 ctrs.insert(
                     name.clone(),
@@ -1393,7 +1564,7 @@ impl Worker {
             .init_containers
             .iter()
             .flatten()
-            .map(|c| self.ctr_status(c, self.init.get(&c.name), false))
+            .map(|c| self.ctr_status(c, self.init.get(&c.name), is_sidecar(c)))
             .collect();
         let mut apps: Vec<Value> = spec
             .containers
@@ -1408,14 +1579,69 @@ impl Worker {
                 }
             }
         }
-        let inits_done = spec.init_containers.iter().flatten().all(|c| {
-            self.init
-                .get(&c.name)
-                .and_then(|s| s.terminated.as_ref())
-                .and_then(|t| t["exitCode"].as_i64())
-                == Some(0)
+        let inits_done = self.inits_completed
+            || spec.init_containers.iter().flatten().all(|c| {
+                let st = self.init.get(&c.name);
+                if is_sidecar(c) {
+                    return st.is_some_and(|s| s.id.is_some());
+                }
+                st.and_then(|s| s.terminated.as_ref())
+                    .and_then(|t| t["exitCode"].as_i64())
+                    == Some(0)
+            });
+        // Sidecars count for readiness as app containers do.
+        let ready_in = |name: &str, list: &[Value]| {
+            list.iter().any(|a| a["name"] == name && a["ready"] == true)
+        };
+        let mut unready: Vec<String> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| is_sidecar(c) && !ready_in(&c.name, &inits))
+            .map(|c| c.name.clone())
+            .collect();
+        unready.extend(
+            spec.containers
+                .iter()
+                .filter(|c| !ready_in(&c.name, &apps))
+                .map(|c| c.name.clone()),
+        );
+        let incomplete: Vec<String> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| {
+                let st = self.init.get(&c.name);
+                if is_sidecar(c) {
+                    st.is_none_or(|s| s.id.is_none())
+                } else {
+                    st.and_then(|s| s.terminated.as_ref())
+                        .and_then(|t| t["exitCode"].as_i64())
+                        != Some(0)
+                }
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        let all_ready = !apps.is_empty() && unready.is_empty();
+        // Readiness gates: conditions others set on the pod.
+        let current = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let gate_problem = spec.readiness_gates.iter().flatten().find_map(|g| {
+            match current.iter().find(|c| c.type_ == g.condition_type) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate \"{}\" does not exist.",
+                    g.condition_type
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate \"{}\" is not \"True\", but {}",
+                    g.condition_type, c.status
+                )),
+                Some(_) => None,
+            }
         });
-        let all_ready = !apps.is_empty() && apps.iter().all(|a| a["ready"] == true);
         let any_running = apps.iter().any(|a| a["state"].get("running").is_some());
         let policy = spec
             .restart_policy
@@ -1427,10 +1653,11 @@ impl Worker {
             .all(|c| self.app.get(&c.name).is_some_and(|s| s.exited));
         let init_failed = policy == "Never"
             && spec.init_containers.iter().flatten().any(|c| {
-                self.init.get(&c.name).is_some_and(|s| {
-                    s.exited
-                        && s.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) != Some(0)
-                })
+                !is_sidecar(c)
+                    && self.init.get(&c.name).is_some_and(|s| {
+                        s.exited
+                            && s.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) != Some(0)
+                    })
             });
         let phase = if init_failed || self.failed.is_some() {
             "Failed"
@@ -1462,7 +1689,7 @@ impl Worker {
                     })
             })
         };
-        let cond = |t: &str, ok: bool, reason: Option<&str>| {
+        let cond = |t: &str, ok: bool, why: Option<(&str, Option<String>)>| {
             let s = if ok { "True" } else { "False" };
             let when = match prev(t) {
                 Some((ps, pt)) if ps == s => pt,
@@ -1470,16 +1697,29 @@ impl Worker {
             };
             let mut c =
                 json!({"type": t, "status": s, "lastProbeTime": null, "lastTransitionTime": when});
-            if let Some(r) = reason.filter(|_| !ok) {
+            if let Some((r, m)) = why.filter(|_| !ok) {
                 c["reason"] = json!(r);
+                if let Some(m) = m {
+                    c["message"] = json!(m);
+                }
             }
             c
         };
         let terminal_phase = phase == "Succeeded" || phase == "Failed";
-        let reason = if terminal_phase {
-            "PodCompleted"
+        let containers_why = if terminal_phase {
+            ("PodCompleted", None)
         } else {
-            "ContainersNotReady"
+            (
+                "ContainersNotReady",
+                Some(format!(
+                    "containers with unready status: [{}]",
+                    unready.join(" ")
+                )),
+            )
+        };
+        let ready_why = match (&gate_problem, all_ready, terminal_phase) {
+            (Some(m), true, false) => ("ReadinessGatesNotReady", Some(m.clone())),
+            _ => containers_why.clone(),
         };
         let mut conditions = json!([
             cond(
@@ -1487,22 +1727,46 @@ impl Worker {
                 self.ip.is_some() && !terminal_phase,
                 None
             ),
-            cond("Initialized", inits_done, Some("ContainersNotInitialized")),
-            cond("Ready", all_ready && !terminal_phase, Some(reason)),
+            cond(
+                "Initialized",
+                inits_done,
+                Some((
+                    "ContainersNotInitialized",
+                    Some(format!(
+                        "containers with incomplete status: [{}]",
+                        incomplete.join(" ")
+                    ))
+                ))
+            ),
+            cond(
+                "Ready",
+                all_ready && gate_problem.is_none() && !terminal_phase,
+                Some(ready_why)
+            ),
             cond(
                 "ContainersReady",
                 all_ready && !terminal_phase,
-                Some(reason)
+                Some(containers_why)
             ),
             cond("PodScheduled", true, None),
         ]);
-        if let Some(v) = self.failed.as_ref().filter(|v| v.disruption)
-            && let Some(list) = conditions.as_array_mut()
-        {
-            let mut c = cond("DisruptionTarget", true, None);
-            c["reason"] = json!("TerminationByKubelet");
-            c["message"] = json!(v.message);
-            list.insert(0, c);
+        if let Some(list) = conditions.as_array_mut() {
+            if let Some(v) = self.failed.as_ref().filter(|v| v.disruption) {
+                let mut c = cond("DisruptionTarget", true, None);
+                c["reason"] = json!("TerminationByKubelet");
+                c["message"] = json!(v.message);
+                list.insert(0, c);
+            }
+            // Conditions others own (readiness gates, a DisruptionTarget
+            // from the API server) are kept: a merge patch replaces the
+            // whole list.
+            for c in &current {
+                if !list.iter().any(|k| k["type"] == c.type_.as_str())
+                    && let Ok(v) = serde_json::to_value(c)
+                {
+                    list.push(v);
+                }
+            }
         }
         let ip = self.ip.clone();
         let mut status = json!({
@@ -1516,6 +1780,18 @@ impl Worker {
         });
         if !inits.is_empty() {
             status["initContainerStatuses"] = json!(inits);
+        }
+        let ephemeral: Vec<Value> = spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .filter_map(|ec| {
+                let c = ephemeral_as_container(ec)?;
+                Some(self.ctr_status(&c, self.ephemeral.get(&c.name), false))
+            })
+            .collect();
+        if !ephemeral.is_empty() {
+            status["ephemeralContainerStatuses"] = json!(ephemeral);
         }
         if let Some(v) = &self.failed {
             status["reason"] = json!(v.reason);
@@ -1542,6 +1818,40 @@ impl Worker {
             Err(e) => tracing::debug!(pod = %self.name(), error = %e, "status update failed"),
         }
     }
+}
+
+/// Which of a pod's container lists a container is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Init,
+    App,
+    Ephemeral,
+}
+
+/// Whether `name` is one of the pod's ephemeral containers.
+fn is_ephemeral(pod: &Pod, name: &str) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.as_ref())
+        .is_some_and(|l| l.iter().any(|e| e.name == name))
+}
+
+/// An ephemeral container as a container (the same fields, less the
+/// target), which is how the rest of the worker runs it.
+fn ephemeral_as_container(
+    ec: &k8s_openapi::api::core::v1::EphemeralContainer,
+) -> Option<Container> {
+    let mut v = serde_json::to_value(ec).ok()?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("targetContainerName");
+    }
+    serde_json::from_value(v).ok()
+}
+
+/// Whether an init container is a sidecar: `restartPolicy: Always`, it
+/// keeps running beside the app containers.
+fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
 }
 
 /// Where a container's termination message is kept on the host.

@@ -5,6 +5,7 @@
 
 pub mod defaults;
 pub mod typed;
+pub mod update;
 pub mod validate;
 
 use serde_json::{Value, json};

@@ -305,9 +305,14 @@ pub(super) async fn update_object(
     convert::to_storage(info, &mut new);
     let mut old_storage = old.clone();
     convert::to_storage(info, &mut old_storage);
+    let sub = call.route.subresource.as_deref();
     if status_only {
         new = strategy::prepare_for_status_update(&new, &old_storage);
+    } else if sub == Some("ephemeralcontainers") {
+        new = strategy::update::ephemeral_containers_update(&new, &old_storage);
+        strategy::defaults::apply(info.group, info.plural, &mut new);
     } else {
+        strategy::update::prepare(info, &mut new, &old_storage);
         meta::carry_immutable_meta(&mut new, &old_storage);
         strategy::prepare_for_update(info, &mut new, &old_storage);
         strategy::defaults::apply(info.group, info.plural, &mut new);
@@ -329,7 +334,6 @@ pub(super) async fn update_object(
     }
     if !is_apply(call) {
         let shape = crate::shape::SchemaShape::root(info.definition);
-        let sub = call.route.subresource.as_deref();
         crate::apply::record_update(
             Some(&old_storage),
             &mut new,
@@ -340,6 +344,14 @@ pub(super) async fn update_object(
         );
     }
     validate(info, &new)?;
+    let update_errs = strategy::update::validate_update(info, &new, &old_storage, sub);
+    if !update_errs.is_empty() {
+        let causes = update_errs
+            .into_iter()
+            .map(|f| cause(f.reason, &f.field, f.message))
+            .collect();
+        return Err(ApiError::invalid(info.group, info.kind, name, causes));
+    }
     let key = object_key(info, call.ns(), name);
     let dry = call.query.dry_run()?;
     // Removing the last finalizer of an object being deleted deletes it.

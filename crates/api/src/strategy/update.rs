@@ -1,0 +1,415 @@
+//! What an update may change, beyond what a create must satisfy:
+//!
+//! - a pod's spec is immutable but for container images, a lowered or newly
+//!   set `activeDeadlineSeconds`, added tolerations, removed scheduling
+//!   gates and a negative grace period set to 1 (upstream's
+//!   `ValidatePodUpdate`); its ephemeral containers change only through the
+//!   `ephemeralcontainers` subresource, which changes nothing else and may
+//!   only add them (upstream's `ValidatePodEphemeralContainersUpdate`);
+//! - workload selectors are immutable (apps/v1 and Jobs), as is a Job's
+//!   pod template except while the Job is suspended and never started.
+
+use serde_json::Value;
+
+use super::validate::FieldError;
+use crate::catalogue::ResourceInfo;
+
+/// Upstream's message for a forbidden pod spec change (kubectl shows it).
+pub const POD_SPEC_IMMUTABLE: &str = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+fn forbidden(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        reason: "FieldValueForbidden",
+        field: field.into(),
+        message: format!("Forbidden: {}", message.into()),
+    }
+}
+
+fn immutable(field: impl Into<String>, value: &Value) -> FieldError {
+    let v = match value {
+        Value::String(s) => format!("\"{s}\""),
+        other => other.to_string(),
+    };
+    FieldError {
+        reason: "FieldValueInvalid",
+        field: field.into(),
+        message: format!("Invalid value: {v}: field is immutable"),
+    }
+}
+
+/// Prepares an update of the main resource: a pod's ephemeral containers
+/// stay as they were (upstream's pod strategy does the same).
+pub fn prepare(info: &ResourceInfo, new: &mut Value, old: &Value) {
+    if info.group.is_empty() && info.plural == "pods" {
+        match old["spec"].get("ephemeralContainers") {
+            Some(v) => new["spec"]["ephemeralContainers"] = v.clone(),
+            None => {
+                if let Some(s) = new["spec"].as_object_mut() {
+                    s.remove("ephemeralContainers");
+                }
+            }
+        }
+    }
+}
+
+/// The object an `ephemeralcontainers` update stores: the old pod with
+/// only `spec.ephemeralContainers` taken from the request.
+pub fn ephemeral_containers_update(new: &Value, old: &Value) -> Value {
+    let mut out = old.clone();
+    match new["spec"].get("ephemeralContainers") {
+        Some(v) if !v.is_null() => out["spec"]["ephemeralContainers"] = v.clone(),
+        _ => {
+            if let Some(s) = out["spec"].as_object_mut() {
+                s.remove("ephemeralContainers");
+            }
+        }
+    }
+    out
+}
+
+/// Checks `new` against the `old` it replaces; `sub` is the subresource
+/// written, if any.
+pub fn validate_update(
+    info: &ResourceInfo,
+    new: &Value,
+    old: &Value,
+    sub: Option<&str>,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    match (info.group, info.plural, sub) {
+        ("", "pods", None) => pod_spec_update(&new["spec"], &old["spec"], &mut errs),
+        ("", "pods", Some("ephemeralcontainers")) => {
+            ephemeral_update(&new["spec"], &old["spec"], &mut errs)
+        }
+        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets", None)
+            if new["spec"]["selector"] != old["spec"]["selector"] =>
+        {
+            errs.push(immutable("spec.selector", &new["spec"]["selector"]));
+        }
+        ("batch", "jobs", None) => job_update(new, old, &mut errs),
+        _ => {}
+    }
+    errs
+}
+
+/// A spec without null fields (a patch may leave `"initContainers": null`
+/// where the stored spec has no key: the same spec).
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+fn pod_spec_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    let mut n = without_nulls(new);
+    let old = &without_nulls(old);
+    // Images may change.
+    for list in ["containers", "initContainers"] {
+        // (get_mut: indexing a missing key mutably would insert a null.)
+        if let (Some(nl), Some(ol)) = (
+            n.get_mut(list).and_then(Value::as_array_mut),
+            old[list].as_array(),
+        ) {
+            for (nc, oc) in nl.iter_mut().zip(ol) {
+                if nc["name"] == oc["name"] {
+                    nc["image"] = oc["image"].clone();
+                }
+            }
+        }
+    }
+    // activeDeadlineSeconds may be set, or lowered; never raised or removed.
+    let (na, oa) = (
+        n["activeDeadlineSeconds"].as_i64(),
+        old["activeDeadlineSeconds"].as_i64(),
+    );
+    match (oa, na) {
+        (None, Some(v)) if v > 0 => copy(&mut n, old, "activeDeadlineSeconds"),
+        (Some(o), Some(v)) if v > 0 && v <= o => copy(&mut n, old, "activeDeadlineSeconds"),
+        _ => {}
+    }
+    // Tolerations may be added to.
+    let ot = old["tolerations"].as_array().cloned().unwrap_or_default();
+    let nt = n["tolerations"].as_array().cloned().unwrap_or_default();
+    if ot.iter().all(|t| nt.contains(t)) {
+        copy(&mut n, old, "tolerations");
+    }
+    // Scheduling gates may be removed.
+    let og = old["schedulingGates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ng = n["schedulingGates"].as_array().cloned().unwrap_or_default();
+    if ng.iter().all(|g| og.contains(g)) {
+        copy(&mut n, old, "schedulingGates");
+    }
+    // A negative grace period may become 1.
+    if old["terminationGracePeriodSeconds"]
+        .as_i64()
+        .is_some_and(|g| g < 0)
+        && n["terminationGracePeriodSeconds"].as_i64() == Some(1)
+    {
+        copy(&mut n, old, "terminationGracePeriodSeconds");
+    }
+    if n != *old {
+        let changed = changed_fields(&n, old);
+        errs.push(forbidden(
+            "spec",
+            format!("{POD_SPEC_IMMUTABLE}\n  changed: {}", changed.join(", ")),
+        ));
+    }
+}
+
+fn copy(n: &mut Value, old: &Value, key: &str) {
+    match old.get(key) {
+        Some(v) => n[key] = v.clone(),
+        None => {
+            if let Some(o) = n.as_object_mut() {
+                o.remove(key);
+            }
+        }
+    }
+}
+
+/// The spec keys that differ, to say what was refused.
+fn changed_fields(n: &Value, o: &Value) -> Vec<String> {
+    let mut keys: Vec<&String> = n
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .chain(o.as_object().into_iter().flat_map(|m| m.keys()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| n.get(k.as_str()) != o.get(k.as_str()))
+        .map(|k| format!("spec.{k}"))
+        .collect()
+}
+
+/// Fields an ephemeral container may not set (upstream forbids what makes
+/// no sense for a container that is never restarted nor probed).
+const EPHEMERAL_FORBIDDEN: &[&str] = &[
+    "ports",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+];
+
+fn ephemeral_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    let ne = new["ephemeralContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let oe = old["ephemeralContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for o in &oe {
+        let name = o["name"].as_str().unwrap_or("");
+        match ne.iter().find(|c| c["name"] == name) {
+            None => errs.push(forbidden(
+                "spec.ephemeralContainers",
+                format!("existing ephemeral containers \"{name}\" may not be removed\n"),
+            )),
+            Some(c) if c != o => errs.push(forbidden(
+                "spec.ephemeralContainers",
+                format!("existing ephemeral containers \"{name}\" may not be changed\n"),
+            )),
+            Some(_) => {}
+        }
+    }
+    let mut names: Vec<String> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|l| old[*l].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    for (i, c) in ne.iter().enumerate() {
+        let path = format!("spec.ephemeralContainers[{i}]");
+        let name = c["name"].as_str().unwrap_or("");
+        if name.is_empty() {
+            errs.push(FieldError {
+                reason: "FieldValueRequired",
+                field: format!("{path}.name"),
+                message: "Required value".into(),
+            });
+        } else if names.iter().any(|n| n == name) {
+            errs.push(FieldError {
+                reason: "FieldValueDuplicate",
+                field: format!("{path}.name"),
+                message: format!("Duplicate value: \"{name}\""),
+            });
+        } else {
+            names.push(name.to_string());
+        }
+        if c["image"].as_str().is_none_or(str::is_empty) {
+            errs.push(FieldError {
+                reason: "FieldValueRequired",
+                field: format!("{path}.image"),
+                message: "Required value".into(),
+            });
+        }
+        for f in EPHEMERAL_FORBIDDEN {
+            let set = match &c[*f] {
+                Value::Null => false,
+                Value::Object(o) => !o.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            };
+            if set {
+                errs.push(forbidden(
+                    format!("{path}.{f}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        if let Some(t) = c["targetContainerName"].as_str()
+            && !old["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(old["initContainers"].as_array().into_iter().flatten())
+                .any(|x| x["name"] == t)
+        {
+            errs.push(FieldError {
+                reason: "FieldValueNotFound",
+                field: format!("{path}.targetContainerName"),
+                message: format!("Not found: \"{t}\""),
+            });
+        }
+    }
+}
+
+fn job_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    // The selector may be set once (defaulting), never changed after.
+    if !old["spec"]["selector"].is_null() && new["spec"]["selector"] != old["spec"]["selector"] {
+        errs.push(immutable("spec.selector", &new["spec"]["selector"]));
+    }
+    // The template may change only while suspended and never started
+    // (upstream's mutable scheduling directives, widened to the template).
+    let suspended = new["spec"]["suspend"] == true && old["status"]["startTime"].is_null();
+    let (mut nt, mut ot) = (
+        new["spec"]["template"].clone(),
+        old["spec"]["template"].clone(),
+    );
+    // Labels the controller adds when it defaults the selector.
+    for t in [&mut nt, &mut ot] {
+        if let Some(l) = t
+            .get_mut("metadata")
+            .and_then(|m| m.get_mut("labels"))
+            .and_then(Value::as_object_mut)
+        {
+            for k in [
+                "controller-uid",
+                "batch.kubernetes.io/controller-uid",
+                "job-name",
+                "batch.kubernetes.io/job-name",
+            ] {
+                l.remove(k);
+            }
+        }
+    }
+    if !suspended && nt != ot {
+        errs.push(immutable("spec.template", &Value::String("…".into())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pods() -> &'static ResourceInfo {
+        crate::catalogue::find("", "v1", "pods").unwrap()
+    }
+
+    #[test]
+    fn pod_specs_change_only_where_upstream_allows() {
+        let old = json!({"spec": {
+            "containers": [{"name": "a", "image": "x:1", "command": ["sleep"]}],
+            "tolerations": [{"key": "k", "operator": "Exists"}]
+        }});
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = json!("x:2");
+        new["spec"]["activeDeadlineSeconds"] = json!(30);
+        new["spec"]["tolerations"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"key": "j", "operator": "Exists"}));
+        let errs = validate_update(pods(), &new, &old, None);
+        assert!(errs.is_empty(), "{errs:?}");
+
+        new["spec"]["containers"][0]["command"] = json!(["true"]);
+        let errs = validate_update(pods(), &new, &old, None);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec");
+        assert!(errs[0].message.starts_with(
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`"
+        ));
+        assert!(
+            errs[0].message.contains("spec.containers"),
+            "{}",
+            errs[0].message
+        );
+
+        let mut fewer = old.clone();
+        fewer["spec"]["tolerations"] = json!([]);
+        assert_eq!(validate_update(pods(), &fewer, &old, None).len(), 1);
+    }
+
+    #[test]
+    fn ephemeral_containers_are_only_added() {
+        let old = json!({"spec": {
+            "containers": [{"name": "app", "image": "x"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox"}]
+        }});
+        let mut new = old.clone();
+        new["spec"]["ephemeralContainers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "dbg2", "image": "busybox", "targetContainerName": "app"}));
+        let sub = Some("ephemeralcontainers");
+        assert!(validate_update(pods(), &new, &old, sub).is_empty());
+
+        let removed = json!({"spec": {"containers": old["spec"]["containers"].clone()}});
+        let errs = validate_update(pods(), &removed, &old, sub);
+        assert!(
+            errs[0].message.contains("\"dbg\" may not be removed"),
+            "{errs:?}"
+        );
+
+        let bad = json!({"spec": {"ephemeralContainers": [
+            {"name": "dbg", "image": "busybox"},
+            {"name": "app", "image": "", "ports": [{"containerPort": 80}], "targetContainerName": "nope"}
+        ]}});
+        let fields: Vec<String> = validate_update(pods(), &bad, &old, sub)
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.ephemeralContainers[1].name",
+                "spec.ephemeralContainers[1].image",
+                "spec.ephemeralContainers[1].ports",
+                "spec.ephemeralContainers[1].targetContainerName",
+            ]
+        );
+        // Only the ephemeral containers come from the request.
+        let mut sneaky = new.clone();
+        sneaky["spec"]["containers"][0]["image"] = json!("evil");
+        let stored = ephemeral_containers_update(&sneaky, &old);
+        assert_eq!(stored["spec"]["containers"][0]["image"], "x");
+        assert_eq!(stored["spec"]["ephemeralContainers"][1]["name"], "dbg2");
+    }
+}
