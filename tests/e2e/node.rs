@@ -3252,3 +3252,179 @@ spec:
     );
     c.ok(&["delete", "pod", "target", "--wait=true", "--timeout=60s"]);
 }
+
+#[test]
+fn pods_get_their_hosts_dns_config_and_sysctls() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: tuned
+spec:
+  hostname: db-0
+  subdomain: db
+  hostAliases:
+  - ip: 10.1.2.3
+    hostnames: [foo.local, bar.local]
+  dnsPolicy: None
+  dnsConfig:
+    nameservers: [192.0.2.53]
+    searches: [ns1.svc.cluster-domain.example, my.dns.search.suffix]
+    options: [{name: ndots, value: "2"}, {name: edns0}]
+  securityContext:
+    sysctls:
+    - {name: net.ipv4.ip_local_port_range, value: "20000 20100"}
+    - {name: kernel.shm_rmid_forced, value: "1"}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#,
+    );
+    c.wait_for("tuned to run", Duration::from_secs(60), || {
+        (pod(c, "tuned")["status"]["phase"] == "Running").then_some(())
+    });
+    let ip = pod(c, "tuned")["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hosts = c.ok(&["exec", "tuned", "--", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains(&format!("{ip}\tdb-0.db.default.svc.cluster.local\tdb-0\n")),
+        "{hosts}"
+    );
+    assert!(
+        hosts.ends_with("# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n"),
+        "{hosts}"
+    );
+    assert_eq!(
+        c.ok(&["exec", "tuned", "--", "cat", "/etc/resolv.conf"]),
+        "nameserver 192.0.2.53\nsearch ns1.svc.cluster-domain.example my.dns.search.suffix\noptions ndots:2 edns0\n"
+    );
+    assert_eq!(c.ok(&["exec", "tuned", "--", "hostname"]).trim(), "db-0");
+    let range = c.ok(&[
+        "exec",
+        "tuned",
+        "--",
+        "cat",
+        "/proc/sys/net/ipv4/ip_local_port_range",
+    ]);
+    assert_eq!(
+        range.split_whitespace().collect::<Vec<_>>(),
+        ["20000", "20100"]
+    );
+    assert_eq!(
+        c.ok(&[
+            "exec",
+            "tuned",
+            "--",
+            "cat",
+            "/proc/sys/kernel/shm_rmid_forced"
+        ])
+        .trim(),
+        "1"
+    );
+    // The host's own value is untouched.
+    let host_range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    assert_ne!(
+        host_range.split_whitespace().collect::<Vec<_>>(),
+        ["20000", "20100"]
+    );
+
+    // subPathExpr expands the container's variables; a subPath that a
+    // container turned into a symlink out of the volume is refused.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sub
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: data, emptyDir: {}}]
+  initContainers:
+  - name: plant
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["ln", "-s", "/", "/data/escape"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  containers:
+  - name: named
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo hi > /mnt/f; sleep 3600"]
+    env: [{name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+    volumeMounts: [{name: data, mountPath: /mnt, subPathExpr: "dirs/$(POD)"}]
+  - name: escaper
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: data, mountPath: /host, subPath: escape}]
+"#,
+    );
+    let p = c.wait_for("escaper to be refused", Duration::from_secs(60), || {
+        let p = pod(c, "sub");
+        let st = p["status"]["containerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "escaper")?
+            .clone();
+        (st["state"]["waiting"]["reason"] == "CreateContainerError").then_some((p, st))
+    });
+    assert!(
+        p.1["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("resolves outside of the volume"),
+        "{}",
+        p.1
+    );
+    let uid = p.0["metadata"]["uid"].as_str().unwrap();
+    let f = c
+        .path()
+        .join("agent/pods")
+        .join(uid)
+        .join("volumes/data/dirs/sub/f");
+    c.wait_for(
+        "named to write through its subPathExpr",
+        Duration::from_secs(30),
+        || (std::fs::read_to_string(&f).ok()? == "hi\n").then_some(()),
+    );
+
+    // An unsafe sysctl is refused by the node.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: greedy
+spec:
+  securityContext:
+    sysctls: [{name: kernel.msgmax, value: "65536"}]
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#,
+    );
+    let p = c.wait_for("greedy to be refused", Duration::from_secs(60), || {
+        let p = pod(c, "greedy");
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(p["status"]["reason"], "SysctlForbidden", "{p}");
+    assert_eq!(
+        p["status"]["message"],
+        "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+    );
+    c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+}

@@ -23,6 +23,7 @@ pub mod localpath;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod podfiles;
 mod pods;
 pub mod portforward;
 pub mod pressure;
@@ -37,6 +38,7 @@ pub mod spdy;
 pub mod spec;
 pub mod stats;
 pub mod svcenv;
+pub mod sysctls;
 pub mod volumes;
 
 /// Errors of the node agent.
@@ -111,6 +113,12 @@ pub struct Options {
     pub eviction_hard: Vec<pressure::Threshold>,
     /// How long a pressure condition outlives its signal.
     pub eviction_pressure_transition_period: std::time::Duration,
+    /// Namespaced sysctls pods may set beyond the safe set (patterns,
+    /// `kernel.msg*`).
+    pub allowed_unsafe_sysctls: Vec<String>,
+    /// `--system-reserved` and `--kube-reserved` together, as (resource,
+    /// quantity) pairs: taken off the node's allocatable.
+    pub reserved: Vec<(String, String)>,
 }
 
 impl Options {
@@ -138,6 +146,8 @@ impl Options {
             eviction_hard: pressure::parse_thresholds(pressure::DEFAULT_EVICTION_HARD)
                 .unwrap_or_default(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
+            allowed_unsafe_sysctls: Vec::new(),
+            reserved: Vec::new(),
         }
     }
 

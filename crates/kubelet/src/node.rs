@@ -189,6 +189,60 @@ impl Reporter {
     }
 }
 
+/// What pods may have: the capacity less `--system-reserved`,
+/// `--kube-reserved` and the hard eviction thresholds for memory and the
+/// node's disk, as upstream's kubelet computes allocatable.
+pub fn allocatable(opts: &Options, cpus: usize, mem: i64, disk: u64) -> Value {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    // Millicores or bytes, summed over both reservations.
+    let reserved = |name: &str| -> i64 {
+        opts.reserved
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| {
+                let q = Quantity(v.clone());
+                let n = if name == "cpu" {
+                    crate::resources::millicores(&q)
+                } else {
+                    crate::resources::bytes(&q)
+                };
+                n.unwrap_or(0).max(0)
+            })
+            .sum()
+    };
+    let threshold = |signal: crate::pressure::Signal, capacity: i64| -> i64 {
+        opts.eviction_hard
+            .iter()
+            .filter(|t| t.signal == signal)
+            .map(|t| match t.value {
+                crate::pressure::Amount::Absolute(v) => v as i64,
+                crate::pressure::Amount::Percent(p) => (capacity as f64 * p / 100.0) as i64,
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let cpu_m = (cpus as i64 * 1000 - reserved("cpu")).max(0);
+    let cpu = if cpu_m % 1000 == 0 {
+        (cpu_m / 1000).to_string()
+    } else {
+        format!("{cpu_m}m")
+    };
+    let mem_left =
+        (mem - reserved("memory") - threshold(crate::pressure::Signal::MemoryAvailable, mem))
+            .max(0);
+    let disk = disk as i64;
+    let disk_left = (disk
+        - reserved("ephemeral-storage")
+        - threshold(crate::pressure::Signal::NodefsAvailable, disk))
+    .max(0);
+    json!({
+        "cpu": cpu,
+        "memory": format!("{}Ki", mem_left / 1024),
+        "pods": opts.max_pods.to_string(),
+        "ephemeral-storage": format!("{}Ki", disk_left / 1024),
+    })
+}
+
 /// The node's status as the agent reports it, conditions aside.
 pub fn status(opts: &Options, images: Value) -> Value {
     let (cpus, mem) = host_capacity();
@@ -201,7 +255,7 @@ pub fn status(opts: &Options, images: Value) -> Value {
     });
     json!({
         "capacity": capacity,
-        "allocatable": capacity,
+        "allocatable": allocatable(opts, cpus, mem, disk),
         "addresses": [
             {"type": "InternalIP", "address": opts.node_ip.to_string()},
             {"type": "Hostname", "address": opts.node_name},
@@ -283,5 +337,33 @@ pub async fn lease_loop(client: kube::Client, opts: Options) {
             tracing::warn!(error = %e, "renewing the node lease failed");
         }
         tokio::time::sleep(LEASE_RENEW).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocatable_is_capacity_less_reservations_and_hard_thresholds() {
+        let mut o = Options::new("n", "/tmp".into(), "/bin/true".into());
+        o.eviction_hard =
+            crate::pressure::parse_thresholds("memory.available<100Mi,nodefs.available<10%")
+                .unwrap();
+        o.reserved = vec![
+            ("cpu".into(), "250m".into()),
+            ("memory".into(), "1Gi".into()),
+            ("memory".into(), "412Mi".into()),
+            ("ephemeral-storage".into(), "1Gi".into()),
+        ];
+        let a = allocatable(&o, 2, 8 << 30, 100 << 30);
+        assert_eq!(a["cpu"], "1750m");
+        // 8Gi - 1Gi - 412Mi - 100Mi = 6656Mi
+        assert_eq!(a["memory"], format!("{}Ki", 6656 * 1024));
+        // 100Gi - 1Gi - 10Gi = 89Gi
+        assert_eq!(a["ephemeral-storage"], format!("{}Ki", 89 << 20));
+        assert_eq!(a["pods"], "110");
+        o.reserved.clear();
+        assert_eq!(allocatable(&o, 2, 8 << 30, 100 << 30)["cpu"], "2");
     }
 }

@@ -343,6 +343,13 @@ impl Worker {
             return Ok(());
         }
         if self.start_time.is_none() {
+            if let Some(why) =
+                crate::sysctls::forbidden(&pod, &self.agent.opts.allowed_unsafe_sysctls)
+            {
+                self.reject(&pod, "SysctlForbidden", &why).await;
+                self.finished = true;
+                return Ok(());
+            }
             if let Some(condition) = self.agent.refuses(&pod) {
                 self.reject(
                     &pod,
@@ -830,21 +837,31 @@ impl Worker {
                 .and_then(|s| s.hostname.clone())
                 .unwrap_or_else(|| name.clone());
             let ip = self.ip.clone().unwrap_or_default();
-            let hosts = if host_network {
+            let node_hosts = if host_network {
                 std::fs::read_to_string("/etc/hosts").unwrap_or_default()
             } else {
-                format!(
-                    "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"
-                )
+                String::new()
             };
+            let hosts = crate::podfiles::hosts(pod, &ip, host_network, &node_hosts);
             let w = |f: &str, s: &str| {
                 std::fs::write(self.pod_dir.join(f), s)
                     .map_err(|e| KubeletError::Runtime(format!("writing {f}: {e}")))
             };
             w("hosts", &hosts)?;
             w("hostname", &format!("{hostname}\n"))?;
-            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let (resolv, fell_back) = crate::podfiles::resolv_conf(pod, &node_resolv);
             w("resolv.conf", &resolv)?;
+            if fell_back {
+                self.agent.events.warning(
+                    pod,
+                    "MissingClusterDNS",
+                    format!(
+                        "pod: \"{}\". kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.",
+                        crate::events::pod_desc(pod)
+                    ),
+                );
+            }
         }
         if self.sandbox_ns.is_none() {
             let (dir, pod2, exe) = (
@@ -1541,6 +1558,7 @@ impl Worker {
     /// phase Failed with the admission's reason; nothing was started.
     async fn reject(&mut self, pod: &Pod, reason: &str, message: &str) {
         tracing::info!(pod = %self.name(), reason, message, "pod rejected");
+        self.agent.events.warning(pod, reason, message.to_string());
         let api: Api<Pod> = Api::namespaced(
             self.agent.client.clone(),
             pod.metadata.namespace.as_deref().unwrap_or("default"),

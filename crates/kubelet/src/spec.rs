@@ -370,16 +370,36 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
             )));
         };
         let mut src = src.clone();
-        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        // subPathExpr expands the container's $(VAR)s (upstream).
+        let sub = match (vm.sub_path.as_deref(), vm.sub_path_expr.as_deref()) {
+            (Some(s), _) if !s.is_empty() => Some(s.to_string()),
+            (_, Some(e)) if !e.is_empty() => Some(expand(e, &vars)),
+            _ => None,
+        };
+        if let Some(sub) = sub {
             if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
                 return Err(KubeletError::Spec(format!(
                     "volumeMount {:?}: subPath {sub:?} must be a relative path without '..'",
                     vm.name
                 )));
             }
-            src = src.join(sub);
+            src = src.join(&sub);
             if !src.exists() {
                 let _ = std::fs::create_dir_all(&src);
+            }
+            // A container may have planted a symlink in the volume: the
+            // bind must not leave it (upstream's subPath safety).
+            let root = input.volumes[&vm.name]
+                .canonicalize()
+                .unwrap_or_else(|_| input.volumes[&vm.name].clone());
+            match src.canonicalize() {
+                Ok(real) if real.starts_with(&root) => src = real,
+                _ => {
+                    return Err(KubeletError::Spec(format!(
+                        "volumeMount {:?}: subPath {sub:?} resolves outside of the volume",
+                        vm.name
+                    )));
+                }
             }
         }
         mounts.push(bind(&vm.mount_path, &src, vm.read_only == Some(true))?);
@@ -456,6 +476,11 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
         .resources(rb.build().map_err(spec_err)?);
     if let Some(filter) = seccomp {
         lb = lb.seccomp(filter);
+    }
+    // Admission refused the pod unless these are allowed.
+    let sysctls = crate::sysctls::of(input.pod);
+    if !sysctls.is_empty() {
+        lb = lb.sysctl(sysctls);
     }
     if privileged {
         lb = lb

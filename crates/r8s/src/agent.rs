@@ -55,6 +55,17 @@ pub struct NodeArgs {
     /// How long a pressure condition stays after its signal clears.
     #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
     eviction_pressure_transition_period: std::time::Duration,
+    /// Namespaced sysctls pods may set beyond the safe ones, as the
+    /// kubelet's flag: `kernel.msg*,net.core.somaxconn`.
+    #[arg(long, value_delimiter = ',')]
+    allowed_unsafe_sysctls: Vec<String>,
+    /// Resources kept for the system, off the node's allocatable, as the
+    /// kubelet's flag: `cpu=100m,memory=256Mi,ephemeral-storage=1Gi`.
+    #[arg(long, value_delimiter = ',')]
+    system_reserved: Vec<String>,
+    /// Resources kept for Kubernetes' own daemons (r8s), likewise.
+    #[arg(long, value_delimiter = ',')]
+    kube_reserved: Vec<String>,
 }
 
 /// `r8s agent`.
@@ -195,6 +206,29 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
     o.eviction_hard = kubelet::pressure::parse_thresholds(&node.eviction_hard)
         .map_err(|e| anyhow::anyhow!("--eviction-hard: {e}"))?;
     o.eviction_pressure_transition_period = node.eviction_pressure_transition_period;
+    o.allowed_unsafe_sysctls = node.allowed_unsafe_sysctls.clone();
+    for (flag, list) in [
+        ("--system-reserved", &node.system_reserved),
+        ("--kube-reserved", &node.kube_reserved),
+    ] {
+        for item in list {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("{flag}: {item:?} is not resource=quantity"))?;
+            let q = k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.to_string());
+            let ok = match k {
+                "cpu" => kubelet::resources::millicores(&q).is_some(),
+                "memory" | "ephemeral-storage" | "pid" => kubelet::resources::bytes(&q).is_some(),
+                _ => anyhow::bail!(
+                    "{flag}: unknown resource {k:?} (cpu, memory, ephemeral-storage, pid)"
+                ),
+            };
+            if !ok {
+                anyhow::bail!("{flag}: {v:?} is not a quantity");
+            }
+            o.reserved.push((k.to_string(), v.to_string()));
+        }
+    }
     for l in &node.node_labels {
         let (k, v) = l
             .split_once('=')
