@@ -2664,6 +2664,93 @@ spec:
         "{summary}"
     );
 
+    // In-place resize: the cgroup follows, the container keeps running.
+    let resize = |cpu: &str, mem: &str| {
+        format!(
+            r#"{{"spec":{{"containers":[{{"name":"c","resources":{{"requests":{{"cpu":"{cpu}","memory":"{mem}"}},"limits":{{"cpu":"{cpu}","memory":"{mem}"}}}}}}]}}}}"#
+        )
+    };
+    c.ok(&[
+        "patch",
+        "pod",
+        "limited",
+        "--subresource=resize",
+        "-p",
+        &resize("500m", "96Mi"),
+    ]);
+    let p = c.wait_for("limited resized in place", slow, || {
+        let p = pod(c, "limited");
+        let st = &p["status"]["containerStatuses"][0];
+        (st["resources"]["limits"]["cpu"] == "500m"
+            && st["resources"]["limits"]["memory"] == "96Mi")
+            .then_some(p)
+    });
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["restartCount"], 0,
+        "{p}"
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["allocatedResources"]["cpu"],
+        "500m"
+    );
+    let (mem, cpu, _pids) = container_limits(&ctr_cg, v2);
+    assert_eq!(mem, (96u64 << 20).to_string(), "memory limit after resize");
+    assert_eq!(cpu, "50000 100000", "half a CPU after resize");
+    // A resize may not change the QoS class, nor more than CPU and memory.
+    let err = c.fails(&[
+        "patch",
+        "pod",
+        "limited",
+        "--subresource=resize",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"100m"}}}]}}"#,
+    ]);
+    assert!(
+        err.contains("Pod QOS Class may not change as a result of resizing"),
+        "{err}"
+    );
+    // More than the node has stays pending.
+    c.ok(&[
+        "patch",
+        "pod",
+        "limited",
+        "--subresource=resize",
+        "-p",
+        &resize("1000", "96Mi"),
+    ]);
+    let p = c.wait_for("the resize to be infeasible", slow, || {
+        let p = pod(c, "limited");
+        (pod_condition(&p, "PodResizePending")["reason"] == "Infeasible").then_some(p)
+    });
+    let msg = pod_condition(&p, "PodResizePending")["message"].clone();
+    assert!(
+        msg.as_str()
+            .unwrap_or("")
+            .starts_with("Node didn't have enough capacity: cpu, requested: 1000000, capacity: "),
+        "{msg}"
+    );
+    let (_, cpu, _) = container_limits(&ctr_cg, v2);
+    assert_eq!(cpu, "50000 100000", "unchanged while pending");
+    c.ok(&[
+        "patch",
+        "pod",
+        "limited",
+        "--subresource=resize",
+        "-p",
+        &resize("250m", "64Mi"),
+    ]);
+    c.wait_for("the pending resize to clear", slow, || {
+        let p = pod(c, "limited");
+        (pod_condition(&p, "PodResizePending").is_null()
+            && p["status"]["containerStatuses"][0]["resources"]["limits"]["cpu"] == "250m")
+            .then_some(())
+    });
+    let (mem, cpu, _pids) = container_limits(&ctr_cg, v2);
+    assert_eq!(
+        (mem.as_str(), cpu.as_str()),
+        ((64u64 << 20).to_string().as_str(), "25000 100000")
+    );
+
     // Deleting the pods removes their cgroups.
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=240s"]);
     c.wait_for("the pod's cgroups to go", slow, || {

@@ -82,6 +82,10 @@ struct Ctr {
     spec_image: String,
     /// Killed because its definition changed: restart at once.
     changed: bool,
+    /// The cgroup settings in force, and the resources they came from
+    /// (what an in-place resize compares with and the status reports).
+    applied: Option<resources::Settings>,
+    applied_resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
     /// The back-off window a BackOff event was recorded for.
     backoff_reported: Option<Instant>,
     image_id: String,
@@ -115,6 +119,9 @@ struct Worker {
     sandbox_ns: Option<sandbox::Namespaces>,
     /// When the volumes were last brought up to date.
     volumes_synced: Option<Instant>,
+    /// An in-place resize that could not be done: condition type, reason,
+    /// message.
+    resize_state: Option<(&'static str, &'static str, String)>,
     /// Ephemeral containers (`kubectl debug`), by name.
     ephemeral: HashMap<String, Ctr>,
     /// Set once every init container has completed (sidecars started): a
@@ -147,6 +154,7 @@ impl Worker {
             failed: None,
             inits_completed: false,
             ephemeral: HashMap::new(),
+            resize_state: None,
         }
     }
 
@@ -458,7 +466,9 @@ impl Worker {
                         if let Some(s) = self.app.get_mut(&c.name) {
                             s.changed = true;
                         }
+                        continue;
                     }
+                    self.resize(&pod, c);
                     continue;
                 }
                 if st.changed {
@@ -686,6 +696,100 @@ impl Worker {
             }
         }
         self.report(pod).await;
+    }
+
+    /// In-place resize: brings a running container's cgroup to what its
+    /// spec asks now (`kubectl patch --subresource resize`), restarting it
+    /// instead where its `resizePolicy` says so; an impossible request is
+    /// left pending as `Infeasible`, a failed one reported in progress
+    /// with the error, as upstream's conditions.
+    fn resize(&mut self, pod: &Pod, c: &Container) {
+        let want = resources::of(c);
+        let Some(st) = self.app.get_mut(&c.name) else {
+            return;
+        };
+        let (Some(id), Some(pid)) = (st.id.clone(), st.pid) else {
+            return;
+        };
+        let Some(have) = st.applied.clone() else {
+            // Adopted from an earlier agent: it runs what the spec says.
+            st.applied = Some(want);
+            st.applied_resources = c.resources.clone();
+            return;
+        };
+        if have == want {
+            return;
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        let requested = |name: &str| -> i64 {
+            spec.containers
+                .iter()
+                .filter_map(|x| {
+                    let r = x.resources.as_ref()?;
+                    let q = r
+                        .requests
+                        .as_ref()
+                        .and_then(|m| m.get(name))
+                        .or_else(|| r.limits.as_ref().and_then(|m| m.get(name)))?;
+                    if name == "cpu" {
+                        resources::millicores(q)
+                    } else {
+                        resources::bytes(q)
+                    }
+                })
+                .sum()
+        };
+        let (cpus, mem) = crate::node::host_capacity();
+        for (name, capacity) in [("cpu", cpus as i64 * 1000), ("memory", mem)] {
+            let asked = requested(name);
+            if asked > capacity {
+                self.resize_state = Some((
+                    "PodResizePending",
+                    "Infeasible",
+                    format!(
+                        "Node didn't have enough capacity: {name}, requested: {asked}, capacity: {capacity}"
+                    ),
+                ));
+                return;
+            }
+        }
+        let changed = |res: &str| match res {
+            "cpu" => have.cpu_shares != want.cpu_shares || have.cpu_quota != want.cpu_quota,
+            _ => have.memory_limit != want.memory_limit,
+        };
+        let restart =
+            c.resize_policy.iter().flatten().any(|p| {
+                p.restart_policy == "RestartContainer" && changed(p.resource_name.as_str())
+            });
+        if restart {
+            self.agent.events.container(
+                pod,
+                &c.name,
+                false,
+                "Killing",
+                format!("Container {} resize requires a restart", c.name),
+            );
+            self.agent.runtime.signal(pid, libc::SIGKILL);
+            if let Some(st) = self.app.get_mut(&c.name) {
+                st.changed = true;
+            }
+            self.resize_state = None;
+            return;
+        }
+        let rel = format!("{}/pod{}/{}", self.agent.opts.cgroup_root, self.uid, id);
+        match resources::apply_live(&rel, &want) {
+            Ok(()) => {
+                tracing::info!(pod = %self.name(), container = %c.name, ?want, "resized in place");
+                if let Some(st) = self.app.get_mut(&c.name) {
+                    st.applied = Some(want);
+                    st.applied_resources = c.resources.clone();
+                }
+                self.resize_state = None;
+            }
+            Err(e) => {
+                self.resize_state = Some(("PodResizeInProgress", "Error", e));
+            }
+        }
     }
 
     /// A Killing event for each running container about to be stopped.
@@ -1092,6 +1196,8 @@ impl Worker {
                 st.waiting = None;
                 st.image_id = image_id;
                 st.spec_image = c.image.clone().unwrap_or_default();
+                st.applied = Some(resources::of(c));
+                st.applied_resources = c.resources.clone();
             }
             Err((reason, msg)) => {
                 tracing::warn!(pod = %who, container = %c.name, %reason, %msg, "container did not start");
@@ -1464,6 +1570,33 @@ impl Worker {
         if let Some(id) = &st.id {
             v["containerID"] = json!(format!("r8s://{id}"));
         }
+        if running && let Some(r) = &st.applied_resources {
+            // What the cgroup enforces now (in-place resize reports it).
+            let pick = |m: &Option<
+                std::collections::BTreeMap<
+                    String,
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+                >,
+            >| {
+                let out: serde_json::Map<String, Value> = m
+                    .iter()
+                    .flatten()
+                    .filter(|(k, _)| *k == "cpu" || *k == "memory")
+                    .map(|(k, q)| (k.clone(), json!(q.0)))
+                    .collect();
+                out
+            };
+            let (req, lim) = (pick(&r.requests), pick(&r.limits));
+            let mut res = json!({});
+            if !req.is_empty() {
+                res["requests"] = Value::Object(req.clone());
+                v["allocatedResources"] = Value::Object(req);
+            }
+            if !lim.is_empty() {
+                res["limits"] = Value::Object(lim);
+            }
+            v["resources"] = res;
+        }
         v
     }
 
@@ -1775,11 +1908,20 @@ impl Worker {
                 c["message"] = json!(v.message);
                 list.insert(0, c);
             }
+            if let Some((t, reason, message)) = &self.resize_state {
+                let mut c = cond(t, true, None);
+                c["reason"] = json!(reason);
+                c["message"] = json!(message);
+                list.push(c);
+            }
             // Conditions others own (readiness gates, a DisruptionTarget
             // from the API server) are kept: a merge patch replaces the
             // whole list.
             for c in &current {
-                if !list.iter().any(|k| k["type"] == c.type_.as_str())
+                // The resize conditions are the kubelet's: gone once done.
+                let ours = matches!(c.type_.as_str(), "PodResizePending" | "PodResizeInProgress");
+                if !ours
+                    && !list.iter().any(|k| k["type"] == c.type_.as_str())
                     && let Ok(v) = serde_json::to_value(c)
                 {
                     list.push(v);

@@ -78,6 +78,62 @@ pub fn of(c: &Container) -> Settings {
     }
 }
 
+/// Applies new settings to a running container's cgroup (in-place pod
+/// resize), `rel` relative to the hierarchy roots. On v1 the memory+swap
+/// limit, when one is set, moves with the memory limit, in the order the
+/// kernel accepts.
+pub fn apply_live(rel: &str, s: &Settings) -> Result<(), String> {
+    use std::path::Path;
+    let base = Path::new("/sys/fs/cgroup");
+    let rel = rel.trim_start_matches('/');
+    let write = |p: &Path, v: &str| {
+        std::fs::write(p, v).map_err(|e| format!("writing {v:?} to {}: {e}", p.display()))
+    };
+    if base.join("cgroup.controllers").exists() {
+        let d = base.join(rel);
+        // runc's shares-to-weight conversion, as libcontainer applies it.
+        let weight = 1 + (s.cpu_shares.saturating_sub(2) * 9999) / 262_142;
+        write(&d.join("cpu.weight"), &weight.to_string())?;
+        let max = match s.cpu_quota {
+            Some(q) => format!("{q} 100000"),
+            None => "max 100000".into(),
+        };
+        write(&d.join("cpu.max"), &max)?;
+        let mem = s.memory_limit.map_or("max".to_string(), |m| m.to_string());
+        return write(&d.join("memory.max"), &mem);
+    }
+    let cpu = ["cpu,cpuacct", "cpu"]
+        .iter()
+        .map(|h| base.join(h).join(rel))
+        .find(|p| p.exists())
+        .ok_or_else(|| format!("no cpu cgroup for {rel}"))?;
+    write(&cpu.join("cpu.shares"), &s.cpu_shares.to_string())?;
+    write(
+        &cpu.join("cpu.cfs_quota_us"),
+        &s.cpu_quota.unwrap_or(-1).to_string(),
+    )?;
+    let mem = base.join("memory").join(rel);
+    let limit = s.memory_limit.unwrap_or(-1);
+    let memsw = mem.join("memory.memsw.limit_in_bytes");
+    let has_memsw = std::fs::read_to_string(&memsw)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|v| v < (1 << 62));
+    let current = std::fs::read_to_string(mem.join("memory.limit_in_bytes"))
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(-1);
+    let growing = limit == -1 || (current != -1 && limit > current);
+    if has_memsw && growing {
+        write(&memsw, &limit.to_string())?;
+    }
+    write(&mem.join("memory.limit_in_bytes"), &limit.to_string())?;
+    if has_memsw && !growing {
+        write(&memsw, &limit.to_string())?;
+    }
+    Ok(())
+}
+
 /// A pod's quality-of-service class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Qos {

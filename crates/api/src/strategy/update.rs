@@ -6,6 +6,9 @@
 //!   `ValidatePodUpdate`); its ephemeral containers change only through the
 //!   `ephemeralcontainers` subresource, which changes nothing else and may
 //!   only add them (upstream's `ValidatePodEphemeralContainersUpdate`);
+//! - the `resize` subresource (in-place pod resize) changes only the CPU
+//!   and memory requests and limits of a pod's containers and never its
+//!   QoS class (upstream's `ValidatePodResize`);
 //! - workload selectors are immutable (apps/v1 and Jobs), as is a Job's
 //!   pod template except while the Job is suspended and never started.
 
@@ -67,6 +70,36 @@ pub fn ephemeral_containers_update(new: &Value, old: &Value) -> Value {
     out
 }
 
+/// The object a `resize` update stores: the old pod with only its
+/// containers' `resources` (and `resizePolicy`) taken from the request.
+pub fn resize_update(new: &Value, old: &Value) -> Value {
+    let mut out = old.clone();
+    for list in ["containers", "initContainers"] {
+        let Some(cs) = out
+            .get_mut("spec")
+            .and_then(|s| s.get_mut(list))
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for c in cs.iter_mut() {
+            let Some(n) = new["spec"][list]
+                .as_array()
+                .and_then(|l| l.iter().find(|x| x["name"] == c["name"]))
+            else {
+                continue;
+            };
+            for key in ["resources", "resizePolicy"] {
+                match n.get(key) {
+                    Some(v) if !v.is_null() => c[key] = v.clone(),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Checks `new` against the `old` it replaces; `sub` is the subresource
 /// written, if any.
 pub fn validate_update(
@@ -81,6 +114,7 @@ pub fn validate_update(
         ("", "pods", Some("ephemeralcontainers")) => {
             ephemeral_update(&new["spec"], &old["spec"], &mut errs)
         }
+        ("", "pods", Some("resize")) => pod_resize(&new["spec"], &old["spec"], &mut errs),
         ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets", None)
             if new["spec"]["selector"] != old["spec"]["selector"] =>
         {
@@ -191,6 +225,38 @@ fn changed_fields(n: &Value, o: &Value) -> Vec<String> {
         .filter(|k| n.get(k.as_str()) != o.get(k.as_str()))
         .map(|k| format!("spec.{k}"))
         .collect()
+}
+
+fn pod_resize(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    // Anything but CPU and memory stays as it was.
+    let others = |spec: &Value| -> Vec<Value> {
+        ["containers", "initContainers"]
+            .iter()
+            .flat_map(|l| spec[*l].as_array().cloned().unwrap_or_default())
+            .map(|c| {
+                let mut r = c["resources"].clone();
+                for part in ["requests", "limits"] {
+                    if let Some(m) = r.get_mut(part).and_then(Value::as_object_mut) {
+                        m.remove("cpu");
+                        m.remove("memory");
+                    }
+                }
+                without_nulls(&r)
+            })
+            .collect()
+    };
+    if others(new) != others(old) {
+        errs.push(forbidden(
+            "spec",
+            "only cpu and memory resources are mutable",
+        ));
+    }
+    if super::qos_class(new) != super::qos_class(old) {
+        errs.push(forbidden(
+            "",
+            "Pod QOS Class may not change as a result of resizing",
+        ));
+    }
 }
 
 /// Fields an ephemeral container may not set (upstream forbids what makes
@@ -365,6 +431,43 @@ mod tests {
         let mut fewer = old.clone();
         fewer["spec"]["tolerations"] = json!([]);
         assert_eq!(validate_update(pods(), &fewer, &old, None).len(), 1);
+    }
+
+    #[test]
+    fn resizes_change_cpu_and_memory_and_keep_the_qos_class() {
+        let old = json!({"spec": {"containers": [{
+            "name": "c", "image": "x",
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
+        }]}});
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("200m");
+        new["spec"]["containers"][0]["image"] = json!("ignored");
+        let stored = resize_update(&new, &old);
+        assert_eq!(stored["spec"]["containers"][0]["image"], "x");
+        assert_eq!(
+            stored["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+            "200m"
+        );
+        let sub = Some("resize");
+        assert!(validate_update(pods(), &stored, &old, sub).is_empty());
+
+        let mut eph = new.clone();
+        eph["spec"]["containers"][0]["resources"]["limits"]["ephemeral-storage"] = json!("1Gi");
+        let errs = validate_update(pods(), &resize_update(&eph, &old), &old, sub);
+        assert_eq!(
+            errs[0].message,
+            "Forbidden: only cpu and memory resources are mutable"
+        );
+
+        let mut guaranteed = old.clone();
+        guaranteed["spec"]["containers"][0]["resources"] = json!({
+            "requests": {"cpu": "1", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}
+        });
+        let errs = validate_update(pods(), &resize_update(&guaranteed, &old), &old, sub);
+        assert_eq!(
+            errs[0].message,
+            "Forbidden: Pod QOS Class may not change as a result of resizing"
+        );
     }
 
     #[test]

@@ -311,6 +311,9 @@ pub(super) async fn update_object(
     } else if sub == Some("ephemeralcontainers") {
         new = strategy::update::ephemeral_containers_update(&new, &old_storage);
         strategy::defaults::apply(info.group, info.plural, &mut new);
+    } else if sub == Some("resize") {
+        new = strategy::update::resize_update(&new, &old_storage);
+        strategy::defaults::apply(info.group, info.plural, &mut new);
     } else {
         strategy::update::prepare(info, &mut new, &old_storage);
         meta::carry_immutable_meta(&mut new, &old_storage);
