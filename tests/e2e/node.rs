@@ -3098,6 +3098,49 @@ spec:
     assert_eq!(logger["state"]["terminated"]["exitCode"], 0, "{p}");
     assert_eq!(logger["restartCount"], 0, "{p}");
 
+    // A failed init container under Never ends the pod, sidecars included.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: broken
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: side
+    restartPolicy: Always
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+  - name: fails
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 1; exit 2"]
+  containers:
+  - name: main
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["true"]
+"#,
+    );
+    let p = c.wait_for(
+        "broken to fail, its sidecar stopped",
+        Duration::from_secs(60),
+        || {
+            let p = pod(c, "broken");
+            (p["status"]["phase"] == "Failed"
+                && p["status"]["initContainerStatuses"][0]["state"]["terminated"].is_object())
+            .then_some(p)
+        },
+    );
+    assert_eq!(
+        p["status"]["initContainerStatuses"][1]["state"]["terminated"]["exitCode"], 2,
+        "{p}"
+    );
+
     // A long-running pod: its sidecar's readiness and a readiness gate
     // both hold the pod's Ready condition.
     c.create(
@@ -3311,6 +3354,42 @@ spec:
         },
     );
 
+    // Whatever the restart policy: a Never pod restarts its container on a
+    // new image rather than failing.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: never
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#,
+    );
+    c.wait_for("never to run", Duration::from_secs(60), || {
+        (pod(c, "never")["status"]["phase"] == "Running").then_some(())
+    });
+    c.ok(&["set", "image", "pod/never", "app=busybox"]);
+    c.wait_for(
+        "never restarted on its new image",
+        Duration::from_secs(60),
+        || {
+            let p = pod(c, "never");
+            let st = &p["status"]["containerStatuses"][0];
+            (p["status"]["phase"] == "Running"
+                && st["restartCount"] == 1
+                && st["state"]["running"].is_object())
+            .then_some(())
+        },
+    );
+
     // The pod's spec is otherwise immutable, as upstream's.
     let err = c.fails(&[
         "patch",
@@ -3511,7 +3590,7 @@ spec:
     assert_eq!(p["status"]["reason"], "SysctlForbidden", "{p}");
     assert_eq!(
         p["status"]["message"],
-        "forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+        "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"
     );
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }

@@ -121,7 +121,7 @@ struct Worker {
     volumes_synced: Option<Instant>,
     /// An in-place resize that could not be done: condition type, reason,
     /// message.
-    resize_state: Option<(&'static str, &'static str, String)>,
+    resize_state: Option<ResizeState>,
     /// Ephemeral containers (`kubectl debug`), by name.
     ephemeral: HashMap<String, Ctr>,
     /// Set once every init container has completed (sidecars started): a
@@ -208,6 +208,15 @@ impl Worker {
                     restarts: attempt,
                     image_id: m["imageID"].as_str().unwrap_or("").to_string(),
                     spec_image: m["image"].as_str().unwrap_or("").to_string(),
+                    applied_resources: serde_json::from_value(m["resources"].clone())
+                        .ok()
+                        .flatten(),
+                    applied: m.get("resources").map(|r| {
+                        resources::of(&Container {
+                            resources: serde_json::from_value(r.clone()).ok().flatten(),
+                            ..Default::default()
+                        })
+                    }),
                     attempt,
                     ..Default::default()
                 },
@@ -339,15 +348,15 @@ impl Worker {
             self.report(&pod).await;
             return Ok(());
         }
-        if let Some(v) = self.verdict(&pod) {
-            self.fail(&pod, v).await;
-            return Ok(());
-        }
         let fresh = self.init.is_empty() && self.app.is_empty();
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if fresh && matches!(phase, Some("Failed" | "Succeeded")) {
             // Ended (or rejected) before this worker began: never rerun.
             self.finished = true;
+            return Ok(());
+        }
+        if let Some(v) = self.verdict(&pod) {
+            self.fail(&pod, v).await;
             return Ok(());
         }
         if self.start_time.is_none() {
@@ -362,7 +371,7 @@ impl Worker {
                 self.reject(
                     &pod,
                     "Evicted",
-                    &format!("Pod was rejected: The node had condition: [{condition}]. "),
+                    &format!("The node had condition: [{condition}]. "),
                 )
                 .await;
                 self.finished = true;
@@ -410,7 +419,32 @@ impl Worker {
         for c in spec.init_containers.iter().flatten() {
             let st = self.init.entry(c.name.clone()).or_default().clone();
             if is_sidecar(c) {
-                if st.id.is_none() || st.exited {
+                let running = st.id.is_some() && !st.exited;
+                if running
+                    && !st.spec_image.is_empty()
+                    && c.image.as_deref().is_some_and(|i| i != st.spec_image)
+                    && let Some(pid) = st.pid
+                {
+                    self.agent.events.container(
+                        &pod,
+                        &c.name,
+                        false,
+                        "Killing",
+                        format!("Container {} definition changed, will be restarted", c.name),
+                    );
+                    self.agent.runtime.signal(pid, libc::SIGKILL);
+                    if let Some(s) = self.init.get_mut(&c.name) {
+                        s.changed = true;
+                    }
+                }
+                if st.changed && st.exited {
+                    if let Some(s) = self.init.get_mut(&c.name) {
+                        s.changed = false;
+                        s.backoff_until = None;
+                        s.backoff = None;
+                    }
+                    self.start_container(&pod, c, Which::Init, None).await;
+                } else if st.id.is_none() || st.exited {
                     if self.may_start(&st, true) {
                         self.start_container(&pod, c, Which::Init, None).await;
                     } else if st.exited {
@@ -446,6 +480,7 @@ impl Worker {
         }
         if inits_done {
             self.inits_completed = true;
+            let mut resize_state = None;
             for c in &spec.containers {
                 let st = self.app.entry(c.name.clone()).or_default().clone();
                 if st.id.is_some() && !st.exited {
@@ -468,7 +503,9 @@ impl Worker {
                         }
                         continue;
                     }
-                    self.resize(&pod, c);
+                    if let Some(r) = self.resize(&pod, c) {
+                        resize_state = Some(r);
+                    }
                     continue;
                 }
                 if st.changed {
@@ -499,11 +536,15 @@ impl Worker {
                     self.backoff_event(&pod, c, false);
                 }
             }
+            self.resize_state = resize_state;
         }
         // Ephemeral containers (`kubectl debug`) start once, whatever the
         // pod is doing, and are never restarted.
         for ec in spec.ephemeral_containers.iter().flatten() {
-            if self.ephemeral.contains_key(&ec.name) {
+            // Started once; a start that failed is retried with back-off.
+            if let Some(st) = self.ephemeral.get(&ec.name)
+                && (st.id.is_some() || !self.may_start(st, true))
+            {
                 continue;
             }
             let Some(c) = ephemeral_as_container(ec) else {
@@ -703,22 +744,25 @@ impl Worker {
     /// instead where its `resizePolicy` says so; an impossible request is
     /// left pending as `Infeasible`, a failed one reported in progress
     /// with the error, as upstream's conditions.
-    fn resize(&mut self, pod: &Pod, c: &Container) {
+    fn resize(&mut self, pod: &Pod, c: &Container) -> Option<ResizeState> {
         let want = resources::of(c);
-        let Some(st) = self.app.get_mut(&c.name) else {
-            return;
-        };
+        let st = self.app.get_mut(&c.name)?;
         let (Some(id), Some(pid)) = (st.id.clone(), st.pid) else {
-            return;
+            return None;
         };
         let Some(have) = st.applied.clone() else {
-            // Adopted from an earlier agent: it runs what the spec says.
+            // Adopted from an agent that did not record them.
             st.applied = Some(want);
             st.applied_resources = c.resources.clone();
-            return;
+            return None;
         };
         if have == want {
-            return;
+            // Nothing for the cgroup; requests alone may have changed.
+            if st.applied_resources != c.resources {
+                st.applied_resources = c.resources.clone();
+                save_resources(&self.agent.opts.data_dir, &id, &c.resources);
+            }
+            return None;
         }
         let spec = pod.spec.clone().unwrap_or_default();
         let requested = |name: &str| -> i64 {
@@ -743,14 +787,13 @@ impl Worker {
         for (name, capacity) in [("cpu", cpus as i64 * 1000), ("memory", mem)] {
             let asked = requested(name);
             if asked > capacity {
-                self.resize_state = Some((
+                return Some((
                     "PodResizePending",
                     "Infeasible",
                     format!(
                         "Node didn't have enough capacity: {name}, requested: {asked}, capacity: {capacity}"
                     ),
                 ));
-                return;
             }
         }
         let changed = |res: &str| match res {
@@ -773,8 +816,7 @@ impl Worker {
             if let Some(st) = self.app.get_mut(&c.name) {
                 st.changed = true;
             }
-            self.resize_state = None;
-            return;
+            return None;
         }
         let rel = format!("{}/pod{}/{}", self.agent.opts.cgroup_root, self.uid, id);
         match resources::apply_live(&rel, &want) {
@@ -784,11 +826,10 @@ impl Worker {
                     st.applied = Some(want);
                     st.applied_resources = c.resources.clone();
                 }
-                self.resize_state = None;
+                save_resources(&self.agent.opts.data_dir, &id, &c.resources);
+                None
             }
-            Err(e) => {
-                self.resize_state = Some(("PodResizeInProgress", "Error", e));
-            }
+            Err(e) => Some(("PodResizeInProgress", "Error", e)),
         }
     }
 
@@ -840,9 +881,25 @@ impl Worker {
         if policy == "Always" || spec.containers.is_empty() {
             return false;
         }
+        // A regular init container failed under Never: the pod is over
+        // (its sidecars are stopped with it).
+        let init_failed = policy == "Never"
+            && spec.init_containers.iter().flatten().any(|c| {
+                !is_sidecar(c)
+                    && self.init.get(&c.name).is_some_and(|s| {
+                        s.exited
+                            && s.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) != Some(0)
+                    })
+            });
+        if init_failed {
+            return true;
+        }
         spec.containers.iter().all(|c| {
             self.app.get(&c.name).is_some_and(|s| {
+                // Killed for a new definition: it restarts, whatever the
+                // restart policy (upstream's computePodActions).
                 s.exited
+                    && !s.changed
                     && (policy == "Never"
                         || s.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) == Some(0))
             })
@@ -1355,6 +1412,7 @@ impl Worker {
             let meta = json!({
                 "pod": uid, "container": c2.name, "attempt": restarts, "init": is_init,
                 "ephemeral": is_ephemeral, "image": c2.image,
+                "resources": c2.resources,
                 "pid": started.pid, "startedAt": now(), "imageID": image_id,
             });
             let _ = std::fs::write(containers_dir.join(&id).join("meta.json"), meta.to_string());
@@ -1696,6 +1754,7 @@ impl Worker {
             self.agent.client.clone(),
             pod.metadata.namespace.as_deref().unwrap_or("default"),
         );
+        let message = format!("Pod was rejected: {message}");
         let patch = json!({"status": {"phase": "Failed", "reason": reason, "message": message,
             "startTime": now(), "hostIP": self.agent.opts.node_ip.to_string(),
             "qosClass": resources::qos(pod).as_str()}});
@@ -1914,19 +1973,6 @@ impl Worker {
                 c["message"] = json!(message);
                 list.push(c);
             }
-            // Conditions others own (readiness gates, a DisruptionTarget
-            // from the API server) are kept: a merge patch replaces the
-            // whole list.
-            for c in &current {
-                // The resize conditions are the kubelet's: gone once done.
-                let ours = matches!(c.type_.as_str(), "PodResizePending" | "PodResizeInProgress");
-                if !ours
-                    && !list.iter().any(|k| k["type"] == c.type_.as_str())
-                    && let Ok(v) = serde_json::to_value(c)
-                {
-                    list.push(v);
-                }
-            }
         }
         let ip = self.ip.clone();
         let mut status = json!({
@@ -1934,7 +1980,13 @@ impl Worker {
             "conditions": conditions,
             "hostIP": self.agent.opts.node_ip.to_string(),
             "hostIPs": [{"ip": self.agent.opts.node_ip.to_string()}],
-            "startTime": self.start_time.clone().unwrap_or_else(now),
+            "startTime": pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.to_string())
+                .or_else(|| self.start_time.clone())
+                .unwrap_or_else(now),
             "qosClass": resources::qos(pod).as_str(),
             "containerStatuses": apps,
         });
@@ -1969,15 +2021,52 @@ impl Worker {
             pod.metadata.namespace.as_deref().unwrap_or("default"),
         );
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let patch = json!({"status": status});
+        // A strategic merge patch, as upstream's status manager sends:
+        // conditions merge by type, so conditions others own (readiness
+        // gates, DisruptionTarget from the API server) are never lost, even
+        // when they change between our read and this write.
+        let mut patch = json!({"status": status.clone()});
+        if let Some(list) = patch["status"]["conditions"].as_array_mut() {
+            for gone in ["PodResizePending", "PodResizeInProgress"] {
+                let had = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == gone));
+                if had && !list.iter().any(|c| c["type"] == gone) {
+                    list.push(json!({"type": gone, "$patch": "delete"}));
+                }
+            }
+        }
         match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await
         {
             Ok(_) => self.last_status = Some(status),
             Err(e) => tracing::debug!(pod = %self.name(), error = %e, "status update failed"),
         }
     }
+}
+
+/// An in-place resize not done: condition type, reason, message.
+type ResizeState = (&'static str, &'static str, String);
+
+/// Records the resources a container's cgroup now has in its
+/// `meta.json`, so that a restarted agent knows what is applied.
+fn save_resources(
+    data_dir: &std::path::Path,
+    id: &str,
+    r: &Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+) {
+    let path = data_dir.join("agent/containers").join(id).join("meta.json");
+    let Ok(bytes) = std::fs::read(&path) else {
+        return;
+    };
+    let Ok(mut m) = serde_json::from_slice::<Value>(&bytes) else {
+        return;
+    };
+    m["resources"] = serde_json::to_value(r).unwrap_or(Value::Null);
+    let _ = std::fs::write(&path, m.to_string());
 }
 
 /// Which of a pod's container lists a container is in.

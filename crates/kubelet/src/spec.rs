@@ -384,14 +384,25 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
                 )));
             }
             src = src.join(&sub);
-            if !src.exists() {
-                let _ = std::fs::create_dir_all(&src);
-            }
             // A container may have planted a symlink in the volume: the
-            // bind must not leave it (upstream's subPath safety).
+            // bind must not leave it (upstream's subPath safety), and
+            // nothing may be created outside it on the way.
             let root = input.volumes[&vm.name]
                 .canonicalize()
                 .unwrap_or_else(|_| input.volumes[&vm.name].clone());
+            let existing = src.ancestors().find(|a| a.exists()).map(Path::to_path_buf);
+            if existing
+                .and_then(|e| e.canonicalize().ok())
+                .is_none_or(|real| !real.starts_with(&root))
+            {
+                return Err(KubeletError::Spec(format!(
+                    "volumeMount {:?}: subPath {sub:?} resolves outside of the volume",
+                    vm.name
+                )));
+            }
+            if !src.exists() {
+                let _ = std::fs::create_dir_all(&src);
+            }
             match src.canonicalize() {
                 Ok(real) if real.starts_with(&root) => src = real,
                 _ => {

@@ -363,7 +363,7 @@ fn job_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
     }
     // The template may change only while suspended and never started
     // (upstream's mutable scheduling directives, widened to the template).
-    let suspended = new["spec"]["suspend"] == true && old["status"]["startTime"].is_null();
+    let suspended = old["spec"]["suspend"] == true && old["status"]["startTime"].is_null();
     let (mut nt, mut ot) = (
         new["spec"]["template"].clone(),
         old["spec"]["template"].clone(),
