@@ -3594,3 +3594,99 @@ spec:
     );
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }
+
+/// Seconds between two RFC 3339 timestamps.
+fn seconds_between(from: &serde_json::Value, to: &serde_json::Value) -> i64 {
+    let t = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .unwrap_or_else(|| panic!("not a timestamp: {v}"))
+            .as_second()
+    };
+    t(to) - t(from)
+}
+
+#[test]
+fn soft_thresholds_evict_after_their_grace_period_with_capped_pod_grace() {
+    let mut host = Host::new();
+    start_node_with(
+        &mut host,
+        &[
+            "--eviction-hard",
+            "",
+            "--eviction-soft",
+            "memory.available<1Ei",
+            "--eviction-soft-grace-period",
+            "memory.available=30s",
+            "--eviction-max-pod-grace-period",
+            "3",
+        ],
+        |_| {},
+    );
+    let c = host.cluster.as_ref().unwrap();
+    // The condition is there at once; only evictions wait.
+    c.wait_for("MemoryPressure", Duration::from_secs(30), || {
+        let node = c.get_json(&["node", "e2e-node"]);
+        node["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|x| x["type"] == "MemoryPressure" && x["status"] == "True")
+            .then_some(())
+    });
+    // It ignores SIGTERM and asks for 60 s of grace: the cap decides.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: stubborn
+spec:
+  # Straight to the node: the scheduler keeps off the tainted node.
+  nodeName: e2e-node
+  terminationGracePeriodSeconds: 60
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
+    resources: {requests: {cpu: 10m, memory: 16Mi}}
+"#,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let p = loop {
+        let p = pod(c, "stubborn");
+        if p["status"]["phase"] == "Failed" {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stubborn was not evicted: {p}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let msg = p["status"]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        msg.starts_with("The node was low on resource: memory. Threshold quantity: 1Ei"),
+        "{p}"
+    );
+    let t = &p["status"]["containerStatuses"][0]["state"]["terminated"];
+    let ran = seconds_between(&t["startedAt"], &t["finishedAt"]);
+    // Node start to eviction is at least the 30 s grace period; the pod
+    // started a few seconds after the node.
+    assert!(
+        ran >= 20,
+        "evicted after {ran} s, before the grace period: {p}"
+    );
+    let ev = c.wait_for("the Evicted event", Duration::from_secs(20), || {
+        pod_events(c, "stubborn")
+            .into_iter()
+            .find(|(r, _, _)| r == "Evicted")
+    });
+    let stopped = seconds_between(&ev.2["firstTimestamp"], &t["finishedAt"]);
+    assert!(
+        (0..=8).contains(&stopped),
+        "killed {stopped} s after the eviction: the 3 s cap, not the pod's 60 s"
+    );
+    c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+}

@@ -5,8 +5,11 @@
 //!    its `sizeLimit`, whose containers' writable layers and logs outgrow
 //!    their `ephemeral-storage` limits, or whose total outgrows the sum of
 //!    those limits is evicted at once (grace 0);
-//! 2. under a crossed `--eviction-hard` threshold, evicts one pod per pass
-//!    (grace 1 s, upstream's for hard thresholds), ranked as upstream ranks:
+//! 2. under a crossed `--eviction-hard` threshold, or an `--eviction-soft`
+//!    one that has held for its `--eviction-soft-grace-period`, evicts one
+//!    pod per pass (grace 1 s for hard thresholds as upstream; for soft
+//!    ones the pod's own, capped by `--eviction-max-pod-grace-period`),
+//!    ranked as upstream ranks:
 //!    for memory and disk, pods using more than they request first, then
 //!    lower priority first, then by how far usage exceeds the request; for
 //!    PIDs by priority, then process count.
@@ -340,17 +343,68 @@ fn has_local_limits(pod: &Pod) -> bool {
 
 /// Runs the manager until the agent stops.
 pub async fn run(agent: Arc<Agent>) {
+    let mut seen = SoftSeen::new();
     loop {
         tokio::time::sleep(PERIOD).await;
         let a = agent.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || pass(&a)).await {
-            tracing::warn!(error = %e, "eviction pass failed");
+        match tokio::task::spawn_blocking(move || {
+            pass(&a, &mut seen);
+            seen
+        })
+        .await
+        {
+            Ok(s) => seen = s,
+            Err(e) => {
+                tracing::warn!(error = %e, "eviction pass failed");
+                seen = SoftSeen::new();
+            }
         }
     }
 }
 
+/// When each soft threshold (by signal) was first seen crossed, since it
+/// last cleared.
+type SoftSeen = HashMap<&'static str, std::time::Instant>;
+
+/// The thresholds crossed now that may drive evictions: hard ones, and
+/// soft ones that have held for their grace period (tracked in `seen`).
+/// The flag says whether it is soft.
+fn thresholds_met(
+    agent: &Agent,
+    seen: &mut SoftSeen,
+) -> Vec<(Threshold, crate::pressure::Reading, bool)> {
+    let data_dir = agent.opts.data_dir.clone();
+    let images_dir = agent.opts.images_dir();
+    let read = |t: &Threshold| {
+        let r = crate::pressure::observe(t.signal, &data_dir, &images_dir)?;
+        crate::pressure::crossed(t, r).then_some(r)
+    };
+    let mut out: Vec<(Threshold, crate::pressure::Reading, bool)> = agent
+        .opts
+        .eviction_hard
+        .iter()
+        .filter_map(|t| read(t).map(|r| (t.clone(), r, false)))
+        .collect();
+    let now = std::time::Instant::now();
+    for (t, grace) in &agent.opts.eviction_soft {
+        match read(t) {
+            Some(r) => {
+                let first = *seen.entry(t.signal.name()).or_insert(now);
+                if now.duration_since(first) >= *grace {
+                    out.push((t.clone(), r, true));
+                }
+            }
+            None => {
+                seen.remove(t.signal.name());
+            }
+        }
+    }
+    out
+}
+
 /// One look at the node; records verdicts for the pod workers.
-fn pass(agent: &Agent) {
+fn pass(agent: &Agent, seen: &mut SoftSeen) {
+    let crossed = thresholds_met(agent, seen);
     let entries: Vec<crate::server::PodEntry> = agent
         .registry
         .lock()
@@ -379,20 +433,9 @@ fn pass(agent: &Agent) {
     if candidates.is_empty() {
         return;
     }
-    let data_dir = agent.opts.data_dir.clone();
-    let images_dir = agent.opts.images_dir();
-    let crossed: Vec<(Threshold, crate::pressure::Reading)> = agent
-        .opts
-        .eviction_hard
-        .iter()
-        .filter_map(|t| {
-            let r = crate::pressure::observe(t.signal, &data_dir, &images_dir)?;
-            crate::pressure::crossed(t, r).then(|| (t.clone(), r))
-        })
-        .collect();
     let disk_pressure = crossed
         .iter()
-        .any(|(t, _)| resource_of(t.signal) != "memory" && resource_of(t.signal) != "pids");
+        .any(|(t, _, _)| resource_of(t.signal) != "memory" && resource_of(t.signal) != "pids");
     let usages: Vec<Usage> = candidates
         .iter()
         .map(|(e, p)| measure(agent, e, p, disk_pressure || has_local_limits(p)))
@@ -414,12 +457,13 @@ fn pass(agent: &Agent) {
 
     // Thresholds: memory first, then disk, then PIDs; one pod per pass.
     let mut order = crossed.clone();
-    order.sort_by_key(|(t, _)| match resource_of(t.signal) {
-        "memory" => 0,
-        "pids" => 2,
-        _ => 1,
+    // Hard before soft for the same resource.
+    order.sort_by_key(|(t, _, soft)| match resource_of(t.signal) {
+        "memory" => (0, *soft),
+        "pids" => (2, *soft),
+        _ => (1, *soft),
     });
-    let Some((t, reading)) = order.first() else {
+    let Some((t, reading, soft)) = order.first() else {
         return;
     };
     let resource = resource_of(t.signal);
@@ -458,7 +502,19 @@ fn pass(agent: &Agent) {
         pod,
         &per_container,
     );
-    evict(agent, pod, msg, Duration::from_secs(1));
+    // Hard: 1 s (upstream's immediate eviction); soft: the pod's own grace
+    // capped by --eviction-max-pod-grace-period.
+    let grace = if *soft {
+        let own = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        own.min(agent.opts.eviction_max_pod_grace_period).max(0) as u64
+    } else {
+        1
+    };
+    evict(agent, pod, msg, Duration::from_secs(grace));
 }
 
 fn evict(agent: &Agent, pod: &Pod, message: String, grace: Duration) {

@@ -111,6 +111,10 @@ pub struct Options {
     pub seccomp_default: bool,
     /// Hard eviction thresholds (`--eviction-hard`).
     pub eviction_hard: Vec<pressure::Threshold>,
+    /// Soft eviction thresholds and how long each must hold.
+    pub eviction_soft: Vec<(pressure::Threshold, std::time::Duration)>,
+    /// The most grace a pod gets when evicted for a soft threshold.
+    pub eviction_max_pod_grace_period: i64,
     /// How long a pressure condition outlives its signal.
     pub eviction_pressure_transition_period: std::time::Duration,
     /// Namespaced sysctls pods may set beyond the safe set (patterns,
@@ -146,6 +150,8 @@ impl Options {
             eviction_hard: pressure::parse_thresholds(pressure::DEFAULT_EVICTION_HARD)
                 .unwrap_or_default(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
+            eviction_soft: Vec::new(),
+            eviction_max_pod_grace_period: 0,
             allowed_unsafe_sysctls: Vec::new(),
             reserved: Vec::new(),
         }
@@ -315,7 +321,13 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
         max_log_bytes: opts.max_log_bytes,
     });
     let tracker = Arc::new(std::sync::Mutex::new(pressure::Tracker::new(
-        opts.eviction_hard.clone(),
+        // Soft thresholds set the conditions as soon as they are met (only
+        // evictions wait for their grace periods), as upstream.
+        opts.eviction_hard
+            .iter()
+            .cloned()
+            .chain(opts.eviction_soft.iter().map(|(t, _)| t.clone()))
+            .collect(),
         opts.eviction_pressure_transition_period,
     )));
     let agent = Arc::new(Agent {

@@ -46,6 +46,18 @@ impl Signal {
         })
     }
 
+    /// The flag name (`memory.available`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::MemoryAvailable => "memory.available",
+            Signal::NodefsAvailable => "nodefs.available",
+            Signal::NodefsInodesFree => "nodefs.inodesFree",
+            Signal::ImagefsAvailable => "imagefs.available",
+            Signal::ImagefsInodesFree => "imagefs.inodesFree",
+            Signal::PidAvailable => "pid.available",
+        }
+    }
+
     /// The condition this signal feeds.
     pub fn condition(self) -> &'static str {
         match self {
@@ -109,6 +121,78 @@ pub fn parse_thresholds(s: &str) -> Result<Vec<Threshold>, String> {
         out.push(Threshold { signal, value });
     }
     Ok(out)
+}
+
+/// Parses `--eviction-soft-grace-period` (`memory.available=1m30s,...`):
+/// how long each soft threshold must hold before pods are evicted for it.
+pub fn parse_grace_periods(s: &str) -> Result<Vec<(Signal, Duration)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').ok_or_else(|| {
+            format!("{part:?}: expected signal=duration, e.g. memory.available=1m30s")
+        })?;
+        let signal = Signal::parse(name.trim())
+            .ok_or_else(|| format!("{part:?}: unknown signal {name:?}"))?;
+        let d = parse_go_duration(value.trim())
+            .ok_or_else(|| format!("{part:?}: {value:?} is not a duration (1m30s)"))?;
+        out.push((signal, d));
+    }
+    Ok(out)
+}
+
+/// Soft thresholds with their grace periods; every soft threshold needs
+/// one, as upstream's kubelet insists.
+pub fn soft_thresholds(
+    thresholds: &str,
+    grace: &str,
+) -> Result<Vec<(Threshold, Duration)>, String> {
+    let periods = parse_grace_periods(grace)?;
+    parse_thresholds(thresholds)?
+        .into_iter()
+        .map(|t| {
+            let g = periods
+                .iter()
+                .find(|(s, _)| *s == t.signal)
+                .map(|(_, d)| *d)
+                .ok_or_else(|| {
+                    format!(
+                        "grace period must be specified for the soft eviction threshold {}",
+                        t.signal.name()
+                    )
+                })?;
+            Ok((t, g))
+        })
+        .collect()
+}
+
+/// `1m30s`, `90s`, `500ms`, `2h` (Go's duration syntax, as the kubelet's
+/// flags take).
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .filter(|i| *i > 0)?;
+        let n: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = ["ms", "h", "m", "s"]
+            .iter()
+            .find(|u| rest.starts_with(**u))
+            .map(|u| (*u, u.len()))?;
+        rest = &rest[len..];
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "h" => n * 3600.0,
+            "m" => n * 60.0,
+            _ => n,
+        };
+        total += Duration::from_secs_f64(secs);
+    }
+    Some(total)
 }
 
 /// `100Mi`, `1G`, `5000` to a number.
@@ -290,6 +374,25 @@ mod tests {
         assert!(parse_thresholds("nodefs.available<120%").is_err());
         assert!(parse_thresholds("nodefs.available<lots").is_err());
         assert!(parse_thresholds("nodefs.available>1Gi").is_err());
+    }
+
+    #[test]
+    fn soft_thresholds_need_grace_periods() {
+        let s = soft_thresholds(
+            "memory.available<1Gi,nodefs.available<15%",
+            "memory.available=1m30s,nodefs.available=2m",
+        )
+        .unwrap();
+        assert_eq!(s[0].1, Duration::from_secs(90));
+        assert_eq!(s[1].1, Duration::from_secs(120));
+        let e = soft_thresholds("memory.available<1Gi", "").unwrap_err();
+        assert_eq!(
+            e,
+            "grace period must be specified for the soft eviction threshold memory.available"
+        );
+        assert!(parse_grace_periods("memory.available=soon").is_err());
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1h"), Some(Duration::from_secs(3600)));
     }
 
     #[test]

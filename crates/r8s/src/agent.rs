@@ -52,6 +52,16 @@ pub struct NodeArgs {
     /// developer disk is rarely that empty.
     #[arg(long, default_value = kubelet::pressure::DEFAULT_EVICTION_HARD)]
     eviction_hard: String,
+    /// Soft eviction thresholds (same syntax): pods are evicted only once
+    /// one has held for its `--eviction-soft-grace-period`.
+    #[arg(long, default_value = "")]
+    eviction_soft: String,
+    /// How long each soft threshold must hold: `memory.available=1m30s`.
+    #[arg(long, default_value = "")]
+    eviction_soft_grace_period: String,
+    /// The most grace (seconds) a pod evicted for a soft threshold gets.
+    #[arg(long, default_value_t = 0)]
+    eviction_max_pod_grace_period: i64,
     /// How long a pressure condition stays after its signal clears.
     #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
     eviction_pressure_transition_period: std::time::Duration,
@@ -206,6 +216,10 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
     o.eviction_hard = kubelet::pressure::parse_thresholds(&node.eviction_hard)
         .map_err(|e| anyhow::anyhow!("--eviction-hard: {e}"))?;
     o.eviction_pressure_transition_period = node.eviction_pressure_transition_period;
+    o.eviction_soft =
+        kubelet::pressure::soft_thresholds(&node.eviction_soft, &node.eviction_soft_grace_period)
+            .map_err(|e| anyhow::anyhow!("--eviction-soft: {e}"))?;
+    o.eviction_max_pod_grace_period = node.eviction_max_pod_grace_period;
     o.allowed_unsafe_sysctls = node.allowed_unsafe_sysctls.clone();
     for (flag, list) in [
         ("--system-reserved", &node.system_reserved),

@@ -508,7 +508,9 @@ pub async fn service_account_volume(rest: &Rest, pod: &mut Value) -> Result<(), 
         None => spec["volumes"] = json!([volume]),
     }
     for key in ["initContainers", "containers"] {
-        for c in spec[key].as_array_mut().into_iter().flatten() {
+        // get_mut: indexing a missing key mutably would store a null.
+        let list = spec.get_mut(key).and_then(Value::as_array_mut);
+        for c in list.into_iter().flatten() {
             let m = json!({"name": name, "readOnly": true, "mountPath": SA_MOUNT_PATH});
             match c["volumeMounts"].as_array_mut() {
                 Some(ms) => ms.push(m),
