@@ -505,12 +505,8 @@ fn pass(agent: &Agent, seen: &mut SoftSeen) {
     // Hard: 1 s (upstream's immediate eviction); soft: the pod's own grace
     // capped by --eviction-max-pod-grace-period.
     let grace = if *soft {
-        let own = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30);
-        own.min(agent.opts.eviction_max_pod_grace_period).max(0) as u64
+        let cap = agent.opts.eviction_max_pod_grace_period.max(0) as u64;
+        crate::pods::pod_grace(pod).min(cap)
     } else {
         1
     };

@@ -331,13 +331,7 @@ impl Worker {
         }
         if self.terminal(&pod) {
             // Sidecars outlive the app containers only until the pod is done.
-            let grace = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-                .unwrap_or(30)
-                .max(0) as u64;
-            self.kill_all(Duration::from_secs(grace)).await;
+            self.kill_all(Duration::from_secs(pod_grace(&pod))).await;
             self.teardown().await;
             self.report(&pod).await;
             self.finished = true;
@@ -419,30 +413,9 @@ impl Worker {
         for c in spec.init_containers.iter().flatten() {
             let st = self.init.entry(c.name.clone()).or_default().clone();
             if is_sidecar(c) {
-                let running = st.id.is_some() && !st.exited;
-                if running
-                    && !st.spec_image.is_empty()
-                    && c.image.as_deref().is_some_and(|i| i != st.spec_image)
-                    && let Some(pid) = st.pid
-                {
-                    self.agent.events.container(
-                        &pod,
-                        &c.name,
-                        false,
-                        "Killing",
-                        format!("Container {} definition changed, will be restarted", c.name),
-                    );
-                    self.agent.runtime.signal(pid, libc::SIGKILL);
-                    if let Some(s) = self.init.get_mut(&c.name) {
-                        s.changed = true;
-                    }
-                }
+                self.kill_if_redefined(&pod, c, Which::Init);
                 if st.changed && st.exited {
-                    if let Some(s) = self.init.get_mut(&c.name) {
-                        s.changed = false;
-                        s.backoff_until = None;
-                        s.backoff = None;
-                    }
+                    self.clear_changed(&c.name, Which::Init);
                     self.start_container(&pod, c, Which::Init, None).await;
                 } else if st.id.is_none() || st.exited {
                     if self.may_start(&st, true) {
@@ -484,23 +457,7 @@ impl Worker {
             for c in &spec.containers {
                 let st = self.app.entry(c.name.clone()).or_default().clone();
                 if st.id.is_some() && !st.exited {
-                    // A new image (`kubectl set image`) restarts it, as
-                    // upstream restarts a container whose spec changed.
-                    if !st.spec_image.is_empty()
-                        && c.image.as_deref().is_some_and(|i| i != st.spec_image)
-                        && let Some(pid) = st.pid
-                    {
-                        self.agent.events.container(
-                            &pod,
-                            &c.name,
-                            false,
-                            "Killing",
-                            format!("Container {} definition changed, will be restarted", c.name),
-                        );
-                        self.agent.runtime.signal(pid, libc::SIGKILL);
-                        if let Some(s) = self.app.get_mut(&c.name) {
-                            s.changed = true;
-                        }
+                    if self.kill_if_redefined(&pod, c, Which::App) {
                         continue;
                     }
                     if let Some(r) = self.resize(&pod, c) {
@@ -509,12 +466,7 @@ impl Worker {
                     continue;
                 }
                 if st.changed {
-                    // No crash back-off for a changed definition.
-                    if let Some(s) = self.app.get_mut(&c.name) {
-                        s.changed = false;
-                        s.backoff_until = None;
-                        s.backoff = None;
-                    }
+                    self.clear_changed(&c.name, Which::App);
                     self.start_container(&pod, c, Which::App, None).await;
                     continue;
                 }
@@ -707,13 +659,7 @@ impl Worker {
             crate::eviction::Verdict {
                 reason: "DeadlineExceeded".into(),
                 message: message.into(),
-                grace: Duration::from_secs(
-                    pod.spec
-                        .as_ref()
-                        .and_then(|s| s.termination_grace_period_seconds)
-                        .unwrap_or(30)
-                        .max(0) as u64,
-                ),
+                grace: Duration::from_secs(pod_grace(pod)),
                 disruption: false,
             }
         })
@@ -830,6 +776,50 @@ impl Worker {
                 None
             }
             Err(e) => Some(("PodResizeInProgress", "Error", e)),
+        }
+    }
+
+    /// The map of one container list.
+    fn map_mut(&mut self, which: Which) -> &mut HashMap<String, Ctr> {
+        match which {
+            Which::Init => &mut self.init,
+            Which::App => &mut self.app,
+            Which::Ephemeral => &mut self.ephemeral,
+        }
+    }
+
+    /// A new image (`kubectl set image`) restarts a running container, as
+    /// upstream restarts a container whose spec changed: kills it and marks
+    /// it for a restart without back-off. Returns whether it did.
+    fn kill_if_redefined(&mut self, pod: &Pod, c: &Container, which: Which) -> bool {
+        let Some(st) = self.map_mut(which).get_mut(&c.name) else {
+            return false;
+        };
+        let redefined = st.id.is_some()
+            && !st.exited
+            && !st.spec_image.is_empty()
+            && c.image.as_deref().is_some_and(|i| i != st.spec_image);
+        let (true, Some(pid)) = (redefined, st.pid) else {
+            return false;
+        };
+        st.changed = true;
+        self.agent.events.container(
+            pod,
+            &c.name,
+            false,
+            "Killing",
+            format!("Container {} definition changed, will be restarted", c.name),
+        );
+        self.agent.runtime.signal(pid, libc::SIGKILL);
+        true
+    }
+
+    /// Ends the restart-for-a-new-definition state: no crash back-off.
+    fn clear_changed(&mut self, name: &str, which: Which) {
+        if let Some(s) = self.map_mut(which).get_mut(name) {
+            s.changed = false;
+            s.backoff_until = None;
+            s.backoff = None;
         }
     }
 
@@ -1202,12 +1192,14 @@ impl Worker {
             }
         }
         let who = self.name();
-        let map = match which {
+        // Field borrows, not map_mut(): the events recorder is used below.
+        let st = match which {
             Which::Init => &mut self.init,
             Which::App => &mut self.app,
             Which::Ephemeral => &mut self.ephemeral,
-        };
-        let st = map.entry(c.name.clone()).or_default();
+        }
+        .entry(c.name.clone())
+        .or_default();
         let ev = &self.agent.events;
         match &result {
             Ok(_) => {
@@ -2075,6 +2067,16 @@ enum Which {
     Init,
     App,
     Ephemeral,
+}
+
+/// The pod's `terminationGracePeriodSeconds` (30 when unset, as the API
+/// server defaults it).
+pub(crate) fn pod_grace(pod: &Pod) -> u64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(0) as u64
 }
 
 /// Whether `name` is one of the pod's ephemeral containers.
