@@ -999,6 +999,128 @@ fn exec_with_a_terminal() {
 }
 
 /// A pod's phase once it has finished, and its logs.
+/// kubectl before 1.30 (and 1.30+ with `KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`,
+/// and Go tools on client-go's SPDY executor) run exec, attach and cp over
+/// SPDY/3.1 streams rather than WebSockets.
+#[test]
+fn exec_attach_and_cp_over_spdy_for_older_clients() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    run_web(c, "hello");
+    let k129 = common::versioned_kubectl("1.29");
+    let old = |args: &[&str], stdin: Option<&str>| c.kubectl_bin(&k129, args, &[], stdin);
+    // The transport really is SPDY: kubectl 1.29 knows nothing else.
+    let out = old(&["-v=8", "exec", "web", "--", "cat", "/etc/hostname"], None);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web");
+    assert!(
+        log.contains("Upgrade: SPDY/3.1") && log.contains("101 Switching Protocols"),
+        "kubectl 1.29 upgraded to SPDY: {log}"
+    );
+    // stdin in, stdout and stderr apart, the exit code out.
+    let out = old(
+        &[
+            "exec",
+            "-i",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo oops >&2; exit 5",
+        ],
+        Some("through spdy stdin\n"),
+    );
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through spdy stdin\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("oops") && err.contains("command terminated with exit code 5"),
+        "{err}"
+    );
+    // kubectl 1.33 told to use SPDY offers v5 first.
+    let out = c.kubectl_env(
+        &[
+            "exec",
+            "-i",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got-$x; exit 4",
+        ],
+        &[("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")],
+        Some("v5\n"),
+    );
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got-v5\n");
+    // cp both ways is tar over exec.
+    let local = c.dir.path().join("spdy-up.txt");
+    std::fs::write(&local, "copied over spdy\n").unwrap();
+    let (src, back) = (
+        local.display().to_string(),
+        c.dir.path().join("spdy-back.txt"),
+    );
+    let out = old(&["cp", &src, "web:/tmp/up.txt"], None);
+    assert!(out.status.success(), "{out:?}");
+    let out = old(
+        &["cp", "web:/tmp/up.txt", &back.display().to_string()],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "copied over spdy\n"
+    );
+    // A terminal: kubectl's size arrives on the resize stream.
+    let cmd = format!(
+        "stty cols 77 rows 22; exec {} exec -i -t web -- sh -c 'tty; sleep 1; stty size; exit 6'",
+        k129.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", c.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux must be installed");
+    // Keep the terminal's input open until the command is done.
+    let stdin = child.stdin.take();
+    let out = common::wait_with_timeout(child, Duration::from_secs(60));
+    drop(stdin);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    assert!(
+        text.contains("/dev/pts/") && text.contains("22 77"),
+        "a terminal of kubectl's size: {text:?}"
+    );
+    // attach: `kubectl run -i` feeds stdin and reads output until the end.
+    let out = old(
+        &[
+            "run",
+            "-i",
+            "reader",
+            "--image=busybox:latest",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "sh",
+            "-c",
+            "read x; echo got-$x; cat; echo eof-seen",
+        ],
+        Some("hello\nmore\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("got-hello") && stdout.contains("more\neof-seen"),
+        "kubectl 1.29 run -i: {stdout} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn run_to_end(c: &Cluster, name: &str, manifest: &str) -> (String, String) {
     c.create(Some("default"), manifest);
     let phase = c.wait_for(

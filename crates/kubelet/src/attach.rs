@@ -269,7 +269,17 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-    let (mut tx, mut rx) = ws.split();
+    let (tx, rx) = crate::exec::websocket_ends(ws);
+    run_on(tx, rx, socket, protocol, stdin).await
+}
+
+/// Bridges channel messages (WebSocket or SPDY) to the shim's attach
+/// socket.
+pub async fn run_on<T, R>(mut tx: T, mut rx: R, socket: PathBuf, protocol: String, stdin: bool)
+where
+    T: futures::Sink<Message> + Unpin + Send + 'static,
+    R: futures::Stream<Item = Message> + Unpin + Send + 'static,
+{
     let sock = match tokio::net::UnixStream::connect(&socket).await {
         Ok(s) => s,
         Err(e) => {
@@ -283,7 +293,7 @@ where
     let (mut sr, mut sw) = sock.into_split();
     let v5 = protocol.starts_with("v5");
     let input = tokio::spawn(async move {
-        while let Some(Ok(msg)) = rx.next().await {
+        while let Some(msg) = rx.next().await {
             let data = match msg {
                 Message::Binary(b) => b.to_vec(),
                 Message::Text(t) => t.as_bytes().to_vec(),

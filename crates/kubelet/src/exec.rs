@@ -80,16 +80,42 @@ pub(crate) fn frame(channel: u8, data: &[u8]) -> Message {
     Message::binary(v)
 }
 
-/// Runs the exec session on an upgraded connection.
+/// The two ends of a WebSocket as channel messages: what exec and attach
+/// run on (the SPDY transport in `remotecommand.rs` yields the same).
+pub(crate) fn websocket_ends<S>(
+    ws: WebSocketStream<S>,
+) -> (
+    impl futures::Sink<Message> + Unpin + Send + 'static,
+    impl futures::Stream<Item = Message> + Unpin + Send + 'static,
+)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = ws.split();
+    // A read error ends the client's input as a close would.
+    let rx = rx.scan((), |_, m| futures::future::ready(m.ok()));
+    (tx, Box::pin(rx))
+}
+
+/// Runs the exec session on an upgraded WebSocket connection.
 pub async fn run<S>(io: S, ctx: ExecCtx, req: ExecRequest)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let (tx, rx) = websocket_ends(ws);
+    run_on(tx, rx, ctx, req).await
+}
+
+/// Runs the exec session on channel messages (WebSocket or SPDY).
+pub async fn run_on<T, R>(mut tx: T, mut rx: R, ctx: ExecCtx, req: ExecRequest)
+where
+    T: futures::Sink<Message> + Unpin + Send + 'static,
+    R: futures::Stream<Item = Message> + Unpin + Send + 'static,
+{
     if req.tty {
-        return crate::exec_tty::run(ws, ctx, req).await;
+        return crate::exec_tty::run(tx, rx, ctx, req).await;
     }
-    let (mut tx, mut rx) = ws.split();
     let mut cmd = tokio::process::Command::new(&ctx.shim_exe);
     cmd.env(crate::HELPER_ENV.0, crate::HELPER_ENV.1);
     cmd.arg("shim-exec")
@@ -154,7 +180,7 @@ where
     let v5 = req.protocol.starts_with("v5");
     // Client → stdin.
     let input = tokio::spawn(async move {
-        while let Some(Ok(msg)) = rx.next().await {
+        while let Some(msg) = rx.next().await {
             let data = match msg {
                 Message::Binary(b) => b.to_vec(),
                 Message::Text(t) => t.as_bytes().to_vec(),

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::WebSocketStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -89,12 +88,12 @@ where
 }
 
 /// Runs a tty exec session on an accepted WebSocket.
-pub(crate) async fn run<S>(ws: WebSocketStream<S>, ctx: ExecCtx, req: ExecRequest)
+pub(crate) async fn run<T, R>(mut tx: T, mut rx: R, ctx: ExecCtx, req: ExecRequest)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: futures::Sink<Message> + Unpin + Send + 'static,
+    R: futures::Stream<Item = Message> + Unpin + Send + 'static,
 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let (mut tx, mut rx) = ws.split();
     let path = std::env::temp_dir().join(format!(
         "r8s-tty-{}-{}.sock",
         std::process::id(),
@@ -185,7 +184,7 @@ where
     });
     let stdin = req.stdin;
     let input = tokio::spawn(async move {
-        while let Some(Ok(msg)) = rx.next().await {
+        while let Some(msg) = rx.next().await {
             let data = match msg {
                 Message::Binary(b) => b.to_vec(),
                 Message::Text(t) => t.as_bytes().to_vec(),

@@ -28,6 +28,7 @@ mod pods;
 pub mod portforward;
 pub mod pressure;
 pub mod probes;
+pub mod remotecommand;
 pub mod resources;
 pub mod runtime;
 pub mod sandbox;

@@ -117,7 +117,7 @@ pub fn negotiate_channel(offer: &str) -> Option<&'static str> {
 
 /// What the session writer sends.
 #[derive(Debug)]
-enum Out {
+pub(crate) enum Out {
     Reply(u32),
     Data(u32, Bytes, bool),
     Rst(u32),
@@ -333,7 +333,7 @@ async fn expire_pairs(
 
 /// Encodes and writes the session's frames in order (the header
 /// compressor's state depends on it).
-async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>) {
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>) {
     let mut enc = spdy::Encoder::new();
     let mut buf = Vec::with_capacity(CHUNK + 64);
     while let Some(first) = rx.recv().await {

@@ -346,6 +346,110 @@ fn websocket_accepted(key: &str, protocol: &str) -> Response<Body> {
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
 }
 
+/// Every value of a header, comma lists split.
+fn header_values(req: &Request<Incoming>, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// Whether the request asks for a SPDY/3.1 upgrade.
+fn wants_spdy(req: &Request<Incoming>) -> bool {
+    header_values(req, "upgrade")
+        .iter()
+        .any(|u| u.eq_ignore_ascii_case("spdy/3.1"))
+}
+
+/// What a SPDY upgrade gets when no stream protocol is shared (as
+/// upstream's `httpstream.Handshake`).
+fn spdy_refused(offered: &[String], supported: &[&str]) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header("X-Accepted-Stream-Protocol-Versions", supported.join(", "))
+        .header(http::header::CONTENT_TYPE, "text/plain")
+        .body(
+            Full::new(Bytes::from(format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {supported:?}"
+            )))
+            .boxed(),
+        )
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+}
+
+/// The 101 answer to a SPDY upgrade.
+fn spdy_accepted(protocol: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", protocol)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+}
+
+/// How an exec or attach session reaches its client.
+enum Transport {
+    /// A WebSocket with this channel protocol (and `Sec-WebSocket-Key`).
+    WebSocket(&'static str, String),
+    /// SPDY/3.1 with this stream protocol.
+    Spdy(&'static str),
+}
+
+impl Transport {
+    /// Picks the transport from the upgrade headers, or the refusal.
+    fn negotiate(req: &Request<Incoming>, what: &str) -> Result<Transport, Box<Response<Body>>> {
+        if wants_spdy(req) {
+            let offered = header_values(req, "x-stream-protocol-version");
+            return match crate::remotecommand::negotiate(&offered) {
+                Some(p) => Ok(Transport::Spdy(p)),
+                None => Err(Box::new(spdy_refused(
+                    &offered,
+                    crate::remotecommand::PROTOCOLS,
+                ))),
+            };
+        }
+        let upgrade = header_values(req, "upgrade");
+        if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
+            return Err(Box::new(text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{what} needs a WebSocket (v5.channel.k8s.io or v4.channel.k8s.io) or SPDY/3.1 upgrade"
+                ),
+            )));
+        }
+        let offer = header_values(req, "sec-websocket-protocol").join(",");
+        let Some(protocol) = crate::exec::negotiate(&offer) else {
+            return Err(Box::new(text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "no supported streaming protocol offered (supported: {})",
+                    crate::exec::PROTOCOLS.join(", ")
+                ),
+            )));
+        };
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Ok(Transport::WebSocket(protocol, key))
+    }
+
+    /// The 101 answer.
+    fn accepted(&self) -> Response<Body> {
+        match self {
+            Transport::WebSocket(p, key) => websocket_accepted(key, p),
+            Transport::Spdy(p) => spdy_accepted(p),
+        }
+    }
+}
+
 /// Upgrades `exec` requests to a WebSocket and runs the command.
 fn exec_session(
     mut req: Request<Incoming>,
@@ -355,34 +459,15 @@ fn exec_session(
     registry: Registry,
     ctx: crate::exec::ExecCtx,
 ) -> Response<Body> {
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
+    let transport = match Transport::negotiate(&req, "exec") {
+        Ok(t) => t,
+        Err(refused) => return *refused,
     };
-    let upgrade = header("upgrade");
-    if !upgrade.eq_ignore_ascii_case("websocket") {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "exec needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not supported",
-        );
-    }
-    let Some(protocol) = crate::exec::negotiate(&header("sec-websocket-protocol")) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "no supported streaming protocol offered (supported: {})",
-                crate::exec::PROTOCOLS.join(", ")
-            ),
-        );
-    };
-    let key = header("sec-websocket-key");
+    let query = req.uri().query().unwrap_or("").to_string();
     let mut command = Vec::new();
     let mut stdin = false;
     let mut tty = false;
-    for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "command" => command.push(v.into_owned()),
             "stdin" => stdin = v == "true" || v == "1",
@@ -404,24 +489,49 @@ fn exec_session(
         );
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let request = crate::exec::ExecRequest {
+    let mut request = crate::exec::ExecRequest {
         id,
         command,
         stdin,
         tty,
-        protocol: protocol.to_string(),
+        protocol: String::new(),
     };
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(up) => crate::exec::run(hyper_util::rt::TokioIo::new(up), ctx, request).await,
-            Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
+    let resp = transport.accepted();
+    match transport {
+        Transport::WebSocket(protocol, _) => {
+            request.protocol = protocol.to_string();
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(up) => {
+                        crate::exec::run(hyper_util::rt::TokioIo::new(up), ctx, request).await
+                    }
+                    Err(e) => tracing::debug!(error = %e, "exec upgrade failed"),
+                }
+            });
         }
-    });
-    websocket_accepted(&key, protocol)
+        Transport::Spdy(protocol) => {
+            // On SPDY the client closes stdin by closing its stream, which
+            // the session turns into v5's close message.
+            request.protocol = crate::exec::PROTOCOLS[0].to_string();
+            let wanted = crate::remotecommand::Wanted::from_query(&query);
+            tokio::spawn(async move {
+                let up = match on_upgrade.await {
+                    Ok(up) => up,
+                    Err(e) => return tracing::debug!(error = %e, "exec upgrade failed"),
+                };
+                let io = hyper_util::rt::TokioIo::new(up);
+                match crate::remotecommand::accept(io, protocol, wanted).await {
+                    Ok((tx, rx)) => crate::exec::run_on(tx, rx, ctx, request).await,
+                    Err(e) => tracing::debug!(error = %e, "exec over SPDY"),
+                }
+            });
+        }
+    }
+    resp
 }
 
-/// Upgrades `attach` requests to a WebSocket joined to the container's
-/// stdio through its shim (see `attach.rs`).
+/// Upgrades `attach` requests (WebSocket or SPDY) and joins them to the
+/// container's stdio through its shim (see `attach.rs`).
 fn attach_session(
     mut req: Request<Incoming>,
     ns: &str,
@@ -429,30 +539,12 @@ fn attach_session(
     container: &str,
     registry: Registry,
 ) -> Response<Body> {
-    let header = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
+    let transport = match Transport::negotiate(&req, "attach") {
+        Ok(t) => t,
+        Err(refused) => return *refused,
     };
-    if !header("upgrade").eq_ignore_ascii_case("websocket") {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "attach needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io); SPDY is not supported",
-        );
-    }
-    let Some(protocol) = crate::exec::negotiate(&header("sec-websocket-protocol")) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "no supported streaming protocol offered (supported: {})",
-                crate::exec::PROTOCOLS.join(", ")
-            ),
-        );
-    };
-    let key = header("sec-websocket-key");
-    let stdin = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+    let query = req.uri().query().unwrap_or("").to_string();
+    let stdin = url::form_urlencoded::parse(query.as_bytes())
         .any(|(k, v)| k == "stdin" && (v == "true" || v == "1"));
     let id = running_id(&registry, ns, pod, container);
     let Some(id) = id else {
@@ -463,16 +555,37 @@ fn attach_session(
     };
     let socket = crate::attach::socket_path(&id);
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let proto = protocol.to_string();
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(up) => {
-                crate::attach::run(hyper_util::rt::TokioIo::new(up), socket, proto, stdin).await
-            }
-            Err(e) => tracing::debug!(error = %e, "attach upgrade failed"),
+    let resp = transport.accepted();
+    match transport {
+        Transport::WebSocket(protocol, _) => {
+            let proto = protocol.to_string();
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(up) => {
+                        let io = hyper_util::rt::TokioIo::new(up);
+                        crate::attach::run(io, socket, proto, stdin).await
+                    }
+                    Err(e) => tracing::debug!(error = %e, "attach upgrade failed"),
+                }
+            });
         }
-    });
-    websocket_accepted(&key, protocol)
+        Transport::Spdy(protocol) => {
+            let wanted = crate::remotecommand::Wanted::from_query(&query);
+            let proto = crate::exec::PROTOCOLS[0].to_string();
+            tokio::spawn(async move {
+                let up = match on_upgrade.await {
+                    Ok(up) => up,
+                    Err(e) => return tracing::debug!(error = %e, "attach upgrade failed"),
+                };
+                let io = hyper_util::rt::TokioIo::new(up);
+                match crate::remotecommand::accept(io, protocol, wanted).await {
+                    Ok((tx, rx)) => crate::attach::run_on(tx, rx, socket, proto, stdin).await,
+                    Err(e) => tracing::debug!(error = %e, "attach over SPDY"),
+                }
+            });
+        }
+    }
+    resp
 }
 
 /// Upgrades `portForward` requests: SPDY/3.1, SPDY in a WebSocket, or v4
@@ -484,16 +597,7 @@ fn port_forward(
     registry: Registry,
 ) -> Response<Body> {
     use crate::portforward as pf;
-    let all = |n: &str| -> Vec<String> {
-        req.headers()
-            .get_all(n)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect()
-    };
+    let all = |n: &str| header_values(&req, n);
     let upgrade = all("upgrade");
     let connection = all("connection");
     let websocket = upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket"));

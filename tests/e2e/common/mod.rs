@@ -89,7 +89,19 @@ impl Cluster {
 
     /// Runs kubectl with extra environment and optional stdin.
     pub fn kubectl_env(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new("kubectl");
+        self.kubectl_bin(Path::new("kubectl"), args, env, stdin)
+    }
+
+    /// Runs a given kubectl binary (e.g. an older version) with extra
+    /// environment and optional stdin.
+    pub fn kubectl_bin(
+        &self,
+        bin: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Output {
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.dir.path())
@@ -103,7 +115,9 @@ impl Cluster {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("kubectl must be installed and on PATH");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{} must be installed: {e}", bin.display()));
         if let Some(input) = stdin {
             use std::io::Write;
             let mut si = child.stdin.take().expect("stdin");
@@ -440,4 +454,26 @@ impl Cluster {
         });
         WatchLog { child, events }
     }
+}
+
+/// An older kubectl installed next to the one on PATH (the machine's
+/// kubectl dispatcher keeps `kubectl.1.27` … `kubectl.1.33` side by side
+/// and picks one by the server's version): for tests of what older clients
+/// speak. Fails, naming what is missing, when it is not installed.
+pub fn versioned_kubectl(version: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("kubectl must be on PATH");
+    let real = std::fs::canonicalize(&found).unwrap_or(found);
+    let dir = real.parent().unwrap_or(Path::new("/"));
+    let want = dir.join(format!("kubectl.{version}"));
+    assert!(
+        want.is_file(),
+        "this test needs kubectl {version} installed as {} (next to {})",
+        want.display(),
+        real.display()
+    );
+    want
 }
