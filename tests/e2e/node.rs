@@ -1334,10 +1334,33 @@ spec:
         "poststart\n",
         "postStart ran once the container started"
     );
+    // A new definition restarts the container as upstream's kubelet kills
+    // one: preStop, then SIGTERM (the trap exits at once, well inside the
+    // 20 s grace), then a new run with its own postStart.
+    c.ok(&["set", "image", "pod/hooks", "main=busybox"]);
+    c.wait_for(
+        "the redefined container to restart",
+        Duration::from_secs(15),
+        || {
+            let p = pod(c, "hooks");
+            let st = &p["status"]["containerStatuses"][0];
+            (st["restartCount"] == 1 && st["state"]["running"].is_object()).then_some(())
+        },
+    );
+    c.wait_for("the new run's postStart", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text == "poststart\nprestop\nterm\npoststart\n").then_some(())
+    });
+    let p = pod(c, "hooks");
+    let last = &p["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(
+        last["exitCode"], 0,
+        "the old run ended on its SIGTERM trap, not SIGKILL: {last}"
+    );
     c.ok(&["delete", "pod", "hooks", "--wait=true"]);
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
-        "poststart\nprestop\nterm\n",
+        "poststart\nprestop\nterm\npoststart\nprestop\nterm\n",
         "preStop ran before the container got SIGTERM"
     );
 }

@@ -82,6 +82,9 @@ struct Ctr {
     spec_image: String,
     /// Killed because its definition changed: restart at once.
     changed: bool,
+    /// The run (runtime id) being stopped by the kubelet (a failed probe,
+    /// a new definition): it is not probed or stopped again.
+    stopping: Option<String>,
     /// The cgroup settings in force, and the resources they came from
     /// (what an in-place resize compares with and the status reports).
     applied: Option<resources::Settings>,
@@ -534,6 +537,9 @@ impl Worker {
             else {
                 continue;
             };
+            if st.stopping.as_ref() == Some(&id) {
+                continue;
+            }
             let target = probes::Target {
                 pod_ip: &ip,
                 container: c,
@@ -585,27 +591,26 @@ impl Worker {
                     st.readiness.record(p, ok);
                 }
             }
-            if let (Some(which), Some(pid)) = (kill, st.pid) {
+            let probe_grace = match kill {
+                Some("startup") => c.startup_probe.as_ref(),
+                _ => c.liveness_probe.as_ref(),
+            }
+            .and_then(|p| p.termination_grace_period_seconds);
+            let which_map = if init { Which::Init } else { Which::App };
+            self.map_mut(which_map).insert(c.name.clone(), st);
+            if let (Some(which), Some(pod)) = (kill, &pod) {
                 tracing::info!(pod = %self.name(), container = %c.name, probe = which,
                     "container failed its {which} probe, will be restarted");
-                if let Some(pod) = &pod {
-                    self.agent.events.container(
-                        pod,
-                        &c.name,
-                        false,
-                        "Killing",
-                        format!(
-                            "Container {} failed {which} probe, will be restarted",
-                            c.name
-                        ),
-                    );
-                }
-                self.agent.runtime.signal(pid, libc::SIGKILL);
-            }
-            if init {
-                self.init.insert(c.name.clone(), st);
-            } else {
-                self.app.insert(c.name.clone(), st);
+                self.stop_container(
+                    pod,
+                    c,
+                    which_map,
+                    format!(
+                        "Container {} failed {which} probe, will be restarted",
+                        c.name
+                    ),
+                    probe_grace,
+                );
             }
         }
     }
@@ -693,7 +698,7 @@ impl Worker {
     fn resize(&mut self, pod: &Pod, c: &Container) -> Option<ResizeState> {
         let want = resources::of(c);
         let st = self.app.get_mut(&c.name)?;
-        let (Some(id), Some(pid)) = (st.id.clone(), st.pid) else {
+        let (Some(id), Some(_)) = (st.id.clone(), st.pid) else {
             return None;
         };
         let Some(have) = st.applied.clone() else {
@@ -751,17 +756,16 @@ impl Worker {
                 p.restart_policy == "RestartContainer" && changed(p.resource_name.as_str())
             });
         if restart {
-            self.agent.events.container(
-                pod,
-                &c.name,
-                false,
-                "Killing",
-                format!("Container {} resize requires a restart", c.name),
-            );
-            self.agent.runtime.signal(pid, libc::SIGKILL);
             if let Some(st) = self.app.get_mut(&c.name) {
                 st.changed = true;
             }
+            self.stop_container(
+                pod,
+                c,
+                Which::App,
+                format!("Container {} resize requires a restart", c.name),
+                None,
+            );
             return None;
         }
         let rel = format!("{}/pod{}/{}", self.agent.opts.cgroup_root, self.uid, id);
@@ -799,19 +803,98 @@ impl Worker {
             && !st.exited
             && !st.spec_image.is_empty()
             && c.image.as_deref().is_some_and(|i| i != st.spec_image);
-        let (true, Some(pid)) = (redefined, st.pid) else {
+        if !redefined || st.pid.is_none() {
             return false;
-        };
+        }
         st.changed = true;
-        self.agent.events.container(
+        self.stop_container(
             pod,
-            &c.name,
-            false,
-            "Killing",
+            c,
+            which,
             format!("Container {} definition changed, will be restarted", c.name),
+            None,
         );
-        self.agent.runtime.signal(pid, libc::SIGKILL);
         true
+    }
+
+    /// Stops one running container for the kubelet's own reason (a failed
+    /// probe, a new definition, a resize that needs a restart), as
+    /// upstream's `killContainer`: a Killing event, its preStop hook, then
+    /// SIGTERM and SIGKILL once the grace period (the probe's
+    /// `terminationGracePeriodSeconds`, else the pod's; at least 2 s) is
+    /// over. It runs in the background: the worker sees the exit as any
+    /// other and restarts the container as its policy says.
+    fn stop_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        which: Which,
+        message: String,
+        probe_grace: Option<i64>,
+    ) {
+        let Some(st) = self.map_mut(which).get_mut(&c.name) else {
+            return;
+        };
+        let (Some(id), Some(pid), false) = (st.id.clone(), st.pid, st.exited) else {
+            return;
+        };
+        if st.stopping.as_ref() == Some(&id) {
+            return;
+        }
+        st.stopping = Some(id.clone());
+        self.agent
+            .events
+            .container(pod, &c.name, false, "Killing", message);
+        let grace = probe_grace
+            .map(|g| g.max(0) as u64)
+            .unwrap_or_else(|| pod_grace(pod))
+            .max(MIN_KILL_GRACE_SECS);
+        let grace = Duration::from_secs(grace);
+        let hook = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone());
+        let agent = self.agent.clone();
+        let ip = self.ip.clone().unwrap_or_default();
+        let container = c.clone();
+        let pod = pod.clone();
+        let name = self.name();
+        tokio::spawn(async move {
+            let rt = agent.runtime.clone();
+            let start = Instant::now();
+            if let Some(hook) = hook {
+                let state_root = agent.opts.data_dir.join("agent/state");
+                let target = probes::Target {
+                    pod_ip: &ip,
+                    container: &container,
+                    id: &id,
+                    shim_exe: &agent.opts.shim_exe,
+                    state_root: &state_root,
+                };
+                let ran = tokio::time::timeout(grace, probes::run_hook(&hook, &target, grace));
+                if let Ok(Err(why)) = ran.await {
+                    tracing::warn!(pod = %name, container = %container.name, %why, "FailedPreStopHook");
+                    agent.events.container(
+                        &pod,
+                        &container.name,
+                        true,
+                        "FailedPreStopHook",
+                        "PreStopHook failed".into(),
+                    );
+                }
+            }
+            // What the hook used comes off the grace period, but the
+            // process always gets the minimum after its SIGTERM.
+            let left = grace
+                .saturating_sub(start.elapsed())
+                .max(Duration::from_secs(MIN_KILL_GRACE_SECS));
+            rt.signal(pid, libc::SIGTERM);
+            let deadline = Instant::now() + left;
+            while Instant::now() < deadline {
+                if !process_alive(pid) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            rt.signal(pid, libc::SIGKILL);
+        });
     }
 
     /// Ends the restart-for-a-new-definition state: no crash back-off.
@@ -2067,6 +2150,16 @@ enum Which {
     Init,
     App,
     Ephemeral,
+}
+
+/// The least grace a container the kubelet stops on its own gets
+/// (upstream's `minimumGracePeriodInSeconds`).
+const MIN_KILL_GRACE_SECS: u64 = 2;
+
+/// Whether a process still exists (not yet reaped by its shim).
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
 }
 
 /// The pod's `terminationGracePeriodSeconds` (30 when unset, as the API
