@@ -1121,6 +1121,50 @@ fn exec_attach_and_cp_over_spdy_for_older_clients() {
     );
 }
 
+/// `kubectl debug node/<node>`: a pod in the host's network, PID and IPC
+/// namespaces (hence the host's hostname) with the host's root at /host.
+#[test]
+fn kubectl_debug_node_runs_a_pod_in_the_hosts_namespaces() {
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let marker = host.data.path().join("marker");
+    std::fs::write(&marker, "seen-from-the-node-debugger\n").unwrap();
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host_name = host_name.trim();
+    let script = format!(
+        "cat /host{}; echo host-is-$(hostname); ls /proc/1/ns >/dev/null && echo pid1-$(cat /proc/1/comm); exit 0\n",
+        marker.display()
+    );
+    let out = c.kubectl_env(
+        &[
+            "debug",
+            "node/e2e-node",
+            "-i",
+            "--image=busybox:latest",
+            "--image-pull-policy=Never",
+            "--profile=general",
+        ],
+        &[],
+        Some(&script),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("seen-from-the-node-debugger"),
+        "the host's root at /host: {stdout} / {stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("host-is-{host_name}")),
+        "a hostNetwork pod has the node's hostname: {stdout} / {stderr}"
+    );
+    let host_init = std::fs::read_to_string("/proc/1/comm").unwrap();
+    assert!(
+        stdout.contains(&format!("pid1-{}", host_init.trim())),
+        "the host's PID namespace: {stdout} / {stderr}"
+    );
+}
+
 fn run_to_end(c: &Cluster, name: &str, manifest: &str) -> (String, String) {
     c.create(Some("default"), manifest);
     let phase = c.wait_for(

@@ -517,6 +517,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
                 .unwrap_or_default(),
         )
     };
+    let hostname_unset = hostname.is_none();
     let mut sb = SpecBuilder::default()
         .version("1.0.2")
         .root(
@@ -532,7 +533,14 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
     if let Some(h) = hostname {
         sb = sb.hostname(h);
     }
-    sb.build().map_err(spec_err)
+    let mut spec = sb.build().map_err(spec_err)?;
+    if spec.hostname().is_some() && hostname_unset {
+        // The builder fills unset fields from `Spec::default()`, whose
+        // hostname is "youki": a container without a UTS namespace of its
+        // own (hostNetwork) or joining the pod's must not set one.
+        spec.set_hostname(None);
+    }
+    Ok(spec)
 }
 
 fn all_caps() -> Vec<Capability> {
