@@ -2087,6 +2087,14 @@ spec:
     }
     let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
     let token = c.ok(&["exec", "with-token", "--", "cat", &format!("{dir}/token")]);
+    // The token is kept in memory (a tmpfs, as upstream's projected
+    // volumes), never on the node's disk.
+    let mounts = c.ok(&["exec", "with-token", "--", "cat", "/proc/mounts"]);
+    let line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(dir))
+        .unwrap_or_else(|| panic!("no {dir} mount in {mounts}"));
+    assert_eq!(line.split_whitespace().nth(2), Some("tmpfs"), "{line}");
     assert_eq!(
         c.ok(&[
             "exec",

@@ -21,6 +21,7 @@ pub mod hostport;
 pub mod imagegc;
 pub mod localpath;
 pub mod logs;
+pub mod mounts;
 pub mod network;
 pub mod node;
 pub mod podfiles;

@@ -86,14 +86,7 @@ fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Kubele
     move |e| KubeletError::Runtime(format!("{what}: {e}"))
 }
 
-fn is_mounted(p: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let s = p.to_string_lossy();
-    text.lines()
-        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == s))
-}
+use crate::mounts::is_mount_point as is_mounted;
 
 impl Runtime for ShimRuntime {
     fn prepare_rootfs(&self, id: &str, layers: &[PathBuf]) -> Result<PathBuf, KubeletError> {

@@ -36,13 +36,6 @@ fn ns_dir(pod_dir: &Path) -> PathBuf {
     pod_dir.join("ns")
 }
 
-fn mounted(p: &Path) -> bool {
-    let s = p.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(&*s)))
-        .unwrap_or(false)
-}
-
 fn io(what: String) -> impl FnOnce(std::io::Error) -> KubeletError {
     move |e| KubeletError::Runtime(format!("{what}: {e}"))
 }
@@ -71,46 +64,31 @@ pub fn ensure(pod_dir: &Path, pod: &Pod, exe: &Path) -> Result<Namespaces, Kubel
     let dir = ns_dir(pod_dir);
     std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     let mut out = Namespaces::default();
-    let mut args: Vec<String> = Vec::new();
+    let mut ipc = None;
     if !host_ipc {
         let p = dir.join("ipc");
-        if !mounted(&p) {
+        if !crate::mounts::is_mount_point(&p) {
             std::fs::write(&p, b"").map_err(io(format!("creating {}", p.display())))?;
-            args.push(format!("--ipc={}", p.display()));
+            ipc = Some(p.clone());
         }
         out.ipc = Some(p);
     }
-    let mut hostname = None;
+    let mut uts = None;
     if !host_network {
         let p = dir.join("uts");
-        if !mounted(&p) {
+        if !crate::mounts::is_mount_point(&p) {
             std::fs::write(&p, b"").map_err(io(format!("creating {}", p.display())))?;
-            args.push(format!("--uts={}", p.display()));
-            hostname = Some(
-                spec.hostname
-                    .clone()
-                    .or_else(|| pod.metadata.name.clone())
-                    .unwrap_or_default(),
-            );
+            let hostname = spec
+                .hostname
+                .clone()
+                .or_else(|| pod.metadata.name.clone())
+                .unwrap_or_default();
+            uts = Some((p.clone(), hostname));
         }
         out.uts = Some(p);
     }
-    if !args.is_empty() {
-        let mut cmd = Command::new("unshare");
-        cmd.args(&args);
-        match &hostname {
-            Some(h) => cmd.args(["hostname", h]),
-            None => cmd.arg("true"),
-        };
-        let o = cmd
-            .output()
-            .map_err(io("running unshare (util-linux)".into()))?;
-        if !o.status.success() {
-            return Err(KubeletError::Runtime(format!(
-                "unshare {args:?}: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )));
-        }
+    if ipc.is_some() || uts.is_some() {
+        pin_namespaces(ipc, uts)?;
     }
     if share_pid {
         let pid = match pause_pid(&dir) {
@@ -120,6 +98,56 @@ pub fn ensure(pod_dir: &Path, pod: &Pod, exe: &Path) -> Result<Namespaces, Kubel
         out.pid = Some(PathBuf::from(format!("/proc/{pid}/ns/pid")));
     }
     Ok(out)
+}
+
+/// Makes new IPC and/or UTS namespaces (the latter with the pod's
+/// hostname) and pins them by bind-mounting them onto the given files.
+/// A short-lived thread does it: a thread may unshare these two for itself
+/// alone, which spares the fork and exec of a helper per pod.
+fn pin_namespaces(
+    ipc: Option<PathBuf>,
+    uts: Option<(PathBuf, String)>,
+) -> Result<(), KubeletError> {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::CloneFlags;
+    let work = move || -> Result<(), String> {
+        let mut flags = CloneFlags::empty();
+        if ipc.is_some() {
+            flags |= CloneFlags::CLONE_NEWIPC;
+        }
+        if uts.is_some() {
+            flags |= CloneFlags::CLONE_NEWUTS;
+        }
+        nix::sched::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
+        let pin = |kind: &str, target: &Path| {
+            let src = format!("/proc/thread-self/ns/{kind}");
+            mount(
+                Some(src.as_str()),
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| format!("pinning the {kind} namespace at {}: {e}", target.display()))
+        };
+        if let Some((p, hostname)) = &uts {
+            nix::unistd::sethostname(hostname)
+                .map_err(|e| format!("setting hostname {hostname:?}: {e}"))?;
+            pin("uts", p)?;
+        }
+        if let Some(p) = &ipc {
+            pin("ipc", p)?;
+        }
+        Ok(())
+    };
+    // The thread ends in the namespaces it made; nothing else runs on it.
+    std::thread::Builder::new()
+        .name("r8s-sandbox-ns".into())
+        .spawn(work)
+        .map_err(io("starting the namespace thread".into()))?
+        .join()
+        .map_err(|_| KubeletError::Runtime("the namespace thread panicked".into()))?
+        .map_err(KubeletError::Runtime)
 }
 
 /// Starts `r8s pause` as the init of a new PID namespace; returns its pid.
@@ -183,7 +211,7 @@ pub fn teardown(pod_dir: &Path) {
     }
     for f in ["ipc", "uts"] {
         let p = dir.join(f);
-        if mounted(&p) {
+        if crate::mounts::is_mount_point(&p) {
             let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
         }
     }

@@ -17,12 +17,7 @@ fn err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> KubeletEr
     move |e| KubeletError::Volume(format!("{what}: {e}"))
 }
 
-fn mounted(p: &Path) -> bool {
-    let s = p.to_string_lossy();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(&*s)))
-        .unwrap_or(false)
-}
+use crate::mounts::is_mount_point as mounted;
 
 fn tmpfs(dir: &Path, size: Option<i64>) -> Result<(), KubeletError> {
     if mounted(dir) {
@@ -575,8 +570,9 @@ pub async fn prepare(
                 tmpfs(&dir, size)?;
             }
         } else if let Some(files) = atomic_files(client, pod, &ns, &v, &dir).await? {
-            if v.secret.is_some() {
-                // Secrets never touch the disk.
+            if v.secret.is_some() || v.projected.is_some() {
+                // Secrets and projected volumes (service-account tokens)
+                // never touch the disk: upstream backs both with memory.
                 tmpfs(&dir, None)?;
             }
             write_atomic(&dir, &files)?;
