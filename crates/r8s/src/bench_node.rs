@@ -34,6 +34,11 @@ pub struct NodeBenchArgs {
     /// Concurrent creating clients.
     #[arg(long, default_value_t = 4)]
     clients: usize,
+    /// Create the pods at this steady rate (pods per second) rather than
+    /// all at once, as upstream's density tests do to measure startup
+    /// latency apart from queueing; 0 is as fast as the clients go.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// The busybox image tarball (default: built with
     /// tools/build-busybox-image.sh from Debian's busybox-static).
     #[arg(long)]
@@ -292,9 +297,11 @@ async fn create_pods(
     from: usize,
     to: usize,
     clients: usize,
+    rate: f64,
     timeline: &Timeline,
 ) -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(from));
+    let start = tokio::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients.max(1) {
         let (api, next, timeline) = (api.clone(), next.clone(), timeline.clone());
@@ -303,6 +310,10 @@ async fn create_pods(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= to {
                     break;
+                }
+                if rate > 0.0 {
+                    let at = Duration::from_secs_f64((i - from) as f64 / rate);
+                    tokio::time::sleep_until(start + at).await;
                 }
                 api.create(&PostParams::default(), &pod(i)?)
                     .await
@@ -422,10 +433,15 @@ async fn bench(args: &NodeBenchArgs, host: &mut Host) -> anyhow::Result<()> {
     let t = Instant::now();
     wait_node_ready(&client, host, Duration::from_secs(60).min(args.timeout)).await?;
     println!(
-        "r8s bench node: node Ready in {:.2}s; {} busybox `sleep 3600` pods, {} creators",
+        "r8s bench node: node Ready in {:.2}s; {} busybox `sleep 3600` pods, {} creators, {}",
         t.elapsed().as_secs_f64(),
         args.pods,
-        args.clients
+        args.clients,
+        if args.rate > 0.0 {
+            format!("{} pods/s", args.rate)
+        } else {
+            "all at once".to_string()
+        }
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     memory_line(host, "0 pods:");
@@ -442,7 +458,7 @@ async fn bench(args: &NodeBenchArgs, host: &mut Host) -> anyhow::Result<()> {
     let mut busy = Duration::ZERO;
     for to in waves {
         let start = Instant::now();
-        create_pods(&api, from, to, args.clients, &timeline).await?;
+        create_pods(&api, from, to, args.clients, args.rate, &timeline).await?;
         let deadline = start + args.timeout;
         while running_count(&timeline) < to {
             if Instant::now() >= deadline {
