@@ -1039,6 +1039,24 @@ fn exec_attach_and_cp_over_spdy_for_older_clients() {
         err.contains("oops") && err.contains("command terminated with exit code 5"),
         "{err}"
     );
+    // A command that reads and writes a lot at once: 8 MiB through `cat`,
+    // in and back out over the same connection, on both transports. The
+    // command starts reading late, so the client's input piles up first.
+    let big: String = (0..8 * 1024 * 1024 / 64)
+        .map(|i| format!("{i:063}\n"))
+        .collect();
+    let late_cat = ["exec", "-i", "web", "--", "sh", "-c", "sleep 2; cat"];
+    for (what, out) in [
+        ("SPDY", old(&late_cat, Some(&big))),
+        ("WebSocket", c.kubectl_env(&late_cat, &[], Some(&big))),
+    ] {
+        assert!(out.status.success(), "{what}: {out:?}");
+        assert!(
+            out.stdout == big.as_bytes(),
+            "{what}: 8 MiB through cat came back as {} bytes",
+            out.stdout.len()
+        );
+    }
     // kubectl 1.33 told to use SPDY offers v5 first.
     let out = c.kubectl_env(
         &[
@@ -1133,7 +1151,7 @@ fn kubectl_debug_node_runs_a_pod_in_the_hosts_namespaces() {
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let host_name = host_name.trim();
     let script = format!(
-        "cat /host{}; echo host-is-$(hostname); ls /proc/1/ns >/dev/null && echo pid1-$(cat /proc/1/comm); exit 0\n",
+        "cat /host{}; echo host-is-$(hostname); echo etc-hostname-$(cat /etc/hostname); ls /proc/1/ns >/dev/null && echo pid1-$(cat /proc/1/comm); exit 0\n",
         marker.display()
     );
     let out = c.kubectl_env(
@@ -1162,6 +1180,41 @@ fn kubectl_debug_node_runs_a_pod_in_the_hosts_namespaces() {
     assert!(
         stdout.contains(&format!("pid1-{}", host_init.trim())),
         "the host's PID namespace: {stdout} / {stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("etc-hostname-{host_name}")),
+        "/etc/hostname of a hostNetwork pod is the node's: {stdout} / {stderr}"
+    );
+
+    // A pod name longer than a hostname may be: cut to 63 characters
+    // without a trailing dash, as upstream does.
+    let long = format!("{}-{}", "l".repeat(62), "tail");
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {long}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#
+        ),
+    );
+    c.wait_for("the long-named pod to run", Duration::from_secs(60), || {
+        (pod(c, &long)["status"]["phase"] == "Running").then_some(())
+    });
+    let short = "l".repeat(62);
+    assert_eq!(c.ok(&["exec", &long, "--", "hostname"]).trim(), short);
+    assert_eq!(
+        c.ok(&["exec", &long, "--", "cat", "/etc/hostname"]).trim(),
+        short
     );
 }
 

@@ -208,6 +208,9 @@ where
             break;
         }
     }
+    // A client that left stops the pumps (the command sees a broken pipe
+    // on its next write) rather than leaving them blocked for good.
+    drop(out_rx);
     let _ = o.await;
     let _ = e.await;
     let code = match child.wait().await {

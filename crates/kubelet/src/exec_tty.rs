@@ -24,6 +24,9 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long output may keep coming after the command exited (a background
 /// process can hold the terminal open).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a command may take to end after its client left and its
+/// terminal was hung up.
+const HANGUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Receives the one file descriptor a peer sends with SCM_RIGHTS.
 pub(crate) fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
@@ -183,7 +186,10 @@ where
         }
     });
     let stdin = req.stdin;
-    let input = tokio::spawn(async move {
+    // Ends only when the client does: a terminal that can no longer be
+    // written (the command is gone) just stops taking input.
+    let mut input = tokio::spawn(async move {
+        let mut writable = true;
         while let Some(msg) = rx.next().await {
             let data = match msg {
                 Message::Binary(b) => b.to_vec(),
@@ -194,18 +200,16 @@ where
             let Some((&ch, rest)) = data.split_first() else {
                 continue;
             };
-            let ok = match ch {
-                0 if stdin => writer.write_all(rest).await.is_ok() && writer.flush().await.is_ok(),
+            match ch {
+                0 if stdin && writable => {
+                    writable = writer.write_all(rest).await.is_ok() && writer.flush().await.is_ok();
+                }
                 4 => {
                     if let Some((w, h)) = parse_resize(rest) {
                         resize(&master, w, h);
                     }
-                    true
                 }
-                _ => true,
-            };
-            if !ok {
-                break;
+                _ => {}
             }
         }
     });
@@ -213,18 +217,30 @@ where
     // in the terminal follows, for a short while.
     let mut exited = None;
     let mut output_open = true;
-    while exited.is_none() {
+    let mut client_gone = false;
+    while exited.is_none() && !client_gone {
         tokio::select! {
             m = out_rx.recv(), if output_open => match m {
                 Some(m) => {
                     if tx.send(m).await.is_err() {
-                        output_open = false;
+                        client_gone = true;
                     }
                 }
                 None => output_open = false,
             },
             st = child.wait() => exited = Some(st),
+            // The client's side ended: it is gone.
+            _ = &mut input => client_gone = true,
         }
+    }
+    if client_gone {
+        // Closing every copy of the terminal's master hangs it up: the
+        // session gets SIGHUP, as a shell does when its terminal goes.
+        output.abort();
+        input.abort();
+        drop(out_rx);
+        let _ = tokio::time::timeout(HANGUP_TIMEOUT, child.wait()).await;
+        return;
     }
     let code = match exited {
         Some(Ok(s)) => s.code().unwrap_or(137),

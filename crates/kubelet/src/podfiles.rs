@@ -16,14 +16,30 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 const MAX_NAMESERVERS: usize = 3;
 const MAX_SEARCHES: usize = 32;
 
+/// The pod's hostname: `spec.hostname`, else its name, cut to 63
+/// characters without a trailing `-` or `.` (upstream's
+/// `truncatePodHostnameIfNeeded`: a kernel hostname holds at most 64).
+pub fn pod_hostname(pod: &Pod) -> String {
+    let name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .filter(|h| !h.is_empty())
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
+    if name.len() <= 63 {
+        return name;
+    }
+    name[..63].trim_end_matches(['-', '.']).to_string()
+}
+
 /// The pod's hosts file; `node_hosts` is the node's (for `hostNetwork`).
 pub fn hosts(pod: &Pod, ip: &str, host_network: bool, node_hosts: &str) -> String {
     let spec = pod.spec.as_ref();
     let mut out = if host_network {
         node_hosts.to_string()
     } else {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let hostname = spec.and_then(|s| s.hostname.clone()).unwrap_or(name);
+        let hostname = pod_hostname(pod);
         let mut s = String::from(
             "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
         );
@@ -139,6 +155,22 @@ pub fn resolv_conf(pod: &Pod, node_resolv: &str) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_names_become_hostnames_of_at_most_63_characters() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{}-{}", "a".repeat(62), "tail")},
+        }))
+        .unwrap();
+        // Cut at 63 ("a"*62 + "-"), then the trailing dash goes.
+        assert_eq!(pod_hostname(&pod), "a".repeat(62));
+        pod.metadata.name = Some("short".into());
+        assert_eq!(pod_hostname(&pod), "short");
+        pod.spec = Some(
+            serde_json::from_value(serde_json::json!({"containers": [], "hostname": "h"})).unwrap(),
+        );
+        assert_eq!(pod_hostname(&pod), "h");
+    }
     use serde_json::json;
 
     fn pod(spec: serde_json::Value) -> Pod {

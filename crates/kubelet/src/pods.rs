@@ -537,9 +537,9 @@ impl Worker {
             else {
                 continue;
             };
-            if st.stopping.as_ref() == Some(&id) {
-                continue;
-            }
+            // A container being stopped is not probed for liveness again
+            // (it is already going), but its readiness still counts.
+            let stopping = st.stopping.as_ref() == Some(&id);
             let target = probes::Target {
                 pod_ip: &ip,
                 container: c,
@@ -566,7 +566,7 @@ impl Worker {
             let startup_done = match &c.startup_probe {
                 None => true,
                 Some(p) => {
-                    if st.startup.verdict != Some(true) && st.startup.due(p, started) {
+                    if !stopping && st.startup.verdict != Some(true) && st.startup.due(p, started) {
                         let ok = unhealthy("Startup", probes::run(p, &target).await);
                         if st.startup.record(p, ok) == Some(false) {
                             kill = Some("startup");
@@ -577,6 +577,7 @@ impl Worker {
             };
             if startup_done && kill.is_none() {
                 if let Some(p) = &c.liveness_probe
+                    && !stopping
                     && st.liveness.due(p, started)
                 {
                     let ok = unhealthy("Liveness", probes::run(p, &target).await);
@@ -856,8 +857,12 @@ impl Worker {
         let container = c.clone();
         let pod = pod.clone();
         let name = self.name();
+        // A pidfd names this process and no other, whatever pid reuse
+        // happens while the hook runs.
+        let Some(proc) = Pidfd::open(pid) else {
+            return;
+        };
         tokio::spawn(async move {
-            let rt = agent.runtime.clone();
             let start = Instant::now();
             if let Some(hook) = hook {
                 let state_root = agent.opts.data_dir.join("agent/state");
@@ -885,15 +890,17 @@ impl Worker {
             let left = grace
                 .saturating_sub(start.elapsed())
                 .max(Duration::from_secs(MIN_KILL_GRACE_SECS));
-            rt.signal(pid, libc::SIGTERM);
+            if !proc.signal(libc::SIGTERM) {
+                return;
+            }
             let deadline = Instant::now() + left;
             while Instant::now() < deadline {
-                if !process_alive(pid) {
+                if !proc.signal(0) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            rt.signal(pid, libc::SIGKILL);
+            proc.signal(libc::SIGKILL);
         });
     }
 
@@ -1064,12 +1071,15 @@ impl Worker {
                 self.ns = Some(ns);
                 self.ip = Some(ip.to_string());
             }
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let hostname = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.hostname.clone())
-                .unwrap_or_else(|| name.clone());
+            // A hostNetwork pod has the node's UTS namespace, so the
+            // node's hostname, as upstream writes it.
+            let hostname = if host_network {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default()
+            } else {
+                crate::podfiles::pod_hostname(pod)
+            };
             let ip = self.ip.clone().unwrap_or_default();
             let node_hosts = if host_network {
                 std::fs::read_to_string("/etc/hosts").unwrap_or_default()
@@ -1524,6 +1534,11 @@ impl Worker {
             let (Some(id), false) = (st.id.clone(), st.exited) else {
                 continue;
             };
+            // Already being stopped (a failed probe, a new definition):
+            // its hook ran or runs there, once.
+            if st.stopping.as_ref() == Some(&id) {
+                continue;
+            }
             hooks.push((c, hook, id));
         }
         let pod = &pod;
@@ -2156,10 +2171,33 @@ enum Which {
 /// (upstream's `minimumGracePeriodInSeconds`).
 const MIN_KILL_GRACE_SECS: u64 = 2;
 
-/// Whether a process still exists (not yet reaped by its shim).
-fn process_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+/// A process handle that stays bound to one process (Linux 5.3+).
+struct Pidfd(std::os::fd::OwnedFd);
+
+impl Pidfd {
+    fn open(pid: i32) -> Option<Pidfd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        // SAFETY: a non-negative result is a descriptor we now own.
+        (fd >= 0).then(|| Pidfd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Sends `sig` (0 only checks); false once the process is gone.
+    fn signal(&self, sig: i32) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        rc == 0
+    }
 }
 
 /// The pod's `terminationGracePeriodSeconds` (30 when unset, as the API

@@ -66,9 +66,11 @@ impl Wanted {
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             let on = v == "true" || v == "1";
             match k.as_ref() {
-                "stdin" => w.stdin = on,
-                "stdout" => w.stdout = on,
-                "stderr" => w.stderr = on,
+                // The API server's names, and a kubelet's (`input`,
+                // `output`, `error`), as upstream's kubelet reads them.
+                "stdin" | "input" => w.stdin = on,
+                "stdout" | "output" => w.stdout = on,
+                "stderr" | "error" => w.stderr = on,
                 "tty" => w.tty = on,
                 _ => {}
             }
@@ -140,10 +142,6 @@ where
         };
         let Some(f) = f else {
             reader.abort();
-            if let Some(&err) = streams.get("error") {
-                let msg = "timed out waiting for client to create streams".to_string();
-                let _ = out_tx.send(Out::Data(err, Bytes::from(msg), true)).await;
-            }
             drop(out_tx);
             let _ = writer.await;
             return Err("the client did not open its streams".into());
@@ -247,92 +245,104 @@ fn resize_messages(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
     out
 }
 
+/// Client → code: stdin data (and its close), resize objects, pings. It
+/// runs apart from the other direction so that a client writing faster
+/// than the command reads can never hold up the command's output (which
+/// would deadlock a command that reads and writes a lot, as `cat` does).
+async fn client_to_code(
+    stdin: Option<u32>,
+    resize: Option<u32>,
+    early: Vec<Frame>,
+    mut in_rx: mpsc::Receiver<Frame>,
+    out_tx: mpsc::Sender<Out>,
+    mut to_code: fmpsc::Sender<Message>,
+) {
+    let mut resize_buf = Vec::new();
+    let mut early = early.into_iter();
+    loop {
+        let f = match early.next() {
+            Some(f) => f,
+            None => match in_rx.recv().await {
+                Some(f) => f,
+                None => break,
+            },
+        };
+        match f {
+            Frame::Data { stream, fin, data } if Some(stream) == stdin => {
+                if !data.is_empty() && to_code.send(message(0, &data)).await.is_err() {
+                    break;
+                }
+                if fin && to_code.send(message(255, &[0])).await.is_err() {
+                    break;
+                }
+            }
+            Frame::Data { stream, data, .. } if Some(stream) == resize => {
+                resize_buf.extend_from_slice(&data);
+                for m in resize_messages(&mut resize_buf) {
+                    let _ = to_code.send(message(4, &m)).await;
+                }
+            }
+            Frame::SynStream { stream, .. } => {
+                let _ = out_tx.send(Out::Rst(stream)).await;
+            }
+            Frame::Ping { id } if id % 2 == 1 => {
+                let _ = out_tx.send(Out::Ping(id)).await;
+            }
+            Frame::GoAway { .. } => break,
+            _ => {}
+        }
+    }
+    // The client went away: the code sees its input end.
+    to_code.close_channel();
+}
+
 async fn session(s: Session) {
     let Session {
         protocol,
         streams,
         early,
-        mut in_rx,
+        in_rx,
         out_tx,
-        mut to_code,
+        to_code,
         mut from_code,
         reader,
         writer,
     } = s;
-    let stdin = streams.get("stdin").copied();
-    let resize = streams.get("resize").copied();
-    let mut resize_buf = Vec::new();
-    let mut early = early.into_iter();
-    let mut client_open = true;
-    loop {
-        let next_in = async {
-            match early.next() {
-                Some(f) => Some(f),
-                None => in_rx.recv().await,
-            }
+    let input = tokio::spawn(client_to_code(
+        streams.get("stdin").copied(),
+        streams.get("resize").copied(),
+        early,
+        in_rx,
+        out_tx.clone(),
+        to_code,
+    ));
+    // Code → client: output and the final status.
+    while let Some(m) = from_code.next().await {
+        let data = match m {
+            Message::Binary(b) => b,
+            Message::Close(_) => break,
+            _ => continue,
         };
-        tokio::select! {
-            f = next_in, if client_open => {
-                let Some(f) = f else {
-                    // The client went away: the code sees its input end.
-                    client_open = false;
-                    to_code.close_channel();
-                    continue;
-                };
-                match f {
-                    Frame::Data { stream, fin, data } if Some(stream) == stdin => {
-                        if !data.is_empty() {
-                            let _ = to_code.send(message(0, &data)).await;
-                        }
-                        if fin {
-                            let _ = to_code.send(message(255, &[0])).await;
-                        }
-                    }
-                    Frame::Data { stream, data, .. } if Some(stream) == resize => {
-                        resize_buf.extend_from_slice(&data);
-                        for m in resize_messages(&mut resize_buf) {
-                            let _ = to_code.send(message(4, &m)).await;
-                        }
-                    }
-                    Frame::SynStream { stream, .. } => {
-                        let _ = out_tx.send(Out::Rst(stream)).await;
-                    }
-                    Frame::Ping { id } if id % 2 == 1 => {
-                        let _ = out_tx.send(Out::Ping(id)).await;
-                    }
-                    Frame::GoAway { .. } => {
-                        client_open = false;
-                        to_code.close_channel();
-                    }
-                    _ => {}
-                }
+        let Some((&ch, rest)) = data.split_first() else {
+            continue;
+        };
+        let target = match ch {
+            1 => streams.get("stdout"),
+            2 => streams.get("stderr"),
+            3 => streams.get("error"),
+            _ => None,
+        };
+        let Some(&id) = target else { continue };
+        let payload = if ch == 3 {
+            match error_payload(protocol, rest) {
+                Some(p) => p,
+                None => continue,
             }
-            m = from_code.next() => {
-                let data = match m {
-                    Some(Message::Binary(b)) => b,
-                    Some(Message::Close(_)) | None => break,
-                    Some(_) => continue,
-                };
-                let Some((&ch, rest)) = data.split_first() else { continue };
-                let target = match ch {
-                    1 => streams.get("stdout"),
-                    2 => streams.get("stderr"),
-                    3 => streams.get("error"),
-                    _ => None,
-                };
-                let Some(&id) = target else { continue };
-                let payload = if ch == 3 {
-                    match error_payload(protocol, rest) {
-                        Some(p) => p,
-                        None => continue,
-                    }
-                } else {
-                    Bytes::copy_from_slice(rest)
-                };
-                if out_tx.send(Out::Data(id, payload, false)).await.is_err() {
-                    break;
-                }
-            }
+        } else {
+            Bytes::copy_from_slice(rest)
+        };
+        if out_tx.send(Out::Data(id, payload, false)).await.is_err() {
+            break;
         }
     }
     // Done: half-close every stream (the client reads EOF on stdout and
@@ -340,7 +350,7 @@ async fn session(s: Session) {
     for id in streams.values() {
         let _ = out_tx.send(Out::Data(*id, Bytes::new(), true)).await;
     }
-    to_code.close_channel();
+    input.abort();
     drop(out_tx);
     let _ = writer.await;
     reader.abort();

@@ -78,11 +78,7 @@ pub fn ensure(pod_dir: &Path, pod: &Pod, exe: &Path) -> Result<Namespaces, Kubel
         let p = dir.join("uts");
         if !crate::mounts::is_mount_point(&p) {
             std::fs::write(&p, b"").map_err(io(format!("creating {}", p.display())))?;
-            let hostname = spec
-                .hostname
-                .clone()
-                .or_else(|| pod.metadata.name.clone())
-                .unwrap_or_default();
+            let hostname = crate::podfiles::pod_hostname(pod);
             uts = Some((p.clone(), hostname));
         }
         out.uts = Some(p);

@@ -470,7 +470,8 @@ fn exec_session(
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "command" => command.push(v.into_owned()),
-            "stdin" => stdin = v == "true" || v == "1",
+            // `input` is what upstream's API server asks a kubelet for.
+            "stdin" | "input" => stdin = v == "true" || v == "1",
             "tty" => tty = v == "true" || v == "1",
             _ => {}
         }
@@ -545,7 +546,7 @@ fn attach_session(
     };
     let query = req.uri().query().unwrap_or("").to_string();
     let stdin = url::form_urlencoded::parse(query.as_bytes())
-        .any(|(k, v)| k == "stdin" && (v == "true" || v == "1"));
+        .any(|(k, v)| (k == "stdin" || k == "input") && (v == "true" || v == "1"));
     let id = running_id(&registry, ns, pod, container);
     let Some(id) = id else {
         return text(

@@ -509,13 +509,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, KubeletError> {
     let hostname = if host_network || input.sandbox.uts.is_some() {
         None
     } else {
-        Some(
-            pod_spec
-                .hostname
-                .clone()
-                .or_else(|| input.pod.metadata.name.clone())
-                .unwrap_or_default(),
-        )
+        Some(crate::podfiles::pod_hostname(input.pod))
     };
     let hostname_unset = hostname.is_none();
     let mut sb = SpecBuilder::default()

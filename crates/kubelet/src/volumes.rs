@@ -563,6 +563,10 @@ pub async fn prepare(
             out.insert(v.name.clone(), p);
             continue;
         }
+        // A volume an older agent left on disk stays there: running
+        // containers hold bind mounts of that directory, and a tmpfs over
+        // it would hide later updates (a rotated token) from them.
+        let fresh = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none());
         std::fs::create_dir_all(&dir).map_err(err(format!("creating {}", dir.display())))?;
         if let Some(ed) = &v.empty_dir {
             if ed.medium.as_deref() == Some("Memory") {
@@ -570,7 +574,7 @@ pub async fn prepare(
                 tmpfs(&dir, size)?;
             }
         } else if let Some(files) = atomic_files(client, pod, &ns, &v, &dir).await? {
-            if v.secret.is_some() || v.projected.is_some() {
+            if v.secret.is_some() || (v.projected.is_some() && (fresh || mounted(&dir))) {
                 // Secrets and projected volumes (service-account tokens)
                 // never touch the disk: upstream backs both with memory.
                 tmpfs(&dir, None)?;
