@@ -2829,6 +2829,14 @@ metadata:
   name: limited
 spec:
   terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: side
+    image: busybox:latest
+    imagePullPolicy: Never
+    restartPolicy: Always
+    command: ["sleep", "3600"]
+    resources:
+      limits: {memory: 32Mi, cpu: 100m}
   containers:
   - name: c
     image: busybox:latest
@@ -2976,7 +2984,8 @@ spec:
     assert!(
         msg.as_str()
             .unwrap_or("")
-            .starts_with("Node didn't have enough capacity: cpu, requested: 1000000, capacity: "),
+            // 1000 CPUs for the app and the sidecar's 100m.
+            .starts_with("Node didn't have enough capacity: cpu, requested: 1000100, capacity: "),
         "{msg}"
     );
     let (_, cpu, _) = container_limits(&ctr_cg, v2);
@@ -3000,6 +3009,51 @@ spec:
         (mem.as_str(), cpu.as_str()),
         ((64u64 << 20).to_string().as_str(), "25000 100000")
     );
+
+    // A sidecar resizes in place too; a regular init container would not.
+    let p = pod(c, "limited");
+    let side_id = p["status"]["initContainerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("r8s://")
+        .to_string();
+    let side_cg = Path::new("/sys/fs/cgroup")
+        .join(&host.cgroup)
+        .join(format!("pod{uid}"))
+        .join(&side_id);
+    assert_eq!(container_limits(&side_cg, v2).1, "10000 100000");
+    c.ok(&[
+        "patch",
+        "pod",
+        "limited",
+        "--subresource=resize",
+        "-p",
+        r#"{"spec":{"initContainers":[{"name":"side","resources":{"requests":{"cpu":"200m","memory":"48Mi"},"limits":{"cpu":"200m","memory":"48Mi"}}}]}}"#,
+    ]);
+    let p = c.wait_for("the sidecar resized in place", slow, || {
+        let p = pod(c, "limited");
+        let st = &p["status"]["initContainerStatuses"][0];
+        (st["resources"]["limits"]["cpu"] == "200m").then_some(p)
+    });
+    assert_eq!(
+        p["status"]["initContainerStatuses"][0]["restartCount"], 0,
+        "{p}"
+    );
+    let (mem, cpu, _) = container_limits(&side_cg, v2);
+    assert_eq!(
+        (mem.as_str(), cpu.as_str()),
+        ((48u64 << 20).to_string().as_str(), "20000 100000")
+    );
+    // Removing a limit is refused, as upstream.
+    let err = c.fails(&[
+        "patch",
+        "pod",
+        "limited",
+        "--subresource=resize",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"c","resources":{"limits":{"memory":null}}}]}}"#,
+    ]);
+    assert!(err.contains("resource limits cannot be removed"), "{err}");
 
     // Deleting the pods removes their cgroups.
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=240s"]);

@@ -457,13 +457,23 @@ impl Worker {
         if inits_done {
             self.inits_completed = true;
             let mut resize_state = None;
+            // Running sidecars are resized in place too (upstream 1.33).
+            for c in &sidecars {
+                let running = self
+                    .init
+                    .get(&c.name)
+                    .is_some_and(|st| st.id.is_some() && !st.exited && st.stopping != st.id);
+                if running && let Some(r) = self.resize(&pod, c, Which::Init) {
+                    resize_state = Some(r);
+                }
+            }
             for c in &spec.containers {
                 let st = self.app.entry(c.name.clone()).or_default().clone();
                 if st.id.is_some() && !st.exited {
                     if self.kill_if_redefined(&pod, c, Which::App) {
                         continue;
                     }
-                    if let Some(r) = self.resize(&pod, c) {
+                    if let Some(r) = self.resize(&pod, c, Which::App) {
                         resize_state = Some(r);
                     }
                     continue;
@@ -696,9 +706,9 @@ impl Worker {
     /// instead where its `resizePolicy` says so; an impossible request is
     /// left pending as `Infeasible`, a failed one reported in progress
     /// with the error, as upstream's conditions.
-    fn resize(&mut self, pod: &Pod, c: &Container) -> Option<ResizeState> {
+    fn resize(&mut self, pod: &Pod, c: &Container, which: Which) -> Option<ResizeState> {
         let want = resources::of(c);
-        let st = self.app.get_mut(&c.name)?;
+        let st = self.map_mut(which).get_mut(&c.name)?;
         let (Some(id), Some(_)) = (st.id.clone(), st.pid) else {
             return None;
         };
@@ -717,9 +727,16 @@ impl Worker {
             return None;
         }
         let spec = pod.spec.clone().unwrap_or_default();
+        // What the pod asks for: its app containers and its sidecars.
         let requested = |name: &str| -> i64 {
             spec.containers
                 .iter()
+                .chain(
+                    spec.init_containers
+                        .iter()
+                        .flatten()
+                        .filter(|x| is_sidecar(x)),
+                )
                 .filter_map(|x| {
                     let r = x.resources.as_ref()?;
                     let q = r
@@ -757,13 +774,13 @@ impl Worker {
                 p.restart_policy == "RestartContainer" && changed(p.resource_name.as_str())
             });
         if restart {
-            if let Some(st) = self.app.get_mut(&c.name) {
+            if let Some(st) = self.map_mut(which).get_mut(&c.name) {
                 st.changed = true;
             }
             self.stop_container(
                 pod,
                 c,
-                Which::App,
+                which,
                 format!("Container {} resize requires a restart", c.name),
                 None,
             );
@@ -773,7 +790,7 @@ impl Worker {
         match resources::apply_live(&rel, &want) {
             Ok(()) => {
                 tracing::info!(pod = %self.name(), container = %c.name, ?want, "resized in place");
-                if let Some(st) = self.app.get_mut(&c.name) {
+                if let Some(st) = self.map_mut(which).get_mut(&c.name) {
                     st.applied = Some(want);
                     st.applied_resources = c.resources.clone();
                 }

@@ -251,6 +251,42 @@ fn pod_resize(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
             "only cpu and memory resources are mutable",
         ));
     }
+    // Per container: a regular init container's resources are fixed (only
+    // sidecars resize), and no request or limit may be removed.
+    for list in ["containers", "initContainers"] {
+        let olds = old[list].as_array().cloned().unwrap_or_default();
+        for (ix, oc) in olds.iter().enumerate() {
+            let Some(nc) = new[list]
+                .as_array()
+                .and_then(|l| l.iter().find(|c| c["name"] == oc["name"]))
+            else {
+                continue;
+            };
+            let path = format!("spec.{list}[{ix}].resources");
+            let (or, nr) = (
+                without_nulls(&oc["resources"]),
+                without_nulls(&nc["resources"]),
+            );
+            if list == "initContainers" && oc["restartPolicy"] != "Always" {
+                if or != nr {
+                    errs.push(forbidden(
+                        &path,
+                        "resources for non-sidecar init containers are immutable",
+                    ));
+                }
+                continue;
+            }
+            for kind in ["requests", "limits"] {
+                let had = or[kind].as_object().cloned().unwrap_or_default();
+                if had.keys().any(|k| nr[kind].get(k.as_str()).is_none()) {
+                    errs.push(forbidden(
+                        &format!("{path}.{kind}"),
+                        &format!("resource {kind} cannot be removed"),
+                    ));
+                }
+            }
+        }
+    }
     if super::qos_class(new) != super::qos_class(old) {
         errs.push(forbidden(
             "",
@@ -467,6 +503,46 @@ mod tests {
         assert_eq!(
             errs[0].message,
             "Forbidden: Pod QOS Class may not change as a result of resizing"
+        );
+
+        // No request or limit may be removed.
+        let mut removed = old.clone();
+        removed["spec"]["containers"][0]["resources"]["limits"] = json!({"memory": null});
+        let errs = validate_update(pods(), &resize_update(&removed, &old), &old, sub);
+        assert!(
+            errs.iter()
+                .any(|e| e.field == "spec.containers[0].resources.limits"
+                    && e.message == "Forbidden: resource limits cannot be removed"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn only_sidecar_init_containers_resize() {
+        let old = json!({"spec": {
+            "initContainers": [
+                {"name": "setup", "image": "x", "resources": {"requests": {"cpu": "100m"}}},
+                {"name": "side", "image": "x", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}}
+            ],
+            "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "100m"}}}]
+        }});
+        let sub = Some("resize");
+        let mut side = old.clone();
+        side["spec"]["initContainers"][1]["resources"]["requests"]["cpu"] = json!("300m");
+        let stored = resize_update(&side, &old);
+        assert_eq!(
+            stored["spec"]["initContainers"][1]["resources"]["requests"]["cpu"],
+            "300m"
+        );
+        assert!(validate_update(pods(), &stored, &old, sub).is_empty());
+        let mut setup = old.clone();
+        setup["spec"]["initContainers"][0]["resources"]["requests"]["cpu"] = json!("300m");
+        let errs = validate_update(pods(), &resize_update(&setup, &old), &old, sub);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.initContainers[0].resources");
+        assert_eq!(
+            errs[0].message,
+            "Forbidden: resources for non-sidecar init containers are immutable"
         );
     }
 
