@@ -280,8 +280,8 @@ fn pod_resize(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
                 let had = or[kind].as_object().cloned().unwrap_or_default();
                 if had.keys().any(|k| nr[kind].get(k.as_str()).is_none()) {
                     errs.push(forbidden(
-                        &format!("{path}.{kind}"),
-                        &format!("resource {kind} cannot be removed"),
+                        format!("{path}.{kind}"),
+                        format!("resource {kind} cannot be removed"),
                     ));
                 }
             }
