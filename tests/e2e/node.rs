@@ -3246,6 +3246,90 @@ spec:
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }
 
+/// `--eviction-minimum-reclaim`: once disk pressure evicts, it goes on
+/// until the threshold plus the margin is free, not just the threshold.
+#[test]
+fn minimum_reclaim_evicts_past_the_threshold() {
+    let mut host = Host::new();
+    let data = host.data.path().to_path_buf();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &data,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=300m"),
+    )
+    .expect("mounting a tmpfs for the node's data dir");
+    start_node_with(
+        &mut host,
+        &[
+            "--eviction-hard",
+            "nodefs.available<200Mi",
+            "--eviction-minimum-reclaim",
+            "nodefs.available=100Mi",
+            "--eviction-pressure-transition-period",
+            "5s",
+        ],
+        |_| {},
+    );
+    let c = host.cluster.as_ref().unwrap();
+    let free =
+        || nix::sys::statvfs::statvfs(&data).map(|s| s.blocks_available() * s.fragment_size());
+    // Evicting the bigger writer alone brings the node back above 200 MiB
+    // free, but not to 300 MiB: only the margin makes the second one go.
+    assert!(
+        free().unwrap() > 250 << 20,
+        "the node starts with room to spare: {:?}",
+        free()
+    );
+    let writer = |name: &str, mib: u32| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: data, emptyDir: {{}}}}]
+  containers:
+  - name: {name}
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "dd if=/dev/zero of=/data/f bs=1M count={mib}; sleep 3600"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+"#
+        )
+    };
+    c.create(Some("default"), &writer("small", 40));
+    c.wait_for("small to run", Duration::from_secs(60), || {
+        (pod(c, "small")["status"]["phase"] == "Running").then_some(())
+    });
+    c.create(Some("default"), &writer("big", 60));
+    let p = c.wait_for("big to be evicted", Duration::from_secs(90), || {
+        let p = pod(c, "big");
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    assert_eq!(p["status"]["reason"], "Evicted", "{p}");
+    let p = c.wait_for(
+        "small to be evicted for the margin",
+        Duration::from_secs(90),
+        || {
+            let p = pod(c, "small");
+            (p["status"]["phase"] == "Failed").then_some(p)
+        },
+    );
+    assert_eq!(p["status"]["reason"], "Evicted", "{p}");
+    let msg = p["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with(
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 200Mi, available: "
+        ),
+        "{msg}"
+    );
+    c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
+}
+
 #[test]
 fn disk_pressure_evicts_the_pod_using_the_most_disk() {
     let mut host = Host::new();

@@ -343,42 +343,62 @@ fn has_local_limits(pod: &Pod) -> bool {
 
 /// Runs the manager until the agent stops.
 pub async fn run(agent: Arc<Agent>) {
-    let mut seen = SoftSeen::new();
+    let mut state = PassState::default();
     loop {
         tokio::time::sleep(PERIOD).await;
         let a = agent.clone();
         match tokio::task::spawn_blocking(move || {
-            pass(&a, &mut seen);
-            seen
+            pass(&a, &mut state);
+            state
         })
         .await
         {
-            Ok(s) => seen = s,
+            Ok(s) => state = s,
             Err(e) => {
                 tracing::warn!(error = %e, "eviction pass failed");
-                seen = SoftSeen::new();
+                state = PassState::default();
             }
         }
     }
 }
 
-/// When each soft threshold (by signal) was first seen crossed, since it
-/// last cleared.
-type SoftSeen = HashMap<&'static str, std::time::Instant>;
+/// What one pass hands the next.
+#[derive(Default)]
+struct PassState {
+    /// When each soft threshold (by signal) was first seen crossed, since
+    /// it last cleared.
+    soft_seen: HashMap<&'static str, std::time::Instant>,
+    /// The signals whose thresholds drove the last pass: they stay met
+    /// until their `--eviction-minimum-reclaim` margin is free.
+    met: std::collections::HashSet<&'static str>,
+}
 
 /// The thresholds crossed now that may drive evictions: hard ones, and
-/// soft ones that have held for their grace period (tracked in `seen`).
-/// The flag says whether it is soft.
+/// soft ones that have held for their grace period (tracked in `seen`);
+/// one that was met last pass stays met until its minimum reclaim is
+/// free. The flag says whether it is soft.
 fn thresholds_met(
     agent: &Agent,
-    seen: &mut SoftSeen,
+    state: &mut PassState,
 ) -> Vec<(Threshold, crate::pressure::Reading, bool)> {
     let data_dir = agent.opts.data_dir.clone();
     let images_dir = agent.opts.images_dir();
+    let last = std::mem::take(&mut state.met);
     let read = |t: &Threshold| {
         let r = crate::pressure::observe(t.signal, &data_dir, &images_dir)?;
-        crate::pressure::crossed(t, r).then_some(r)
+        let reclaim = agent
+            .opts
+            .eviction_minimum_reclaim
+            .iter()
+            .find(|(s, _)| *s == t.signal)
+            .map(|(_, a)| *a);
+        let met = match reclaim {
+            Some(m) if last.contains(t.signal.name()) => crate::pressure::unresolved(t, m, r),
+            _ => crate::pressure::crossed(t, r),
+        };
+        met.then_some(r)
     };
+    let seen = &mut state.soft_seen;
     let mut out: Vec<(Threshold, crate::pressure::Reading, bool)> = agent
         .opts
         .eviction_hard
@@ -399,12 +419,13 @@ fn thresholds_met(
             }
         }
     }
+    state.met = out.iter().map(|(t, _, _)| t.signal.name()).collect();
     out
 }
 
 /// One look at the node; records verdicts for the pod workers.
-fn pass(agent: &Agent, seen: &mut SoftSeen) {
-    let crossed = thresholds_met(agent, seen);
+fn pass(agent: &Agent, state: &mut PassState) {
+    let crossed = thresholds_met(agent, state);
     let entries: Vec<crate::server::PodEntry> = agent
         .registry
         .lock()

@@ -117,6 +117,9 @@ pub struct Options {
     pub eviction_soft: Vec<(pressure::Threshold, std::time::Duration)>,
     /// The most grace a pod gets when evicted for a soft threshold.
     pub eviction_max_pod_grace_period: i64,
+    /// `--eviction-minimum-reclaim`: how far above its threshold a signal
+    /// must get before evictions for it stop.
+    pub eviction_minimum_reclaim: Vec<(pressure::Signal, pressure::Amount)>,
     /// How long a pressure condition outlives its signal.
     pub eviction_pressure_transition_period: std::time::Duration,
     /// Namespaced sysctls pods may set beyond the safe set (patterns,
@@ -153,6 +156,7 @@ impl Options {
                 .unwrap_or_default(),
             eviction_pressure_transition_period: std::time::Duration::from_secs(300),
             eviction_soft: Vec::new(),
+            eviction_minimum_reclaim: Vec::new(),
             eviction_max_pod_grace_period: 0,
             allowed_unsafe_sysctls: Vec::new(),
             reserved: Vec::new(),

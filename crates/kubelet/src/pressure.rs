@@ -104,21 +104,41 @@ pub fn parse_thresholds(s: &str) -> Result<Vec<Threshold>, String> {
                 "{part:?}: unknown signal {name:?} (memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree, pid.available)"
             )
         })?;
-        let v = value.trim();
-        let value = if let Some(p) = v.strip_suffix('%') {
-            let p: f64 = p
-                .parse()
-                .map_err(|_| format!("{part:?}: {v:?} is not a percentage"))?;
-            if !(0.0..=100.0).contains(&p) {
-                return Err(format!("{part:?}: a percentage must be within 0% and 100%"));
-            }
-            Amount::Percent(p)
-        } else {
-            Amount::Absolute(
-                parse_quantity(v).ok_or_else(|| format!("{part:?}: {v:?} is not a quantity"))?,
-            )
-        };
+        let value = parse_amount(part, value.trim())?;
         out.push(Threshold { signal, value });
+    }
+    Ok(out)
+}
+
+/// `100Mi` or `10%`.
+fn parse_amount(part: &str, v: &str) -> Result<Amount, String> {
+    if let Some(p) = v.strip_suffix('%') {
+        let p: f64 = p
+            .parse()
+            .map_err(|_| format!("{part:?}: {v:?} is not a percentage"))?;
+        if !(0.0..=100.0).contains(&p) {
+            return Err(format!("{part:?}: a percentage must be within 0% and 100%"));
+        }
+        Ok(Amount::Percent(p))
+    } else {
+        Ok(Amount::Absolute(parse_quantity(v).ok_or_else(|| {
+            format!("{part:?}: {v:?} is not a quantity")
+        })?))
+    }
+}
+
+/// Parses `--eviction-minimum-reclaim` (`nodefs.available=500Mi,...`):
+/// once a threshold drives evictions, they go on until the signal is this
+/// much above it, so the node does not hover at the threshold.
+pub fn parse_minimum_reclaim(s: &str) -> Result<Vec<(Signal, Amount)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').ok_or_else(|| {
+            format!("{part:?}: expected signal=quantity, e.g. nodefs.available=500Mi")
+        })?;
+        let signal = Signal::parse(name.trim())
+            .ok_or_else(|| format!("{part:?}: unknown signal {name:?}"))?;
+        out.push((signal, parse_amount(part, value.trim())?));
     }
     Ok(out)
 }
@@ -285,11 +305,22 @@ pub fn observe(signal: Signal, data_dir: &Path, images_dir: &Path) -> Option<Rea
 
 /// Whether a reading crosses a threshold.
 pub fn crossed(t: &Threshold, r: Reading) -> bool {
-    let min = match t.value {
+    r.available < amount_of(t.value, r.capacity)
+}
+
+/// An amount in the signal's unit, given its capacity.
+pub fn amount_of(a: Amount, capacity: u64) -> u64 {
+    match a {
         Amount::Absolute(v) => v,
-        Amount::Percent(p) => (r.capacity as f64 * p / 100.0) as u64,
-    };
-    r.available < min
+        Amount::Percent(p) => (capacity as f64 * p / 100.0) as u64,
+    }
+}
+
+/// Whether a threshold that drove evictions is still unresolved: the
+/// signal is not yet `reclaim` above it (upstream's
+/// `thresholdsNotYetResolved`).
+pub fn unresolved(t: &Threshold, reclaim: Amount, r: Reading) -> bool {
+    r.available < amount_of(t.value, r.capacity) + amount_of(reclaim, r.capacity)
 }
 
 /// The pressure conditions over time: each stays True for the transition
@@ -357,6 +388,22 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minimum_reclaim_holds_a_threshold_until_the_margin_is_free() {
+        let m = parse_minimum_reclaim("nodefs.available=500Mi, memory.available=5%").unwrap();
+        assert_eq!(m[0], (Signal::NodefsAvailable, Amount::Absolute(500 << 20)));
+        assert_eq!(m[1], (Signal::MemoryAvailable, Amount::Percent(5.0)));
+        assert!(parse_minimum_reclaim("nodefs.available<1Gi").is_err());
+        let t = parse_thresholds("nodefs.available<1Gi").unwrap().remove(0);
+        let r = |avail: u64| Reading {
+            available: avail,
+            capacity: 10 << 30,
+        };
+        assert!(!crossed(&t, r(1200 << 20)));
+        assert!(unresolved(&t, m[0].1, r(1200 << 20)));
+        assert!(!unresolved(&t, m[0].1, r(1600 << 20)));
+    }
 
     #[test]
     fn parses_upstream_syntax() {

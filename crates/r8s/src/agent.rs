@@ -62,6 +62,10 @@ pub struct NodeArgs {
     /// The most grace (seconds) a pod evicted for a soft threshold gets.
     #[arg(long, default_value_t = 0)]
     eviction_max_pod_grace_period: i64,
+    /// Once a threshold drives evictions, they go on until the signal is
+    /// this much above it: `nodefs.available=500Mi,memory.available=5%`.
+    #[arg(long, default_value = "")]
+    eviction_minimum_reclaim: String,
     /// How long a pressure condition stays after its signal clears.
     #[arg(long, default_value = "5m", value_parser = crate::parse_duration)]
     eviction_pressure_transition_period: std::time::Duration,
@@ -220,6 +224,9 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
         kubelet::pressure::soft_thresholds(&node.eviction_soft, &node.eviction_soft_grace_period)
             .map_err(|e| anyhow::anyhow!("--eviction-soft: {e}"))?;
     o.eviction_max_pod_grace_period = node.eviction_max_pod_grace_period;
+    o.eviction_minimum_reclaim =
+        kubelet::pressure::parse_minimum_reclaim(&node.eviction_minimum_reclaim)
+            .map_err(|e| anyhow::anyhow!("--eviction-minimum-reclaim: {e}"))?;
     o.allowed_unsafe_sysctls = node.allowed_unsafe_sysctls.clone();
     for (flag, list) in [
         ("--system-reserved", &node.system_reserved),
