@@ -996,6 +996,40 @@ fn exec_with_a_terminal() {
     let (code, out) = run("sh", "echo typed-$((40+2))\rexit 3\r");
     assert_eq!(code, Some(3), "{out}");
     assert!(out.contains("typed-42"), "{out:?}");
+
+    // A client that goes away hangs up the terminal: the command gets
+    // SIGHUP instead of running on with nobody attached.
+    let kubectl = "exec kubectl exec -i -t web -- sh -c 'echo $$ > /tmp/held; exec sleep 1000'";
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", kubectl, "/dev/null"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", c.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script(1) from util-linux must be installed");
+    let held = |c: &Cluster| {
+        let out = c.kubectl(&[
+            "exec",
+            "web",
+            "--",
+            "sh",
+            "-c",
+            "test -s /tmp/held && kill -0 $(cat /tmp/held) && echo alive",
+        ]);
+        String::from_utf8_lossy(&out.stdout).contains("alive")
+    };
+    c.wait_for("the held command to run", Duration::from_secs(30), || {
+        held(c).then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    c.wait_for(
+        "the command to end with its client",
+        Duration::from_secs(30),
+        || (!held(c)).then_some(()),
+    );
 }
 
 /// A pod's phase once it has finished, and its logs.

@@ -370,7 +370,7 @@ struct PassState {
     soft_seen: HashMap<&'static str, std::time::Instant>,
     /// The signals whose thresholds drove the last pass: they stay met
     /// until their `--eviction-minimum-reclaim` margin is free.
-    met: std::collections::HashSet<&'static str>,
+    met: std::collections::HashSet<String>,
 }
 
 /// The thresholds crossed now that may drive evictions: hard ones, and
@@ -384,7 +384,7 @@ fn thresholds_met(
     let data_dir = agent.opts.data_dir.clone();
     let images_dir = agent.opts.images_dir();
     let last = std::mem::take(&mut state.met);
-    let read = |t: &Threshold| {
+    let read = |t: &Threshold, soft: bool| {
         let r = crate::pressure::observe(t.signal, &data_dir, &images_dir)?;
         let reclaim = agent
             .opts
@@ -393,7 +393,9 @@ fn thresholds_met(
             .find(|(s, _)| *s == t.signal)
             .map(|(_, a)| *a);
         let met = match reclaim {
-            Some(m) if last.contains(t.signal.name()) => crate::pressure::unresolved(t, m, r),
+            Some(m) if last.contains(&threshold_key(t, soft)) => {
+                crate::pressure::unresolved(t, m, r)
+            }
             _ => crate::pressure::crossed(t, r),
         };
         met.then_some(r)
@@ -403,11 +405,11 @@ fn thresholds_met(
         .opts
         .eviction_hard
         .iter()
-        .filter_map(|t| read(t).map(|r| (t.clone(), r, false)))
+        .filter_map(|t| read(t, false).map(|r| (t.clone(), r, false)))
         .collect();
     let now = std::time::Instant::now();
     for (t, grace) in &agent.opts.eviction_soft {
-        match read(t) {
+        match read(t, true) {
             Some(r) => {
                 let first = *seen.entry(t.signal.name()).or_insert(now);
                 if now.duration_since(first) >= *grace {
@@ -419,13 +421,35 @@ fn thresholds_met(
             }
         }
     }
-    state.met = out.iter().map(|(t, _, _)| t.signal.name()).collect();
+    state.met = out
+        .iter()
+        .map(|(t, _, soft)| threshold_key(t, *soft))
+        .collect();
     out
+}
+
+/// One threshold's identity across passes: a soft threshold that drove
+/// evictions does not make the hard one on the same signal count as met.
+fn threshold_key(t: &Threshold, soft: bool) -> String {
+    format!(
+        "{}<{:?}/{}",
+        t.signal.name(),
+        t.value,
+        if soft { "soft" } else { "hard" }
+    )
 }
 
 /// One look at the node; records verdicts for the pod workers.
 fn pass(agent: &Agent, state: &mut PassState) {
     let crossed = thresholds_met(agent, state);
+    // While evictions go on for a threshold (its minimum reclaim not yet
+    // free), its node condition stays, as upstream computes conditions
+    // from the unresolved thresholds too.
+    if let Ok(mut t) = agent.pressure.lock() {
+        let signals: Vec<crate::pressure::Signal> =
+            crossed.iter().map(|(t, _, _)| t.signal).collect();
+        t.hold(&signals);
+    }
     let entries: Vec<crate::server::PodEntry> = agent
         .registry
         .lock()

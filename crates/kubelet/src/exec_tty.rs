@@ -52,6 +52,29 @@ pub(crate) fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<
     Err(std::io::Error::other("no terminal descriptor received"))
 }
 
+/// Two non-blocking, reactor-driven copies of the terminal's master.
+fn pty_halves(
+    master: &OwnedFd,
+) -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    // The flag belongs to the open file, so every copy shares it.
+    let flags = OFlag::from_bits_truncate(fcntl(master.as_raw_fd(), FcntlArg::F_GETFL).ok()?);
+    fcntl(
+        master.as_raw_fd(),
+        FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
+    )
+    .ok()?;
+    let dup = || master.try_clone().map(std::fs::File::from).ok();
+    // A pty master is pollable like a pipe; tokio's pipe types only insist
+    // on the file being non-blocking, which it now is.
+    let reader = tokio::net::unix::pipe::Receiver::from_file_unchecked(dup()?).ok()?;
+    let writer = tokio::net::unix::pipe::Sender::from_file_unchecked(dup()?).ok()?;
+    Some((reader, writer))
+}
+
 /// Sets the terminal's size.
 fn resize(master: &OwnedFd, width: u16, height: u16) {
     let ws = libc::winsize {
@@ -162,14 +185,15 @@ where
         )
         .await;
     };
-    let dup = |m: &OwnedFd| m.try_clone().map(std::fs::File::from);
-    let (Ok(reader), Ok(writer)) = (dup(&master), dup(&master)) else {
+    // Separate, non-blocking descriptors driven by the reactor: a read
+    // waiting for output must not hold up input, and dropping them must
+    // close them at once (a read parked on the blocking pool would keep
+    // the terminal open, and a departed client's shell would never get its
+    // SIGHUP).
+    let Some((mut reader, mut writer)) = pty_halves(&master) else {
         let _ = child.start_kill();
         return fail(&mut tx, "duplicating the terminal".into()).await;
     };
-    // Separate files: a read waiting for output must not hold up input.
-    let mut reader = tokio::fs::File::from_std(reader);
-    let mut writer = tokio::fs::File::from_std(writer);
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Message>(16);
     let output = tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
@@ -239,7 +263,13 @@ where
         output.abort();
         input.abort();
         drop(out_rx);
-        let _ = tokio::time::timeout(HANGUP_TIMEOUT, child.wait()).await;
+        if tokio::time::timeout(HANGUP_TIMEOUT, child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
         return;
     }
     let code = match exited {

@@ -30,7 +30,12 @@ pub fn pod_hostname(pod: &Pod) -> String {
     if name.len() <= 63 {
         return name;
     }
-    name[..63].trim_end_matches(['-', '.']).to_string()
+    // The API allows only DNS labels here, but never cut inside a char.
+    let mut end = 63;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].trim_end_matches(['-', '.']).to_string()
 }
 
 /// The pod's hosts file; `node_hosts` is the node's (for `hostNetwork`).

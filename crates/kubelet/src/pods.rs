@@ -875,10 +875,9 @@ impl Worker {
         let pod = pod.clone();
         let name = self.name();
         // A pidfd names this process and no other, whatever pid reuse
-        // happens while the hook runs.
-        let Some(proc) = Pidfd::open(pid) else {
-            return;
-        };
+        // happens while the hook runs (a plain pid where pidfds are not
+        // available).
+        let proc = Proc::open(pid);
         tokio::spawn(async move {
             let start = Instant::now();
             if let Some(hook) = hook {
@@ -2188,30 +2187,42 @@ enum Which {
 /// (upstream's `minimumGracePeriodInSeconds`).
 const MIN_KILL_GRACE_SECS: u64 = 2;
 
-/// A process handle that stays bound to one process (Linux 5.3+).
-struct Pidfd(std::os::fd::OwnedFd);
+/// A handle on one process: a pidfd (Linux 5.3+), bound to that process
+/// whatever pid reuse happens, or its bare pid where pidfds are refused.
+enum Proc {
+    Fd(std::os::fd::OwnedFd),
+    Pid(i32),
+}
 
-impl Pidfd {
-    fn open(pid: i32) -> Option<Pidfd> {
+impl Proc {
+    fn open(pid: i32) -> Proc {
         use std::os::fd::FromRawFd;
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        // SAFETY: a non-negative result is a descriptor we now own.
-        (fd >= 0).then(|| Pidfd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
+        if fd >= 0 {
+            // SAFETY: a non-negative result is a descriptor we now own.
+            Proc::Fd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+        } else {
+            Proc::Pid(pid)
+        }
     }
 
     /// Sends `sig` (0 only checks); false once the process is gone.
     fn signal(&self, sig: i32) -> bool {
         use std::os::fd::AsRawFd;
-        // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
+        let rc = match self {
+            // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+            Proc::Fd(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            },
+            // SAFETY: kill(2) on the container's own pid.
+            Proc::Pid(pid) => i64::from(unsafe { libc::kill(*pid, sig) }),
         };
         rc == 0
     }

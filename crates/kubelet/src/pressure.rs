@@ -366,6 +366,23 @@ impl Tracker {
         }
     }
 
+    /// Keeps the conditions of these signals True now: their thresholds
+    /// still drive evictions (see `--eviction-minimum-reclaim`).
+    pub fn hold(&mut self, signals: &[Signal]) {
+        let now = Instant::now();
+        for s in signals {
+            let i = CONDITIONS
+                .iter()
+                .position(|c| *c == s.condition())
+                .unwrap_or(0);
+            self.last_seen[i] = Some(now);
+            let why = format!("{s:?}");
+            if !self.why[i].contains(&why) {
+                self.why[i].push(why);
+            }
+        }
+    }
+
     /// Whether `condition` (e.g. "DiskPressure") holds now.
     pub fn under(&self, condition: &str) -> bool {
         CONDITIONS

@@ -208,6 +208,15 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
     if containers.is_none_or(|c| c.is_empty()) {
         errs.push(required(format!("{path}.containers")));
     }
+    // The pod's hostname and subdomain become a kernel hostname and a DNS
+    // name: DNS labels, as upstream checks them.
+    for key in ["hostname", "subdomain"] {
+        if let Some(v) = spec[key].as_str().filter(|v| !v.is_empty()) {
+            for msg in crate::validation::is_dns1123_label(v) {
+                errs.push(invalid(format!("{path}.{key}"), &spec[key], &msg));
+            }
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for key in ["initContainers", "containers"] {
         for (i, c) in spec[key].as_array().into_iter().flatten().enumerate() {
@@ -397,6 +406,22 @@ mod tests {
             e[0].field,
             "spec.containers[0].securityContext.seccompProfile.localhostProfile"
         );
+    }
+
+    #[test]
+    fn pod_hostnames_and_subdomains_are_dns_labels() {
+        let info = catalogue::find("", "v1", "pods").unwrap();
+        let pod =
+            |k: &str, v: &str| json!({"spec": {k: v, "containers": [{"name": "c", "image": "i"}]}});
+        assert!(validate(info, &pod("hostname", "web-0")).is_empty());
+        assert!(validate(info, &pod("subdomain", "db")).is_empty());
+        let e = validate(info, &pod("hostname", &"é".repeat(32)));
+        assert_eq!(e[0].field, "spec.hostname");
+        assert_eq!(e[0].reason, "FieldValueInvalid");
+        let e = validate(info, &pod("subdomain", "Bad_Name"));
+        assert_eq!(e[0].field, "spec.subdomain");
+        let e = validate(info, &pod("hostname", &"a".repeat(64)));
+        assert!(e[0].message.contains("63"), "{e:?}");
     }
 
     #[test]
