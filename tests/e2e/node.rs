@@ -1252,6 +1252,75 @@ spec:
     );
 }
 
+/// A pod that asks for an AppArmor profile on a node that cannot enforce
+/// one is held Pending, as upstream's kubelet holds it, not run
+/// unconfined; `Unconfined` runs.
+#[test]
+fn apparmor_profiles_hold_pods_on_a_host_without_apparmor() {
+    assert!(
+        !kubelet::apparmor::enabled(),
+        "this test checks a node without AppArmor, and this host's kernel has it enabled"
+    );
+    let mut host = Host::new();
+    start_node(&mut host);
+    let c = host.cluster.as_ref().unwrap();
+    let manifest = |name: &str, profile: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    securityContext:
+      appArmorProfile: {{type: {profile}}}
+"#
+        )
+    };
+    c.create(Some("default"), &manifest("confined", "RuntimeDefault"));
+    c.create(Some("default"), &manifest("free", "Unconfined"));
+    c.wait_for("free to run", Duration::from_secs(60), || {
+        (pod(c, "free")["status"]["phase"] == "Running").then_some(())
+    });
+    let p = c.wait_for("confined to be held", Duration::from_secs(30), || {
+        let p = pod(c, "confined");
+        (p["status"]["reason"] == "AppArmor").then_some(p)
+    });
+    assert_eq!(p["status"]["phase"], "Pending", "{p}");
+    assert_eq!(
+        p["status"]["message"],
+        "Cannot enforce AppArmor: AppArmor is not enabled on the host"
+    );
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "Blocked",
+        "{p}"
+    );
+    let events = pod_events(c, "confined");
+    assert!(
+        events.iter().any(|(reason, msg, e)| reason == "AppArmor"
+            && e["type"] == "Warning"
+            && msg == "Cannot enforce AppArmor: AppArmor is not enabled on the host"),
+        "{events:?}"
+    );
+    // Held, not started: it stays so, and deleting it works.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pod(c, "confined")["status"]["phase"], "Pending");
+    c.ok(&[
+        "delete",
+        "pod",
+        "confined",
+        "free",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+}
+
 fn run_to_end(c: &Cluster, name: &str, manifest: &str) -> (String, String) {
     c.create(Some("default"), manifest);
     let phase = c.wait_for(

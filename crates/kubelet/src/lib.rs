@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod apparmor;
 pub mod attach;
 pub mod bench_support;
 pub mod events;

@@ -133,6 +133,9 @@ struct Worker {
     /// Set once the kubelet ended the pod itself (evicted, past its
     /// active deadline): it stays Failed with this reason.
     failed: Option<crate::eviction::Verdict>,
+    /// A soft admission refusal (reason, message): the pod stays Pending,
+    /// its containers waiting as `Blocked`, and is looked at again.
+    blocked: Option<(String, String)>,
 }
 
 impl Worker {
@@ -158,6 +161,7 @@ impl Worker {
             inits_completed: false,
             ephemeral: HashMap::new(),
             resize_state: None,
+            blocked: None,
         }
     }
 
@@ -357,6 +361,19 @@ impl Worker {
             return Ok(());
         }
         if self.start_time.is_none() {
+            // AppArmor, as upstream's soft admission: a pod asking for a
+            // profile on a host that cannot enforce one is held Pending.
+            let blocked = crate::apparmor::refusal(&pod).map(|m| ("AppArmor".to_string(), m));
+            if blocked != self.blocked {
+                if let Some((reason, message)) = &blocked {
+                    self.agent.events.warning(&pod, reason, message.clone());
+                }
+                self.blocked = blocked;
+            }
+            if self.blocked.is_some() {
+                self.report(&pod).await;
+                return Ok(());
+            }
             if let Some(why) =
                 crate::sysctls::forbidden(&pod, &self.agent.opts.allowed_unsafe_sysctls)
             {
@@ -1876,7 +1893,7 @@ impl Worker {
     async fn report(&mut self, pod: &Pod) {
         self.publish_logs(pod);
         let spec = pod.spec.clone().unwrap_or_default();
-        let inits: Vec<Value> = spec
+        let mut inits: Vec<Value> = spec
             .init_containers
             .iter()
             .flatten()
@@ -1887,6 +1904,11 @@ impl Worker {
             .iter()
             .map(|c| self.ctr_status(c, self.app.get(&c.name), true))
             .collect();
+        if self.blocked.is_some() {
+            for a in apps.iter_mut().chain(inits.iter_mut()) {
+                a["state"] = json!({"waiting": {"reason": "Blocked"}});
+            }
+        }
         if let Some(err) = &self.sandbox_error {
             for a in apps.iter_mut() {
                 if a["state"].get("running").is_none() {
@@ -2114,6 +2136,9 @@ impl Worker {
         if let Some(v) = &self.failed {
             status["reason"] = json!(v.reason);
             status["message"] = json!(v.message);
+        } else if let Some((reason, message)) = &self.blocked {
+            status["reason"] = json!(reason);
+            status["message"] = json!(message);
         }
         if let Some(ip) = ip {
             status["podIP"] = json!(ip);
