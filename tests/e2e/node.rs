@@ -1254,9 +1254,10 @@ spec:
 
 /// A pod that asks for an AppArmor profile on a node that cannot enforce
 /// one is held Pending, as upstream's kubelet holds it, not run
-/// unconfined; `Unconfined` runs.
+/// unconfined (`Unconfined` runs); one asking for a user namespace is not
+/// run in the host's.
 #[test]
-fn apparmor_profiles_hold_pods_on_a_host_without_apparmor() {
+fn pods_the_node_cannot_confine_are_held_not_run() {
     assert!(
         !kubelet::apparmor::enabled(),
         "this test checks a node without AppArmor, and this host's kernel has it enabled"
@@ -1311,11 +1312,49 @@ spec:
     // Held, not started: it stays so, and deleting it works.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(pod(c, "confined")["status"]["phase"], "Pending");
+
+    // A pod asking for its own user namespace is not run in the host's:
+    // its sandbox fails, as upstream's does on a runtime without them.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: userns
+spec:
+  hostUsers: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#,
+    );
+    let p = c.wait_for("userns to be held", Duration::from_secs(30), || {
+        let p = pod(c, "userns");
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (w["reason"] == "ContainerCreating"
+            && w["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("user namespaces")))
+        .then_some(p)
+    });
+    assert_eq!(p["status"]["phase"], "Pending", "{p}");
+    let events = pod_events(c, "userns");
+    assert!(
+        events
+            .iter()
+            .any(|(reason, _, e)| reason == "FailedCreatePodSandBox" && e["type"] == "Warning"),
+        "{events:?}"
+    );
     c.ok(&[
         "delete",
         "pod",
         "confined",
         "free",
+        "userns",
         "--wait=true",
         "--timeout=60s",
     ]);

@@ -396,7 +396,15 @@ impl Worker {
         let t0 = Instant::now();
         let had_sandbox = self.ip.is_some();
         if let Err(e) = self.ensure_sandbox(&pod).await {
-            self.sandbox_error = Some(e.to_string());
+            let msg = e.to_string();
+            if self.sandbox_error.as_ref() != Some(&msg) {
+                self.agent.events.warning(
+                    &pod,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {msg}"),
+                );
+            }
+            self.sandbox_error = Some(msg);
             self.report(&pod).await;
             return Err(e);
         }
@@ -1079,6 +1087,15 @@ impl Worker {
 
     async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), KubeletError> {
         let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        if pod.spec.as_ref().and_then(|s| s.host_users) == Some(false) {
+            // Rather than run the pod in the host's user namespace, which
+            // is what it asked not to do (upstream fails the sandbox where
+            // the runtime cannot make one).
+            return Err(KubeletError::Runtime(
+                "user namespaces (hostUsers: false) are not supported by this node's runtime"
+                    .into(),
+            ));
+        }
         std::fs::create_dir_all(&self.pod_dir).map_err(|e| {
             KubeletError::Runtime(format!("creating {}: {e}", self.pod_dir.display()))
         })?;
