@@ -3388,11 +3388,10 @@ spec:
     c.ok(&["delete", "pod", "--all", "--wait=true", "--timeout=60s"]);
 }
 
-/// `--eviction-minimum-reclaim`: once disk pressure evicts, it goes on
-/// until the threshold plus the margin is free, not just the threshold.
-#[test]
-fn minimum_reclaim_evicts_past_the_threshold() {
-    let mut host = Host::new();
+/// Starts a node whose data dir is a 300 MiB tmpfs of its own (so what
+/// the pods write is all that moves its free space); returns a reader of
+/// the free bytes.
+fn start_tmpfs_node(host: &mut Host, extra: &[&str]) -> impl Fn() -> u64 + use<> {
     let data = host.data.path().to_path_buf();
     nix::mount::mount(
         Some("tmpfs"),
@@ -3402,31 +3401,18 @@ fn minimum_reclaim_evicts_past_the_threshold() {
         Some("size=300m"),
     )
     .expect("mounting a tmpfs for the node's data dir");
-    start_node_with(
-        &mut host,
-        &[
-            "--eviction-hard",
-            "nodefs.available<200Mi",
-            "--eviction-minimum-reclaim",
-            "nodefs.available=100Mi",
-            "--eviction-pressure-transition-period",
-            "5s",
-        ],
-        |_| {},
-    );
-    let c = host.cluster.as_ref().unwrap();
-    let free =
-        || nix::sys::statvfs::statvfs(&data).map(|s| s.blocks_available() * s.fragment_size());
-    // Evicting the bigger writer alone brings the node back above 200 MiB
-    // free, but not to 300 MiB: only the margin makes the second one go.
-    assert!(
-        free().unwrap() > 250 << 20,
-        "the node starts with room to spare: {:?}",
-        free()
-    );
-    let writer = |name: &str, mib: u32| {
-        format!(
-            r#"
+    start_node_with(host, extra, |_| {});
+    move || {
+        nix::sys::statvfs::statvfs(&data)
+            .map(|s| s.blocks_available() * s.fragment_size())
+            .unwrap_or(0)
+    }
+}
+
+/// A pod writing `mib` MiB into an emptyDir, then sleeping.
+fn disk_writer(name: &str, mib: u32, resources: &str) -> String {
+    format!(
+        r#"
 apiVersion: v1
 kind: Pod
 metadata:
@@ -3440,14 +3426,40 @@ spec:
     imagePullPolicy: Never
     command: ["sh", "-c", "dd if=/dev/zero of=/data/f bs=1M count={mib}; sleep 3600"]
     volumeMounts: [{{name: data, mountPath: /data}}]
+    resources: {resources}
 "#
-        )
-    };
-    c.create(Some("default"), &writer("small", 40));
+    )
+}
+
+/// `--eviction-minimum-reclaim`: once disk pressure evicts, it goes on
+/// until the threshold plus the margin is free, not just the threshold.
+#[test]
+fn minimum_reclaim_evicts_past_the_threshold() {
+    let mut host = Host::new();
+    let free = start_tmpfs_node(
+        &mut host,
+        &[
+            "--eviction-hard",
+            "nodefs.available<200Mi",
+            "--eviction-minimum-reclaim",
+            "nodefs.available=100Mi",
+            "--eviction-pressure-transition-period",
+            "5s",
+        ],
+    );
+    let c = host.cluster.as_ref().unwrap();
+    // Evicting the bigger writer alone brings the node back above 200 MiB
+    // free, but not to 300 MiB: only the margin makes the second one go.
+    assert!(
+        free() > 250 << 20,
+        "the node starts with room to spare: {}",
+        free()
+    );
+    c.create(Some("default"), &disk_writer("small", 40, "{}"));
     c.wait_for("small to run", Duration::from_secs(60), || {
         (pod(c, "small")["status"]["phase"] == "Running").then_some(())
     });
-    c.create(Some("default"), &writer("big", 60));
+    c.create(Some("default"), &disk_writer("big", 60, "{}"));
     let p = c.wait_for("big to be evicted", Duration::from_secs(90), || {
         let p = pod(c, "big");
         (p["status"]["phase"] == "Failed").then_some(p)
@@ -3475,18 +3487,7 @@ spec:
 #[test]
 fn disk_pressure_evicts_the_pod_using_the_most_disk() {
     let mut host = Host::new();
-    // The node's filesystem is a 300 MiB tmpfs of its own, so what the
-    // pods write is all that moves its free space.
-    let data = host.data.path().to_path_buf();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &data,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=300m"),
-    )
-    .expect("mounting a tmpfs for the node's data dir");
-    start_node_with(
+    let free = start_tmpfs_node(
         &mut host,
         &[
             "--eviction-hard",
@@ -3494,46 +3495,23 @@ fn disk_pressure_evicts_the_pod_using_the_most_disk() {
             "--eviction-pressure-transition-period",
             "5s",
         ],
-        |_| {},
     );
     let c = host.cluster.as_ref().unwrap();
-    let free =
-        || nix::sys::statvfs::statvfs(&data).map(|s| s.blocks_available() * s.fragment_size());
     assert!(
-        free().unwrap() > 230 << 20,
-        "the node starts with room to spare: {:?}",
+        free() > 230 << 20,
+        "the node starts with room to spare: {}",
         free()
     );
-    let writer = |name: &str, mib: u32, requests: &str| {
-        format!(
-            r#"
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  terminationGracePeriodSeconds: 1
-  volumes: [{{name: data, emptyDir: {{}}}}]
-  containers:
-  - name: {name}
-    image: busybox:latest
-    imagePullPolicy: Never
-    command: ["sh", "-c", "dd if=/dev/zero of=/data/f bs=1M count={mib}; sleep 3600"]
-    volumeMounts: [{{name: data, mountPath: /data}}]
-    resources: {requests}
-"#
-        )
-    };
     // A pod within its request, then one that takes 100 MiB it never asked
     // for: only the second may go.
     c.create(
         Some("default"),
-        &writer("modest", 20, "{requests: {ephemeral-storage: 50Mi}}"),
+        &disk_writer("modest", 20, "{requests: {ephemeral-storage: 50Mi}}"),
     );
     c.wait_for("modest to run", Duration::from_secs(60), || {
         (pod(c, "modest")["status"]["phase"] == "Running").then_some(())
     });
-    c.create(Some("default"), &writer("hog", 100, "{}"));
+    c.create(Some("default"), &disk_writer("hog", 100, "{}"));
     let p = c.wait_for("hog to be evicted", Duration::from_secs(90), || {
         let p = pod(c, "hog");
         (p["status"]["phase"] == "Failed").then_some(p)
@@ -3551,7 +3529,7 @@ spec:
     // Its emptyDir is reclaimed, the pressure ends, the other pod never
     // stopped.
     c.wait_for("the disk space back", Duration::from_secs(30), || {
-        (free().ok()? > 230 << 20).then_some(())
+        (free() > 230 << 20).then_some(())
     });
     c.wait_for("DiskPressure to clear", Duration::from_secs(60), || {
         let node = c.get_json(&["node", "e2e-node"]);

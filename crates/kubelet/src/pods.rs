@@ -799,15 +799,11 @@ impl Worker {
                 p.restart_policy == "RestartContainer" && changed(p.resource_name.as_str())
             });
         if restart {
-            if let Some(st) = self.map_mut(which).get_mut(&c.name) {
-                st.changed = true;
-            }
-            self.stop_container(
+            self.restart_redefined(
                 pod,
                 c,
                 which,
                 format!("Container {} resize requires a restart", c.name),
-                None,
             );
             return None;
         }
@@ -849,15 +845,22 @@ impl Worker {
         if !redefined || st.pid.is_none() {
             return false;
         }
-        st.changed = true;
-        self.stop_container(
+        self.restart_redefined(
             pod,
             c,
             which,
             format!("Container {} definition changed, will be restarted", c.name),
-            None,
         );
         true
+    }
+
+    /// Stops a container whose definition changed (a new image, a resize
+    /// that needs a restart) and marks it for a restart without back-off.
+    fn restart_redefined(&mut self, pod: &Pod, c: &Container, which: Which, message: String) {
+        if let Some(st) = self.map_mut(which).get_mut(&c.name) {
+            st.changed = true;
+        }
+        self.stop_container(pod, c, which, message, None);
     }
 
     /// Stops one running container for the kubelet's own reason (a failed

@@ -138,36 +138,66 @@ struct Pair {
     since: Instant,
 }
 
+/// A SPDY connection's two tasks: one decodes the client's frames into
+/// `in_rx` (reading is not cancel-safe, and sessions also wake up for
+/// timeouts), one encodes `out_tx`'s in order. Port-forward and exec
+/// sessions both run on it.
+pub(crate) struct SpdyConn {
+    pub(crate) out_tx: mpsc::Sender<Out>,
+    pub(crate) in_rx: mpsc::Receiver<Frame>,
+    pub(crate) reader: tokio::task::JoinHandle<()>,
+    pub(crate) writer: tokio::task::JoinHandle<()>,
+}
+
+impl SpdyConn {
+    /// Starts both tasks; `out_capacity` frames may queue for writing.
+    pub(crate) fn start<S>(io: S, out_capacity: usize) -> SpdyConn
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (rd, wr) = tokio::io::split(io);
+        let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
+        let (out_tx, out_rx) = mpsc::channel::<Out>(out_capacity);
+        let writer = tokio::spawn(write_frames(wr, out_rx));
+        let (in_tx, in_rx) = mpsc::channel::<Frame>(64);
+        let reader = tokio::spawn(async move {
+            let mut dec = spdy::Decoder::new();
+            loop {
+                match dec.read(&mut rd).await {
+                    Ok(Some(f)) => {
+                        if in_tx.send(f).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "SPDY connection ends");
+                        return;
+                    }
+                }
+            }
+        });
+        SpdyConn {
+            out_tx,
+            in_rx,
+            reader,
+            writer,
+        }
+    }
+}
+
 /// Serves a SPDY port-forward session on an upgraded connection until the
 /// client goes away.
 pub async fn serve_spdy<S>(io: S, target: Target)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (rd, wr) = tokio::io::split(io);
-    let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
-    let (out_tx, out_rx) = mpsc::channel::<Out>(256);
-    let writer = tokio::spawn(write_frames(wr, out_rx));
-    // Frames are read in their own task: reading is not cancel-safe, and
-    // the session also wakes up for pairing timeouts.
-    let (in_tx, mut in_rx) = mpsc::channel::<Frame>(64);
-    let reader = tokio::spawn(async move {
-        let mut dec = spdy::Decoder::new();
-        loop {
-            match dec.read(&mut rd).await {
-                Ok(Some(f)) => {
-                    if in_tx.send(f).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::debug!(error = %e, "port-forward connection ends");
-                    return;
-                }
-            }
-        }
-    });
+    let SpdyConn {
+        out_tx,
+        mut in_rx,
+        reader,
+        writer,
+    } = SpdyConn::start(io, 256);
     let mut data: HashMap<u32, DataIn> = HashMap::new();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     let mut forwards = tokio::task::JoinSet::new();
@@ -333,7 +363,7 @@ async fn expire_pairs(
 
 /// Encodes and writes the session's frames in order (the header
 /// compressor's state depends on it).
-pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>) {
+async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Receiver<Out>) {
     let mut enc = spdy::Encoder::new();
     let mut buf = Vec::with_capacity(CHUNK + 64);
     while let Some(first) = rx.recv().await {

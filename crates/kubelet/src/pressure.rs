@@ -131,31 +131,39 @@ fn parse_amount(part: &str, v: &str) -> Result<Amount, String> {
 /// once a threshold drives evictions, they go on until the signal is this
 /// much above it, so the node does not hover at the threshold.
 pub fn parse_minimum_reclaim(s: &str) -> Result<Vec<(Signal, Amount)>, String> {
-    let mut out = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, value) = part.split_once('=').ok_or_else(|| {
-            format!("{part:?}: expected signal=quantity, e.g. nodefs.available=500Mi")
-        })?;
-        let signal = Signal::parse(name.trim())
-            .ok_or_else(|| format!("{part:?}: unknown signal {name:?}"))?;
-        out.push((signal, parse_amount(part, value.trim())?));
-    }
-    Ok(out)
+    parse_signal_list(
+        s,
+        "signal=quantity, e.g. nodefs.available=500Mi",
+        parse_amount,
+    )
 }
 
 /// Parses `--eviction-soft-grace-period` (`memory.available=1m30s,...`):
 /// how long each soft threshold must hold before pods are evicted for it.
 pub fn parse_grace_periods(s: &str) -> Result<Vec<(Signal, Duration)>, String> {
+    parse_signal_list(
+        s,
+        "signal=duration, e.g. memory.available=1m30s",
+        |part, v| {
+            parse_go_duration(v).ok_or_else(|| format!("{part:?}: {v:?} is not a duration (1m30s)"))
+        },
+    )
+}
+
+/// Parses a `signal=value,...` flag with `value` read by `parse`.
+fn parse_signal_list<T>(
+    s: &str,
+    expected: &str,
+    parse: impl Fn(&str, &str) -> Result<T, String>,
+) -> Result<Vec<(Signal, T)>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, value) = part.split_once('=').ok_or_else(|| {
-            format!("{part:?}: expected signal=duration, e.g. memory.available=1m30s")
-        })?;
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected {expected}"))?;
         let signal = Signal::parse(name.trim())
             .ok_or_else(|| format!("{part:?}: unknown signal {name:?}"))?;
-        let d = parse_go_duration(value.trim())
-            .ok_or_else(|| format!("{part:?}: {value:?} is not a duration (1m30s)"))?;
-        out.push((signal, d));
+        out.push((signal, parse(part, value.trim())?));
     }
     Ok(out)
 }

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::portforward::{Out, write_frames};
+use crate::portforward::{Out, SpdyConn};
 use crate::spdy::{self, Frame};
 
 /// Stream protocols this kubelet speaks over SPDY. v5 and v4 are the same
@@ -116,19 +116,12 @@ pub async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (rd, wr) = tokio::io::split(io);
-    let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
-    let (out_tx, out_rx) = mpsc::channel::<Out>(64);
-    let writer = tokio::spawn(write_frames(wr, out_rx));
-    let (in_tx, mut in_rx) = mpsc::channel::<Frame>(64);
-    let reader = tokio::spawn(async move {
-        let mut dec = spdy::Decoder::new();
-        while let Ok(Some(f)) = dec.read(&mut rd).await {
-            if in_tx.send(f).await.is_err() {
-                return;
-            }
-        }
-    });
+    let SpdyConn {
+        out_tx,
+        mut in_rx,
+        reader,
+        writer,
+    } = SpdyConn::start(io, 64);
     let expected = wanted.expected(protocol);
     let mut streams: HashMap<&'static str, u32> = HashMap::new();
     // Frames that arrive for a stream before every stream is there (stdin
