@@ -288,8 +288,33 @@ async fn process(
     {
         return Ok(());
     }
+    // The graph's view of this object's owners can lag its own watch (an
+    // owner deleted with `orphan` first drops its reference here, then
+    // goes): judge by the object as it is now, as upstream's
+    // attemptToDeleteItem re-reads it.
+    let Some(live) = api_for(client, r, &node)
+        .get_metadata_opt(&node.name)
+        .await?
+    else {
+        return Ok(());
+    };
+    if live.metadata.uid.as_deref() != Some(uid) {
+        return Ok(());
+    }
+    let mut node = node;
+    node.owners = live.metadata.owner_references.clone().unwrap_or_default();
+    if node.owners.is_empty() {
+        return Ok(());
+    }
     if owners_really_gone(client, res, &node).await? {
-        delete(client, r, &node, DeleteParams::background()).await?;
+        // Only the object as read: a change since (an ownerReference
+        // dropped or added) makes the delete a 409 and brings it back.
+        let mut dp = DeleteParams::background();
+        dp.preconditions = Some(kube::api::Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: live.metadata.resource_version.clone(),
+        });
+        delete(client, r, &node, dp).await?;
     }
     Ok(())
 }
