@@ -21,4 +21,5 @@ pub mod testing;
 pub mod tls;
 pub mod watch;
 
+pub use rest::admit::SERVICE_CIDR;
 pub use server::{Config, Running, ServerError, start};

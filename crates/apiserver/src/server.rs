@@ -59,6 +59,32 @@ pub struct Config {
     pub https_port: u16,
     /// Extra subject alternative names for the serving certificate.
     pub tls_sans: Vec<String>,
+    /// The range cluster IPs come from (`--service-cidr`); its first
+    /// address is the `kubernetes` Service, its tenth cluster DNS.
+    pub service_cidr: ipnet::Ipv4Net,
+    /// The address the `kubernetes` Service's endpoints name
+    /// (`--advertise-address`): one that pods and other nodes can reach.
+    /// None: the bind address if it is a specific one, else loopback.
+    pub advertise_address: Option<IpAddr>,
+}
+
+impl Config {
+    /// The `kubernetes` Service's cluster IP: the range's first address.
+    pub fn kubernetes_service_ip(&self) -> std::net::Ipv4Addr {
+        nth_address(self.service_cidr, 1)
+    }
+
+    /// The cluster DNS Service's IP: the range's tenth address, as k3s.
+    pub fn cluster_dns_ip(&self) -> std::net::Ipv4Addr {
+        nth_address(self.service_cidr, 10)
+    }
+}
+
+/// The `n`th address of a range (wrapping inside tiny ranges).
+fn nth_address(net: ipnet::Ipv4Net, n: u32) -> std::net::Ipv4Addr {
+    let size = 1u64 << (32 - net.prefix_len());
+    let off = (u64::from(n) % size.max(1)) as u32;
+    std::net::Ipv4Addr::from(u32::from(net.network()) + off)
 }
 
 /// A running API server.
@@ -102,8 +128,11 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         "kubernetes.default".to_string(),
         "kubernetes.default.svc".to_string(),
         "kubernetes.default.svc.cluster.local".to_string(),
-        "10.43.0.1".to_string(),
+        cfg.kubernetes_service_ip().to_string(),
     ];
+    if let Some(a) = cfg.advertise_address {
+        sans.push(a.to_string());
+    }
     if let Ok(host) = hostname() {
         sans.push(host);
     }
@@ -132,7 +161,7 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
     pki.write_admin_kubeconfig(&kubeconfig, &url)?;
 
     let cache = WatchCache::start(store.clone(), 16384).await?;
-    let rest = Rest::new(store, cache);
+    let rest = Rest::new(store, cache, cfg.service_cidr);
     let signer = crate::satoken::Signer::new(&identity.sa_key).map_err(ServerError::Bootstrap)?;
     let _ = rest.sa_signer.set(Arc::new(signer));
     match crate::rest::node_proxy::kubelet_client_config(&pki) {
@@ -141,7 +170,11 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         }
         Err(e) => tracing::warn!(error = %e, "no kubelet client credentials; pod logs unavailable"),
     }
-    bootstrap(&rest, &client_host, addr.port(), &cfg.data_dir).await?;
+    let advertise = cfg
+        .advertise_address
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| client_host.clone());
+    bootstrap(&rest, &cfg, &advertise, addr.port()).await?;
     let state = Arc::new(State {
         rest,
         identity,
@@ -397,12 +430,8 @@ fn version() -> serde_json::Value {
 
 /// Creates the objects every cluster has: the system namespaces and the
 /// `kubernetes` Service with its endpoints.
-async fn bootstrap(
-    rest: &Rest,
-    host: &str,
-    port: u16,
-    data_dir: &std::path::Path,
-) -> Result<(), ServerError> {
+async fn bootstrap(rest: &Rest, cfg: &Config, host: &str, port: u16) -> Result<(), ServerError> {
+    let data_dir = &cfg.data_dir;
     let ns = catalogue::find("", "v1", "namespaces")
         .ok_or_else(|| ServerError::Bootstrap("no namespaces".into()))?;
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -431,13 +460,48 @@ async fn bootstrap(
     )
     .await
     .map_err(|e| ServerError::Bootstrap(e.message))?;
+    // The default ServiceCIDR, as upstream's API server keeps one named
+    // `kubernetes` for its --service-cluster-ip-range: node agents read the
+    // service range from it.
+    let scidr = catalogue::find("networking.k8s.io", "v1", "servicecidrs")
+        .ok_or_else(|| ServerError::Bootstrap("no servicecidrs".into()))?;
+    rest.ensure(
+        scidr,
+        None,
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR",
+            "metadata": {"name": "kubernetes"},
+            "spec": {"cidrs": [cfg.service_cidr.to_string()]},
+        }),
+    )
+    .await
+    .map_err(|e| ServerError::Bootstrap(e.message))?;
     let svc = catalogue::find("", "v1", "services")
         .ok_or_else(|| ServerError::Bootstrap("no services".into()))?;
     rest.ensure(svc, Some("default"), json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+        "spec": {"clusterIP": cfg.kubernetes_service_ip().to_string(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
     })).await.map_err(|e| ServerError::Bootstrap(e.message))?;
+    // Cluster DNS: every node agent answers this address itself (its DNS
+    // server holds it locally), so the Service has no selector and no
+    // endpoints, as k3s names and numbers it.
+    rest.ensure(
+        svc,
+        Some("kube-system"),
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "labels": {
+                "k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS",
+                "kubernetes.io/cluster-service": "true"}},
+            "spec": {"clusterIP": cfg.cluster_dns_ip().to_string(), "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ]},
+        }),
+    )
+    .await
+    .map_err(|e| ServerError::Bootstrap(e.message))?;
     let ip = if host.parse::<std::net::Ipv4Addr>().is_ok() {
         host.to_string()
     } else {

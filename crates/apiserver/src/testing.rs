@@ -28,6 +28,8 @@ impl TestServer {
             bind_address: "127.0.0.1".parse().expect("loopback"),
             https_port: 0,
             tls_sans: vec![],
+            service_cidr: crate::SERVICE_CIDR,
+            advertise_address: None,
         };
         let store = Arc::new(store::memory::MemoryStore::new());
         let running = crate::start(cfg, store)

@@ -37,6 +37,8 @@ async fn server_on(store: Arc<store::memory::MemoryStore>) -> (Server, kube::Cli
         bind_address: "127.0.0.1".parse().unwrap(),
         https_port: 0,
         tls_sans: vec![],
+        service_cidr: apiserver::SERVICE_CIDR,
+        advertise_address: None,
     };
     let running = apiserver::start(cfg, store.clone()).await.unwrap();
     let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();

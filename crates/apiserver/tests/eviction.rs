@@ -27,6 +27,8 @@ async fn server() -> (Server, kube::Client) {
         bind_address: "127.0.0.1".parse().unwrap(),
         https_port: 0,
         tls_sans: vec![],
+        service_cidr: apiserver::SERVICE_CIDR,
+        advertise_address: None,
     };
     let store = Arc::new(store::memory::MemoryStore::new());
     let running = apiserver::start(cfg, store).await.unwrap();

@@ -13,6 +13,7 @@ pub mod gc;
 pub mod job;
 pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod replicaset;
@@ -20,6 +21,7 @@ pub mod resourcequota;
 mod resources;
 pub mod runtime;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod volume;
 
@@ -56,6 +58,9 @@ pub struct Options {
     /// The cluster CA (PEM) that the root-ca-cert-publisher puts into every
     /// namespace as ConfigMap `kube-root-ca.crt`.
     pub root_ca_pem: Option<String>,
+    /// The pod range node IPAM hands /24s out of (`--cluster-cidr`); None
+    /// leaves nodes to claim their own.
+    pub cluster_cidr: Option<ipnet::Ipv4Net>,
 }
 
 impl Default for Options {
@@ -67,6 +72,7 @@ impl Default for Options {
             workers: 4,
             disabled: Vec::new(),
             root_ca_pem: None,
+            cluster_cidr: None,
         }
     }
 }
@@ -117,6 +123,8 @@ pub const CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "podgc",
     "persistentvolume-binder",
+    "nodeipam",
+    "servicelb",
 ];
 
 /// Runs every enabled controller until the task is dropped.
@@ -168,6 +176,8 @@ pub async fn run(client: kube::Client, opts: Options) {
         "persistentvolume-binder",
         Box::pin(volume::run(ctx.clone())),
     );
+    spawn("nodeipam", Box::pin(nodeipam::run(ctx.clone())));
+    spawn("servicelb", Box::pin(servicelb::run(ctx.clone())));
     for t in tasks {
         let _ = t.await;
     }

@@ -110,7 +110,7 @@ pub fn quantity(n: u64) -> String {
     }
     for (i, s) in SUFFIXES.iter().enumerate() {
         let unit = 1u64 << (10 * (6 - i));
-        if n % unit == 0 {
+        if n.is_multiple_of(unit) {
             return format!("{}{s}", n / unit);
         }
     }

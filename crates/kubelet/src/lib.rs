@@ -92,6 +92,14 @@ pub struct Options {
     pub node_labels: Vec<(String, String)>,
     /// Pod network.
     pub net: network::NetConfig,
+    /// Take the pod network from the Node's `spec.podCIDR` (given by the
+    /// node IPAM controller) instead of `net`.
+    pub pod_cidr_from_node: bool,
+    /// Cluster DNS for `ClusterFirst` pods (None: they use the node's
+    /// resolv.conf, with a `MissingClusterDNS` event).
+    pub cluster_dns: Option<podfiles::ClusterDns>,
+    /// The node's resolv.conf (`--resolv-conf`): `Default` pods get it.
+    pub resolv_conf: PathBuf,
     /// Top-level cgroup under which pods live (no leading slash).
     pub cgroup_root: String,
     /// Pod capacity.
@@ -142,6 +150,9 @@ impl Options {
                 net: [10, 42, 0],
                 ipam_dir: data_dir.join("agent/ipam"),
             },
+            pod_cidr_from_node: false,
+            cluster_dns: None,
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
             data_dir,
             node_labels: Vec::new(),
             cgroup_root: "r8s".into(),
@@ -317,10 +328,6 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
     }
     let images = image::ImageStore::open(&opts.images_dir())?;
     import_dropped(&images, &opts.images_dir());
-    let net = opts.net.clone();
-    tokio::task::spawn_blocking(move || network::ensure_bridge(&net))
-        .await
-        .map_err(|e| KubeletError::Runtime(e.to_string()))??;
     let runtime = Arc::new(runtime::ShimRuntime {
         shim_exe: opts.shim_exe.clone(),
         dir: opts.data_dir.join("agent/containers"),
@@ -337,6 +344,17 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
             .collect(),
         opts.eviction_pressure_transition_period,
     )));
+    let reporter = Arc::new(node::Reporter::new(opts.clone(), tracker.clone()));
+    reporter.register(&client, node_images(&images)).await?;
+    if opts.pod_cidr_from_node {
+        let cidr = node::wait_for_pod_cidr(&client, &opts.node_name).await?;
+        opts.net.net = network::parse_cidr24(&cidr)?;
+    }
+    let net = opts.net.clone();
+    tokio::task::spawn_blocking(move || network::ensure_bridge(&net))
+        .await
+        .map_err(|e| KubeletError::Runtime(e.to_string()))??;
+    tracing::info!(node = %opts.node_name, cidr = %opts.net.cidr(), "node registered");
     let agent = Arc::new(Agent {
         client: client.clone(),
         opts: opts.clone(),
@@ -347,9 +365,6 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
         events: events::Recorder::new(client.clone(), &opts.node_name),
         evictions: eviction::Pending::default(),
     });
-    let reporter = Arc::new(node::Reporter::new(opts.clone(), tracker));
-    reporter.register(&client, node_images(&images)).await?;
-    tracing::info!(node = %opts.node_name, cidr = %opts.net.cidr(), "node registered");
     tokio::spawn(node::lease_loop(client.clone(), opts.clone()));
     tokio::spawn(localpath::run(client.clone(), opts.node_name.clone()));
     tokio::spawn(imagegc::run(

@@ -290,17 +290,23 @@ async fn register(client: &kube::Client, opts: &Options) -> Result<(), KubeletEr
     for (k, v) in &opts.node_labels {
         labels[k] = json!(v);
     }
+    // A node given its pod network claims it; otherwise the node IPAM
+    // controller assigns one.
+    let spec = if opts.pod_cidr_from_node {
+        json!({})
+    } else {
+        json!({"podCIDR": opts.net.cidr(), "podCIDRs": [opts.net.cidr()]})
+    };
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": opts.node_name, "labels": labels},
-        "spec": {"podCIDR": opts.net.cidr(), "podCIDRs": [opts.net.cidr()]},
+        "spec": spec,
     }))?;
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let patch = json!({"metadata": {"labels": labels},
-                               "spec": {"podCIDR": opts.net.cidr(), "podCIDRs": [opts.net.cidr()]}});
+            let patch = json!({"metadata": {"labels": labels}, "spec": spec});
             api.patch(
                 &opts.node_name,
                 &PatchParams::default(),
@@ -311,6 +317,30 @@ async fn register(client: &kube::Client, opts: &Options) -> Result<(), KubeletEr
         Err(e) => return Err(e.into()),
     }
     Ok(())
+}
+
+/// Waits until the node IPAM controller has given the Node a podCIDR.
+pub async fn wait_for_pod_cidr(client: &kube::Client, name: &str) -> Result<String, KubeletError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut warned = false;
+    loop {
+        match api.get(name).await {
+            Ok(n) => {
+                if let Some(c) = n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+                    return Ok(c);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the Node for its podCIDR"),
+        }
+        if !warned {
+            tracing::info!(
+                node = name,
+                "waiting for the node IPAM controller to assign a podCIDR"
+            );
+            warned = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Renews the node Lease forever.

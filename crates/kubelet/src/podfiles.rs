@@ -3,9 +3,11 @@
 //! under a `subdomain`) and its `hostAliases`; resolv.conf from the pod's
 //! `dnsPolicy` merged with its `dnsConfig`.
 //!
-//! r8s has no cluster DNS yet, so `ClusterFirst` falls back to the node's
-//! resolv.conf as upstream's kubelet does without `--cluster-dns` (it also
-//! records a `MissingClusterDNS` event).
+//! `ClusterFirst` pods get the cluster DNS address, upstream's search path
+//! (`<ns>.svc.<domain> svc.<domain> <domain>` before the node's) and
+//! `ndots:5`; without a cluster DNS address (a node agent started without
+//! the network) they fall back to the node's resolv.conf as upstream's
+//! kubelet does without `--cluster-dns`, with a `MissingClusterDNS` event.
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -108,9 +110,18 @@ fn push_unique(list: &mut Vec<String>, v: &str) {
     }
 }
 
+/// The cluster DNS a `ClusterFirst` pod uses.
+#[derive(Debug, Clone)]
+pub struct ClusterDns {
+    /// The cluster DNS Service's address.
+    pub ip: std::net::Ipv4Addr,
+    /// The cluster domain (`cluster.local`).
+    pub domain: String,
+}
+
 /// The pod's resolv.conf, and whether `ClusterFirst` had to fall back to
-/// the node's (there is no cluster DNS yet).
-pub fn resolv_conf(pod: &Pod, node_resolv: &str) -> (String, bool) {
+/// the node's (no cluster DNS configured).
+pub fn resolv_conf(pod: &Pod, node_resolv: &str, dns: Option<&ClusterDns>) -> (String, bool) {
     let spec = pod.spec.as_ref();
     let host_network = spec.and_then(|s| s.host_network) == Some(true);
     let policy = spec
@@ -123,6 +134,25 @@ pub fn resolv_conf(pod: &Pod, node_resolv: &str) -> (String, bool) {
     } else {
         parse(node_resolv)
     };
+    let mut fell_back = cluster_first;
+    if let (true, Some(dns)) = (cluster_first, dns) {
+        // Upstream's kubelet: the cluster server only, the cluster search
+        // path before the node's, ndots:5.
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let d = &dns.domain;
+        let mut searches = vec![format!("{ns}.svc.{d}"), format!("svc.{d}"), d.clone()];
+        for s in std::mem::take(&mut r.searches) {
+            if !searches.contains(&s) {
+                searches.push(s);
+            }
+        }
+        r = Resolv {
+            nameservers: vec![dns.ip.to_string()],
+            searches,
+            options: vec!["ndots:5".into()],
+        };
+        fell_back = false;
+    }
     if let Some(cfg) = spec.and_then(|s| s.dns_config.as_ref()) {
         for n in cfg.nameservers.iter().flatten() {
             push_unique(&mut r.nameservers, n);
@@ -154,7 +184,7 @@ pub fn resolv_conf(pod: &Pod, node_resolv: &str) -> (String, bool) {
     if !r.options.is_empty() {
         out.push_str(&format!("options {}\n", r.options.join(" ")));
     }
-    (out, cluster_first)
+    (out, fell_back)
 }
 
 #[cfg(test)]
@@ -213,7 +243,7 @@ mod tests {
     #[test]
     fn resolv_conf_follows_the_policy_and_the_dns_config() {
         let node = "# generated\nnameserver 192.168.1.1\nsearch lan\noptions ndots:1 edns0\n";
-        let (def, fell_back) = resolv_conf(&pod(json!({"containers": []})), node);
+        let (def, fell_back) = resolv_conf(&pod(json!({"containers": []})), node, None);
         assert!(fell_back);
         assert_eq!(
             def,
@@ -229,7 +259,7 @@ mod tests {
             }
         }));
         assert_eq!(
-            resolv_conf(&none, node),
+            resolv_conf(&none, node, None),
             (
                 "nameserver 1.2.3.4\nsearch ns1.svc.cluster-domain.example my.dns.search.suffix\noptions ndots:2 edns0\n".to_string(),
                 false
@@ -241,8 +271,39 @@ mod tests {
             "dnsConfig": {"nameservers": ["9.9.9.9"], "options": [{"name": "ndots", "value": "5"}]}
         }));
         assert_eq!(
-            resolv_conf(&merged, node).0,
+            resolv_conf(&merged, node, None).0,
             "nameserver 192.168.1.1\nnameserver 9.9.9.9\nsearch lan\noptions edns0 ndots:5\n"
+        );
+    }
+
+    #[test]
+    fn cluster_first_uses_cluster_dns_and_the_cluster_search_path() {
+        let node = "nameserver 192.168.1.1\nsearch lan\noptions ndots:1 edns0\n";
+        let dns = ClusterDns {
+            ip: "10.43.0.10".parse().unwrap(),
+            domain: "cluster.local".into(),
+        };
+        let (r, fell_back) = resolv_conf(&pod(json!({"containers": []})), node, Some(&dns));
+        assert!(!fell_back);
+        assert_eq!(
+            r,
+            "nameserver 10.43.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local lan\noptions ndots:5\n"
+        );
+        // hostNetwork pods with ClusterFirst use the node's; with
+        // ClusterFirstWithHostNet the cluster's.
+        let host = pod(json!({"containers": [], "hostNetwork": true}));
+        assert!(
+            resolv_conf(&host, node, Some(&dns))
+                .0
+                .starts_with("nameserver 192.168.1.1")
+        );
+        let with = pod(
+            json!({"containers": [], "hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet",
+            "dnsConfig": {"options": [{"name": "ndots", "value": "2"}]}}),
+        );
+        assert_eq!(
+            resolv_conf(&with, node, Some(&dns)).0,
+            "nameserver 10.43.0.10\nsearch shop.svc.cluster.local svc.cluster.local cluster.local lan\noptions ndots:2\n"
         );
     }
 }

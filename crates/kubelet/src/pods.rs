@@ -1146,8 +1146,13 @@ impl Worker {
             };
             w("hosts", &hosts)?;
             w("hostname", &format!("{hostname}\n"))?;
-            let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            let (resolv, fell_back) = crate::podfiles::resolv_conf(pod, &node_resolv);
+            let node_resolv =
+                std::fs::read_to_string(&self.agent.opts.resolv_conf).unwrap_or_default();
+            let (resolv, fell_back) = crate::podfiles::resolv_conf(
+                pod,
+                &node_resolv,
+                self.agent.opts.cluster_dns.as_ref(),
+            );
             w("resolv.conf", &resolv)?;
             if fell_back {
                 self.agent.events.warning(

@@ -11,12 +11,29 @@ pub struct NodeArgs {
     /// The Node's name (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
-    /// The node's InternalIP.
-    #[arg(long, default_value = "127.0.0.1")]
-    node_ip: Ipv4Addr,
-    /// The node's pod network, a /24.
-    #[arg(long, default_value = "10.42.0.0/24")]
-    pod_cidr: String,
+    /// The node's InternalIP (default: the address of the interface with
+    /// the default route; loopback when there is none).
+    #[arg(long)]
+    node_ip: Option<Ipv4Addr>,
+    /// The node's pod network, a /24 (default: the one the server's node
+    /// IPAM assigns out of --cluster-cidr).
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    /// The cluster's pod range: node IPAM hands out /24s of it (server),
+    /// and traffic from it leaving it is masqueraded (every node).
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// The cluster DNS address `ClusterFirst` pods use and this node's DNS
+    /// server answers (default: the `kube-system/kube-dns` Service's).
+    #[arg(long)]
+    pub cluster_dns: Option<Ipv4Addr>,
+    /// The cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The resolv.conf `Default` pods get and cluster DNS forwards other
+    /// names to.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Name of the pod bridge.
     #[arg(long, default_value = "r8s0")]
     bridge: String,
@@ -196,8 +213,18 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
     let exe = std::env::current_exe().context("locating the r8s executable for the shims")?;
     let name = node.node_name.clone().unwrap_or_else(hostname);
     let mut o = kubelet::Options::new(&name, data_dir.to_path_buf(), exe);
-    o.node_ip = node.node_ip;
-    o.net.net = kubelet::network::parse_cidr24(&node.pod_cidr)?;
+    o.node_ip = node.node_ip();
+    match &node.pod_cidr {
+        Some(c) => o.net.net = kubelet::network::parse_cidr24(c)?,
+        None => o.pod_cidr_from_node = true,
+    }
+    o.resolv_conf = node.resolv_conf.clone();
+    if let Some(ip) = node.cluster_dns {
+        o.cluster_dns = Some(kubelet::podfiles::ClusterDns {
+            ip,
+            domain: node.cluster_domain.clone(),
+        });
+    }
     o.net.bridge = node.bridge.clone();
     if o.net.bridge.len() > 15 {
         anyhow::bail!(
@@ -259,14 +286,73 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
     Ok(o)
 }
 
-/// Starts the server's own node agent in the background.
+impl NodeArgs {
+    /// The node's address: `--node-ip`, else the default route's.
+    pub fn node_ip(&self) -> Ipv4Addr {
+        self.node_ip
+            .or_else(network::host::default_ipv4)
+            .unwrap_or(Ipv4Addr::LOCALHOST)
+    }
+}
+
+/// The node network's settings for a node agent.
+fn network_options(opts: &kubelet::Options, node: &NodeArgs) -> network::Options {
+    network::Options {
+        node_name: opts.node_name.clone(),
+        node_ip: opts.node_ip,
+        bridge: opts.net.bridge.clone(),
+        cluster_cidr: node.cluster_cidr.to_string(),
+        cluster_dns: opts.cluster_dns.as_ref().map(|d| d.ip),
+        cluster_domain: node.cluster_domain.clone(),
+        resolv_conf: node.resolv_conf.clone(),
+    }
+}
+
+/// Runs the kubelet and the node network side by side.
+async fn run_node(
+    client: kube::Client,
+    opts: kubelet::Options,
+    node: &NodeArgs,
+) -> anyhow::Result<()> {
+    let net = network_options(&opts, node);
+    let c = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = network::run(c, net).await {
+            tracing::error!(error = %e, "node network stopped");
+        }
+    });
+    kubelet::run(client, opts).await?;
+    Ok(())
+}
+
+/// The cluster DNS address from the `kube-system/kube-dns` Service.
+async fn cluster_dns_from_api(client: &kube::Client) -> Option<Ipv4Addr> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), "kube-system");
+    for _ in 0..20 {
+        match api.get_opt("kube-dns").await {
+            Ok(Some(s)) => return s.spec?.cluster_ip?.parse().ok(),
+            Ok(None) => return None,
+            Err(e) => tracing::warn!(error = %e, "looking up the kube-dns Service"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    None
+}
+
+/// Starts the server's own node agent in the background; `cluster_dns`
+/// is the server's cluster DNS address unless `--cluster-dns` says
+/// otherwise.
 pub fn spawn_builtin(
     client: kube::Client,
     data_dir: &Path,
     node: &NodeArgs,
     ca_pem: &str,
+    cluster_dns: Ipv4Addr,
 ) -> anyhow::Result<()> {
-    let mut opts = options(data_dir, node)?;
+    let mut node = node.clone();
+    node.cluster_dns.get_or_insert(cluster_dns);
+    let mut opts = options(data_dir, &node)?;
     opts.client_ca_pem = Some(ca_pem.to_string());
     if let Err(e) = kubelet::check_host() {
         // The control plane is still useful (hollow nodes, remote agents).
@@ -274,7 +360,7 @@ pub fn spawn_builtin(
         return Ok(());
     }
     tokio::spawn(async move {
-        if let Err(e) = kubelet::run(client, opts).await {
+        if let Err(e) = run_node(client, opts, &node).await {
             tracing::error!(error = %e, "node agent stopped");
         }
     });
@@ -300,10 +386,14 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("r8s agent needs --server and --token, or --kubeconfig"),
     };
-    let mut opts = options(&args.data_dir, &args.node)?;
+    let mut node = args.node.clone();
+    if node.cluster_dns.is_none() {
+        node.cluster_dns = cluster_dns_from_api(&client).await;
+    }
+    let mut opts = options(&args.data_dir, &node)?;
     opts.client_ca_pem = ca_pem;
     tokio::select! {
-        r = kubelet::run(client, opts) => r?,
+        r = run_node(client, opts, &node) => r?,
         _ = tokio::signal::ctrl_c() => tracing::info!("agent interrupted; containers keep running"),
     }
     Ok(())

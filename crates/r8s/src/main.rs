@@ -154,9 +154,18 @@ struct ServerArgs {
     /// HTTPS port of the API server (0 picks a free one).
     #[arg(long, default_value_t = 6443)]
     https_port: u16,
-    /// Address the API server listens on.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Address the API server listens on (all by default, as upstream:
+    /// pods reach it through the `kubernetes` Service).
+    #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
+    /// The address the `kubernetes` Service sends pods to (default: the
+    /// bind address if it is a specific one, else the node's address).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
+    /// The range Service cluster IPs come from; its first address is the
+    /// `kubernetes` Service and its tenth cluster DNS.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    service_cidr: ipnet::Ipv4Net,
     /// Extra subject alternative names for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
@@ -223,7 +232,16 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         bind_address: args.bind_address,
         https_port: args.https_port,
         tls_sans: args.tls_san.clone(),
+        service_cidr: args.service_cidr,
+        advertise_address: Some(args.advertise_address.unwrap_or_else(|| {
+            if args.bind_address.is_unspecified() {
+                IpAddr::V4(args.node.node_ip())
+            } else {
+                args.bind_address
+            }
+        })),
     };
+    let cluster_dns = cfg.cluster_dns_ip();
     let running = apiserver::start(cfg, store)
         .await
         .context("starting the API server")?;
@@ -233,9 +251,20 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("loading the admin kubeconfig")?;
     let client = kube::Client::try_from(client_cfg).context("building the controllers' client")?;
-    start_control_loops(client.clone(), &args.disable, &running.pki.ca_cert_pem)?;
+    start_control_loops(
+        client.clone(),
+        &args.disable,
+        &running.pki.ca_cert_pem,
+        args.node.cluster_cidr,
+    )?;
     if !args.no_agent {
-        agent::spawn_builtin(client, &args.data_dir, &args.node, &running.pki.ca_cert_pem)?;
+        agent::spawn_builtin(
+            client,
+            &args.data_dir,
+            &args.node,
+            &running.pki.ca_cert_pem,
+            cluster_dns,
+        )?;
     }
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());
@@ -258,6 +287,7 @@ fn start_control_loops(
     client: kube::Client,
     disable: &[String],
     ca_pem: &str,
+    cluster_cidr: ipnet::Ipv4Net,
 ) -> anyhow::Result<()> {
     let known =
         |d: &str| d == "scheduler" || d == "controllers" || controllers::CONTROLLERS.contains(&d);
@@ -286,6 +316,7 @@ fn start_control_loops(
         let opts = controllers::Options {
             disabled: disable.to_vec(),
             root_ca_pem: Some(ca_pem.to_string()),
+            cluster_cidr: Some(cluster_cidr),
             ..Default::default()
         };
         let c = client.clone();

@@ -12,8 +12,12 @@ use serde_json::{Value, json};
 use super::Rest;
 use crate::error::{ApiError, cause};
 
-/// The service CIDR (DESIGN.md: the k3s default).
-pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 43, 0, 0), 16);
+/// The default service CIDR (DESIGN.md: the k3s default).
+pub const SERVICE_CIDR: ipnet::Ipv4Net = match ipnet::Ipv4Net::new(Ipv4Addr::new(10, 43, 0, 0), 16)
+{
+    Ok(n) => n,
+    Err(_) => panic!("10.43.0.0/16 is a valid network"),
+};
 /// The node port range, as upstream's default.
 pub const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
@@ -64,10 +68,38 @@ pub fn secret_string_data(obj: &mut Value) {
     }
 }
 
-fn in_cidr(ip: Ipv4Addr) -> bool {
-    let (net, bits) = SERVICE_CIDR;
-    let mask = u32::MAX << (32 - bits);
-    (u32::from(ip) & mask) == u32::from(net)
+/// The IPv4 ranges cluster IPs come from: the server's `--service-cidr`
+/// first, then those of the other ServiceCIDR objects (upstream's
+/// MultiCIDRServiceAllocator: a user extends the range by creating one).
+async fn service_ranges(rest: &Rest) -> Result<Vec<ipnet::Ipv4Net>, ApiError> {
+    let mut out = vec![rest.service_cidr];
+    if let Some(info) = catalogue::find("networking.k8s.io", "v1", "servicecidrs") {
+        let res = rest.store.range(&info.storage_prefix(), None, 0, 0).await?;
+        for kv in &res.kvs {
+            let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            if obj["metadata"]["deletionTimestamp"].is_string() {
+                continue;
+            }
+            for c in obj["spec"]["cidrs"].as_array().into_iter().flatten() {
+                if let Some(Ok(net)) = c.as_str().map(str::parse::<ipnet::Ipv4Net>)
+                    && !out.contains(&net)
+                {
+                    out.push(net);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn ranges_text(ranges: &[ipnet::Ipv4Net]) -> String {
+    ranges
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn used(
@@ -148,6 +180,7 @@ pub async fn allocate_service(
     }
     let _guard = rest.alloc_lock.lock().await;
     let (mut used_ips, mut used_ports) = used(rest, info).await?;
+    let ranges = service_ranges(rest).await?;
     if let Some(old) = old {
         for p in old["spec"]["ports"].as_array().into_iter().flatten() {
             if let Some(np) = p["nodePort"].as_i64() {
@@ -173,21 +206,26 @@ pub async fn allocate_service(
     let ip = if requested == "None" {
         "None".to_string()
     } else if requested.is_empty() {
-        let (net, bits) = SERVICE_CIDR;
-        let size = 1u32 << (32 - bits);
         // Start at a random offset so restarts do not pile onto low
-        // addresses; .1 is the kubernetes Service and .10 cluster DNS, both
-        // reserved for whoever asks for them by address.
-        let start = (uuid::Uuid::new_v4().as_u128() % u128::from(size)) as u32;
+        // addresses; the first address (the kubernetes Service) and the
+        // tenth (cluster DNS) are reserved for whoever asks for them by
+        // address, as are the network and broadcast addresses.
         let mut found = None;
-        for i in 0..size {
-            let off = (start + i) % size;
-            if off <= 10 || off == size - 1 {
-                continue;
+        for net in &ranges {
+            let size = 1u64 << (32 - net.prefix_len());
+            let start = (uuid::Uuid::new_v4().as_u128() % u128::from(size)) as u64;
+            for i in 0..size {
+                let off = (start + i) % size;
+                if off <= 10 || off == size - 1 {
+                    continue;
+                }
+                let cand = Ipv4Addr::from(u32::from(net.network()) + off as u32);
+                if !used_ips.contains(&cand) {
+                    found = Some(cand);
+                    break;
+                }
             }
-            let cand = Ipv4Addr::from(u32::from(net) + off);
-            if !used_ips.contains(&cand) {
-                found = Some(cand);
+            if found.is_some() {
                 break;
             }
         }
@@ -198,13 +236,14 @@ pub async fn allocate_service(
         let parsed: Ipv4Addr = requested.parse().map_err(|_| {
             invalid_field(info, &name, "spec.clusterIPs[0]", format!("Invalid value: \"{requested}\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"))
         })?;
-        if !in_cidr(parsed) {
+        if !ranges.iter().any(|n| n.contains(&parsed)) {
             return Err(invalid_field(
                 info,
                 &name,
                 "spec.clusterIPs",
                 format!(
-                    "Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is 10.43.0.0/16"
+                    "Invalid value: [\"{requested}\"]: failed to allocate IP {requested}: the provided IP ({requested}) is not in the valid range. The range of valid IPs is {}",
+                    ranges_text(&ranges)
                 ),
             ));
         }
@@ -586,9 +625,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cidr_membership() {
-        assert!(in_cidr("10.43.1.2".parse().unwrap()));
-        assert!(!in_cidr("10.44.0.1".parse().unwrap()));
+    fn default_range() {
+        assert!(SERVICE_CIDR.contains(&"10.43.1.2".parse::<Ipv4Addr>().unwrap()));
+        assert!(!SERVICE_CIDR.contains(&"10.44.0.1".parse::<Ipv4Addr>().unwrap()));
+        assert_eq!(ranges_text(&[SERVICE_CIDR]), "10.43.0.0/16");
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct Rest {
     pub cache: Arc<WatchCache>,
     /// Serialises IP and port allocation.
     pub(crate) alloc_lock: tokio::sync::Mutex<()>,
+    /// The `--service-cidr` cluster IPs come from first.
+    pub(crate) service_cidr: ipnet::Ipv4Net,
     /// Client TLS for kubelet APIs (logs), set once the PKI is loaded.
     pub(crate) kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     /// Signs and verifies service-account tokens.
@@ -156,11 +158,12 @@ pub fn decode_kv(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> 
 
 impl Rest {
     /// Creates the REST layer over a store and its watch cache.
-    pub fn new(store: SharedStore, cache: Arc<WatchCache>) -> Rest {
+    pub fn new(store: SharedStore, cache: Arc<WatchCache>, service_cidr: ipnet::Ipv4Net) -> Rest {
         Rest {
             store,
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),
+            service_cidr,
             kubelet_tls: std::sync::OnceLock::new(),
             sa_signer: std::sync::OnceLock::new(),
         }
