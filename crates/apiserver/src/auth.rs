@@ -43,3 +43,24 @@ pub fn public_path(path: &str) -> bool {
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }
+
+/// The token of an `Authorization: Bearer <token>` header. The scheme is
+/// matched without regard to case, as upstream's bearer token
+/// authenticator does (the Python client sends `bearer`).
+pub fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        assert_eq!(super::bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(super::bearer_token("bearer abc "), Some("abc"));
+        assert_eq!(super::bearer_token("BEARER  abc"), Some("abc"));
+        assert_eq!(super::bearer_token("Basic abc"), None);
+        assert_eq!(super::bearer_token("Bearer "), None);
+    }
+}

@@ -294,8 +294,8 @@ async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<B
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_string())
+            .and_then(crate::auth::bearer_token)
+            .map(str::to_string)
             .filter(|t| !t.is_empty())
     {
         match crate::rest::token::authenticate(&state.rest, &token).await {

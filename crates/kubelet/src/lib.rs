@@ -149,6 +149,7 @@ impl Options {
                 bridge: "r8s0".into(),
                 net: [10, 42, 0],
                 ipam_dir: data_dir.join("agent/ipam"),
+                mtu: None,
             },
             pod_cidr_from_node: false,
             cluster_dns: None,

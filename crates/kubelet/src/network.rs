@@ -21,6 +21,9 @@ pub struct NetConfig {
     pub net: [u8; 3],
     /// Allocator state directory.
     pub ipam_dir: PathBuf,
+    /// The pods' interface MTU (None: the kernel's default); an overlay
+    /// between nodes needs room for its encapsulation.
+    pub mtu: Option<u32>,
 }
 
 impl NetConfig {
@@ -186,8 +189,9 @@ pub fn setup_pod(
         // Left over from an attempt that failed halfway.
         host.push(format!("link del {host_veth}"));
     }
+    let mtu = cfg.mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
     host.push(format!(
-        "link add {host_veth} type veth peer name eth0 netns {ns}"
+        "link add {host_veth}{mtu} type veth peer name eth0{mtu} netns {ns}"
     ));
     host.push(format!("link set {host_veth} master {}", cfg.bridge));
     host.push(format!("link set {host_veth} up"));
@@ -228,6 +232,7 @@ mod tests {
             bridge: "unused".into(),
             net: [10, 99, 0],
             ipam_dir: dir.path().to_path_buf(),
+            mtu: None,
         };
         let a = allocate(&cfg, "pod-a").unwrap();
         let b = allocate(&cfg, "pod-b").unwrap();

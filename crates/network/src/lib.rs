@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod host;
+pub mod overlay;
 pub mod proxy;
 
 /// Errors of the node network.
@@ -53,6 +54,8 @@ pub struct Options {
     pub cluster_domain: String,
     /// The node's resolv.conf: where names outside the cluster are asked.
     pub resolv_conf: PathBuf,
+    /// How pod traffic crosses nodes (None: it does not).
+    pub overlay: Option<overlay::OverlayConfig>,
 }
 
 /// The proxy's nftables table for a node bridge (unique per node, so that
@@ -66,8 +69,10 @@ pub fn table_name(bridge: &str) -> String {
 }
 
 /// Removes what the node network put on the host that outlives the bridge
-/// (the nftables table): host clean-up after a node is gone.
+/// (the nftables table, the VXLAN device and routes to other nodes): host
+/// clean-up after a node is gone.
 pub fn cleanup_host(bridge: &str) {
+    overlay::cleanup(&overlay::device_for_bridge(bridge));
     let _ = std::process::Command::new("nft")
         .args(["delete", "table", "ip", &table_name(bridge)])
         .stdout(std::process::Stdio::null())
@@ -92,6 +97,14 @@ async fn node_pod_cidr(client: &kube::Client, name: &str) -> String {
 /// the process ends.
 pub async fn run(client: kube::Client, opts: Options) -> Result<(), NetworkError> {
     host::sysctl("net.ipv4.ip_forward", "1")?;
+    if let Some(ov) = opts.overlay.clone() {
+        let c = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = overlay::run(c, ov).await {
+                tracing::error!(error = %e, "pod network overlay stopped");
+            }
+        });
+    }
     // Replies of a pod to a pod on the same bridge must pass conntrack to
     // be un-NATed; the kernel here may have it built in and on already.
     if std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {

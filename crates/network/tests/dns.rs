@@ -47,6 +47,22 @@ fn records() -> Records {
     }))
     .unwrap();
     records.apply_slice(&slice);
+    let externals = [
+        ("other", "alias", "Web.default.svc.cluster.local"),
+        ("default", "ext", "example.org"),
+        ("default", "ext-missing", "missing.example.org"),
+        ("default", "ext-broken", "broken.example.org"),
+        ("default", "loop-a", "loop-b.default.svc.cluster.local"),
+        ("default", "loop-b", "loop-a.default.svc.cluster.local"),
+    ];
+    for (namespace, name, target) in externals {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"namespace": namespace, "name": name},
+            "spec": {"type": "ExternalName", "externalName": target},
+        }))
+        .unwrap();
+        records.apply_service(&svc);
+    }
     records
 }
 
@@ -128,6 +144,14 @@ async fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     Message::from_vec(&bytes).unwrap()
 }
 
+/// The answer section in order, as `owner type data`.
+fn answer_section(msg: &Message) -> Vec<String> {
+    msg.answers
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect()
+}
+
 fn rdata(msg: &Message) -> Vec<String> {
     let mut out: Vec<String> = msg.answers.iter().map(|r| r.data.to_string()).collect();
     out.sort();
@@ -143,6 +167,10 @@ struct Upstream {
 impl Upstream {
     fn count(&self, key: &str) -> usize {
         self.seen.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    fn total(&self) -> usize {
+        self.seen.lock().unwrap().values().sum()
     }
 
     fn answer(&self, request: &[u8], tcp: bool) -> Option<Vec<u8>> {
@@ -161,26 +189,29 @@ impl Upstream {
         response.add_query(q.clone());
         let a =
             |ip: [u8; 4]| Record::from_rdata(q.name().clone(), 60, RData::A(A(Ipv4Addr::from(ip))));
+        let soa = || {
+            let soa = SOA::new(
+                Name::from_str("ns.example.org.").unwrap(),
+                Name::from_str("admin.example.org.").unwrap(),
+                1,
+                3600,
+                600,
+                86400,
+                30,
+            );
+            Record::from_rdata(Name::from_str("example.org.").unwrap(), 60, RData::SOA(soa))
+        };
         match name.as_str() {
-            "example.org." => {
+            "example.org." if q.query_type() == RecordType::A => {
                 response.add_answer(a([192, 0, 2, 1]));
+            }
+            // No other type: NODATA.
+            "example.org." => {
+                response.add_authority(soa());
             }
             "missing.example.org." => {
                 response.metadata.response_code = ResponseCode::NXDomain;
-                let soa = SOA::new(
-                    Name::from_str("ns.example.org.").unwrap(),
-                    Name::from_str("admin.example.org.").unwrap(),
-                    1,
-                    3600,
-                    600,
-                    86400,
-                    30,
-                );
-                response.add_authority(Record::from_rdata(
-                    Name::from_str("example.org.").unwrap(),
-                    60,
-                    RData::SOA(soa),
-                ));
+                response.add_authority(soa());
             }
             "big.example.org." if !tcp => response.metadata.truncation = true,
             "big.example.org." => {
@@ -427,4 +458,141 @@ async fn binding_a_taken_address_names_it() {
         panic!("binding a taken port succeeded");
     };
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
+}
+
+#[tokio::test]
+async fn external_name_to_a_cluster_service_resolves_to_its_cluster_ip() {
+    let upstream = Upstream::default();
+    let upstream_addr = upstream.start().await;
+    let (_server, addr) = start(vec![upstream_addr]).await;
+    let name = "alias.other.svc.cluster.local.";
+    let cname = "alias.other.svc.cluster.local. CNAME Web.default.svc.cluster.local.";
+
+    let (msg, _) = udp(addr, name, RecordType::A, None).await;
+    assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
+    assert!(msg.metadata.authoritative);
+    assert_eq!(
+        answer_section(&msg),
+        [cname, "web.default.svc.cluster.local. A 10.96.0.10"],
+        "the CNAME first, then its target's address"
+    );
+    let msg = tcp(addr, "Alias.Other.svc.cluster.local", RecordType::A).await;
+    assert_eq!(
+        answer_section(&msg),
+        [cname, "web.default.svc.cluster.local. A 10.96.0.10"]
+    );
+
+    // The target has no AAAA: NOERROR with the CNAME and the cluster's SOA.
+    let (msg, _) = udp(addr, name, RecordType::AAAA, None).await;
+    assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(answer_section(&msg), [cname]);
+    assert_eq!(msg.authorities.len(), 1);
+    assert_eq!(msg.authorities[0].record_type(), RecordType::SOA);
+
+    // Asked for the CNAME itself: the CNAME alone.
+    let (msg, _) = udp(addr, name, RecordType::CNAME, None).await;
+    assert_eq!(answer_section(&msg), [cname]);
+
+    assert_eq!(upstream.total(), 0, "in-cluster targets never go upstream");
+}
+
+#[tokio::test]
+async fn external_name_outside_the_cluster_resolves_upstream_through_the_cache() {
+    let upstream = Upstream::default();
+    let upstream_addr = upstream.start().await;
+    let (_server, addr) = start(vec![upstream_addr]).await;
+    let cname = "ext.default.svc.cluster.local. CNAME example.org.";
+
+    for _ in 0..2 {
+        let (msg, _) = udp(addr, "ext.default.svc.cluster.local.", RecordType::A, None).await;
+        assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(answer_section(&msg), [cname, "example.org. A 192.0.2.1"]);
+    }
+    let msg = tcp(addr, "ext.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(answer_section(&msg), [cname, "example.org. A 192.0.2.1"]);
+    // The target itself shares the cache entry.
+    let (msg, _) = udp(addr, "example.org.", RecordType::A, None).await;
+    assert_eq!(rdata(&msg), ["192.0.2.1"]);
+    assert_eq!(
+        upstream.count("udp example.org."),
+        1,
+        "later answers come from the cache"
+    );
+
+    // NODATA upstream: NOERROR with the CNAME and the upstream's SOA, cached as well.
+    for _ in 0..2 {
+        let (msg, _) = udp(
+            addr,
+            "ext.default.svc.cluster.local.",
+            RecordType::AAAA,
+            None,
+        )
+        .await;
+        assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(answer_section(&msg), [cname]);
+        assert_eq!(msg.authorities.len(), 1);
+        assert_eq!(msg.authorities[0].name.to_string(), "example.org.");
+    }
+    assert_eq!(upstream.count("udp example.org."), 2);
+
+    // A target that does not exist: NXDOMAIN for the chain, the CNAME still first.
+    let (msg, _) = udp(
+        addr,
+        "ext-missing.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
+    assert_eq!(msg.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(
+        answer_section(&msg),
+        ["ext-missing.default.svc.cluster.local. CNAME missing.example.org."]
+    );
+    assert_eq!(msg.authorities[0].record_type(), RecordType::SOA);
+
+    // A failing upstream: the CNAME alone, NOERROR, as CoreDNS.
+    let (msg, _) = udp(
+        addr,
+        "ext-broken.default.svc.cluster.local.",
+        RecordType::A,
+        None,
+    )
+    .await;
+    assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        answer_section(&msg),
+        ["ext-broken.default.svc.cluster.local. CNAME broken.example.org."]
+    );
+    assert_eq!(upstream.count("udp broken.example.org."), 1);
+}
+
+#[tokio::test]
+async fn external_name_without_upstreams_answers_the_cname() {
+    let (_server, addr) = start(Vec::new()).await;
+    let (msg, _) = udp(addr, "ext.default.svc.cluster.local.", RecordType::A, None).await;
+    assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(
+        answer_section(&msg),
+        ["ext.default.svc.cluster.local. CNAME example.org."]
+    );
+}
+
+#[tokio::test]
+async fn a_cname_loop_between_external_names_terminates() {
+    let upstream = Upstream::default();
+    let upstream_addr = upstream.start().await;
+    let (_server, addr) = start(vec![upstream_addr]).await;
+    for qtype in [RecordType::A, RecordType::AAAA] {
+        let (msg, _) = udp(addr, "loop-a.default.svc.cluster.local.", qtype, None).await;
+        assert_eq!(msg.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            answer_section(&msg),
+            [
+                "loop-a.default.svc.cluster.local. CNAME loop-b.default.svc.cluster.local.",
+                "loop-b.default.svc.cluster.local. CNAME loop-a.default.svc.cluster.local.",
+            ]
+        );
+        assert_eq!(msg.authorities[0].record_type(), RecordType::SOA);
+    }
+    assert_eq!(upstream.total(), 0);
 }

@@ -30,6 +30,11 @@ pub struct NodeArgs {
     /// The cluster domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// How pod traffic reaches other nodes: `vxlan` (an overlay that works
+    /// wherever nodes reach each other over UDP 8472, as flannel's default),
+    /// `host-gw` (plain routes; nodes must share a link) or `none`.
+    #[arg(long, default_value = "vxlan", value_parser = ["vxlan", "host-gw", "none"])]
+    pod_network: String,
     /// The resolv.conf `Default` pods get and cluster DNS forwards other
     /// names to.
     #[arg(long, default_value = "/etc/resolv.conf")]
@@ -219,6 +224,9 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
         None => o.pod_cidr_from_node = true,
     }
     o.resolv_conf = node.resolv_conf.clone();
+    if node.pod_network == "vxlan" {
+        o.net.mtu = network::overlay::Executor::host().vxlan_pod_mtu(o.node_ip);
+    }
     if let Some(ip) = node.cluster_dns {
         o.cluster_dns = Some(kubelet::podfiles::ClusterDns {
             ip,
@@ -305,6 +313,18 @@ fn network_options(opts: &kubelet::Options, node: &NodeArgs) -> network::Options
         cluster_dns: opts.cluster_dns.as_ref().map(|d| d.ip),
         cluster_domain: node.cluster_domain.clone(),
         resolv_conf: node.resolv_conf.clone(),
+        overlay: node
+            .pod_network
+            .parse()
+            .ok()
+            .map(|mode| network::overlay::OverlayConfig {
+                node_name: opts.node_name.clone(),
+                node_ip: opts.node_ip,
+                mode,
+                device: network::overlay::device_for_bridge(&opts.net.bridge),
+                vni: network::overlay::DEFAULT_VNI,
+                port: network::overlay::DEFAULT_PORT,
+            }),
     }
 }
 

@@ -366,7 +366,9 @@ async fn hollow(args: HollowArgs) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("R8S_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // hickory's server logs every DNS query at info: far too much for
+        // a cluster's DNS.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
     if matches!(cli.command, Command::Shim(_) | Command::ShimExec(_)) {
         // A shim's fd 2 becomes the container's stderr inside the forked
         // container process, so its log goes to a private close-on-exec
@@ -383,8 +385,11 @@ fn main() -> anyhow::Result<()> {
                 .init();
         }
     } else {
+        use std::io::IsTerminal;
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            // Colour codes only for a person at a terminal, not in files.
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .init();
     }

@@ -1,6 +1,7 @@
 //! The node's cluster DNS server: the Kubernetes DNS specification
-//! (Services, headless endpoints, SRV, PTR, pod names, ExternalName)
-//! answered from an in-memory cache fed by watches, everything else
+//! (Services, headless endpoints, SRV, PTR, pod names, ExternalName, whose
+//! CNAME target is resolved too, as CoreDNS does) answered from an in-memory
+//! cache fed by watches, everything else
 //! forwarded to the node's resolvers (as CoreDNS's default Corefile:
 //! `kubernetes` with `pods insecure`, then `forward . /etc/resolv.conf`
 //! with a `cache`).
@@ -15,7 +16,7 @@ mod watch;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::{Arc, RwLock};
 
-pub use records::{Answer, CLUSTER_TTL, RecordSet, Records};
+pub use records::{Answer, CLUSTER_TTL, MAX_CNAME_HOPS, RecordSet, Records, Resolution};
 pub use server::{DnsServer, serve_records};
 
 use crate::NetworkError;

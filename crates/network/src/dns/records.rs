@@ -53,6 +53,25 @@ pub enum Answer {
     NotReady,
 }
 
+/// Most CNAMEs one answer follows through the cluster records (CoreDNS's limit).
+pub const MAX_CNAME_HOPS: usize = 8;
+
+/// A cluster answer with its CNAMEs (ExternalName Services) followed through
+/// the cluster records, as CoreDNS's kubernetes plugin answers them: stub
+/// resolvers (glibc, musl) do not chase a CNAME-only answer themselves.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    /// The CNAME records followed, in order, each owned by the previous one's
+    /// target; empty when the query name has no CNAME or the query asks for CNAMEs.
+    pub chain: Vec<Record>,
+    /// Where the chain ends: the query name when `chain` is empty, else the last CNAME's target.
+    pub target: Name,
+    /// What the cluster says about `target` for the query type: [`Answer::NotOurs`]
+    /// when it lies outside the cluster (to be asked upstream). A chain that loops or
+    /// exceeds [`MAX_CNAME_HOPS`] ends as [`Answer::NoData`], with the CNAMEs so far.
+    pub answer: Answer,
+}
+
 /// One name of the index.
 #[derive(Debug, Default)]
 struct Node {
@@ -426,6 +445,53 @@ impl Records {
         }
     }
 
+    /// Answers a query as [`Records::lookup`], then follows a CNAME answer through
+    /// the cluster records (for every query type but CNAME) until the chain reaches
+    /// a name with records, a negative answer, a name outside the cluster, a loop,
+    /// or [`MAX_CNAME_HOPS`] CNAMEs.
+    pub fn resolve(&self, name: &Name, qtype: RecordType) -> Resolution {
+        let mut target = name.clone();
+        target.set_fqdn(true);
+        let mut chain: Vec<Record> = Vec::new();
+        let mut seen = HashSet::new();
+        loop {
+            let answer = self.lookup(&target, qtype);
+            let next = match &answer {
+                Answer::Records(set) if qtype != RecordType::CNAME => cname_of(set),
+                _ => None,
+            };
+            let Some((cname, next)) = next else {
+                return Resolution {
+                    chain,
+                    target,
+                    answer,
+                };
+            };
+            if chain.len() >= MAX_CNAME_HOPS {
+                tracing::debug!(name = %name, %target, "CNAME chain too long; not followed further");
+                return self.cut(chain, target);
+            }
+            let next = next.clone();
+            chain.push(cname.clone());
+            seen.insert(target);
+            target = next;
+            // Name's Eq and Hash ignore case; CNAME targets are fully qualified.
+            if seen.contains(&target) {
+                tracing::debug!(name = %name, %target, "CNAME loop; not followed further");
+                return self.cut(chain, target);
+            }
+        }
+    }
+
+    /// The end of a chain that is not followed further: NODATA, as CoreDNS answers.
+    fn cut(&self, chain: Vec<Record>, target: Name) -> Resolution {
+        Resolution {
+            chain,
+            target,
+            answer: Answer::NoData(self.soa.clone()),
+        }
+    }
+
     /// `<a-b-c-d>.<ns>.pod.<domain>`: answered from the name alone ("pods insecure").
     fn pod_answer(&self, name: &Name, qtype: RecordType) -> Answer {
         let nxdomain = Answer::NxDomain(self.soa.clone());
@@ -460,6 +526,15 @@ impl Records {
         } else {
             Answer::NoData(self.soa.clone())
         }
+    }
+}
+
+/// The CNAME record of a CNAME answer and its target.
+fn cname_of(set: &RecordSet) -> Option<(&Record, &Name)> {
+    let rec = set.answers.first()?;
+    match &rec.data {
+        RData::CNAME(cname) => Some((rec, &cname.0)),
+        _ => None,
     }
 }
 

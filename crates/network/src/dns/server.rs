@@ -1,5 +1,7 @@
 //! The DNS front end: hickory-server's UDP/TCP machinery with a request
 //! handler answering cluster names from [`Records`] and forwarding the rest.
+//! An ExternalName's CNAME is answered with its target's records after it,
+//! from the cluster records or, for a target outside the cluster, the forwarder.
 //!
 //! hickory-server already answers FORMERR to a request whose header parses
 //! but whose body does not (and drops datagrams shorter than a header), and
@@ -7,14 +9,15 @@
 //! record we put in the response, setting the TC bit; TCP responses are
 //! never truncated. The handler only has to echo EDNS with the client's size.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -23,7 +26,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use super::DnsConfig;
 use super::forward::{Forwarder, Reply};
-use super::records::{Answer, Records};
+use super::records::{Answer, Records, Resolution};
 use crate::NetworkError;
 
 /// Largest UDP response we send whatever the client offers: large enough for
@@ -79,34 +82,45 @@ impl DnsHandler {
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             return reply.error(metadata, ResponseCode::Refused).await;
         }
-        let answer = {
+        let Resolution {
+            chain,
+            target,
+            answer,
+        } = {
             let records = self.records.read().unwrap_or_else(|e| e.into_inner());
-            records.lookup(query.name(), qtype)
+            records.resolve(query.name(), qtype)
         };
         let in_class = matches!(query.query_class(), DNSClass::IN | DNSClass::ANY);
         match answer {
-            Answer::NotOurs => {}
+            Answer::NotOurs if chain.is_empty() => {}
             // Cluster names only exist in class IN.
             _ if !in_class => return reply.error(metadata, ResponseCode::Refused).await,
             Answer::NotReady => return reply.error(metadata, ResponseCode::ServFail).await,
             Answer::Records(set) => {
                 metadata.authoritative = true;
-                return reply
-                    .send(metadata, &set.answers, &[], &set.additionals)
-                    .await;
+                let answers = after(&chain, &set.answers);
+                return reply.send(metadata, &answers, &[], &set.additionals).await;
             }
             Answer::NoData(soa) => {
                 metadata.authoritative = true;
                 return reply
-                    .send(metadata, &[], std::slice::from_ref(&*soa), &[])
+                    .send(metadata, &chain, std::slice::from_ref(&*soa), &[])
                     .await;
             }
             Answer::NxDomain(soa) => {
                 metadata.authoritative = true;
                 metadata.response_code = ResponseCode::NXDomain;
                 return reply
-                    .send(metadata, &[], std::slice::from_ref(&*soa), &[])
+                    .send(metadata, &chain, std::slice::from_ref(&*soa), &[])
                     .await;
+            }
+            // An ExternalName leading out of the cluster: its target is asked upstream.
+            Answer::NotOurs => {
+                metadata.authoritative = true;
+                let (rcode, rest, authorities) = self.outside(target, qtype).await;
+                metadata.response_code = rcode;
+                let answers = after(&chain, &rest);
+                return reply.send(metadata, &answers, &authorities, &[]).await;
             }
         }
         match self.forwarder.resolve(query.original()).await {
@@ -123,6 +137,54 @@ impl DnsHandler {
             }
             None => reply.error(metadata, ResponseCode::ServFail).await,
         }
+    }
+
+    /// The end of a CNAME chain leaving the cluster, through the forwarder and its
+    /// cache: the rcode, the answers to append after the CNAMEs and the authorities.
+    /// The CNAMEs are ours whatever the upstream says, so an upstream failure still
+    /// answers them with NOERROR, as CoreDNS does; an NXDOMAIN target makes the whole
+    /// answer NXDOMAIN (RFC 6604: the rcode describes the chain's last name).
+    async fn outside(
+        &self,
+        target: Name,
+        qtype: RecordType,
+    ) -> (ResponseCode, Vec<Record>, Vec<Record>) {
+        // CNAMEs are class IN, whatever class (IN or ANY) the client asked.
+        let query = Query::query(target, qtype);
+        let Some(reply) = self.forwarder.resolve(&query).await else {
+            return (ResponseCode::NoError, Vec::new(), Vec::new());
+        };
+        // Only the SOA of a negative answer is worth relaying: clients cache by it.
+        let soa = |authorities: Vec<Record>| {
+            authorities
+                .into_iter()
+                .filter(|r| r.record_type() == RecordType::SOA)
+                .collect()
+        };
+        match reply.rcode {
+            ResponseCode::NoError if reply.answers.is_empty() => {
+                (ResponseCode::NoError, Vec::new(), soa(reply.authorities))
+            }
+            ResponseCode::NoError => (ResponseCode::NoError, reply.answers, Vec::new()),
+            ResponseCode::NXDomain => (
+                ResponseCode::NXDomain,
+                reply.answers,
+                soa(reply.authorities),
+            ),
+            rcode => {
+                tracing::debug!(name = %query.name(), %rcode, "upstream failed an ExternalName target; answering the CNAME alone");
+                (ResponseCode::NoError, Vec::new(), Vec::new())
+            }
+        }
+    }
+}
+
+/// `chain` followed by `rest`, without copying when there is no chain.
+fn after<'a>(chain: &[Record], rest: &'a [Record]) -> Cow<'a, [Record]> {
+    if chain.is_empty() {
+        Cow::Borrowed(rest)
+    } else {
+        Cow::Owned([chain, rest].concat())
     }
 }
 

@@ -633,3 +633,171 @@ fn any_returns_every_type() {
     let got = q(&r, "web.default.svc.cluster.local.", RecordType::ANY);
     assert_eq!(got.len(), 4, "{got:?}");
 }
+
+fn external(ns: &str, svc: &str, target: &str) -> Service {
+    service(
+        ns,
+        svc,
+        json!({"type": "ExternalName", "externalName": target}),
+    )
+}
+
+/// The CNAMEs followed as `owner -> target`, then the end answer as [`data`] shows it.
+fn chase(records: &Records, qname: &str, qtype: RecordType) -> (Vec<String>, Vec<String>) {
+    let resolution = records.resolve(&name(qname), qtype);
+    let chain = resolution
+        .chain
+        .iter()
+        .map(|r| format!("{} -> {}", r.name, r.data))
+        .collect();
+    (chain, data(&resolution.answer))
+}
+
+#[test]
+fn external_name_to_a_cluster_service_is_followed() {
+    let mut r = records();
+    r.apply_service(&web());
+    r.apply_service(&external("other", "alias", "WEB.default.svc.cluster.local"));
+    let alias = "alias.other.svc.cluster.local.";
+    let cname = "alias.other.svc.cluster.local. -> WEB.default.svc.cluster.local.";
+    assert_eq!(
+        chase(&r, alias, RecordType::A),
+        (vec![cname.to_string()], vec!["10.96.0.10".to_string()])
+    );
+    assert_eq!(
+        chase(&r, "Alias.Other.svc.cluster.local", RecordType::AAAA),
+        (vec![cname.to_string()], vec!["fd00::10".to_string()])
+    );
+    let resolution = r.resolve(&name(alias), RecordType::A);
+    assert_eq!(resolution.target, name("web.default.svc.cluster.local."));
+
+    // SRV: the target's SRV records with their additionals.
+    let resolution = r.resolve(&name(alias), RecordType::SRV);
+    assert_eq!(resolution.chain.len(), 1);
+    let Answer::Records(set) = resolution.answer else {
+        panic!("no SRV records");
+    };
+    assert_eq!(set.answers.len(), 2);
+    assert_eq!(set.additionals.len(), 2, "{:?}", set.additionals);
+
+    // A CNAME query gets the CNAME alone, unfollowed.
+    assert_eq!(
+        chase(&r, alias, RecordType::CNAME),
+        (
+            Vec::new(),
+            vec!["WEB.default.svc.cluster.local.".to_string()]
+        )
+    );
+    // Names without a CNAME resolve as lookup answers them.
+    assert_eq!(
+        chase(&r, "web.default.svc.cluster.local.", RecordType::A),
+        (Vec::new(), vec!["10.96.0.10".to_string()])
+    );
+    assert_eq!(
+        chase(&r, "example.com.", RecordType::A),
+        (Vec::new(), vec!["FORWARD".to_string()])
+    );
+}
+
+#[test]
+fn external_name_chains_end_in_negative_answers_or_outside() {
+    let mut r = records();
+    r.apply_service(&service(
+        "default",
+        "v4",
+        json!({"clusterIP": "10.96.0.11"}),
+    ));
+    r.apply_service(&external(
+        "default",
+        "to-v4",
+        "v4.default.svc.cluster.local",
+    ));
+    r.apply_service(&external(
+        "default",
+        "to-gone",
+        "gone.default.svc.cluster.local",
+    ));
+    r.apply_service(&external(
+        "default",
+        "to-pod",
+        "10-42-0-5.x.pod.cluster.local",
+    ));
+    r.apply_service(&external("default", "out", "www.example.com"));
+    r.apply_service(&external("default", "hop", "out.default.svc.cluster.local"));
+
+    let (chain, end) = chase(&r, "to-v4.default.svc.cluster.local.", RecordType::AAAA);
+    assert_eq!((chain.len(), end), (1, vec!["NODATA".to_string()]));
+    let (chain, end) = chase(&r, "to-gone.default.svc.cluster.local.", RecordType::A);
+    assert_eq!((chain.len(), end), (1, vec!["NXDOMAIN".to_string()]));
+    let (chain, end) = chase(&r, "to-pod.default.svc.cluster.local.", RecordType::A);
+    assert_eq!((chain.len(), end), (1, vec!["10.42.0.5".to_string()]));
+
+    // Out of the cluster: the server asks the upstream for the target.
+    let resolution = r.resolve(&name("hop.default.svc.cluster.local."), RecordType::A);
+    assert!(matches!(resolution.answer, Answer::NotOurs));
+    assert_eq!(resolution.target, name("www.example.com."));
+    let chain: Vec<String> = resolution
+        .chain
+        .iter()
+        .map(|r| format!("{} -> {}", r.name, r.data))
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            "hop.default.svc.cluster.local. -> out.default.svc.cluster.local.",
+            "out.default.svc.cluster.local. -> www.example.com.",
+        ]
+    );
+}
+
+#[test]
+fn cname_loops_and_long_chains_end() {
+    let mut r = records();
+    r.apply_service(&external("default", "a", "b.default.svc.cluster.local"));
+    r.apply_service(&external("default", "b", "A.Default.svc.cluster.local."));
+    r.apply_service(&external("default", "me", "me.default.svc.cluster.local"));
+    for qtype in [RecordType::A, RecordType::AAAA, RecordType::ANY] {
+        assert_eq!(
+            chase(&r, "a.default.svc.cluster.local.", qtype),
+            (
+                vec![
+                    "a.default.svc.cluster.local. -> b.default.svc.cluster.local.".to_string(),
+                    "b.default.svc.cluster.local. -> A.Default.svc.cluster.local.".to_string(),
+                ],
+                vec!["NODATA".to_string()]
+            )
+        );
+    }
+    let (chain, end) = chase(&r, "me.default.svc.cluster.local.", RecordType::A);
+    assert_eq!((chain.len(), end), (1, vec!["NODATA".to_string()]));
+
+    // e0 -> e1 -> ... -> e11 -> web: cut after MAX_CNAME_HOPS CNAMEs.
+    r.apply_service(&web());
+    for i in 0..12 {
+        let target = if i == 11 {
+            "web.default.svc.cluster.local".to_string()
+        } else {
+            format!("e{}.default.svc.cluster.local", i + 1)
+        };
+        r.apply_service(&external("default", &format!("e{i}"), &target));
+    }
+    let (chain, end) = chase(&r, "e0.default.svc.cluster.local.", RecordType::A);
+    assert_eq!(
+        (chain.len(), end),
+        (MAX_CNAME_HOPS, vec!["NODATA".to_string()])
+    );
+    // Starting within reach of the end, the chain completes.
+    let start = format!("e{}.default.svc.cluster.local.", 12 - MAX_CNAME_HOPS);
+    let (chain, end) = chase(&r, &start, RecordType::A);
+    assert_eq!(
+        (chain.len(), end),
+        (MAX_CNAME_HOPS, vec!["10.96.0.10".to_string()])
+    );
+}
+
+#[test]
+fn unlisted_records_do_not_follow_cnames() {
+    let r = records().unsynced();
+    let (chain, end) = chase(&r, "a.default.svc.cluster.local.", RecordType::A);
+    assert_eq!((chain.len(), end), (0, vec!["NOTREADY".to_string()]));
+}

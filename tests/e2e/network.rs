@@ -1,0 +1,771 @@
+//! Services, cluster DNS and pod egress with real containers: `r8s server`
+//! with its built-in node agent and network, busybox pods, the real
+//! kubectl, and a test-made "outside" network namespace. Needs root (CI
+//! is root); without it the test fails saying so.
+//!
+//! Traffic goes only to addresses r8s or the test made: the node's pod
+//! bridge (whose gateway is the node's address here), the service range
+//! routed onto it, pod namespaces, the outside namespace, and an upstream
+//! DNS server of the test's own on a loopback address.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Cluster, r8s_bin};
+
+/// Names and addresses unique to one test, and clean-up of everything the
+/// node and the test put on the host, even when the test fails.
+struct Net {
+    cluster: Option<Cluster>,
+    data: tempfile::TempDir,
+    bridge: String,
+    cgroup: String,
+    /// The cluster's pod range; the node gets its first /24.
+    cluster_cidr: String,
+    pod_cidr: String,
+    service_cidr: String,
+    /// The node's address: the gateway of its pod bridge.
+    node_ip: String,
+    /// The "outside" namespace, its veth, and the addresses on each end.
+    outside: String,
+    veth: String,
+    host_side: String,
+    outside_ip: String,
+    /// The upstream resolver's address and its runtime.
+    upstream: String,
+    _dns: Option<(tokio::runtime::Runtime, network::dns::DnsServer)>,
+}
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("sh")
+}
+
+fn must(cmd: &str) -> String {
+    let out = sh(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Net {
+    fn new() -> Net {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the network e2e test needs root (namespaces, bridges, nftables)"
+        );
+        for tool in ["ip", "nft", "busybox", "python3"] {
+            assert!(
+                sh(&format!("command -v {tool}")).status.success(),
+                "the network e2e test needs {tool} (Debian: iproute2, nftables, busybox-static, python3)"
+            );
+        }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        Net {
+            cluster: None,
+            data: tempfile::tempdir().unwrap(),
+            bridge: format!("r8sn{}n{n}", pid % 100_000),
+            cgroup: format!("r8s-net-{pid}-{n}"),
+            cluster_cidr: format!("10.{}.0.0/16", 140 + n),
+            pod_cidr: format!("10.{}.0.0/24", 140 + n),
+            service_cidr: format!("10.{}.0.0/16", 180 + n),
+            node_ip: format!("10.{}.0.1", 140 + n),
+            outside: format!("r8so{}n{n}", pid % 100_000),
+            veth: format!("r8sv{}n{n}", pid % 100_000),
+            host_side: format!("172.31.{n}.1"),
+            outside_ip: format!("172.31.{n}.2"),
+            upstream: format!("127.0.77.{}", n + 1),
+            _dns: None,
+        }
+    }
+
+    fn c(&self) -> &Cluster {
+        self.cluster.as_ref().expect("cluster started")
+    }
+
+    /// The cluster IP range's `n`th address.
+    fn service_ip(&self, n: u8) -> String {
+        let base = self.service_cidr.trim_end_matches(".0.0/16");
+        format!("{base}.0.{n}")
+    }
+
+    /// The outside world: a namespace behind a veth pair, reached from the
+    /// node through `host_side`.
+    fn make_outside(&self) {
+        must(&format!(
+            "ip netns add {o} && ip link add {v} type veth peer name eth0 netns {o} && \
+             ip addr add {h}/30 dev {v} && ip link set {v} up && \
+             ip -n {o} addr add {x}/30 dev eth0 && ip -n {o} link set eth0 up && ip -n {o} link set lo up && \
+             ip -n {o} route add default via {h}",
+            o = self.outside,
+            v = self.veth,
+            h = self.host_side,
+            x = self.outside_ip
+        ));
+    }
+
+    /// An upstream resolver on a loopback address: it serves the zone
+    /// `outside.test` with `www.ns.svc.outside.test` → 203.0.113.7 (data only).
+    fn start_upstream(&mut self) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let addr: std::net::SocketAddr = format!("{}:53", self.upstream).parse().unwrap();
+        let server = rt.block_on(async {
+            let mut r = network::dns::Records::new("outside.test").unwrap();
+            let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "www", "namespace": "ns"},
+                "spec": {"clusterIP": "203.0.113.7", "clusterIPs": ["203.0.113.7"], "ports": [{"port": 80}]},
+            }))
+            .unwrap();
+            r.apply_service(&svc);
+            let cfg = network::dns::DnsConfig {
+                listen: vec![addr],
+                domain: "outside.test".into(),
+                upstreams: vec![],
+            };
+            network::dns::serve_records(std::sync::Arc::new(std::sync::RwLock::new(r)), &cfg)
+                .await
+                .unwrap_or_else(|e| panic!("upstream DNS on {addr}: {e}"))
+        });
+        self._dns = Some((rt, server));
+    }
+
+    fn start(&mut self) {
+        self.make_outside();
+        self.start_upstream();
+        let dir = tempfile::tempdir_in(self.data.path()).unwrap();
+        let tar = dir.path().join("busybox.tar");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
+        assert!(
+            Command::new("bash")
+                .arg(&script)
+                .arg(&tar)
+                .status()
+                .unwrap()
+                .success(),
+            "building the busybox image failed: install Debian's busybox-static"
+        );
+        let st = Command::new(r8s_bin())
+            .args(["image", "import", "--data-dir"])
+            .arg(dir.path())
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let resolv = dir.path().join("resolv.conf");
+        std::fs::write(&resolv, format!("nameserver {}\n", self.upstream)).unwrap();
+        let resolv = resolv.to_string_lossy().into_owned();
+        let args = [
+            "--node-name",
+            "e2e-net",
+            "--bridge",
+            &self.bridge,
+            "--cgroup-root",
+            &self.cgroup,
+            "--kubelet-port",
+            "0",
+            "--cluster-cidr",
+            &self.cluster_cidr,
+            "--service-cidr",
+            &self.service_cidr,
+            "--node-ip",
+            &self.node_ip,
+            "--resolv-conf",
+            &resolv,
+        ];
+        self.cluster = Some(Cluster::start_with(dir, &args));
+        let c = self.c();
+        c.wait_for(
+            "the node to be Ready with a pod CIDR",
+            Duration::from_secs(30),
+            || {
+                let v = c.get_json(&["node", "e2e-net"]);
+                (v["spec"]["podCIDR"].as_str() == Some(self.pod_cidr.as_str())
+                    && v["status"]["conditions"]
+                        .as_array()?
+                        .iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                .then_some(())
+            },
+        );
+    }
+
+    /// Runs a shell command in the client pod; (stdout, stderr, success).
+    fn in_client(&self, cmd: &str) -> (String, String, bool) {
+        let out = self.c().kubectl(&["exec", "client", "--", "sh", "-c", cmd]);
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.success(),
+        )
+    }
+
+    /// GET `path` from `target` (host:port) inside the client pod; the
+    /// body's last line.
+    fn fetch(&self, target: &str, path: &str) -> Option<String> {
+        let (host, port) = target.rsplit_once(':').unwrap_or((target, "80"));
+        let (out, _, ok) = self.in_client(&format!(
+            "printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}"
+        ));
+        let line = out.lines().last()?.trim().to_string();
+        (ok && out.starts_with("HTTP/1.") && !line.is_empty()).then_some(line)
+    }
+
+    /// Who answers `n` requests to `target` from the client pod.
+    fn answerers(&self, target: &str, n: usize) -> std::collections::BTreeSet<String> {
+        let (out, _, _) = self.in_client(&format!(
+            "for i in $(seq {n}); do printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {target} | tail -1; done"
+        ));
+        out.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// GET from the outside namespace (busybox's nc from the host).
+    fn fetch_outside(&self, addr: &str, port: &str, path: &str) -> Option<String> {
+        let out = sh(&format!(
+            "printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | ip netns exec {} busybox nc -w 3 {addr} {port}",
+            self.outside
+        ));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text.lines().last()?.trim().to_string();
+        (text.starts_with("HTTP/1.") && !line.is_empty()).then_some(line)
+    }
+
+    fn nslookup(&self, args: &str) -> String {
+        let (out, err, _) = self.in_client(&format!("nslookup {args}"));
+        out + &err
+    }
+
+    fn table(&self) -> String {
+        String::from_utf8_lossy(
+            &Command::new("nft")
+                .args(["list", "table", "ip", &network::table_name(&self.bridge)])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let mut c = self.cluster.take();
+        if let Some(c) = c.as_mut() {
+            c.kill();
+        }
+        kubelet::cleanup_host(&self.cgroup, &self.bridge, self.data.path());
+        network::cleanup_host(&self.bridge);
+        let _ = sh(&format!(
+            "ip link del {} 2>/dev/null; ip netns del {} 2>/dev/null",
+            self.veth, self.outside
+        ));
+        drop(c);
+    }
+}
+
+/// The client address busybox httpd reports (`[::ffff:a.b.c.d]`).
+fn remote_addr(s: &str) -> String {
+    s.trim_matches(|c| c == '[' || c == ']')
+        .trim_start_matches("::ffff:")
+        .to_string()
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.starts_with("HTTP/1.")
+        .then(|| body.lines().last().unwrap_or("").trim().to_string())
+}
+
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox:latest
+        imagePullPolicy: Never
+        ports:
+        - {name: http, containerPort: 8080}
+        readinessProbe:
+          exec: {command: ["test", "-f", "/tmp/ready"]}
+          periodSeconds: 1
+        command:
+        - sh
+        - -c
+        - |
+          mkdir -p /www/cgi-bin
+          hostname > /www/index.html
+          printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' > /www/cgi-bin/ip
+          chmod +x /www/cgi-bin/ip
+          touch /tmp/ready
+          exec httpd -f -p 8080 -h /www
+"#;
+
+const CLIENT: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#;
+
+const STATEFUL: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: db
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports:
+  - {name: http, port: 8080}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 2
+  podManagementPolicy: Parallel
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: db
+        image: busybox:latest
+        imagePullPolicy: Never
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+"#;
+
+/// A pod that runs the host's curl and Python (the Debian
+/// python3-kubernetes client) against the API through the `kubernetes`
+/// Service, with its projected service-account token.
+const API_CLIENT: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: api-client
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: usr, mountPath: /usr, readOnly: true}
+    - {name: lib, mountPath: /lib, readOnly: true}
+    - {name: lib64, mountPath: /lib64, readOnly: true}
+  volumes:
+  - {name: usr, hostPath: {path: /usr}}
+  - {name: lib, hostPath: {path: /lib}}
+  - {name: lib64, hostPath: {path: /lib64}}
+"#;
+
+fn pod_json(c: &Cluster, name: &str) -> serde_json::Value {
+    c.get_json(&["pod", name])
+}
+
+fn ready_pods(c: &Cluster, sel: &str) -> Vec<(String, String)> {
+    c.pods("default", sel)
+        .iter()
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        })
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                p["status"]["podIP"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn services_dns_and_egress_on_one_node() {
+    let mut net = Net::new();
+    net.start();
+    let c = net.c();
+    c.create(Some("default"), WEB);
+    c.create(Some("default"), CLIENT);
+    c.wait_for("2 web pods Ready", Duration::from_secs(90), || {
+        (ready_pods(c, "app=web").len() == 2).then_some(())
+    });
+    c.wait_for("the client pod to run", Duration::from_secs(60), || {
+        (pod_json(c, "client")["status"]["phase"] == "Running").then_some(())
+    });
+    c.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "http",
+    ]);
+    let svc_ip = c.get_json(&["svc", "web"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let names: std::collections::BTreeSet<String> = ready_pods(c, "app=web")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+
+    // By cluster IP and by every form of its name, from a pod.
+    for target in [
+        format!("{svc_ip}:80"),
+        "web:80".into(),
+        "web.default:80".into(),
+        "web.default.svc.cluster.local:80".into(),
+    ] {
+        let who = c.wait_for(
+            &format!("web through {target}"),
+            Duration::from_secs(30),
+            || net.fetch(&target, "/index.html"),
+        );
+        assert!(
+            names.contains(&who),
+            "{target} answered by {who}, not one of {names:?}"
+        );
+    }
+    // Both endpoints get traffic; the node itself reaches the cluster IP.
+    c.wait_for("both web pods to answer", Duration::from_secs(30), || {
+        (net.answerers(&format!("{svc_ip} 80"), 16) == names).then_some(())
+    });
+    let from_host = http_get(&format!("{svc_ip}:80"), "/index.html").expect("host → cluster IP");
+    assert!(names.contains(&from_host));
+
+    // An endpoint that turns unready stops getting traffic.
+    let (gone, _) = ready_pods(c, "app=web")[0].clone();
+    c.ok(&["exec", &gone, "--", "rm", "/tmp/ready"]);
+    c.wait_for(
+        "the unready pod to leave the endpoints",
+        Duration::from_secs(30),
+        || {
+            let who = net.answerers(&format!("{svc_ip} 80"), 12);
+            (!who.contains(&gone) && who.len() == 1).then_some(())
+        },
+    );
+    c.ok(&["exec", &gone, "--", "touch", "/tmp/ready"]);
+
+    // Scaling changes who answers.
+    c.ok(&["scale", "deployment", "web", "--replicas", "3"]);
+    c.wait_for("3 web pods answering", Duration::from_secs(90), || {
+        let ready: std::collections::BTreeSet<String> = ready_pods(c, "app=web")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        (ready.len() == 3 && net.answerers(&format!("{svc_ip} 80"), 24) == ready).then_some(())
+    });
+
+    // Session affinity sticks to one pod.
+    c.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--name",
+        "sticky",
+        "--port",
+        "80",
+        "--target-port",
+        "http",
+        "--session-affinity",
+        "ClientIP",
+    ]);
+    c.wait_for("sticky to answer", Duration::from_secs(30), || {
+        net.fetch("sticky:80", "/")
+    });
+    assert_eq!(net.answerers("sticky 80", 12).len(), 1, "ClientIP affinity");
+
+    // NodePort from the node and from outside; the client's address is
+    // replaced unless externalTrafficPolicy is Local.
+    c.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--name",
+        "web-np",
+        "--type",
+        "NodePort",
+        "--port",
+        "80",
+        "--target-port",
+        "http",
+    ]);
+    let np = c.get_json(&["svc", "web-np"])["spec"]["ports"][0]["nodePort"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let node_addr = format!("{}:{np}", net.node_ip);
+    c.wait_for(
+        "the node port from the node",
+        Duration::from_secs(30),
+        || http_get(&node_addr, "/index.html"),
+    );
+    let seen = c.wait_for(
+        "the node port from outside",
+        Duration::from_secs(30),
+        || net.fetch_outside(&net.node_ip, &np, "/cgi-bin/ip"),
+    );
+    assert_ne!(
+        seen, net.outside_ip,
+        "externalTrafficPolicy Cluster masquerades"
+    );
+    c.ok(&[
+        "patch",
+        "svc",
+        "web-np",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    c.wait_for(
+        "the client's own address with externalTrafficPolicy Local",
+        Duration::from_secs(30),
+        || {
+            (remote_addr(&net.fetch_outside(&net.node_ip, &np, "/cgi-bin/ip")?) == net.outside_ip)
+                .then_some(())
+        },
+    );
+
+    // LoadBalancer: the built-in load balancer gives the node's address.
+    c.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--name",
+        "web-lb",
+        "--type",
+        "LoadBalancer",
+        "--port",
+        "8081",
+        "--target-port",
+        "http",
+    ]);
+    let lb = c.wait_for("a load-balancer address", Duration::from_secs(30), || {
+        c.get_json(&["svc", "web-lb"])["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert_eq!(lb, net.node_ip);
+    c.wait_for(
+        "the load balancer from outside",
+        Duration::from_secs(30),
+        || net.fetch_outside(&lb, "8081", "/index.html"),
+    );
+
+    // A Service without a selector, with a hand-made EndpointSlice.
+    let (_, ip) = ready_pods(c, "app=web")[0].clone();
+    c.create(
+        Some("default"),
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: manual\nspec:\n  ports:\n  - {{name: web, port: 81}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: manual-1\n  labels:\n    kubernetes.io/service-name: manual\n\
+             addressType: IPv4\nports:\n- {{name: web, port: 8080}}\nendpoints:\n- addresses: [\"{ip}\"]\n"
+        ),
+    );
+    c.wait_for("the selector-less Service", Duration::from_secs(30), || {
+        net.fetch("manual:81", "/index.html")
+    });
+
+    // No endpoints, or a port the Service lacks: refused at once.
+    c.ok(&["create", "service", "clusterip", "empty", "--tcp", "80"]);
+    c.wait_for(
+        "the empty Service to refuse",
+        Duration::from_secs(30),
+        || {
+            let (_, err, ok) = net.in_client("echo | nc -w 5 empty 80");
+            (!ok && err.contains("refused")).then_some(())
+        },
+    );
+    let (_, err, ok) = net.in_client(&format!("echo | nc -w 5 {svc_ip} 81"));
+    assert!(
+        !ok && err.contains("refused"),
+        "a port the Service lacks: {err}"
+    );
+
+    // DNS: headless StatefulSet members, SRV, PTR, ExternalName, pods,
+    // and names outside the cluster through the node's resolver.
+    c.create(Some("default"), STATEFUL);
+    c.wait_for("2 db pods Ready", Duration::from_secs(90), || {
+        (ready_pods(c, "app=db").len() == 2).then_some(())
+    });
+    let db0 = pod_json(c, "db-0")["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.wait_for(
+        "db-0.db resolves to its pod",
+        Duration::from_secs(30),
+        || {
+            let out = net.nslookup("db-0.db.default.svc.cluster.local");
+            out.contains(&format!("Address: {db0}")).then_some(())
+        },
+    );
+    let srv = c.wait_for(
+        "SRV records of the headless Service",
+        Duration::from_secs(30),
+        || {
+            let out = net.nslookup("-type=srv _http._tcp.db.default.svc.cluster.local");
+            (out.matches(" 8080 ").count() == 2).then_some(out)
+        },
+    );
+    assert!(srv.contains("db-0.db.default.svc.cluster.local"), "{srv}");
+    let headless = net.nslookup("db.default.svc.cluster.local");
+    assert_eq!(headless.matches("Address: 10.").count(), 2, "{headless}");
+    let ptr = net.nslookup(&svc_ip);
+    assert!(
+        ptr.contains("name = web.default.svc.cluster.local"),
+        "{ptr}"
+    );
+    c.ok(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name",
+        "web.default.svc.cluster.local",
+    ]);
+    let cname = c.wait_for("ExternalName as a CNAME", Duration::from_secs(30), || {
+        let out = net.nslookup("-type=cname ext.default.svc.cluster.local");
+        out.contains("canonical name = web.default.svc.cluster.local")
+            .then_some(out)
+    });
+    assert!(!cname.contains("NXDOMAIN"), "{cname}");
+    let pod_name = format!("{}.default.pod.cluster.local", db0.replace('.', "-"));
+    assert!(net.nslookup(&pod_name).contains(&format!("Address: {db0}")));
+    let missing = net.nslookup("nope.default.svc.cluster.local");
+    assert!(missing.contains("NXDOMAIN"), "{missing}");
+    let outside = net.nslookup("www.ns.svc.outside.test");
+    assert!(
+        outside.contains("Address: 203.0.113.7"),
+        "forwarded upstream: {outside}"
+    );
+    assert!(
+        net.c().ok(&[
+            "get",
+            "svc",
+            "-n",
+            "kube-system",
+            "kube-dns",
+            "-o",
+            "jsonpath={.spec.clusterIP}"
+        ]) == net.service_ip(10)
+    );
+
+    // The API through kubernetes.default.svc with the pod's own token.
+    c.create(Some("default"), API_CLIENT);
+    c.wait_for("the API client pod to run", Duration::from_secs(60), || {
+        (pod_json(c, "api-client")["status"]["phase"] == "Running").then_some(())
+    });
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let listed = c.ok(&[
+        "exec", "api-client", "--", "sh", "-c",
+        &format!("curl -sS --cacert {sa}/ca.crt -H \"Authorization: Bearer $(cat {sa}/token)\" https://kubernetes.default.svc/api/v1/namespaces/default/pods"),
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_str(&listed).unwrap_or_else(|e| panic!("{e}: {listed}"));
+    assert_eq!(v["kind"], "PodList", "{listed}");
+    let py = c.kubectl(&[
+        "exec", "api-client", "--", "python3", "-c",
+        "from kubernetes import client, config; config.load_incluster_config(); \
+         print(sorted(p.metadata.name for p in client.CoreV1Api().list_namespaced_pod('default').items))",
+    ]);
+    let py_out = String::from_utf8_lossy(&py.stdout);
+    assert!(
+        py.status.success() && py_out.contains("'api-client'") && py_out.contains("'client'"),
+        "the Python client's in-cluster config (Debian: python3-kubernetes): {py_out} {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+
+    // Egress: a pod reaching the outside arrives from the node's address on
+    // that side.
+    let listener = Command::new("ip")
+        .args(["netns", "exec", &net.outside, "python3", "-c"])
+        .arg(format!(
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{}', 9000))\ns.listen()\ns.settimeout(30)\nc,a=s.accept()\nprint(a[0], flush=True)",
+            net.outside_ip
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let outside_ip = net.outside_ip.clone();
+    c.wait_for("a pod to connect outside", Duration::from_secs(20), || {
+        net.in_client(&format!("echo hi | nc -w 2 {outside_ip} 9000"))
+            .2
+            .then_some(())
+    });
+    let out = common::wait_with_timeout(listener, Duration::from_secs(30));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        net.host_side,
+        "masqueraded to the node"
+    );
+
+    // Deleting a Service leaves no rules behind.
+    assert!(net.table().contains("default/web-np/"));
+    c.ok(&["delete", "svc", "web-np", "web-lb", "sticky"]);
+    c.wait_for(
+        "the deleted Services' rules to go",
+        Duration::from_secs(30),
+        || {
+            let t = net.table();
+            (!t.contains("default/web-np/")
+                && !t.contains("default/web-lb/")
+                && !t.contains("default/sticky/"))
+            .then_some(())
+        },
+    );
+    assert!(
+        http_get(&node_addr, "/index.html").is_none(),
+        "the node port is closed"
+    );
+}
