@@ -144,6 +144,7 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
         kubelet::cleanup_host(&self.cgroup, &self.bridge, self.data.path());
+        network::cleanup_host(&self.bridge);
     }
 }
 
@@ -222,6 +223,8 @@ fn servers_share_one_ca_and_an_agent_joins_with_a_token_and_fails_over() {
         .args(["--bridge", &format!("r8sj{}", pid % 100_000)])
         .args(["--cgroup-root", &format!("r8s-e2e-join-{pid}")])
         .args(["--pod-cidr", &format!("10.78.{third}.0/24")])
+        // Addresses on the test's own bridge, not the host's.
+        .args(["--node-ip", &format!("10.78.{third}.1")])
         .arg("--data-dir")
         .arg(data.path())
         .env("R8S_LOG", "info")

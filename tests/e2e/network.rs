@@ -268,6 +268,14 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        // A developer may keep a failed test's cluster to look at it.
+        if std::thread::panicking() && std::env::var_os("R8S_E2E_HOLD").is_some() {
+            eprintln!(
+                "holding the cluster for 10 minutes: KUBECONFIG={}",
+                self.c().kubeconfig.display()
+            );
+            std::thread::sleep(Duration::from_secs(600));
+        }
         let mut c = self.cluster.take();
         if let Some(c) = c.as_mut() {
             c.kill();
@@ -279,6 +287,22 @@ impl Drop for Net {
             self.veth, self.outside
         ));
         drop(c);
+    }
+}
+
+/// Polls `check` until it gives Ok, failing with `what` and the last thing
+/// it saw after `timeout`.
+fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last saw: {last}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -617,12 +641,20 @@ fn services_dns_and_egress_on_one_node() {
 
     // No endpoints, or a port the Service lacks: refused at once.
     c.ok(&["create", "service", "clusterip", "empty", "--tcp", "80"]);
-    c.wait_for(
+    poll(
         "the empty Service to refuse",
         Duration::from_secs(30),
         || {
-            let (_, err, ok) = net.in_client("echo | nc -w 5 empty 80");
-            (!ok && err.contains("refused")).then_some(())
+            let (out, err, ok) = net.in_client("echo | nc -w 5 empty 80");
+            if !ok && err.contains("refused") {
+                Ok(())
+            } else {
+                let t = network::table_name(&net.bridge);
+                let rules = must(&format!(
+                    "nft list chain ip {t} reject-chain; nft list map ip {t} no-endpoint-services"
+                ));
+                Err(format!("ok={ok} {out} {err}\n{rules}"))
+            }
         },
     );
     let (_, err, ok) = net.in_client(&format!("echo | nc -w 5 {svc_ip} 81"));
@@ -641,12 +673,16 @@ fn services_dns_and_egress_on_one_node() {
         .as_str()
         .unwrap()
         .to_string();
-    c.wait_for(
+    poll(
         "db-0.db resolves to its pod",
         Duration::from_secs(30),
         || {
             let out = net.nslookup("db-0.db.default.svc.cluster.local");
-            out.contains(&format!("Address: {db0}")).then_some(())
+            if out.contains(&format!("Address: {db0}")) {
+                Ok(())
+            } else {
+                Err(format!("{db0}: {out}"))
+            }
         },
     );
     let srv = c.wait_for(
@@ -768,4 +804,416 @@ fn services_dns_and_egress_on_one_node() {
         http_get(&node_addr, "/index.html").is_none(),
         "the node port is closed"
     );
+}
+
+/// Several nodes on one host: each `r8s agent` in its own network
+/// namespace on a test-made "LAN" bridge, joined to a control-plane-only
+/// server with its token. Removed, with everything the agents made, on
+/// drop.
+struct Lan {
+    cluster: Option<Cluster>,
+    data: tempfile::TempDir,
+    lan: String,
+    /// `10.L.0` : the LAN's first three octets; the server is `.1`.
+    prefix: String,
+    cluster_cidr: String,
+    nodes: Vec<LanNode>,
+}
+
+struct LanNode {
+    name: String,
+    netns: String,
+    veth: String,
+    bridge: String,
+    cgroup: String,
+    ip: String,
+    data: std::path::PathBuf,
+    agent: Option<std::process::Child>,
+}
+
+impl LanNode {
+    fn ip_in(&self, args: &str) -> String {
+        must(&format!("ip -n {} {args}", self.netns))
+    }
+}
+
+impl Lan {
+    fn start(mode: &str, nodes: usize, n: u32) -> Lan {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the multi-node network test needs root"
+        );
+        let pid = std::process::id() % 10_000;
+        let prefix = format!("10.{}.0", 230 + n);
+        let mut lan = Lan {
+            cluster: None,
+            data: tempfile::tempdir().unwrap(),
+            lan: format!("r8sl{pid}n{n}"),
+            prefix: prefix.clone(),
+            cluster_cidr: format!("10.{}.0.0/16", 150 + n),
+            nodes: Vec::new(),
+        };
+        must(&format!(
+            "ip link add {l} type bridge && ip addr add {prefix}.1/24 dev {l} && ip link set {l} up",
+            l = lan.lan
+        ));
+        let tar = lan.data.path().join("busybox.tar");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
+        assert!(
+            Command::new("bash")
+                .arg(&script)
+                .arg(&tar)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let server_dir = tempfile::tempdir_in(lan.data.path()).unwrap();
+        let san = format!("{prefix}.1");
+        let svc = format!("10.{}.0.0/16", 190 + n);
+        lan.cluster = Some(Cluster::start_with(
+            server_dir,
+            &[
+                "--no-agent",
+                "--tls-san",
+                &san,
+                "--advertise-address",
+                &san,
+                "--cluster-cidr",
+                &lan.cluster_cidr,
+                "--service-cidr",
+                &svc,
+            ],
+        ));
+        let c = lan.cluster.as_ref().unwrap();
+        let port = c.url.rsplit(':').next().unwrap().to_string();
+        let url = format!("https://{prefix}.1:{port}");
+        let token = std::fs::read_to_string(c.path().join("token")).unwrap();
+        let resolv = lan.data.path().join("resolv.conf");
+        std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
+        for k in 0..nodes {
+            let node = LanNode {
+                name: format!("n{k}"),
+                netns: format!("r8sk{pid}n{n}k{k}"),
+                veth: format!("r8sh{pid}n{n}k{k}"),
+                bridge: format!("r8sb{pid}n{n}k{k}"),
+                cgroup: format!("r8s-lan-{pid}-{n}-{k}"),
+                ip: format!("{prefix}.{}", 10 + k),
+                data: lan.data.path().join(format!("node{k}")),
+                agent: None,
+            };
+            must(&format!(
+                "ip netns add {ns} && ip link add {v} type veth peer name eth0 netns {ns} && \
+                 ip link set {v} master {l} && ip link set {v} up && \
+                 ip -n {ns} addr add {ip}/24 dev eth0 && ip -n {ns} link set eth0 up && \
+                 ip -n {ns} link set lo up && ip -n {ns} route add default via {prefix}.1",
+                ns = node.netns,
+                v = node.veth,
+                l = lan.lan,
+                ip = node.ip
+            ));
+            let st = Command::new(r8s_bin())
+                .args(["image", "import", "--data-dir"])
+                .arg(&node.data)
+                .arg(&tar)
+                .output()
+                .unwrap();
+            assert!(
+                st.status.success(),
+                "{}",
+                String::from_utf8_lossy(&st.stderr)
+            );
+            lan.nodes.push(node);
+        }
+        for node in &mut lan.nodes {
+            let log = std::fs::File::create(node.data.join("agent.log")).unwrap();
+            // nsenter, not `ip netns exec`: that remounts /sys, hiding the
+            // cgroup hierarchies the agent needs.
+            let child = Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", node.netns))
+                .arg(r8s_bin())
+                .args(["agent", "--server", &url, "--token", token.trim()])
+                .arg("--data-dir")
+                .arg(&node.data)
+                .args(["--node-name", &node.name, "--bridge", &node.bridge])
+                .args(["--cgroup-root", &node.cgroup, "--kubelet-port", "0"])
+                .args(["--node-ip", &node.ip, "--pod-network", mode])
+                .args(["--cluster-cidr", &lan.cluster_cidr])
+                .arg("--resolv-conf")
+                .arg(&resolv)
+                .env("R8S_LOG", "warn")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            node.agent = Some(child);
+        }
+        let c = lan.cluster.as_ref().unwrap();
+        c.wait_for(
+            &format!("{nodes} nodes Ready"),
+            Duration::from_secs(60),
+            || {
+                let v = c.get_json(&["nodes"]);
+                let ready = v["items"]
+                    .as_array()?
+                    .iter()
+                    .filter(|n| {
+                        n["spec"]["podCIDR"].is_string()
+                            && n["status"]["conditions"].as_array().is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                            })
+                    })
+                    .count();
+                (ready == nodes).then_some(())
+            },
+        );
+        lan
+    }
+
+    fn c(&self) -> &Cluster {
+        self.cluster.as_ref().expect("cluster")
+    }
+
+    /// Stops node `k`'s agent and its pods, as a machine that died.
+    fn kill_node(&mut self, k: usize) {
+        let node = &mut self.nodes[k];
+        if let Some(mut a) = node.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        kubelet::cleanup_host(&node.cgroup, &node.bridge, &node.data);
+    }
+
+    /// A shell command in pod `pod`.
+    fn exec(&self, pod: &str, cmd: &str) -> (String, bool) {
+        let out = self.c().kubectl(&["exec", pod, "--", "sh", "-c", cmd]);
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.status.success(),
+        )
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                let log = std::fs::read_to_string(node.data.join("agent.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!(
+                    "--- agent {} (last lines, newest first):\n{}",
+                    node.name,
+                    tail.join("\n")
+                );
+                let state = sh(&format!(
+                    "ip -n {ns} route; ip -n {ns} -br addr; ip netns exec {ns} sysctl net.ipv4.ip_forward",
+                    ns = node.netns
+                ));
+                eprintln!(
+                    "--- {}:\n{}",
+                    node.name,
+                    String::from_utf8_lossy(&state.stdout)
+                );
+            }
+            if let Some(c) = self.cluster.as_ref() {
+                eprintln!(
+                    "{}",
+                    String::from_utf8_lossy(&c.kubectl(&["get", "pods", "-o", "wide"]).stdout)
+                );
+            }
+        }
+        for k in 0..self.nodes.len() {
+            self.kill_node(k);
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.kill();
+        }
+        for node in &self.nodes {
+            let _ = sh(&format!("ip netns del {} 2>/dev/null", node.netns));
+            let _ = sh(&format!("ip link del {} 2>/dev/null", node.veth));
+        }
+        let _ = sh(&format!("ip link del {} 2>/dev/null", self.lan));
+    }
+}
+
+/// Web pods spread one per node, and a client on the first node.
+fn spread_web(lan: &Lan, nodes: usize) -> Vec<(String, String, String)> {
+    let c = lan.c();
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: {nodes}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      topologySpreadConstraints:
+      - {{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}}}
+      containers:
+      - name: web
+        image: busybox:latest
+        imagePullPolicy: Never
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  nodeName: n0
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#
+        ),
+    );
+    c.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ]);
+    c.wait_for(
+        "the web pods and the client to run",
+        Duration::from_secs(90),
+        || {
+            let pods = c.pods("default", "app=web");
+            let running: Vec<(String, String, String)> = pods
+                .iter()
+                .filter(|p| common::phase(p) == "Running" && p["status"]["podIP"].is_string())
+                .map(|p| {
+                    (
+                        p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                        p["status"]["podIP"].as_str().unwrap_or("").to_string(),
+                        common::node_of(p).to_string(),
+                    )
+                })
+                .collect();
+            let client = pod_json(c, "client")["status"]["phase"] == "Running";
+            (client && running.len() == nodes).then_some(running)
+        },
+    )
+}
+
+fn across_nodes(mode: &str, nodes: usize, n: u32) {
+    let mut lan = Lan::start(mode, nodes, n);
+    let c = lan.c();
+    // Every node got its own /24 of the cluster range and reports its LAN
+    // address.
+    let v = c.get_json(&["nodes"]);
+    let mut cidrs: Vec<String> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["spec"]["podCIDR"].as_str().unwrap().to_string())
+        .collect();
+    cidrs.sort();
+    cidrs.dedup();
+    assert_eq!(cidrs.len(), nodes, "distinct pod CIDRs: {cidrs:?}");
+    let web = spread_web(&lan, nodes);
+    let on: std::collections::BTreeSet<&str> = web.iter().map(|(_, _, n)| n.as_str()).collect();
+    assert_eq!(on.len(), nodes, "one web pod per node: {web:?}");
+    // Pod to pod, from n0 to every node, and back from each to the client.
+    let client_ip = pod_json(c, "client")["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (name, ip, node) in &web {
+        let got = c.wait_for(
+            &format!("the client reaching {name} on {node}"),
+            Duration::from_secs(30),
+            || {
+                let (out, ok) = lan.exec(
+                    "client",
+                    &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ip} 8080"),
+                );
+                ok.then(|| out.lines().last().unwrap_or("").trim().to_string())
+            },
+        );
+        assert_eq!(&got, name);
+        let (_, ok) = lan.exec(name, &format!("ping -c 1 -W 3 {client_ip}"));
+        assert!(ok, "{name} on {node} pings the client on n0");
+    }
+    // Pod to Service: every endpoint, wherever it runs, answers.
+    let names: std::collections::BTreeSet<String> = web.iter().map(|(n, _, _)| n.clone()).collect();
+    c.wait_for("every node's pod answering through the Service", Duration::from_secs(60), || {
+        let (out, _) = lan.exec(
+            "client",
+            "for i in $(seq 24); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 web.default.svc.cluster.local 80 | tail -1; done",
+        );
+        let seen: std::collections::BTreeSet<String> =
+            out.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        (seen == names).then_some(())
+    });
+    if mode == "vxlan" {
+        let dev = network::overlay::device_for_bridge(&lan.nodes[0].bridge);
+        let link = lan.nodes[0].ip_in(&format!("-d link show {dev}"));
+        assert!(
+            link.contains("vxlan id 1") && link.contains("mtu 1450"),
+            "{link}"
+        );
+    }
+    // A node that goes away takes its routes with it.
+    let last = nodes - 1;
+    let gone_cidr = c.get_json(&["node", &format!("n{last}")])["spec"]["podCIDR"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        lan.nodes[0]
+            .ip_in("route show proto 82")
+            .contains(&gone_cidr)
+    );
+    lan.kill_node(last);
+    lan.c().ok(&["delete", "node", &format!("n{last}")]);
+    let n0 = &lan.nodes[0];
+    lan.c().wait_for(
+        "the removed node's route to go",
+        Duration::from_secs(30),
+        || (!n0.ip_in("route show proto 82").contains(&gone_cidr)).then_some(()),
+    );
+    // Deleting the Service leaves no rules on any node.
+    lan.c().ok(&["delete", "svc", "web"]);
+    for node in &lan.nodes[..last] {
+        lan.c().wait_for(
+            &format!("the Service's rules to leave {}", node.name),
+            Duration::from_secs(30),
+            || {
+                let t = must(&format!(
+                    "ip netns exec {} nft list table ip {}",
+                    node.netns,
+                    network::table_name(&node.bridge)
+                ));
+                (!t.contains("default/web/")).then_some(())
+            },
+        );
+    }
+}
+
+#[test]
+fn pods_and_services_across_three_nodes_over_vxlan() {
+    across_nodes("vxlan", 3, 0);
+}
+
+#[test]
+fn pods_and_services_across_two_nodes_with_host_routes() {
+    across_nodes("host-gw", 2, 1);
 }

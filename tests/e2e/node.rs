@@ -22,6 +22,9 @@ struct Host {
     cgroup: String,
     cidr: String,
     net: String,
+    /// The Service range: unique, so that nodes of parallel tests never
+    /// program the same cluster IPs.
+    svc_cidr: String,
 }
 
 impl Host {
@@ -46,7 +49,35 @@ impl Host {
             cgroup: format!("r8s-e2e-{pid}-{n}"),
             cidr: format!("10.{second}.{third}.0/24"),
             net: format!("10.{second}.{third}."),
+            svc_cidr: format!("10.{second}.{}.0/24", (u32::from(third) + 100) % 256),
         }
+    }
+}
+
+impl Host {
+    /// The server arguments of this test's node: its own bridge, pod and
+    /// Service ranges, cgroup, and its bridge's gateway as the node's
+    /// address (so nothing the node serves is on the host's addresses).
+    fn node_args(&self) -> Vec<String> {
+        [
+            "--node-name",
+            "e2e-node",
+            "--bridge",
+            &self.bridge,
+            "--pod-cidr",
+            &self.cidr,
+            "--cgroup-root",
+            &self.cgroup,
+            "--kubelet-port",
+            "0",
+            "--node-ip",
+            &format!("{}1", self.net),
+            "--service-cidr",
+            &self.svc_cidr,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
     }
 }
 
@@ -59,6 +90,7 @@ impl Drop for Host {
             c.kill();
         }
         kubelet::cleanup_host(&self.cgroup, &self.bridge, self.data.path());
+        network::cleanup_host(&self.bridge);
         drop(c);
     }
 }
@@ -135,21 +167,9 @@ fn pods_run_as_real_containers() {
     assert!(String::from_utf8_lossy(&ls.stdout).contains("docker.io/library/busybox:latest"));
 
     let mut host = host;
-    host.cluster = Some(Cluster::start_with(
-        dir,
-        &[
-            "--node-name",
-            "e2e-node",
-            "--bridge",
-            &host.bridge,
-            "--pod-cidr",
-            &host.cidr,
-            "--cgroup-root",
-            &host.cgroup.clone(),
-            "--kubelet-port",
-            "0",
-        ],
-    ));
+    let args = host.node_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    host.cluster = Some(Cluster::start_with(dir, &args));
     let c = host.cluster.as_ref().unwrap();
     c.wait_for("the node to be Ready", Duration::from_secs(30), || {
         let n = c.kubectl(&["get", "node", "e2e-node", "-o", "json"]);
@@ -563,20 +583,8 @@ fn start_node_with(host: &mut Host, extra: &[&str], more: impl FnOnce(&Path)) {
         String::from_utf8_lossy(&st.stderr)
     );
     more(dir.path());
-    let mut args = vec![
-        "--node-name",
-        "e2e-node",
-        "--bridge",
-        &host.bridge,
-        "--pod-cidr",
-        &host.cidr,
-        "--cgroup-root",
-        &host.cgroup,
-        "--kubelet-port",
-        "0",
-    ];
-    args.extend_from_slice(extra);
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let mut args = host.node_args();
+    args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     host.cluster = Some(Cluster::start_with(dir, &args));
     let c = host.cluster.as_ref().unwrap();

@@ -103,11 +103,34 @@ fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(), KubeletError> {
     Ok(())
 }
 
+/// A fixed, locally administered MAC address for a bridge. A Linux bridge
+/// whose address was never set takes the lowest of its ports' addresses,
+/// so it changes as pods come and go, and every pod's ARP entry for the
+/// gateway goes stale: their traffic to the node, cluster DNS and
+/// everything routed stops for half a minute. A set address stays.
+pub fn bridge_mac(bridge: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bridge.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let b = h.to_be_bytes();
+    format!("02:72:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+}
+
 /// Creates the bridge with the gateway address if it is missing.
 pub fn ensure_bridge(cfg: &NetConfig) -> Result<(), KubeletError> {
     if ip(&["link", "show", "dev", &cfg.bridge]).is_err() {
         ip(&["link", "add", &cfg.bridge, "type", "bridge"])?;
     }
+    ip(&[
+        "link",
+        "set",
+        "dev",
+        &cfg.bridge,
+        "address",
+        &bridge_mac(&cfg.bridge),
+    ])?;
     let gw = format!("{}/24", cfg.gateway());
     let addrs = ip(&["-4", "addr", "show", "dev", &cfg.bridge])?;
     if !addrs.contains(&format!("inet {gw}")) {
@@ -168,6 +191,17 @@ pub fn release(cfg: &NetConfig, owner: &str) {
     }
 }
 
+/// Whether this process's network namespace has the interface. Asked of
+/// the kernel rather than of /sys, which shows the namespace /sys was
+/// mounted in: an agent started with `nsenter --net` sees another's.
+pub fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
 /// Path of a named network namespace.
 pub fn netns_path(name: &str) -> PathBuf {
     Path::new("/run/netns").join(name)
@@ -185,7 +219,7 @@ pub fn setup_pod(
     if !netns_path(ns).exists() {
         host.push(format!("netns add {ns}"));
     }
-    if Path::new("/sys/class/net").join(host_veth).exists() {
+    if interface_exists(host_veth) {
         // Left over from an attempt that failed halfway.
         host.push(format!("link del {host_veth}"));
     }
@@ -217,6 +251,21 @@ pub fn teardown_pod(ns: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_macs_are_fixed_and_locally_administered() {
+        assert_eq!(bridge_mac("r8s0"), bridge_mac("r8s0"));
+        assert_ne!(bridge_mac("r8s0"), bridge_mac("r8s1"));
+        assert!(bridge_mac("r8s0").starts_with("02:72:"));
+        assert_eq!(bridge_mac("r8s0").len(), 17);
+    }
+
+    #[test]
+    fn interfaces_are_found_by_name() {
+        assert!(interface_exists("lo"));
+        assert!(!interface_exists("no-such-if0"));
+        assert!(!interface_exists("bad\0name"));
+    }
 
     #[test]
     fn parses_only_slash_24() {

@@ -79,10 +79,11 @@ pub fn add_local_address(dev: &str, addr: Ipv4Addr) -> Result<(), NetworkError> 
     ip(&["addr", "add", &format!("{addr}/32"), "dev", dev]).map(|_| ())
 }
 
-/// Waits until `dev` exists (the kubelet makes the bridge).
+/// Waits until `dev` exists in this process's network namespace (the
+/// kubelet makes the bridge). Asked of the kernel, not of /sys, which
+/// shows whichever namespace it was mounted in.
 pub async fn wait_for_interface(dev: &str) {
-    let path = format!("/sys/class/net/{dev}");
-    while !std::path::Path::new(&path).exists() {
+    while nix::net::if_::if_nametoindex(dev).is_err() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

@@ -148,6 +148,41 @@ pub enum ImageCommand {
     },
 }
 
+/// `r8s reset`.
+#[derive(clap::Args)]
+pub struct ResetArgs {
+    /// The node's data dir (its mounts and pod network state go).
+    #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The node's pod bridge.
+    #[arg(long, default_value = "r8s0")]
+    bridge: String,
+    /// The node's top-level pod cgroup.
+    #[arg(long, default_value = "r8s")]
+    cgroup_root: String,
+}
+
+/// `r8s reset`: idempotent; what is already gone is skipped.
+pub fn reset(a: ResetArgs) -> anyhow::Result<()> {
+    kubelet::check_host().context("r8s reset")?;
+    let cgroup = a.cgroup_root.trim_matches('/');
+    kubelet::cleanup_host(cgroup, &a.bridge, &a.data_dir);
+    network::cleanup_host(&a.bridge);
+    // Addresses and container state of pods that no longer run.
+    for d in ["agent/ipam", "agent/state"] {
+        let p = a.data_dir.join(d);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    println!(
+        "r8s reset: pods of cgroup {cgroup} stopped; bridge {} and its namespaces, routes, nftables tables and mounts under {} removed",
+        a.bridge,
+        a.data_dir.display()
+    );
+    Ok(())
+}
+
 /// `r8s shim` (internal).
 #[derive(clap::Args)]
 pub struct ShimArgs {

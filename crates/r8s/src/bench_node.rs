@@ -127,6 +127,7 @@ impl Drop for Host {
             let _ = a.wait();
         }
         kubelet::cleanup_host(&self.cgroup, &self.bridge, &self.agent_dir);
+        network::cleanup_host(&self.bridge);
         // The shims end once their containers have; give them a moment so
         // removing the temp dir does not race their last writes.
         let deadline = Instant::now() + Duration::from_secs(5);

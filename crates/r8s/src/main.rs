@@ -65,6 +65,10 @@ enum Command {
     /// OCI images in the node's store.
     #[command(subcommand)]
     Image(agent::ImageCommand),
+    /// Stops every pod of this node and removes what r8s made on the host
+    /// (as k3s-killall.sh): pod namespaces, interfaces, routes, nftables
+    /// tables, cgroups and mounts. Cluster data stays.
+    Reset(agent::ResetArgs),
     /// Built-in benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -400,6 +404,7 @@ fn main() -> anyhow::Result<()> {
         Command::ShimExec(args) => std::process::exit(agent::shim_exec(args)),
         Command::Pause => std::process::exit(kubelet::sandbox::pause()),
         Command::Image(cmd) => return agent::image(cmd),
+        Command::Reset(args) => return agent::reset(args),
         // Before the runtime's threads exist, for the same reason.
         Command::Bench(BenchCommand::Runtime(args)) => return bench_runtime::run(args),
         other => other,
@@ -416,6 +421,7 @@ fn main() -> anyhow::Result<()> {
         | Command::ShimExec(_)
         | Command::Pause
         | Command::Image(_)
+        | Command::Reset(_)
         | Command::Bench(BenchCommand::Runtime(_)) => {
             unreachable!("handled above")
         }

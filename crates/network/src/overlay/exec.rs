@@ -169,6 +169,9 @@ impl Executor {
     /// the interface holding `node_ip`, less the encapsulation; None when
     /// no interface holds it yet.
     pub fn vxlan_pod_mtu(&self, node_ip: Ipv4Addr) -> Option<u32> {
+        if node_ip.is_loopback() {
+            return None; // no tunnel goes over loopback
+        }
         let addrs = self.addresses().ok()?;
         addrs
             .iter()

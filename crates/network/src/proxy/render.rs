@@ -288,7 +288,16 @@ pub fn base(cfg: &TableConfig, fresh: bool) -> String {
             literal(&inside)
         ));
     }
-    chain("reject-chain", None, &["reject".to_string()]);
+    // A reset for TCP (ICMP errors are rate-limited per destination, so a
+    // busy client could wait out its timeout instead of being refused).
+    chain(
+        "reject-chain",
+        None,
+        &[
+            "meta l4proto tcp counter reject with tcp reset".to_string(),
+            "counter reject".to_string(),
+        ],
+    );
     chain(
         "services",
         None,
@@ -309,7 +318,7 @@ pub fn base(cfg: &TableConfig, fresh: bool) -> String {
     );
     let mut check = vec![
         "ip daddr @local-ips return".to_string(),
-        "ip daddr @cluster-ips reject".to_string(),
+        "ip daddr @cluster-ips goto reject-chain".to_string(),
     ];
     if !cfg.service_cidrs.is_empty() {
         check.push(format!("ip daddr {} drop", literal(&cfg.service_cidrs)));
