@@ -34,8 +34,14 @@ command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 # The disk fault tests make an ext4 loop device and check it afterwards.
 command -v mkfs.ext4 >/dev/null 2>&1 || need_pkgs+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || need_pkgs+=(mount)
-# hostPort mappings are nftables rules, made with `nft`.
+# hostPort mappings and the service proxy are nftables rules, made with `nft`.
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
+# The network tests run agents in network namespaces with nsenter, and a
+# pod runs the host's curl and the official Python client (Debian's
+# python3-kubernetes) against the API through the kubernetes Service.
+command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+/usr/bin/python3 -c 'import kubernetes' >/dev/null 2>&1 || need_pkgs+=(python3-kubernetes)
 # CronJob time zones are read from the system tz database.
 [ -d /usr/share/zoneinfo/America ] || need_pkgs+=(tzdata)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

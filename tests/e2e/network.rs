@@ -814,8 +814,6 @@ struct Lan {
     cluster: Option<Cluster>,
     data: tempfile::TempDir,
     lan: String,
-    /// `10.L.0` : the LAN's first three octets; the server is `.1`.
-    prefix: String,
     cluster_cidr: String,
     nodes: Vec<LanNode>,
 }
@@ -851,7 +849,6 @@ impl Lan {
             cluster: None,
             data: tempfile::tempdir().unwrap(),
             lan: format!("r8sl{pid}n{n}"),
-            prefix: prefix.clone(),
             cluster_cidr: format!("10.{}.0.0/16", 150 + n),
             nodes: Vec::new(),
         };
@@ -1216,4 +1213,74 @@ fn pods_and_services_across_three_nodes_over_vxlan() {
 #[test]
 fn pods_and_services_across_two_nodes_with_host_routes() {
     across_nodes("host-gw", 2, 1);
+}
+
+/// What of the host names this test's node: interfaces, routes, nftables
+/// tables, network namespaces, cgroups and mounts that mention its bridge,
+/// its address ranges, its cgroup or its data dir.
+fn host_state(net: &Net) -> Vec<String> {
+    let marks = [
+        net.bridge.clone(),
+        net.cgroup.clone(),
+        net.data.path().to_string_lossy().into_owned(),
+        net.pod_cidr.trim_end_matches("0/24").to_string(),
+        net.service_cidr.trim_end_matches("0.0/16").to_string(),
+        network::table_name(&net.bridge),
+    ];
+    let text = must(
+        "ip -br link; ip -br addr; ip route; nft list tables; ls /run/netns; \
+         find /sys/fs/cgroup -maxdepth 2 -type d; cat /proc/self/mountinfo",
+    );
+    text.lines()
+        .filter(|l| marks.iter().any(|m| l.contains(m.as_str())))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn reset_leaves_the_host_as_it_was() {
+    let mut net = Net::new();
+    let before = host_state(&net);
+    net.start();
+    let c = net.c();
+    c.create(Some("default"), WEB);
+    c.wait_for("2 web pods Ready", Duration::from_secs(90), || {
+        (ready_pods(c, "app=web").len() == 2).then_some(())
+    });
+    c.ok(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "http",
+        "--type",
+        "NodePort",
+    ]);
+    c.wait_for("the Service's rules", Duration::from_secs(30), || {
+        net.table().contains("default/web/").then_some(())
+    });
+    let during = host_state(&net);
+    assert!(
+        during.len() > 5,
+        "the node left no trace to reset: {during:?}"
+    );
+    // The node dies without a word; its pods keep running.
+    let data = c.path().to_path_buf();
+    net.cluster.as_mut().unwrap().kill();
+    for round in 0..2 {
+        let out = Command::new(r8s_bin())
+            .args(["reset", "--data-dir"])
+            .arg(&data)
+            .args(["--bridge", &net.bridge, "--cgroup-root", &net.cgroup])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "r8s reset (round {round}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(host_state(&net), before, "after r8s reset (round {round})");
+    }
 }
