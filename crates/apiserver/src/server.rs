@@ -181,6 +181,21 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         metrics: crate::metrics::Metrics::default(),
         server_address: format!("{client_host}:{}", addr.port()),
     });
+    // Give existing Services (from before IPAddress allocation, or left by
+    // a crash between claim and create) their IPAddresses, then keep doing
+    // so in the background.
+    if let Err(e) = crate::rest::ipalloc::repair(&state.rest).await {
+        tracing::warn!(error = %e.message, "cluster IP repair failed");
+    }
+    let repair_state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(crate::rest::ipalloc::REPAIR_PERIOD).await;
+            if let Err(e) = crate::rest::ipalloc::repair(&repair_state.rest).await {
+                tracing::warn!(error = %e.message, "cluster IP repair failed");
+            }
+        }
+    });
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
     let task = tokio::spawn(accept_loop(listener, acceptor, state));
     tracing::info!(url = %url, took_ms = started.elapsed().as_millis() as u64, "API server ready");

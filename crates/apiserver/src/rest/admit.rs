@@ -102,35 +102,21 @@ fn ranges_text(ranges: &[ipnet::Ipv4Net]) -> String {
         .join(", ")
 }
 
-async fn used(
-    rest: &Rest,
-    info: &ResourceInfo,
-) -> Result<(HashSet<Ipv4Addr>, HashSet<i64>), ApiError> {
+/// Node ports every Service holds.
+async fn used_node_ports(rest: &Rest, info: &ResourceInfo) -> Result<HashSet<i64>, ApiError> {
     let res = rest.store.range(&info.storage_prefix(), None, 0, 0).await?;
-    let mut ips = HashSet::new();
     let mut ports = HashSet::new();
     for kv in &res.kvs {
         let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else {
             continue;
         };
-        for ip in svc["spec"]["clusterIPs"].as_array().into_iter().flatten() {
-            if let Some(Ok(ip)) = ip.as_str().map(str::parse::<Ipv4Addr>) {
-                ips.insert(ip);
-            }
-        }
-        if let Some(Ok(ip)) = svc["spec"]["clusterIP"]
-            .as_str()
-            .map(str::parse::<Ipv4Addr>)
-        {
-            ips.insert(ip);
-        }
         for p in svc["spec"]["ports"].as_array().into_iter().flatten() {
             if let Some(np) = p["nodePort"].as_i64() {
                 ports.insert(np);
             }
         }
     }
-    Ok((ips, ports))
+    Ok(ports)
 }
 
 /// A 422 for the Service `name` pointing at `field`.
@@ -151,6 +137,7 @@ pub async fn allocate_service(
     info: &ResourceInfo,
     svc: &mut Value,
     old: Option<&Value>,
+    dry: bool,
 ) -> Result<(), ApiError> {
     let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
     let ty = svc["spec"]["type"]
@@ -179,21 +166,25 @@ pub async fn allocate_service(
         }
     }
     let _guard = rest.alloc_lock.lock().await;
-    let (mut used_ips, mut used_ports) = used(rest, info).await?;
     let ranges = service_ranges(rest).await?;
+    // Node ports are still found by a scan, so only Services that need
+    // them pay for it.
+    let mut used_ports = if ty == "NodePort" || ty == "LoadBalancer" {
+        used_node_ports(rest, info).await?
+    } else {
+        HashSet::new()
+    };
     if let Some(old) = old {
         for p in old["spec"]["ports"].as_array().into_iter().flatten() {
             if let Some(np) = p["nodePort"].as_i64() {
                 used_ports.remove(&np);
             }
         }
-        if let Some(Ok(ip)) = old["spec"]["clusterIP"]
-            .as_str()
-            .map(str::parse::<Ipv4Addr>)
-        {
-            used_ips.remove(&ip);
-        }
     }
+    let ns = svc["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
     if ty == "ExternalName" {
         if let Some(spec) = svc["spec"].as_object_mut() {
             for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
@@ -211,7 +202,7 @@ pub async fn allocate_service(
         // tenth (cluster DNS) are reserved for whoever asks for them by
         // address, as are the network and broadcast addresses.
         let mut found = None;
-        for net in &ranges {
+        'ranges: for net in &ranges {
             let size = 1u64 << (32 - net.prefix_len());
             let start = (uuid::Uuid::new_v4().as_u128() % u128::from(size)) as u64;
             for i in 0..size {
@@ -220,13 +211,10 @@ pub async fn allocate_service(
                     continue;
                 }
                 let cand = Ipv4Addr::from(u32::from(net.network()) + off as u32);
-                if !used_ips.contains(&cand) {
+                if super::ipalloc::claim(rest, cand, &ns, &name, dry).await? {
                     found = Some(cand);
-                    break;
+                    break 'ranges;
                 }
-            }
-            if found.is_some() {
-                break;
             }
         }
         found
@@ -247,7 +235,7 @@ pub async fn allocate_service(
                 ),
             ));
         }
-        if used_ips.contains(&parsed) && old.is_none() {
+        if !super::ipalloc::claim(rest, parsed, &ns, &name, dry).await? {
             return Err(invalid_field(
                 info,
                 &name,

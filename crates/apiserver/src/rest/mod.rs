@@ -4,6 +4,7 @@
 
 pub(crate) mod admit;
 mod evict;
+pub mod ipalloc;
 mod meta;
 pub(crate) mod node_proxy;
 mod read;

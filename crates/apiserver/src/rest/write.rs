@@ -231,7 +231,7 @@ pub(super) async fn create_object(
     validate(info, &obj)?;
     admit::namespace_lifecycle(rest, info, call.ns()).await?;
     if info.group.is_empty() && info.plural == "services" {
-        admit::allocate_service(rest, info, &mut obj, None).await?;
+        admit::allocate_service(rest, info, &mut obj, None, call.query.dry_run()?).await?;
     }
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let key = object_key(info, call.ns(), &name);
@@ -323,7 +323,14 @@ pub(super) async fn update_object(
             admit::secret_string_data(&mut new);
         }
         if info.group.is_empty() && info.plural == "services" {
-            admit::allocate_service(rest, info, &mut new, Some(&old_storage)).await?;
+            admit::allocate_service(
+                rest,
+                info,
+                &mut new,
+                Some(&old_storage),
+                call.query.dry_run()?,
+            )
+            .await?;
         }
         if info.group.is_empty() && info.plural == "namespaces" {
             // spec.finalizers only changes through the finalize subresource.
@@ -689,6 +696,14 @@ pub(super) async fn delete_object(
                 Ok(d) => {
                     let mut out = decode_kv(info, &d.prev)?;
                     stamp(&mut out, d.prev.mod_revision);
+                    if info.group.is_empty() && info.plural == "services" {
+                        // Its addresses are free again (repair catches any
+                        // other way a Service goes).
+                        let ns = call.ns().unwrap_or("default");
+                        for ip in super::ipalloc::service_ips(&out) {
+                            super::ipalloc::release(rest, ip, ns, name).await;
+                        }
+                    }
                     return Ok((200, out));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
