@@ -155,6 +155,7 @@ pub async fn run(client: kube::Client, opts: Options) -> Result<(), NetworkError
             local_ips,
         },
         bridge: Some(opts.bridge.clone()),
+        observer: None,
     };
     proxy::run(client, cfg).await
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod bench_churn;
+mod bench_network;
 mod bench_node;
 mod bench_runtime;
 mod bench_store;
@@ -145,6 +146,10 @@ enum BenchCommand {
     /// The node agent with real containers: pod startup latency and the
     /// agent's and shims' memory (root).
     Node(bench_node::NodeBenchArgs),
+    /// The service proxy at 1k/10k/30k Services: EndpointSlice change to
+    /// rule latency, CPU per change, cold sync, connects through a cluster
+    /// IP (root; runs in a network namespace of its own).
+    Network(bench_network::NetworkBenchArgs),
     /// One container's create+start+wait+delete in libcontainer, runc and
     /// crun (root).
     Runtime(bench_runtime::RuntimeBenchArgs),
@@ -407,6 +412,11 @@ fn main() -> anyhow::Result<()> {
         Command::Reset(args) => return agent::reset(args),
         // Before the runtime's threads exist, for the same reason.
         Command::Bench(BenchCommand::Runtime(args)) => return bench_runtime::run(args),
+        Command::Bench(BenchCommand::Network(args)) => {
+            // Every thread the runtime makes must be in the bench's namespace.
+            bench_network::enter_netns()?;
+            Command::Bench(BenchCommand::Network(args))
+        }
         other => other,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -430,5 +440,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Store(args)) => rt.block_on(bench_store::run(args)),
         Command::Bench(BenchCommand::Churn(args)) => rt.block_on(bench_churn::run(args)),
         Command::Bench(BenchCommand::Node(args)) => rt.block_on(bench_node::run(args)),
+        Command::Bench(BenchCommand::Network(args)) => rt.block_on(bench_network::run(args)),
     }
 }

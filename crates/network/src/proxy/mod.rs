@@ -31,6 +31,23 @@ pub struct ProxyConfig {
     pub table: TableConfig,
     /// The pod bridge: service ranges are routed onto it.
     pub bridge: Option<String>,
+    /// Told of every change applied (`r8s bench network`).
+    pub observer: Option<tokio::sync::mpsc::UnboundedSender<SyncReport>>,
+}
+
+/// One applied transaction.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    /// Services whose rules changed.
+    pub services: usize,
+    /// Whether the whole table was rebuilt.
+    pub full: bool,
+    /// How long rendering and `nft` took.
+    pub took: std::time::Duration,
+    /// When it was in place.
+    pub at: Instant,
+    /// Services with rules in the table now.
+    pub total: usize,
 }
 
 enum Ev {
@@ -106,6 +123,9 @@ struct Proxy {
     cfg: ProxyConfig,
     services: Cache<Service>,
     slices: Cache<EndpointSlice>,
+    /// Slice keys by their Service's `namespace/name`: a Service's rules
+    /// are rendered from its own slices without scanning all of them.
+    by_service: HashMap<String, BTreeSet<String>>,
     cidrs: Cache<ServiceCIDR>,
     /// What is in the table, per Service (`namespace/name`).
     applied: HashMap<String, Rendered>,
@@ -132,8 +152,21 @@ impl Proxy {
             }
             Ev::Slice(e) => {
                 for s in self.slices.apply(*e) {
+                    let key = Cache::key(&s);
                     if let Some(k) = slice_service(&s) {
+                        if let Some(set) = self.by_service.get_mut(&k) {
+                            set.remove(&key);
+                            if set.is_empty() {
+                                self.by_service.remove(&k);
+                            }
+                        }
                         self.dirty.insert(k);
+                    }
+                    // Index the slice under its Service as it is now.
+                    if let Some(now) = self.slices.objs.get(&key)
+                        && let Some(k) = slice_service(now)
+                    {
+                        self.by_service.entry(k).or_default().insert(key);
                     }
                 }
             }
@@ -165,10 +198,11 @@ impl Proxy {
     fn render_service(&self, key: &str) -> Option<Rendered> {
         let svc = self.services.objs.get(key)?;
         let slices: Vec<&EndpointSlice> = self
-            .slices
-            .objs
-            .values()
-            .filter(|s| slice_service(s).as_deref() == Some(key))
+            .by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.objs.get(k))
             .collect();
         let mut out = Rendered::default();
         for port in model::service_rules(svc, &slices, &self.cfg.node_name) {
@@ -239,6 +273,15 @@ impl Proxy {
             Ok(()) => {
                 self.applied = next;
                 let full = std::mem::replace(&mut self.full, false);
+                if let Some(obs) = &self.cfg.observer {
+                    let _ = obs.send(SyncReport {
+                        services: changed,
+                        full,
+                        took: started.elapsed(),
+                        at: Instant::now(),
+                        total: self.applied.len(),
+                    });
+                }
                 tracing::debug!(
                     services = changed,
                     full,
@@ -315,6 +358,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<(), NetworkEr
         cfg,
         services: Cache::new(),
         slices: Cache::new(),
+        by_service: HashMap::new(),
         cidrs: Cache::new(),
         applied: HashMap::new(),
         dirty: BTreeSet::new(),
