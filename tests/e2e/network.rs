@@ -530,6 +530,27 @@ fn services_dns_and_egress_on_one_node() {
         (ready.len() == 3 && net.answerers(&format!("{svc_ip} 80"), 24) == ready).then_some(())
     });
 
+    // Hairpin: a pod reaching its own Service gets answers, its own too.
+    let (me, _) = ready_pods(c, "app=web")[0].clone();
+    let out = c.ok(&[
+        "exec", &me, "--", "sh", "-c",
+        "for i in $(seq 30); do printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 web 80 | tail -1; done",
+    ]);
+    let answers: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        answers.len(),
+        30,
+        "every request through the Service answered: {out}"
+    );
+    assert!(
+        answers.contains(&me.as_str()),
+        "the pod reached itself: {out}"
+    );
+
     // Session affinity sticks to one pod.
     c.ok(&[
         "expose",

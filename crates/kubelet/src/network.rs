@@ -228,6 +228,11 @@ pub fn setup_pod(
         "link add {host_veth}{mtu} type veth peer name eth0{mtu} netns {ns}"
     ));
     host.push(format!("link set {host_veth} master {}", cfg.bridge));
+    // A pod reaching itself through its Service: br_netfilter DNATs the
+    // frame on the bridge and bridges it back out of the port it came in
+    // on, which a bridge port only allows in hairpin mode (as kubenet and
+    // the CNI bridge plugin set it).
+    host.push(format!("link set {host_veth} type bridge_slave hairpin on"));
     host.push(format!("link set {host_veth} up"));
     ip_batch(None, &host)?;
     ip_batch(

@@ -80,8 +80,13 @@ fn affinity_set(r: &PortRules, e: &Endpoint, secs: u32) -> String {
     format!("aff-{h:016x}-{secs}")
 }
 
-/// Rules that pick one of `eps` (with ClientIP affinity when asked).
+/// Rules that pick one of `eps` and DNAT to it. With ClientIP affinity
+/// each endpoint needs a chain of its own (to remember the client in its
+/// set); otherwise one `numgen` map does it, so a Service costs the table
+/// one chain, not one per endpoint, and `nft`'s per-transaction cache load
+/// stays small.
 fn dispatch(r: &PortRules, eps: &[&Endpoint], rules: &mut Vec<String>) {
+    let proto = r.proto;
     if let Some(secs) = r.affinity_seconds {
         for e in eps {
             rules.push(format!(
@@ -90,18 +95,38 @@ fn dispatch(r: &PortRules, eps: &[&Endpoint], rules: &mut Vec<String>) {
                 endpoint_chain(r, e)
             ));
         }
+        match eps {
+            [] => rules.push("drop".into()),
+            [one] => rules.push(format!("goto {}", endpoint_chain(r, one))),
+            many => {
+                let arms: Vec<String> = many
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| format!("{i} : goto {}", endpoint_chain(r, e)))
+                    .collect();
+                rules.push(format!(
+                    "numgen random mod {} vmap {{ {} }}",
+                    many.len(),
+                    arms.join(", ")
+                ));
+            }
+        }
+        return;
     }
     match eps {
         [] => rules.push("drop".into()),
-        [one] => rules.push(format!("goto {}", endpoint_chain(r, one))),
+        [one] => rules.push(format!(
+            "meta l4proto {proto} dnat ip to {}:{}",
+            one.ip, one.port
+        )),
         many => {
             let arms: Vec<String> = many
                 .iter()
                 .enumerate()
-                .map(|(i, e)| format!("{i} : goto {}", endpoint_chain(r, e)))
+                .map(|(i, e)| format!("{i} : {} . {}", e.ip, e.port))
                 .collect();
             rules.push(format!(
-                "numgen random mod {} vmap {{ {} }}",
+                "meta l4proto {proto} dnat ip to numgen random mod {} map {{ {} }}",
                 many.len(),
                 arms.join(", ")
             ));
@@ -145,19 +170,22 @@ pub fn render(cfg: &TableConfig, r: &PortRules) -> Rendered {
         }
         return out;
     }
-    // Endpoint chains, shared by the internal and external paths.
-    for e in &r.endpoints {
-        let mut rules = vec![format!("ip saddr {} jump mark-for-masquerade", e.ip)];
-        if let Some(secs) = r.affinity_seconds {
+    // With affinity, endpoint chains (shared by the internal and external
+    // paths) remember clients and mark hairpin traffic themselves.
+    if let Some(secs) = r.affinity_seconds {
+        for e in &r.endpoints {
             let set = affinity_set(r, e, secs);
             out.sets.insert(
                 set.clone(),
                 format!("type ipv4_addr; flags dynamic,timeout; timeout {secs}s;"),
             );
-            rules.push(format!("update @{set} {{ ip saddr }}"));
+            let rules = vec![
+                format!("ip saddr {} jump mark-for-masquerade", e.ip),
+                format!("update @{set} {{ ip saddr }}"),
+                format!("meta l4proto {proto} dnat ip to {}:{}", e.ip, e.port),
+            ];
+            out.chains.insert(endpoint_chain(r, e), rules);
         }
-        rules.push(format!("meta l4proto {proto} dnat to {}:{}", e.ip, e.port));
-        out.chains.insert(endpoint_chain(r, e), rules);
     }
     let mut rules = Vec::new();
     if !cfg.cluster_cidrs.is_empty() {
@@ -166,6 +194,17 @@ pub fn render(cfg: &TableConfig, r: &PortRules) -> Rendered {
         rules.push(format!(
             "ip saddr != {} jump mark-for-masquerade",
             literal(&cfg.cluster_cidrs)
+        ));
+    }
+    if r.affinity_seconds.is_none() {
+        // A pod reaching itself through its Service must get the reply
+        // from the Service's address: masquerade endpoints calling their
+        // own Service (kube-proxy marks only the exact hairpin; without
+        // per-endpoint chains this marks any endpoint of the Service).
+        let ips: Vec<String> = r.endpoints.iter().map(|e| e.ip.to_string()).collect();
+        rules.push(format!(
+            "ip saddr {} jump mark-for-masquerade",
+            literal(&ips)
         ));
     }
     dispatch(r, &r.internal_endpoints(), &mut rules);
@@ -475,8 +514,9 @@ mod tests {
     }
 
     #[test]
-    fn cluster_ip_dispatches_randomly_over_endpoint_chains() {
+    fn cluster_ip_dispatches_randomly_in_one_chain() {
         let r = render(&cfg(), &rules(&[("10.42.0.2", true), ("10.42.0.3", false)]));
+        assert_eq!(r.chains.len(), 1, "{:?}", r.chains);
         let svc = r
             .chains
             .iter()
@@ -487,16 +527,19 @@ mod tests {
             svc.1[0],
             "ip saddr != { 10.42.0.0/16 } jump mark-for-masquerade"
         );
-        assert!(svc.1[1].starts_with("numgen random mod 2 vmap { 0 : goto sep-"));
-        let seps: Vec<_> = r
-            .chains
-            .iter()
-            .filter(|(n, _)| n.starts_with("sep-"))
-            .collect();
-        assert_eq!(seps.len(), 2);
-        assert!(
-            seps.iter()
-                .any(|(_, b)| b.last().unwrap() == "meta l4proto tcp dnat to 10.42.0.2:8080")
+        assert_eq!(
+            svc.1[1],
+            "ip saddr { 10.42.0.2, 10.42.0.3 } jump mark-for-masquerade"
+        );
+        assert_eq!(
+            svc.1[2],
+            "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.42.0.2 . 8080, 1 : 10.42.0.3 . 8080 }"
+        );
+        let one = render(&cfg(), &rules(&[("10.42.0.2", true)]));
+        let svc1 = one.chains.values().next().unwrap();
+        assert_eq!(
+            svc1.last().unwrap(),
+            "meta l4proto tcp dnat ip to 10.42.0.2:8080"
         );
         assert!(r.elements.contains(&(
             "service-ips".into(),
@@ -544,6 +587,7 @@ mod tests {
         let r = render(&cfg(), &p);
         assert_eq!(r.sets.len(), 2);
         assert!(r.sets.values().all(|d| d.contains("timeout 60s")));
+        assert_eq!(r.chains.keys().filter(|n| n.starts_with("sep-")).count(), 2);
         let svc = r
             .chains
             .iter()
@@ -559,13 +603,13 @@ mod tests {
         let a = render(&c, &rules(&[("10.42.0.2", true)]));
         let b = render(&c, &rules(&[("10.42.0.2", true), ("10.42.0.3", true)]));
         let tx = transaction("T", &[(Some(&a), Some(&b))]);
-        // The existing endpoint chain is untouched; the new one is made and
-        // the service chain rewritten; the map element stays.
-        assert_eq!(tx.matches("add chain").count(), 2, "{tx}");
+        // Only the service chain is rewritten; the map element stays.
+        assert_eq!(tx.matches("add chain").count(), 1, "{tx}");
+        assert_eq!(tx.matches("add rule").count(), 3, "{tx}");
         assert!(!tx.contains("element"), "{tx}");
         let gone = transaction("T", &[(Some(&b), None)]);
         assert!(gone.contains("delete element ip T service-ips { 10.43.0.5 . tcp . 80 }"));
-        assert_eq!(gone.matches("delete chain").count(), 3);
+        assert_eq!(gone.matches("delete chain").count(), 1);
         let d = gone.find("delete element").unwrap();
         let f = gone.find("flush chain").unwrap();
         assert!(d < f, "references go before the chains: {gone}");
