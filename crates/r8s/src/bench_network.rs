@@ -34,6 +34,182 @@ pub struct NetworkBenchArgs {
     /// TCP connects timed per path (cluster IP, direct).
     #[arg(long, default_value_t = 2000)]
     connects: usize,
+    /// Also measure cluster DNS against Debian's unbound serving the same
+    /// records, each on one core, with dnsperf on the other (needs the
+    /// `dnsperf` and `unbound` packages).
+    #[arg(long)]
+    dns: bool,
+    /// Seconds of each dnsperf run.
+    #[arg(long, default_value_t = 5)]
+    dns_seconds: u32,
+}
+
+/// Where unbound answers inside the benchmark's namespace; r8s's DNS, one
+/// fresh server per step (its memory is measured as it loads), answers on
+/// 127.0.1.<step>.
+const UNBOUND_DNS: &str = "127.0.0.54";
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Pins the calling thread to one CPU.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// r8s's cluster DNS on a runtime and thread of its own, pinned to CPU 1
+/// (what unbound gets too).
+fn start_r8s_dns(kubeconfig: std::path::PathBuf, listen: String) {
+    std::thread::spawn(move || {
+        pin(1);
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return eprintln!("DNS runtime: {e}"),
+        };
+        rt.block_on(async move {
+            let client = match crate::bench::client(&kubeconfig).await {
+                Ok(c) => c,
+                Err(e) => return eprintln!("DNS client: {e}"),
+            };
+            let cfg = network::dns::DnsConfig {
+                listen: match format!("{listen}:53").parse() {
+                    Ok(a) => vec![a],
+                    Err(e) => return eprintln!("DNS address {listen}: {e}"),
+                },
+                domain: "cluster.local".into(),
+                upstreams: Vec::new(),
+            };
+            if let Err(e) = network::dns::serve(client, cfg).await {
+                eprintln!("r8s DNS stopped: {e}");
+            }
+        });
+    });
+}
+
+/// Writes unbound's configuration with the same A records r8s serves.
+fn unbound_conf(
+    dir: &std::path::Path,
+    ips: &[(usize, String)],
+) -> anyhow::Result<std::path::PathBuf> {
+    use std::fmt::Write as _;
+    let mut c = format!(
+        "server:\n  interface: {UNBOUND_DNS}\n  port: 53\n  num-threads: 1\n  do-daemonize: no\n  chroot: \"\"\n  \
+         username: \"\"\n  directory: \"{}\"\n  pidfile: \"\"\n  use-syslog: no\n  logfile: \"\"\n  \
+         access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: yes\n  local-zone: \"cluster.local.\" static\n",
+        dir.display()
+    );
+    for (i, ip) in ips {
+        let _ = writeln!(
+            c,
+            "  local-data: \"s{i}.default.svc.cluster.local. 5 IN A {ip}\""
+        );
+    }
+    c.push_str("remote-control:\n  control-enable: no\n");
+    let p = dir.join("unbound.conf");
+    std::fs::write(&p, c)?;
+    Ok(p)
+}
+
+/// One dnsperf run: (queries per second, average latency).
+fn dnsperf_qps(server: &str, queries: &std::path::Path, secs: u32) -> anyhow::Result<(f64, f64)> {
+    let out = std::process::Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "dnsperf",
+            "-s",
+            server,
+            "-l",
+            &secs.to_string(),
+            "-c",
+            "8",
+            "-q",
+            "256",
+            "-d",
+        ])
+        .arg(queries)
+        .output()
+        .context("running dnsperf (Debian: dnsperf)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+    };
+    let qps = field("Queries per second:").context("dnsperf printed no rate")?;
+    let lost = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Queries lost:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if !lost.starts_with("0 ") {
+        eprintln!("dnsperf against {server}: lost {lost}");
+    }
+    Ok((qps, field("Average Latency (s):").unwrap_or(0.0)))
+}
+
+/// Latency percentiles at a fixed rate, from dnsperf's per-query lines.
+fn dnsperf_latency(
+    server: &str,
+    queries: &std::path::Path,
+    rate: u32,
+) -> anyhow::Result<Vec<Duration>> {
+    let out = std::process::Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "dnsperf",
+            "-s",
+            server,
+            "-l",
+            "3",
+            "-Q",
+            &rate.to_string(),
+            "-v",
+            "-d",
+        ])
+        .arg(queries)
+        .output()
+        .context("running dnsperf (Debian: dnsperf)")?;
+    let mut lat: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("> "))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .collect();
+    lat.sort();
+    Ok(lat)
+}
+
+/// Waits until `server` answers `name`.
+async fn dns_answers(server: &str, name: &str) -> bool {
+    for _ in 0..600 {
+        let out = tokio::process::Command::new("busybox")
+            .args(["nslookup", name, server])
+            .output()
+            .await;
+        if out.is_ok_and(|o| o.status.success()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }
 
 /// The endpoint every Service's first address points at: local to the
@@ -156,6 +332,80 @@ async fn connect_latency(addr: std::net::SocketAddr, n: usize) -> Vec<Duration> 
     out
 }
 
+/// Cluster DNS against unbound at `n` Services.
+async fn dns_step(
+    client: &kube::Client,
+    args: &NetworkBenchArgs,
+    n: usize,
+    dir: &std::path::Path,
+    rss_before: u64,
+    r8s_dns: &str,
+) -> anyhow::Result<()> {
+    let last = format!("s{}.default.svc.cluster.local", n - 1);
+    anyhow::ensure!(
+        dns_answers(r8s_dns, &last).await,
+        "r8s DNS never answered {last}"
+    );
+    let dns_kib = rss_kib().saturating_sub(rss_before);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let list = svcs.list(&Default::default()).await?;
+    let ips: Vec<(usize, String)> = list
+        .items
+        .iter()
+        .filter_map(|s| {
+            let i = s
+                .metadata
+                .name
+                .as_deref()?
+                .strip_prefix('s')?
+                .parse()
+                .ok()?;
+            Some((i, s.spec.as_ref()?.cluster_ip.clone()?))
+        })
+        .collect();
+    let conf = unbound_conf(dir, &ips)?;
+    let mut unbound = std::process::Command::new("taskset")
+        .args(["-c", "1", "unbound", "-d", "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting unbound (Debian: unbound)")?;
+    let ready = dns_answers(UNBOUND_DNS, &last).await;
+    let queries = dir.join("queries.txt");
+    let mut q = String::new();
+    for j in 0..10_000usize {
+        q.push_str(&format!(
+            "s{}.default.svc.cluster.local A\n",
+            (j * 7919) % n
+        ));
+    }
+    std::fs::write(&queries, q)?;
+    let result = (|| -> anyhow::Result<String> {
+        anyhow::ensure!(ready, "unbound never answered");
+        let (r8s_qps, r8s_avg) = dnsperf_qps(r8s_dns, &queries, args.dns_seconds)?;
+        let (ub_qps, ub_avg) = dnsperf_qps(UNBOUND_DNS, &queries, args.dns_seconds)?;
+        let r8s_lat = dnsperf_latency(r8s_dns, &queries, 5000)?;
+        let ub_lat = dnsperf_latency(UNBOUND_DNS, &queries, 5000)?;
+        Ok(format!(
+            "services={n:>6}  DNS (one core each): r8s {r8s_qps:.0} qps avg {} | unbound {ub_qps:.0} qps avg {}; \
+             at 5000 qps p50/p99: r8s {}/{} unbound {}/{}; r8s DNS memory {:.1} MiB ({:.2} KiB per Service)",
+            ms(Duration::from_secs_f64(r8s_avg)),
+            ms(Duration::from_secs_f64(ub_avg)),
+            ms(pct(&r8s_lat, 0.5)),
+            ms(pct(&r8s_lat, 0.99)),
+            ms(pct(&ub_lat, 0.5)),
+            ms(pct(&ub_lat, 0.99)),
+            dns_kib as f64 / 1024.0,
+            dns_kib as f64 / n as f64,
+        ))
+    })();
+    let _ = unbound.kill();
+    let _ = unbound.wait();
+    println!("{}", result?);
+    Ok(())
+}
+
 /// Runs the benchmark (after [`enter_netns`]).
 pub async fn run(args: NetworkBenchArgs) -> anyhow::Result<()> {
     let server = spawn_server(&[
@@ -198,6 +448,7 @@ pub async fn run(args: NetworkBenchArgs) -> anyhow::Result<()> {
         args.services.len(),
         args.changes
     );
+    let dns_dir = tempfile::tempdir()?;
     let mut have = 0;
     for &n in &args.services {
         let added = n.saturating_sub(have);
@@ -293,6 +544,13 @@ pub async fn run(args: NetworkBenchArgs) -> anyhow::Result<()> {
             via.len(),
             direct.len(),
         );
+        if args.dns {
+            let step = args.services.iter().position(|&x| x == n).unwrap_or(0) + 1;
+            let listen = format!("127.0.1.{step}");
+            let rss0 = rss_kib();
+            start_r8s_dns(server.kubeconfig.clone(), listen.clone());
+            dns_step(&client, &args, n, dns_dir.path(), rss0, &listen).await?;
+        }
     }
     drop(server);
     network::proxy::delete_table("r8s-bench").await;
