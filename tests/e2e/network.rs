@@ -12,7 +12,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -144,29 +143,8 @@ impl Net {
         self.make_outside();
         self.start_upstream();
         let dir = tempfile::tempdir_in(self.data.path()).unwrap();
-        let tar = dir.path().join("busybox.tar");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
-        assert!(
-            Command::new("bash")
-                .arg(&script)
-                .arg(&tar)
-                .status()
-                .unwrap()
-                .success(),
-            "building the busybox image failed: install Debian's busybox-static"
-        );
-        let st = Command::new(r8s_bin())
-            .args(["image", "import", "--data-dir"])
-            .arg(dir.path())
-            .arg(&tar)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        let tar = common::busybox_tar(dir.path());
+        common::import_image(dir.path(), &tar);
         let resolv = dir.path().join("resolv.conf");
         std::fs::write(&resolv, format!("nameserver {}\n", self.upstream)).unwrap();
         let resolv = resolv.to_string_lossy().into_owned();
@@ -877,17 +855,7 @@ impl Lan {
             "ip link add {l} type bridge && ip addr add {prefix}.1/24 dev {l} && ip link set {l} up",
             l = lan.lan
         ));
-        let tar = lan.data.path().join("busybox.tar");
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
-        assert!(
-            Command::new("bash")
-                .arg(&script)
-                .arg(&tar)
-                .status()
-                .unwrap()
-                .success()
-        );
+        let tar = common::busybox_tar(lan.data.path());
         let server_dir = tempfile::tempdir_in(lan.data.path()).unwrap();
         let san = format!("{prefix}.1");
         let svc = format!("10.{}.0.0/16", 190 + n);
@@ -932,17 +900,7 @@ impl Lan {
                 l = lan.lan,
                 ip = node.ip
             ));
-            let st = Command::new(r8s_bin())
-                .args(["image", "import", "--data-dir"])
-                .arg(&node.data)
-                .arg(&tar)
-                .output()
-                .unwrap();
-            assert!(
-                st.status.success(),
-                "{}",
-                String::from_utf8_lossy(&st.stderr)
-            );
+            common::import_image(&node.data, &tar);
             lan.nodes.push(node);
         }
         for node in &mut lan.nodes {

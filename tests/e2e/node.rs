@@ -114,21 +114,6 @@ fn pod_events(c: &Cluster, name: &str) -> Vec<(String, String, serde_json::Value
         .collect()
 }
 
-fn build_busybox(dir: &Path) -> std::path::PathBuf {
-    let out = dir.join("busybox.tar");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
-    let st = Command::new("bash")
-        .arg(&script)
-        .arg(&out)
-        .status()
-        .expect("bash");
-    assert!(
-        st.success(),
-        "building the busybox image failed: install Debian's busybox-static"
-    );
-    out
-}
-
 fn http_get(addr: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
@@ -146,7 +131,8 @@ fn pod(c: &Cluster, name: &str) -> serde_json::Value {
 fn pods_run_as_real_containers() {
     let host = Host::new();
     let dir = tempfile::tempdir_in(host.data.path()).unwrap();
-    let tar = build_busybox(dir.path());
+    let tar = common::busybox_tar(dir.path());
+    // What `r8s image import` prints is checked here, so it runs by hand.
     let st = Command::new(r8s_bin())
         .args(["image", "import", "--data-dir"])
         .arg(dir.path())
@@ -570,18 +556,8 @@ fn start_node(host: &mut Host) {
 /// starts the server with its agent and `extra` arguments.
 fn start_node_with(host: &mut Host, extra: &[&str], more: impl FnOnce(&Path)) {
     let dir = tempfile::tempdir_in(host.data.path()).unwrap();
-    let tar = build_busybox(dir.path());
-    let st = Command::new(r8s_bin())
-        .args(["image", "import", "--data-dir"])
-        .arg(dir.path())
-        .arg(&tar)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let tar = common::busybox_tar(dir.path());
+    common::import_image(dir.path(), &tar);
     more(dir.path());
     let mut args = host.node_args();
     args.extend(extra.iter().map(|a| a.to_string()));

@@ -477,3 +477,35 @@ pub fn versioned_kubectl(version: &str) -> PathBuf {
     );
     want
 }
+
+/// Builds the busybox test image (from Debian's busybox-static) as
+/// `<dir>/busybox.tar`.
+pub fn busybox_tar(dir: &Path) -> PathBuf {
+    let out = dir.join("busybox.tar");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/build-busybox-image.sh");
+    let st = Command::new("bash")
+        .arg(&script)
+        .arg(&out)
+        .status()
+        .expect("bash");
+    assert!(
+        st.success(),
+        "building the busybox image failed: install Debian's busybox-static"
+    );
+    out
+}
+
+/// Imports an image tarball into a node's data dir (`r8s image import`).
+pub fn import_image(data_dir: &Path, tar: &Path) {
+    let st = Command::new(r8s_bin())
+        .args(["image", "import", "--data-dir"])
+        .arg(data_dir)
+        .arg(tar)
+        .output()
+        .expect("run r8s image import");
+    assert!(
+        st.status.success(),
+        "r8s image import: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
