@@ -291,6 +291,16 @@ fn remote_addr(s: &str) -> String {
         .to_string()
 }
 
+/// A GET of `/` and the whole response.
+fn http_raw(addr: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
 fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
@@ -623,6 +633,28 @@ fn services_dns_and_egress_on_one_node() {
         Duration::from_secs(30),
         || net.fetch_outside(&lb, "8081", "/index.html"),
     );
+
+    // externalTrafficPolicy: Local on a load balancer: the node answers
+    // its health check port with its endpoints.
+    c.ok(&[
+        "patch",
+        "svc",
+        "web-lb",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Local"}}"#,
+    ]);
+    let hc = c.wait_for("a healthCheckNodePort", Duration::from_secs(30), || {
+        c.get_json(&["svc", "web-lb"])["spec"]["healthCheckNodePort"].as_i64()
+    });
+    let replicas = ready_pods(c, "app=web").len();
+    poll("the health check port", Duration::from_secs(30), || {
+        let r = http_raw(&format!("{}:{hc}", net.node_ip)).unwrap_or_default();
+        if r.starts_with("HTTP/1.1 200") && r.contains(&format!("\"localEndpoints\":{replicas}")) {
+            Ok(())
+        } else {
+            Err(r)
+        }
+    });
 
     // A Service without a selector, with a hand-made EndpointSlice.
     let (_, ip) = ready_pods(c, "app=web")[0].clone();

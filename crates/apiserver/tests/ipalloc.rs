@@ -116,3 +116,49 @@ async fn cluster_ips_are_ipaddress_objects() {
     assert_eq!(d.spec.unwrap().cluster_ip.as_deref(), Some("10.97.0.5"));
     running.task.abort();
 }
+
+#[tokio::test]
+async fn local_load_balancers_get_a_health_check_node_port() {
+    let (_dir, running, client) = server().await;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+    let lb: Service = serde_json::from_value(json!({
+        "metadata": {"name": "lb"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    let made = svcs.create(&pp, &lb).await.unwrap();
+    let spec = made.spec.unwrap();
+    let hc = spec
+        .health_check_node_port
+        .expect("a health check node port");
+    let np = spec.ports.unwrap()[0].node_port.unwrap();
+    assert!(
+        (30000..=32767).contains(&hc) && hc != np,
+        "hc {hc}, node port {np}"
+    );
+    // Taken ports are refused for another Service.
+    let clash: Service = serde_json::from_value(json!({
+        "metadata": {"name": "clash"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": hc}]},
+    }))
+    .unwrap();
+    let err = svcs.create(&pp, &clash).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("provided port is already allocated"),
+        "{err}"
+    );
+    // Back to Cluster: the port goes.
+    let patch = json!({"spec": {"externalTrafficPolicy": "Cluster"}});
+    let after = svcs
+        .patch(
+            "lb",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.spec.unwrap().health_check_node_port, None);
+    running.task.abort();
+}

@@ -115,6 +115,9 @@ async fn used_node_ports(rest: &Rest, info: &ResourceInfo) -> Result<HashSet<i64
                 ports.insert(np);
             }
         }
+        if let Some(hc) = svc["spec"]["healthCheckNodePort"].as_i64() {
+            ports.insert(hc);
+        }
     }
     Ok(ports)
 }
@@ -179,6 +182,9 @@ pub async fn allocate_service(
             if let Some(np) = p["nodePort"].as_i64() {
                 used_ports.remove(&np);
             }
+        }
+        if let Some(hc) = old["spec"]["healthCheckNodePort"].as_i64() {
+            used_ports.remove(&hc);
         }
     }
     let ns = svc["metadata"]["namespace"]
@@ -300,6 +306,75 @@ pub async fn allocate_service(
                     }
                 }
             }
+        }
+    }
+    health_check_node_port(info, &name, svc, old, &ty, &mut used_ports)?;
+    Ok(())
+}
+
+/// A LoadBalancer Service with `externalTrafficPolicy: Local` gets a
+/// `healthCheckNodePort` (given, or the next free node port) where each
+/// node says whether it has endpoints; any other Service has none, as
+/// upstream's registry decides.
+fn health_check_node_port(
+    info: &ResourceInfo,
+    name: &str,
+    svc: &mut Value,
+    old: Option<&Value>,
+    ty: &str,
+    used_ports: &mut HashSet<i64>,
+) -> Result<(), ApiError> {
+    let local = svc["spec"]["externalTrafficPolicy"] == "Local";
+    if ty != "LoadBalancer" || !local {
+        if let Some(spec) = svc["spec"].as_object_mut() {
+            spec.remove("healthCheckNodePort");
+        }
+        return Ok(());
+    }
+    let kept = old.and_then(|o| o["spec"]["healthCheckNodePort"].as_i64());
+    match svc["spec"]["healthCheckNodePort"]
+        .as_i64()
+        .filter(|p| *p != 0)
+    {
+        Some(p) => {
+            if !NODE_PORTS.contains(&p) {
+                return Err(invalid_field(
+                    info,
+                    name,
+                    "spec.healthCheckNodePort",
+                    format!(
+                        "Invalid value: {p}: provided port is not in the valid range. The range of valid ports is 30000-32767"
+                    ),
+                ));
+            }
+            if used_ports.contains(&p) && kept != Some(p) {
+                return Err(invalid_field(
+                    info,
+                    name,
+                    "spec.healthCheckNodePort",
+                    format!("Invalid value: {p}: provided port is already allocated"),
+                ));
+            }
+            used_ports.insert(p);
+        }
+        None => {
+            let p = match kept {
+                Some(k) => k,
+                None => {
+                    let mut next = *NODE_PORTS.start();
+                    while used_ports.contains(&next) {
+                        next += 1;
+                    }
+                    if !NODE_PORTS.contains(&next) {
+                        return Err(ApiError::internal(
+                            "failed to allocate a health check node port: range is full",
+                        ));
+                    }
+                    next
+                }
+            };
+            used_ports.insert(p);
+            svc["spec"]["healthCheckNodePort"] = json!(p);
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 //! a failed transaction (someone edited the table) is repaired by a full
 //! resync.
 
+pub mod health;
 pub mod model;
 pub mod render;
 
@@ -132,6 +133,8 @@ struct Proxy {
     dirty: BTreeSet<String>,
     /// The base table must be rebuilt (start, new ranges, a failed change).
     full: bool,
+    /// healthCheckNodePort servers.
+    health: health::HealthServers,
 }
 
 fn slice_service(s: &EndpointSlice) -> Option<String> {
@@ -192,6 +195,41 @@ impl Proxy {
 
     fn synced(&self) -> bool {
         self.services.synced && self.slices.synced && self.cidrs.synced
+    }
+
+    /// The health check ports Services need, with their local endpoints.
+    fn health_wants(&self) -> HashMap<u16, health::Health> {
+        let mut out = HashMap::new();
+        for (key, svc) in &self.services.objs {
+            let Some(spec) = svc.spec.as_ref() else {
+                continue;
+            };
+            let Some(port) = spec
+                .health_check_node_port
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
+            if spec.type_.as_deref() != Some("LoadBalancer")
+                || spec.external_traffic_policy.as_deref() != Some("Local")
+            {
+                continue;
+            }
+            let slices: Vec<&EndpointSlice> = self
+                .by_service
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| self.slices.objs.get(k))
+                .collect();
+            let local: BTreeSet<std::net::Ipv4Addr> =
+                model::service_rules(svc, &slices, &self.cfg.node_name)
+                    .iter()
+                    .flat_map(|r| r.endpoints.iter().filter(|e| e.local).map(|e| e.ip))
+                    .collect();
+            out.insert(port, (key.clone(), local.len()));
+        }
+        out
     }
 
     /// The table objects of one Service now.
@@ -363,6 +401,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<(), NetworkEr
         applied: HashMap::new(),
         dirty: BTreeSet::new(),
         full: true,
+        health: health::HealthServers::default(),
     };
     let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -392,5 +431,8 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<(), NetworkEr
         if let Err(e) = p.sync().await {
             tracing::warn!(error = %e, "programming service rules failed; resyncing");
         }
+        let want = p.health_wants();
+        let ips = p.cfg.table.node_ips.clone();
+        p.health.sync(want, &ips).await;
     }
 }
