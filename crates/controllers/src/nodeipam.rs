@@ -3,8 +3,8 @@
 //! cluster CIDR. A full range is a `CIDRNotAvailable` event on the Node,
 //! not a crash; the Node is retried when others go away.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -45,21 +45,39 @@ pub async fn run(ctx: Arc<Context>) {
     queue.watch(&nodes, |_| vec!["all".to_string()]);
     let recorder = ctx.recorder("node-ipam-controller");
     let client = ctx.client.clone();
+    // Ranges this allocator has written that the informer may not show
+    // yet: without them a stale cache would hand the same range to a
+    // second node.
+    let pending: Arc<Mutex<HashMap<String, ipnet::Ipv4Net>>> = Arc::default();
     queue
         .run(1, move |_| {
             let nodes = nodes.clone();
             let client = client.clone();
             let recorder = recorder.clone();
+            let pending = pending.clone();
             async move {
                 let all = nodes.list();
                 let mut used: HashSet<ipnet::Ipv4Net> = all
                     .iter()
                     .filter_map(|n| n.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok())
                     .collect();
+                let waiting: HashMap<String, ipnet::Ipv4Net> = {
+                    let mut p = pending.lock().expect("pending ranges");
+                    // Settled once the cache shows the node (with any
+                    // range); forgotten when the node is gone.
+                    p.retain(|name, _| {
+                        all.iter()
+                            .find(|n| n.metadata.name.as_deref() == Some(name))
+                            .is_some_and(|n| pod_cidr(n).is_empty())
+                    });
+                    p.clone()
+                };
+                used.extend(waiting.values().copied());
                 let mut full = false;
                 for n in all.iter().filter(|n| {
-                    n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).unwrap_or("").is_empty()
+                    pod_cidr(n).is_empty()
                         && n.metadata.deletion_timestamp.is_none()
+                        && !waiting.contains_key(n.metadata.name.as_deref().unwrap_or(""))
                 }) {
                     let name = n.metadata.name.clone().unwrap_or_default();
                     let Some(cidr) = next_free(cluster, &used) else {
@@ -71,18 +89,31 @@ pub async fn run(ctx: Arc<Context>) {
                         full = true;
                         continue;
                     };
-                    let patch = json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
+                    // The resourceVersion makes a write from a stale view a
+                    // conflict (retried) instead of a second range.
+                    let patch = json!({
+                        "metadata": {"resourceVersion": n.metadata.resource_version},
+                        "spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]},
+                    });
                     Api::<Node>::all(client.clone())
                         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
                         .map_err(ControllerError::from)?;
                     tracing::info!(node = %name, cidr = %cidr, "assigned pod CIDR");
+                    pending.lock().expect("pending ranges").insert(name, cidr);
                     used.insert(cidr);
                 }
                 Ok::<_, ControllerError>(full.then_some(Duration::from_secs(30)))
             }
         })
         .await;
+}
+
+fn pod_cidr(n: &Node) -> &str {
+    n.spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_deref())
+        .unwrap_or("")
 }
 
 #[cfg(test)]

@@ -121,9 +121,25 @@ pub fn validate_update(
             errs.push(immutable("spec.selector", &new["spec"]["selector"]));
         }
         ("batch", "jobs", None) => job_update(new, old, &mut errs),
+        ("", "nodes", None) => node_update(&new["spec"], &old["spec"], &mut errs),
         _ => {}
     }
     errs
+}
+
+/// A node's pod ranges are set once, by its agent or the node IPAM
+/// controller (upstream's `ValidateNodeUpdate`): moving them would strand
+/// the pods already addressed from them.
+fn node_update(new: &Value, old: &Value, errs: &mut Vec<FieldError>) {
+    const MSG: &str = "node updates may not change podCIDR except from \"\" to valid";
+    let set = |v: &Value| v.as_str().filter(|s| !s.is_empty()).is_some();
+    if set(&old["podCIDR"]) && new["podCIDR"] != old["podCIDR"] {
+        errs.push(forbidden("spec.podCIDR", MSG));
+    }
+    let old_list = old["podCIDRs"].as_array().filter(|a| !a.is_empty());
+    if old_list.is_some() && new["podCIDRs"].as_array() != old_list {
+        errs.push(forbidden("spec.podCIDRs", MSG));
+    }
 }
 
 /// A spec without null fields (a patch may leave `"initContainers": null`
@@ -590,5 +606,23 @@ mod tests {
         let stored = ephemeral_containers_update(&sneaky, &old);
         assert_eq!(stored["spec"]["containers"][0]["image"], "x");
         assert_eq!(stored["spec"]["ephemeralContainers"][1]["name"], "dbg2");
+    }
+
+    #[test]
+    fn a_node_pod_range_is_set_once() {
+        let nodes = crate::catalogue::find("", "v1", "nodes").unwrap();
+        let empty = json!({"spec": {}});
+        let set = json!({"spec": {"podCIDR": "10.42.1.0/24", "podCIDRs": ["10.42.1.0/24"]}});
+        assert!(validate_update(nodes, &set, &empty, None).is_empty());
+        assert!(validate_update(nodes, &set, &set, None).is_empty());
+        let moved = json!({"spec": {"podCIDR": "10.42.0.0/24", "podCIDRs": ["10.42.0.0/24"]}});
+        let errs = validate_update(nodes, &moved, &set, None);
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["spec.podCIDR", "spec.podCIDRs"]);
+        assert!(
+            errs[0]
+                .message
+                .contains("may not change podCIDR except from \"\" to valid")
+        );
     }
 }
