@@ -430,6 +430,33 @@ fn bad_input_gets_clear_errors() {
 }
 
 #[test]
+fn a_taken_port_is_named_and_logs_are_plain_text() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(common::r8s_bin())
+        .args(["server", "--no-agent", "--bind-address", "127.0.0.1"])
+        .args(["--https-port", &port, "--data-dir"])
+        .arg(dir.path())
+        .env("R8S_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_with_timeout(child, std::time::Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a taken port: {stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}: Address already in use")),
+        "the error does not name the address: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in logs written to a pipe: {stderr:?}"
+    );
+}
+
+#[test]
 fn describe_explain_edit_diff_events() {
     let c = Cluster::start();
     let f = c.file("deploy.yaml", DEPLOY);

@@ -1333,12 +1333,52 @@ spec:
             .any(|(reason, _, e)| reason == "FailedCreatePodSandBox" && e["type"] == "Warning"),
         "{events:?}"
     );
+    // A volume type the node cannot provide holds the pod with the
+    // reason, instead of an empty directory where its data should be.
+    c.create(
+        Some("default"),
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: wants-nfs
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: shared
+    nfs: {server: 127.0.0.1, path: /exports}
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    volumeMounts: [{name: shared, mountPath: /data}]
+"#,
+    );
+    let want = "MountVolume.SetUp failed for volume \"shared\" : volume type \"nfs\" is not supported by this node";
+    let p = c.wait_for("wants-nfs to be held", Duration::from_secs(30), || {
+        let p = pod(c, "wants-nfs");
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (w["reason"] == "ContainerCreating"
+            && w["message"].as_str().is_some_and(|m| m.contains(want)))
+        .then_some(p)
+    });
+    assert_eq!(p["status"]["phase"], "Pending", "{p}");
+    c.wait_for("a FailedMount event", Duration::from_secs(20), || {
+        pod_events(c, "wants-nfs")
+            .iter()
+            .any(|(reason, msg, e)| {
+                reason == "FailedMount" && msg == want && e["type"] == "Warning"
+            })
+            .then_some(())
+    });
     c.ok(&[
         "delete",
         "pod",
         "confined",
         "free",
         "userns",
+        "wants-nfs",
         "--wait=true",
         "--timeout=60s",
     ]);
@@ -1778,6 +1818,23 @@ spec:
         "-c",
         "echo run-$RANDOM; exit 1",
     ]);
+    // The first exit restarts at once (upstream's doBackOff): by the first
+    // back-off the container has run twice, and --previous has output.
+    let first = c.wait_for("a first back-off", Duration::from_secs(60), || {
+        let p = pod(c, "crashy");
+        let cs = &p["status"]["containerStatuses"][0];
+        (cs["state"]["waiting"]["reason"] == "CrashLoopBackOff").then(|| cs.clone())
+    });
+    assert!(first["restartCount"].as_i64() >= Some(1), "{first}");
+    assert!(
+        first["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("back-off 10s"),
+        "{first}"
+    );
+    let prev = c.ok(&["logs", "crashy", "--previous"]);
+    assert!(prev.starts_with("run-"), "{prev:?}");
     c.wait_for("a 20 s back-off", Duration::from_secs(60), || {
         let p = pod(c, "crashy");
         let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];

@@ -214,7 +214,8 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
-    /// The metav1.Status object.
+    /// The metav1.Status object, its fields in upstream's (Go struct)
+    /// order: clients' tests compare error bodies byte for byte.
     pub fn status(&self) -> Value {
         let mut s = json!({
             "kind": "Status",
@@ -223,11 +224,24 @@ impl ApiError {
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         });
         if let Some(d) = &self.details {
-            s["details"] = (**d).clone();
+            let mut ordered = serde_json::Map::new();
+            for key in [
+                "name",
+                "group",
+                "kind",
+                "uid",
+                "causes",
+                "retryAfterSeconds",
+            ] {
+                if let Some(v) = d.get(key) {
+                    ordered.insert(key.to_string(), v.clone());
+                }
+            }
+            s["details"] = Value::Object(ordered);
         }
+        s["code"] = json!(self.code);
         s
     }
 }

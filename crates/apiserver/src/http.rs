@@ -34,9 +34,10 @@ where
     ))
 }
 
-/// A JSON response.
+/// A JSON response, ending in a newline as upstream's encoder writes it.
 pub fn json(code: u16, v: &Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let mut bytes = serde_json::to_vec(v).unwrap_or_default();
+    bytes.push(b'\n');
     Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
         .header(header::CONTENT_TYPE, "application/json")

@@ -37,6 +37,15 @@ pub enum ServerError {
     /// Binding or file I/O.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The listening address is taken or not ours.
+    #[error("{addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it could not be bound.
+        #[source]
+        source: std::io::Error,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
@@ -114,7 +123,10 @@ struct State {
 pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerError> {
     let started = Instant::now();
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let listener = TcpListener::bind(SocketAddr::new(cfg.bind_address, cfg.https_port)).await?;
+    let bind = SocketAddr::new(cfg.bind_address, cfg.https_port);
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|source| ServerError::Bind { addr: bind, source })?;
     let addr = listener.local_addr()?;
     let client_host = if cfg.bind_address.is_unspecified() {
         "127.0.0.1".to_string()

@@ -452,3 +452,122 @@ async fn pods_default_to_the_default_service_account() {
     assert_eq!(spec.service_account_name.as_deref(), Some("default"));
     assert_eq!(spec.service_account.as_deref(), Some("default"));
 }
+
+/// Sends `req` and returns the status and the exact body bytes.
+async fn exact(client: &kube::Client, req: http::Request<Vec<u8>>) -> (u16, String) {
+    use http_body_util::BodyExt;
+    let resp = client
+        .send(req.map(kube::client::Body::from))
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (code, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn error_bodies_are_upstreams_bytes() {
+    let (_s, client) = server().await;
+    let req = http::Request::get("/api/v1/namespaces/default/pods/nope")
+        .body(vec![])
+        .unwrap();
+    let (code, body) = exact(&client, req).await;
+    assert_eq!(code, 404);
+    assert_eq!(
+        body,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pods \\\"nope\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"nope\",\"kind\":\"pods\"},\"code\":404}\n"
+    );
+    let req = http::Request::get("/apis/apps/v1/namespaces/default/deployments/web")
+        .body(vec![])
+        .unwrap();
+    let (_, body) = exact(&client, req).await;
+    assert!(
+        body.contains("\"details\":{\"name\":\"web\",\"group\":\"apps\",\"kind\":\"deployments\"},\"code\":404}\n"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn writes_answer_partial_object_metadata_when_asked() {
+    let (_s, client) = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &cm("meta", "1"))
+        .await
+        .unwrap();
+    let accept = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    let patch = http::Request::patch("/api/v1/namespaces/default/configmaps/meta")
+        .header("Accept", accept)
+        .header("Content-Type", "application/merge-patch+json")
+        .body(br#"{"metadata":{"labels":{"x":"y"}}}"#.to_vec())
+        .unwrap();
+    let (code, body) = exact(&client, patch).await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["kind"], "PartialObjectMetadata", "{v}");
+    assert_eq!(v["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(v["metadata"]["labels"]["x"], "y");
+    assert!(v.get("data").is_none(), "{v}");
+
+    let put = http::Request::put("/api/v1/namespaces/default/configmaps/meta")
+        .header("Accept", accept)
+        .header("Content-Type", "application/json")
+        .body(
+            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "meta"}, "data": {"k": "2"}}))
+            .unwrap(),
+        )
+        .unwrap();
+    let (code, body) = exact(&client, put).await;
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["kind"], "PartialObjectMetadata", "{v}");
+    assert!(v.get("data").is_none(), "{v}");
+    // kube-rs's own metadata patch.
+    let meta = api
+        .patch_metadata(
+            "meta",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(meta.metadata.annotations.unwrap()["a"], "b");
+    assert_eq!(api.get("meta").await.unwrap().data.unwrap()["k"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unconditional_updates_retry_concurrent_writes() {
+    let (_s, client) = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &cm("race", "0"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                // No resourceVersion: "whatever is there".
+                let mut c = cm("race", &format!("{w}-{i}"));
+                c.metadata.labels = Some([(format!("w{w}"), i.to_string())].into());
+                api.replace("race", &PostParams::default(), &c)
+                    .await
+                    .map_err(|e| format!("writer {w}, update {i}: {e}"))?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // With a stale resourceVersion it is still a conflict.
+    let mut stale = api.get("race").await.unwrap();
+    api.replace("race", &PostParams::default(), &cm("race", "x"))
+        .await
+        .unwrap();
+    stale.data = Some([("k".to_string(), "y".to_string())].into());
+    match api.replace("race", &PostParams::default(), &stale).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 409),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}

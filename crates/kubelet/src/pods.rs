@@ -18,11 +18,22 @@ use tokio::sync::mpsc;
 use crate::spec::{self, ImageDefaults};
 use crate::{Agent, KubeletError, hostport, logs, network, probes, resources, sandbox, volumes};
 
-/// Back-off after a container exits: 10 s doubling to 5 min.
+/// Back-off after a container exits: the first exit restarts at once,
+/// then 10 s doubling to 5 min (upstream's `doBackOff`).
 const BACKOFF_START: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// A container that ran this long has its back-off reset.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+
+/// The delay before the next restart, given the previous one (`None`
+/// before any exit): zero for the first, then 10 s doubling to the cap.
+fn next_backoff(previous: Option<Duration>) -> Duration {
+    match previous {
+        None => Duration::ZERO,
+        Some(b) if b.is_zero() => BACKOFF_START,
+        Some(b) => (b * 2).min(BACKOFF_MAX),
+    }
+}
 /// How often configMap, secret, downwardAPI and projected volumes are
 /// brought up to date in running pods.
 const VOLUME_RESYNC: Duration = Duration::from_secs(5);
@@ -398,11 +409,15 @@ impl Worker {
         if let Err(e) = self.ensure_sandbox(&pod).await {
             let msg = e.to_string();
             if self.sandbox_error.as_ref() != Some(&msg) {
-                self.agent.events.warning(
-                    &pod,
-                    "FailedCreatePodSandBox",
-                    format!("Failed to create pod sandbox: {msg}"),
-                );
+                // Volumes fail as upstream's volume manager reports them.
+                let (reason, text) = match &e {
+                    KubeletError::Volume(m) => ("FailedMount", m.clone()),
+                    _ => (
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {msg}"),
+                    ),
+                };
+                self.agent.events.warning(&pod, reason, text);
             }
             self.sandbox_error = Some(msg);
             self.report(&pod).await;
@@ -1075,11 +1090,9 @@ impl Worker {
                 }
                 let ran = st.started_instant.map(|t| t.elapsed()).unwrap_or_default();
                 let next = if ran >= BACKOFF_RESET {
-                    BACKOFF_START
+                    next_backoff(None)
                 } else {
-                    st.backoff
-                        .map(|b| (b * 2).min(BACKOFF_MAX))
-                        .unwrap_or(BACKOFF_START)
+                    next_backoff(st.backoff)
                 };
                 st.backoff = Some(next);
                 st.backoff_until = Some(Instant::now() + next);
@@ -1403,10 +1416,7 @@ impl Worker {
                 tracing::warn!(pod = %who, container = %c.name, %reason, %msg, "container did not start");
                 st.waiting = Some((reason, msg));
                 // Failed starts back off like crashes do.
-                let next = st
-                    .backoff
-                    .map(|b| (b * 2).min(BACKOFF_MAX))
-                    .unwrap_or(BACKOFF_START);
+                let next = next_backoff(st.backoff);
                 st.backoff = Some(next);
                 st.backoff_until = Some(Instant::now() + next);
             }
@@ -2384,5 +2394,22 @@ fn resource_field(c: &Container, resource: &str) -> String {
         ("memory", None) => crate::node::host_capacity().1.to_string(),
         (_, Some(q)) => q.0,
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_exit_restarts_at_once_then_backs_off_doubling() {
+        let mut b = None;
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            let next = next_backoff(b);
+            seen.push(next.as_secs());
+            b = Some(next);
+        }
+        assert_eq!(seen, [0, 10, 20, 40, 80, 160, 300]);
     }
 }

@@ -551,6 +551,14 @@ pub async fn prepare(
         .as_ref()
         .and_then(|s| s.volumes.clone())
         .unwrap_or_default();
+    for v in &vols {
+        if let Some(kind) = unsupported_source(v) {
+            return Err(KubeletError::Volume(format!(
+                "MountVolume.SetUp failed for volume \"{}\" : volume type {kind:?} is not supported by this node",
+                v.name
+            )));
+        }
+    }
     for v in vols {
         let dir = pod_dir.join("volumes").join(&v.name);
         if let Some(hp) = &v.host_path {
@@ -586,6 +594,62 @@ pub async fn prepare(
     Ok(out)
 }
 
+/// The source of `v` if this node cannot provide it: rather than hand the
+/// containers an empty directory where they expect their data, the pod
+/// waits with the reason in an event and its status.
+fn unsupported_source(v: &Volume) -> Option<&'static str> {
+    let supported = v.host_path.is_some()
+        || v.persistent_volume_claim.is_some()
+        || v.empty_dir.is_some()
+        || v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some();
+    if supported {
+        return None;
+    }
+    let value = serde_json::to_value(v).ok()?;
+    let kind = value
+        .as_object()?
+        .keys()
+        .find(|k| *k != "name")
+        .map(String::as_str)
+        .unwrap_or("");
+    // A static name for the message: the sources upstream knows.
+    const KNOWN: &[&str] = &[
+        "awsElasticBlockStore",
+        "azureDisk",
+        "azureFile",
+        "cephfs",
+        "cinder",
+        "csi",
+        "ephemeral",
+        "fc",
+        "flexVolume",
+        "flocker",
+        "gcePersistentDisk",
+        "gitRepo",
+        "glusterfs",
+        "image",
+        "iscsi",
+        "nfs",
+        "photonPersistentDisk",
+        "portworxVolume",
+        "quobyte",
+        "rbd",
+        "scaleIO",
+        "storageos",
+        "vsphereVolume",
+    ];
+    Some(
+        KNOWN
+            .iter()
+            .find(|k| **k == kind)
+            .copied()
+            .unwrap_or("unknown"),
+    )
+}
+
 /// Unmounts tmpfs volumes under the pod directory.
 pub fn cleanup(pod_dir: &Path) {
     let vols = pod_dir.join("volumes");
@@ -602,6 +666,33 @@ pub fn cleanup(pod_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_the_node_cannot_provide_are_named() {
+        let vol = |v: serde_json::Value| -> Volume { serde_json::from_value(v).unwrap() };
+        assert_eq!(
+            unsupported_source(&vol(
+                serde_json::json!({"name": "d", "nfs": {"server": "s", "path": "/"}})
+            )),
+            Some("nfs")
+        );
+        assert_eq!(
+            unsupported_source(&vol(
+                serde_json::json!({"name": "d", "csi": {"driver": "x"}})
+            )),
+            Some("csi")
+        );
+        assert_eq!(
+            unsupported_source(&vol(serde_json::json!({"name": "d", "emptyDir": {}}))),
+            None
+        );
+        assert_eq!(
+            unsupported_source(&vol(
+                serde_json::json!({"name": "d", "configMap": {"name": "c"}})
+            )),
+            None
+        );
+    }
 
     #[test]
     fn atomic_writes_swap_data_and_drop_removed_keys() {

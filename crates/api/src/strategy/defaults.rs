@@ -338,6 +338,11 @@ fn container(c: &mut Map<String, Value>, host_network: bool) {
 }
 
 fn volume(v: &mut Map<String, Value>) {
+    // A volume that names no source is an emptyDir (upstream's
+    // SetDefaults_Volume).
+    if !v.iter().any(|(k, x)| k != "name" && !x.is_null()) {
+        v.insert("emptyDir".into(), json!({}));
+    }
     for (key, mode) in [
         ("secret", 420),
         ("configMap", 420),

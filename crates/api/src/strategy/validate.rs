@@ -260,6 +260,7 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
             }
         }
     }
+    volumes(spec, path, errs);
     seccomp_profile(
         &spec["securityContext"]["seccompProfile"],
         &format!("{path}.securityContext.seccompProfile"),
@@ -272,6 +273,53 @@ fn pod_spec(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
             rp,
             &["Always", "OnFailure", "Never"],
         ));
+    }
+}
+
+/// Each volume has a unique DNS-label name and exactly one source, as
+/// upstream's `ValidateVolumes`.
+fn volumes(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, v) in spec["volumes"].as_array().into_iter().flatten().enumerate() {
+        let p = format!("{path}.volumes[{i}]");
+        match v["name"].as_str() {
+            None | Some("") => errs.push(required(format!("{p}.name"))),
+            Some(n) if !crate::validation::is_dns1123_label(n).is_empty() => {
+                for msg in crate::validation::is_dns1123_label(n) {
+                    errs.push(invalid(format!("{p}.name"), &v["name"], &msg));
+                }
+            }
+            Some(n) if !seen.insert(n.to_string()) => errs.push(FieldError {
+                reason: "FieldValueDuplicate",
+                field: format!("{p}.name"),
+                message: format!("Duplicate value: \"{n}\""),
+            }),
+            Some(_) => {}
+        }
+        let sources: Vec<&String> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, x)| *k != "name" && !x.is_null())
+            .map(|(k, _)| k)
+            .collect();
+        match sources.as_slice() {
+            [] => errs.push(FieldError {
+                reason: "FieldValueRequired",
+                field: p,
+                message: "Required value: must specify a volume type".into(),
+            }),
+            [_] => {}
+            [_, more @ ..] => {
+                for k in more {
+                    errs.push(FieldError {
+                        reason: "FieldValueForbidden",
+                        field: format!("{p}.{k}"),
+                        message: "Forbidden: may not specify more than 1 volume type".into(),
+                    });
+                }
+            }
+        }
     }
 }
 
@@ -451,5 +499,37 @@ mod tests {
         let j = json!({"spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i"}]}}}});
         let errs = validate(info, &j);
         assert_eq!(errs[0].field, "spec.template.spec.restartPolicy");
+    }
+
+    #[test]
+    fn volumes_have_unique_names_and_one_source() {
+        let pods = crate::catalogue::find("", "v1", "pods").unwrap();
+        let pod = json!({"metadata": {"name": "p"}, "spec": {
+        "containers": [{"name": "c", "image": "x"}],
+        "volumes": [
+            {"name": "a", "emptyDir": {}},
+            {"name": "a", "emptyDir": {}},
+            {"name": "b", "emptyDir": {}, "hostPath": {"path": "/x"}},
+            {"name": "c"},
+        ]}});
+        let errs = validate(pods, &pod);
+        let got: Vec<(&str, &str)> = errs
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("spec.volumes[1].name", "Duplicate value: \"a\""),
+                (
+                    "spec.volumes[2].hostPath",
+                    "Forbidden: may not specify more than 1 volume type"
+                ),
+                (
+                    "spec.volumes[3]",
+                    "Required value: must specify a volume type"
+                ),
+            ]
+        );
     }
 }

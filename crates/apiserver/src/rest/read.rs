@@ -25,7 +25,10 @@ pub async fn get(rest: &Rest, call: &Call, name: &str) -> Result<Response<Body>,
     Ok(h::json(200, &render_one(call, want, obj)))
 }
 
-fn render_one(call: &Call, want: Want, obj: Value) -> Value {
+/// One object in the representation the client asked for; writes answer
+/// this way too (upstream transforms create, update and patch responses
+/// as it does a GET's).
+pub(super) fn render_one(call: &Call, want: Want, obj: Value) -> Value {
     let info = call.info();
     match want {
         Want::Object => obj,

@@ -372,6 +372,7 @@ pub async fn apply(
                 let shape = crate::shape::SchemaShape::root(info.definition);
                 let obj = crate::apply::apply(None, &obj, &call.manager(), force, None, &shape)?;
                 let (out, _) = write::create_object(rest, call, obj).await?;
+                let out = super::read::render_one(call, h::negotiate(&call.headers)?, out);
                 return Ok(h::json(201, &out));
             }
             Some((live, kv)) => {
@@ -389,6 +390,7 @@ pub async fn apply(
                 match write::update_object(rest, call, name, merged, &live, &kv, status_only).await
                 {
                     Ok((Outcome::Stored(v) | Outcome::Deleted(v), _)) => {
+                        let v = super::read::render_one(call, h::negotiate(&call.headers)?, v);
                         return Ok(h::json(200, &v));
                     }
                     Err(e)

@@ -179,8 +179,10 @@ fn default_service_account(pod: &mut Value) {
 
 /// POST to a collection.
 pub async fn create(rest: &Rest, call: &Call, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
+    let want = h::negotiate(&call.headers)?;
     let obj = body_object(call, bytes)?;
     let (out, warnings) = create_object(rest, call, obj).await?;
+    let out = super::read::render_one(call, want, out);
     Ok(with_warnings(h::json(201, &out), &warnings))
 }
 
@@ -424,21 +426,42 @@ pub async fn update(
     bytes: &[u8],
 ) -> Result<Response<Body>, ApiError> {
     let info = call.info();
-    let new = body_object(call, bytes)?;
+    let want = h::negotiate(&call.headers)?;
     let status_only = matches!(call.route.subresource.as_deref(), Some("status"));
-    let (old, kv) = match rest.load(info, call.ns(), name).await {
-        Ok(x) => x,
-        Err(e) if e.code == 404 && allow_create_on_update(info) && !status_only => {
-            let (out, warnings) = create_object(rest, call, new).await?;
-            return Ok(with_warnings(h::json(201, &out), &warnings));
+    // Without a resourceVersion the update is unconditional: a concurrent
+    // write is retried against the new version, as upstream's
+    // GuaranteedUpdate does, instead of surfacing a conflict the caller
+    // never asked for.
+    for _ in 0..16 {
+        let new = body_object(call, bytes)?;
+        let unconditional = new["metadata"]["resourceVersion"]
+            .as_str()
+            .is_none_or(str::is_empty);
+        let (old, kv) = match rest.load(info, call.ns(), name).await {
+            Ok(x) => x,
+            Err(e) if e.code == 404 && allow_create_on_update(info) && !status_only => {
+                let (out, warnings) = create_object(rest, call, new).await?;
+                let out = super::read::render_one(call, want, out);
+                return Ok(with_warnings(h::json(201, &out), &warnings));
+            }
+            Err(e) => return Err(e),
+        };
+        match update_object(rest, call, name, new, &old, &kv, status_only).await {
+            Ok((Outcome::Stored(out) | Outcome::Deleted(out), warnings)) => {
+                let out = super::read::render_one(call, want, out);
+                return Ok(with_warnings(h::json(200, &out), &warnings));
+            }
+            Err(e) if unconditional && is_write_race(&e) => continue,
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
-    };
-    let (outcome, warnings) = update_object(rest, call, name, new, &old, &kv, status_only).await?;
-    let out = match outcome {
-        Outcome::Stored(v) | Outcome::Deleted(v) => v,
-    };
-    Ok(with_warnings(h::json(200, &out), &warnings))
+    }
+    Err(ApiError::retries_exhausted(info.group, info.plural, name))
+}
+
+/// A conflict from the store (another write won), not one the request
+/// asked for with a precondition or an Invalid cause list.
+fn is_write_race(e: &ApiError) -> bool {
+    e.reason == "Conflict" && e.details.as_ref().is_none_or(|d| d.get("causes").is_none())
 }
 
 fn allow_create_on_update(info: &ResourceInfo) -> bool {
@@ -532,6 +555,7 @@ pub async fn patch(
 ) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let kind = patch_type(call)?;
+    let want = h::negotiate(&call.headers)?;
     let status_only = matches!(call.route.subresource.as_deref(), Some("status"));
     if kind == PatchType::Apply {
         return super::sub::apply(rest, call, name, bytes, status_only).await;
@@ -554,6 +578,7 @@ pub async fn patch(
         }
         match update_object(rest, call, name, patched, &current, &kv, status_only).await {
             Ok((Outcome::Stored(v) | Outcome::Deleted(v), warnings)) => {
+                let v = super::read::render_one(call, want, v);
                 return Ok(with_warnings(h::json(200, &v), &warnings));
             }
             Err(e) if e.reason == "Conflict" && !has_precondition => continue,
