@@ -51,3 +51,42 @@ impl TestServer {
         kube::Client::try_from(config).expect("build client")
     }
 }
+
+/// Polls `check` every 50 ms until it yields `Some`, failing the test with
+/// `what` after `secs` seconds: the one wait every component test shares.
+///
+/// # Panics
+/// When the time runs out.
+pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// [`wait_for`] for a condition without a value.
+///
+/// # Panics
+/// When the time runs out.
+pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for(secs, what, || {
+        let f = check();
+        async move { f.await.then_some(()) }
+    })
+    .await
+}

@@ -1,7 +1,7 @@
 //! CronJob controller against a real API server, with a clock running ahead
 //! of real time so that a schedule time passes at once.
 
-use std::future::Future;
+use apiserver::testing::wait_for;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,24 +12,6 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Real time plus a fixed offset.
 struct Ahead(i64);

@@ -1,7 +1,7 @@
 //! DaemonSet controller against a real API server with Nodes created
 //! through the API; the test plays the kubelet by patching pod status.
 
-use std::future::Future;
+use apiserver::testing::wait_for;
 use std::time::Duration;
 
 use apiserver::testing::TestServer;
@@ -12,24 +12,6 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn add_node(nodes: &Api<Node>, name: &str, taints: serde_json::Value) {
     let n: Node = serde_json::from_value(json!({

@@ -1,7 +1,7 @@
 //! ReplicaSet and Deployment controllers against a real in-process API
 //! server. A tiny simulated kubelet marks pods Running and Ready.
 
-use std::future::Future;
+use apiserver::testing::wait_for;
 use std::time::Duration;
 
 use apiserver::testing::TestServer;
@@ -13,24 +13,6 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const NS: &str = "default";
-
-async fn wait_for<F, Fut, T>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn start() -> (TestServer, Client) {
     let server = TestServer::start().await;
@@ -157,7 +139,7 @@ async fn replicaset_creates_owned_pods_replaces_deleted_and_scales_down_unready_
         .await
         .unwrap();
     let uid = rs.metadata.uid.clone().unwrap();
-    let list = wait_for("3 pods", || async {
+    let list = wait_for(30, "3 pods", || async {
         let l = active_pods(&client, "app=web").await;
         (l.len() == 3).then_some(l)
     })
@@ -177,7 +159,7 @@ async fn replicaset_creates_owned_pods_replaces_deleted_and_scales_down_unready_
     // A deleted pod is replaced.
     let gone = list[0].name_any();
     pods.delete(&gone, &DeleteParams::default()).await.unwrap();
-    let list = wait_for("replacement", || async {
+    let list = wait_for(30, "replacement", || async {
         let l = active_pods(&client, "app=web").await;
         (l.len() == 3 && l.iter().all(|p| p.name_any() != gone)).then_some(l)
     })
@@ -185,7 +167,7 @@ async fn replicaset_creates_owned_pods_replaces_deleted_and_scales_down_unready_
     // Two of three become ready; scaling to 2 deletes the unready one.
     mark_ready(&pods, &list[0].name_any()).await.unwrap();
     mark_ready(&pods, &list[1].name_any()).await.unwrap();
-    wait_for("status ready 2", || async {
+    wait_for(30, "status ready 2", || async {
         let r = rss.get("web").await.ok()?;
         let st = r.status?;
         (st.ready_replicas == Some(2)
@@ -201,7 +183,7 @@ async fn replicaset_creates_owned_pods_replaces_deleted_and_scales_down_unready_
     )
     .await
     .unwrap();
-    let left = wait_for("scale down to 2", || async {
+    let left = wait_for(30, "scale down to 2", || async {
         let l = active_pods(&client, "app=web").await;
         (l.len() == 2).then_some(l)
     })
@@ -227,7 +209,7 @@ async fn replicaset_adopts_matching_orphans_without_extra_pods() {
     rss.create(&PostParams::default(), &rs_manifest("adopt", 2))
         .await
         .unwrap();
-    wait_for("adoption and one new pod", || async {
+    wait_for(30, "adoption and one new pod", || async {
         let l = active_pods(&client, "app=adopt").await;
         let o = pods.get("orphan").await.ok()?;
         (l.len() == 2 && o.owner_references().iter().any(|r| r.name == "adopt")).then_some(())
@@ -245,7 +227,7 @@ async fn deployment_rolls_out_updates_and_undoes() {
     deps.create(&PostParams::default(), &deploy_manifest("web", 3, strategy))
         .await
         .unwrap();
-    let d = wait_for("rollout 1", || rolled_out(&deps, "web", 3)).await;
+    let d = wait_for(30, "rollout 1", || rolled_out(&deps, "web", 3)).await;
     let conds = d.status.unwrap().conditions.unwrap();
     let cond = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
     assert_eq!(
@@ -292,7 +274,7 @@ async fn deployment_rolls_out_updates_and_undoes() {
     assert_eq!(sel.get("pod-template-hash"), Some(&hash));
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
     let msg = format!("Scaled up replica set web-{hash} from 0 to 3");
-    wait_for("scaling event", || async {
+    wait_for(30, "scaling event", || async {
         let l = events.list(&ListParams::default()).await.ok()?;
         l.items
             .iter()
@@ -303,7 +285,7 @@ async fn deployment_rolls_out_updates_and_undoes() {
 
     // Rolling update: never more than 4 pods wanted, never fewer than 3 available.
     set_image(&deps, "web", "nginx:2").await;
-    wait_for("rollout 2", || async {
+    wait_for(30, "rollout 2", || async {
         let rs = replica_sets(&client, "web").await;
         let total: i32 = rs.iter().map(spec_replicas).sum();
         assert!(total <= 4, "maxSurge 1 exceeded: {total}");
@@ -330,7 +312,7 @@ async fn deployment_rolls_out_updates_and_undoes() {
 
     // Undo as kubectl does: patch the old template back; the old RS is reused.
     set_image(&deps, "web", "nginx:1").await;
-    wait_for("undo", || async {
+    wait_for(30, "undo", || async {
         let d = rolled_out(&deps, "web", 3).await?;
         let rs = replica_sets(&client, "web").await;
         let back = rs.iter().find(|r| r.name_any() == rs1.name_any())?;
@@ -363,9 +345,9 @@ async fn recreate_scales_old_to_zero_before_creating_new() {
     )
     .await
     .unwrap();
-    wait_for("rollout 1", || rolled_out(&deps, "rec", 2)).await;
+    wait_for(30, "rollout 1", || rolled_out(&deps, "rec", 2)).await;
     set_image(&deps, "rec", "nginx:2").await;
-    wait_for("recreate", || async {
+    wait_for(30, "recreate", || async {
         let rs = replica_sets(&client, "rec").await;
         let busy = rs.iter().filter(|r| spec_replicas(r) > 0).count();
         assert!(busy <= 1, "old and new ReplicaSets both scaled up");
@@ -386,7 +368,7 @@ async fn paused_deployment_scales_but_does_not_roll_out() {
     )
     .await
     .unwrap();
-    wait_for("rollout 1", || rolled_out(&deps, "p", 2)).await;
+    wait_for(30, "rollout 1", || rolled_out(&deps, "p", 2)).await;
     deps.patch(
         "p",
         &PatchParams::default(),
@@ -395,7 +377,7 @@ async fn paused_deployment_scales_but_does_not_roll_out() {
     .await
     .unwrap();
     set_image(&deps, "p", "nginx:2").await;
-    wait_for("paused condition and scale", || async {
+    wait_for(30, "paused condition and scale", || async {
         let d = deps.get("p").await.ok()?;
         let paused = d
             .status?
@@ -413,7 +395,7 @@ async fn paused_deployment_scales_but_does_not_roll_out() {
     )
     .await
     .unwrap();
-    wait_for("resumed rollout", || async {
+    wait_for(30, "resumed rollout", || async {
         rolled_out(&deps, "p", 4).await?;
         let rs = replica_sets(&client, "p").await;
         (rs.len() == 2).then_some(())
@@ -430,10 +412,10 @@ async fn old_replica_sets_beyond_history_limit_are_deleted() {
     d.spec.as_mut().unwrap().revision_history_limit = Some(1);
     deps.create(&PostParams::default(), &d).await.unwrap();
     for v in 2..=4 {
-        wait_for("rollout", || rolled_out(&deps, "h", 1)).await;
+        wait_for(30, "rollout", || rolled_out(&deps, "h", 1)).await;
         set_image(&deps, "h", &format!("nginx:{v}")).await;
     }
-    wait_for("history trimmed", || async {
+    wait_for(30, "history trimmed", || async {
         rolled_out(&deps, "h", 1).await?;
         let rs = replica_sets(&client, "h").await;
         (rs.len() == 2).then_some(rs)
@@ -454,7 +436,7 @@ async fn replication_controller_keeps_its_pods() {
     }))
     .unwrap();
     rcs.create(&PostParams::default(), &rc).await.unwrap();
-    wait_for("rc pods and status", || async {
+    wait_for(30, "rc pods and status", || async {
         let l = active_pods(&client, "app=rc").await;
         let owned = l.iter().all(|p| {
             p.owner_references()
@@ -475,7 +457,7 @@ async fn stuck_rollout_exceeds_its_progress_deadline() {
     let mut d = deploy_manifest("stuck", 1, json!({"type": "RollingUpdate"}));
     d.spec.as_mut().unwrap().progress_deadline_seconds = Some(1);
     deps.create(&PostParams::default(), &d).await.unwrap();
-    wait_for("ProgressDeadlineExceeded", || async {
+    wait_for(30, "ProgressDeadlineExceeded", || async {
         let st = deps.get("stuck").await.ok()?.status?;
         let c = st
             .conditions?
@@ -499,7 +481,7 @@ async fn scaling_mid_rollout_is_proportional() {
     )
     .await
     .unwrap();
-    wait_for("rollout 1", || rolled_out(&deps, "prop", 4)).await;
+    wait_for(30, "rollout 1", || rolled_out(&deps, "prop", 4)).await;
     let old_name = replica_sets(&client, "prop").await[0].name_any();
     // New pods never become ready: the rollout stops at old 3 + new 2
     // (maxSurge 1, maxUnavailable 1).
@@ -517,7 +499,7 @@ async fn scaling_mid_rollout_is_proportional() {
             .map(spec_replicas)?;
         Some((old, new))
     };
-    wait_for("stalled rollout", || async {
+    wait_for(30, "stalled rollout", || async {
         (sizes().await? == (3, 2)).then_some(())
     })
     .await;
@@ -529,7 +511,7 @@ async fn scaling_mid_rollout_is_proportional() {
     .await
     .unwrap();
     // 8 + surge 2 = 10 pods, split 3:2 as before.
-    wait_for("proportional scale", || async {
+    wait_for(30, "proportional scale", || async {
         (sizes().await? == (6, 4)).then_some(())
     })
     .await;

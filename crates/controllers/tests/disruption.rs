@@ -2,8 +2,7 @@
 //! pods and their controller's scale; evictions use the budget up and are
 //! refused with 429 once it is exhausted.
 
-use std::future::Future;
-use std::time::Duration;
+use apiserver::testing::wait_until;
 
 use apiserver::testing::TestServer;
 use controllers::{Context, Options};
@@ -12,21 +11,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
 use kube::api::{Api, EvictParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 /// A ReplicaSet with `replicas` (no RS controller runs: the test makes its
 /// pods) and `ready` running, ready pods owned by it.
@@ -104,7 +88,7 @@ async fn percent_min_available_uses_the_controller_scale_rounding_up() {
     let _pods = workload(&client, 5, 4).await;
     let api = budget(&client, json!({"minAvailable": "50%"})).await;
     let task = start(&client);
-    wait_for("status computed", 10, || async {
+    wait_until(10, "status computed", || async {
         status(&api).await.observed_generation == Some(1)
     })
     .await;
@@ -132,7 +116,7 @@ async fn evictions_are_allowed_until_the_budget_is_used_up() {
     let pods = workload(&client, 3, 3).await;
     let api = budget(&client, json!({"maxUnavailable": 1})).await;
     let task = start(&client);
-    wait_for("one disruption allowed", 10, || async {
+    wait_until(10, "one disruption allowed", || async {
         let st = status(&api).await;
         st.observed_generation == Some(1) && st.disruptions_allowed == 1
     })
@@ -142,7 +126,7 @@ async fn evictions_are_allowed_until_the_budget_is_used_up() {
 
     pods.evict("web-0", &EvictParams::default()).await.unwrap();
     // The evicted pod is terminating (no kubelet here): no longer healthy.
-    wait_for("the controller sees the eviction", 10, || async {
+    wait_until(10, "the controller sees the eviction", || async {
         let st = status(&api).await;
         st.current_healthy == 2 && st.disruptions_allowed == 0
     })

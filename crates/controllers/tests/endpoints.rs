@@ -1,8 +1,7 @@
 //! EndpointSlice and Endpoints controllers against a real API server: a
 //! Service's endpoints follow its pods' IPs and readiness.
 
-use std::future::Future;
-use std::time::Duration;
+use apiserver::testing::wait_for;
 
 use apiserver::testing::TestServer;
 use controllers::{Context, Options, endpoints};
@@ -10,25 +9,6 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-/// Polls `f` until it yields Some, failing after 20 s.
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn make_pod(pods: &Api<Pod>, name: &str, ip: &str, ready: bool) {
     let p: Pod = serde_json::from_value(json!({
@@ -110,7 +90,7 @@ async fn service_endpoints_follow_pod_readiness_and_deletion() {
     make_pod(&pods, "c", "10.1.0.3", false).await;
 
     let want = (strs(&["10.1.0.1", "10.1.0.2"]), strs(&["10.1.0.3"]));
-    let e = wait_for("Endpoints with all pods", || async {
+    let e = wait_for(20, "Endpoints with all pods", || async {
         eps.get_opt("web").await.unwrap().filter(|e| ips(e) == want)
     })
     .await;
@@ -131,7 +111,7 @@ async fn service_endpoints_follow_pod_readiness_and_deletion() {
     );
 
     let by_svc = ListParams::default().labels("kubernetes.io/service-name=web");
-    let list = wait_for("slices with all pods", || async {
+    let list = wait_for(20, "slices with all pods", || async {
         let l = slices.list(&by_svc).await.unwrap().items;
         (slice_ips(&l) == want).then_some(l)
     })
@@ -181,11 +161,11 @@ async fn service_endpoints_follow_pod_readiness_and_deletion() {
     .await
     .unwrap();
     let want = (strs(&["10.1.0.1", "10.1.0.3"]), Vec::new());
-    wait_for("Endpoints after the changes", || async {
+    wait_for(20, "Endpoints after the changes", || async {
         eps.get_opt("web").await.unwrap().filter(|e| ips(e) == want)
     })
     .await;
-    wait_for("slices after the changes", || async {
+    wait_for(20, "slices after the changes", || async {
         let l = slices.list(&by_svc).await.unwrap().items;
         (slice_ips(&l) == want && l.len() == 1).then_some(())
     })
@@ -193,7 +173,7 @@ async fn service_endpoints_follow_pod_readiness_and_deletion() {
 
     // A Service without a selector is the user's: nothing is made for it,
     // but the API server's own `kubernetes` Service gets its slice.
-    let k = wait_for("kubernetes slice", || async {
+    let k = wait_for(20, "kubernetes slice", || async {
         slices.get_opt("kubernetes").await.unwrap()
     })
     .await;
@@ -233,7 +213,7 @@ async fn relabelled_pods_leave_and_not_ready_addresses_can_be_published() {
     make_pod(&pods, "a", "10.2.0.1", false).await;
     make_pod(&pods, "b", "10.2.0.2", true).await;
     let want = (strs(&["10.2.0.1", "10.2.0.2"]), Vec::new());
-    let e = wait_for("not-ready pod published", || async {
+    let e = wait_for(20, "not-ready pod published", || async {
         eps.get_opt("web").await.unwrap().filter(|e| ips(e) == want)
     })
     .await;
@@ -247,13 +227,13 @@ async fn relabelled_pods_leave_and_not_ready_addresses_can_be_published() {
     .await
     .unwrap();
     let want = (strs(&["10.2.0.1"]), Vec::new());
-    wait_for("relabelled pod gone", || async {
+    wait_for(20, "relabelled pod gone", || async {
         eps.get_opt("web").await.unwrap().filter(|e| ips(e) == want)
     })
     .await;
     // Deleting the Service deletes its Endpoints.
     svcs.delete("web", &DeleteParams::default()).await.unwrap();
-    wait_for("Endpoints deleted", || async {
+    wait_for(20, "Endpoints deleted", || async {
         eps.get_opt("web").await.unwrap().is_none().then_some(())
     })
     .await;

@@ -1,8 +1,7 @@
 //! Job controller against a real API server; the test plays the kubelet by
 //! patching pod status.
 
-use std::future::Future;
-use std::time::Duration;
+use apiserver::testing::wait_for;
 
 use apiserver::testing::TestServer;
 use controllers::{Context, Options};
@@ -11,25 +10,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-/// Polls `f` until it yields a value or `secs` pass.
-async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn setup() -> (TestServer, kube::Client) {
     let server = TestServer::start().await;

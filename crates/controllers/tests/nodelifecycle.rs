@@ -2,7 +2,7 @@
 //! pods are marked not ready and evicted per their tolerations; it recovers
 //! when it reports Ready again.
 
-use std::future::Future;
+use apiserver::testing::wait_until;
 use std::time::Duration;
 
 use apiserver::testing::TestServer;
@@ -12,22 +12,6 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-
-/// Polls `check` until it returns true, or panics after `secs`.
-async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 fn now() -> String {
     Timestamp::now().to_string()
@@ -124,7 +108,7 @@ async fn a_silent_node_is_marked_unknown_tainted_and_drained_per_tolerations() {
     let nodes: Api<Node> = Api::all(client.clone());
 
     // No renewals: after the grace period the node is Unknown and tainted.
-    wait_for("node Unknown and tainted", 60, || async {
+    wait_until(60, "node Unknown and tainted", || async {
         let n = nodes.get("n1").await.unwrap();
         let ready = n
             .status
@@ -150,7 +134,7 @@ async fn a_silent_node_is_marked_unknown_tainted_and_drained_per_tolerations() {
     }
     let tainted_at = std::time::Instant::now();
 
-    wait_for("the non-tolerating pod evicted", 5, || {
+    wait_until(5, "the non-tolerating pod evicted", || {
         evicted(&pods, "doomed")
     })
     .await;
@@ -158,7 +142,7 @@ async fn a_silent_node_is_marked_unknown_tainted_and_drained_per_tolerations() {
         !evicted(&pods, "patient").await || tainted_at.elapsed() >= Duration::from_secs(3),
         "the tolerating pod must outlive its tolerationSeconds"
     );
-    wait_for("the tolerating pod evicted after 4 s", 10, || {
+    wait_until(10, "the tolerating pod evicted after 4 s", || {
         evicted(&pods, "patient")
     })
     .await;
@@ -166,7 +150,7 @@ async fn a_silent_node_is_marked_unknown_tainted_and_drained_per_tolerations() {
         !evicted(&pods, "forever").await,
         "forever-tolerating pod stays"
     );
-    wait_for("pods on the node marked not ready", 5, || async {
+    wait_until(5, "pods on the node marked not ready", || async {
         let p = pods.get("forever").await.unwrap();
         p.status
             .and_then(|s| s.conditions)
@@ -178,7 +162,7 @@ async fn a_silent_node_is_marked_unknown_tainted_and_drained_per_tolerations() {
 
     // The node comes back: taints go.
     heartbeat_status(&client, "n1").await;
-    wait_for("taints removed on recovery", 10, || async {
+    wait_until(10, "taints removed on recovery", || async {
         taints(&nodes.get("n1").await.unwrap()).is_empty()
     })
     .await;
@@ -202,7 +186,7 @@ async fn a_node_reporting_not_ready_gets_not_ready_taints() {
         .patch_status("n2", &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap();
-    wait_for("not-ready taints", 60, || async {
+    wait_until(60, "not-ready taints", || async {
         let t = taints(&nodes.get("n2").await.unwrap());
         t.contains(&("node.kubernetes.io/not-ready".into(), "NoExecute".into()))
             && t.contains(&("node.kubernetes.io/not-ready".into(), "NoSchedule".into()))

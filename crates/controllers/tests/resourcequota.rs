@@ -1,34 +1,14 @@
 //! ResourceQuota controller against a real API server: status.used follows
 //! the pods and ConfigMaps created in the namespace.
 
+use apiserver::testing::wait_for;
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::time::Duration;
 
 use apiserver::testing::TestServer;
 use controllers::{Context, Options, resourcequota};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ResourceQuota};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-/// Polls `f` until it yields Some, failing after 20 s.
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// The quota's status.used as plain strings.
 async fn used(api: &Api<ResourceQuota>) -> BTreeMap<String, String> {
@@ -84,7 +64,7 @@ async fn quota_usage_follows_pods_and_configmaps() {
         ("requests.cpu", "0"),
         ("requests.memory", "0"),
     ]);
-    wait_for("initial usage", || async {
+    wait_for(20, "initial usage", || async {
         (used(&quotas).await == zero).then_some(())
     })
     .await;
@@ -116,7 +96,7 @@ async fn quota_usage_follows_pods_and_configmaps() {
         ("requests.cpu", "500m"),
         ("requests.memory", "128Mi"),
     ]);
-    wait_for("usage of two pods and a ConfigMap", || async {
+    wait_for(20, "usage of two pods and a ConfigMap", || async {
         (used(&quotas).await == want).then_some(())
     })
     .await;
@@ -136,7 +116,7 @@ async fn quota_usage_follows_pods_and_configmaps() {
         ("requests.cpu", "250m"),
         ("requests.memory", "64Mi"),
     ]);
-    wait_for("usage without the finished pod", || async {
+    wait_for(20, "usage without the finished pod", || async {
         (used(&quotas).await == want).then_some(())
     })
     .await;

@@ -2,33 +2,13 @@
 //! server: a new namespace gets `default` and `kube-root-ca.crt`, and both
 //! come back when deleted or edited.
 
-use std::future::Future;
-use std::time::Duration;
+use apiserver::testing::wait_for;
 
 use apiserver::testing::TestServer;
 use controllers::{Context, Options, serviceaccount};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-/// Polls `f` until it yields Some, failing after 20 s.
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -51,13 +31,13 @@ async fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
     .await
     .unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "team-a");
-    let first = wait_for("default SA", || async {
+    let first = wait_for(20, "default SA", || async {
         sas.get_opt("default").await.unwrap()
     })
     .await;
     // The bootstrap namespaces get one too.
     let ks: Api<ServiceAccount> = Api::namespaced(client.clone(), "kube-system");
-    wait_for("kube-system SA", || async {
+    wait_for(20, "kube-system SA", || async {
         ks.get_opt("default").await.unwrap()
     })
     .await;
@@ -65,7 +45,7 @@ async fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
     sas.delete("default", &DeleteParams::default())
         .await
         .unwrap();
-    let again = wait_for("recreated SA", || async {
+    let again = wait_for(20, "recreated SA", || async {
         sas.get_opt("default")
             .await
             .unwrap()
@@ -75,7 +55,7 @@ async fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
     assert_eq!(again.metadata.name.as_deref(), Some("default"));
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "team-a");
-    let ca = wait_for("root CA ConfigMap", || async {
+    let ca = wait_for(20, "root CA ConfigMap", || async {
         cms.get_opt("kube-root-ca.crt").await.unwrap()
     })
     .await;
@@ -88,7 +68,7 @@ async fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
     )
     .await
     .unwrap();
-    wait_for("restored CA", || async {
+    wait_for(20, "restored CA", || async {
         let cm = cms.get("kube-root-ca.crt").await.unwrap();
         (cm.data.unwrap()["ca.crt"] == PEM).then_some(())
     })

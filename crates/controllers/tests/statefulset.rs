@@ -1,7 +1,7 @@
 //! StatefulSet controller against a real API server; the test plays the
 //! kubelet by patching pod status to Running and Ready.
 
-use std::future::Future;
+use apiserver::testing::wait_for;
 use std::time::Duration;
 
 use apiserver::testing::TestServer;
@@ -12,24 +12,6 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
-
-async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn make_ready(pods: &Api<Pod>, name: &str) {
     let now = jiff::Timestamp::now().to_string();

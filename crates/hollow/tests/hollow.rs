@@ -1,6 +1,6 @@
 //! Hollow nodes against a real in-process API server.
 
-use std::future::Future;
+use apiserver::testing::wait_for;
 use std::time::Duration;
 
 use apiserver::testing::TestServer;
@@ -8,25 +8,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-/// Polls `check` every 50 ms until it yields a value or `secs` pass.
-async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn opts(nodes: usize) -> hollow::Options {
     hollow::Options {

@@ -2,8 +2,7 @@
 //! resources, nodeSelector, taints, anti-affinity and zone spread; the
 //! FailedScheduling report; and priority preemption.
 
-use std::future::Future;
-use std::time::Duration;
+use apiserver::testing::wait_for;
 
 use apiserver::testing::TestServer;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -12,25 +11,6 @@ use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-
-/// Polls `f` until it returns Some, or panics after 20 s.
-async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Creates a Ready node with labels, taints and allocatable cpu/memory.
 async fn node(client: &Client, name: &str, labels: Value, taints: Value, cpu: &str) {
@@ -79,7 +59,7 @@ fn cpu(c: &str) -> Value {
 /// Waits until the pod is bound and returns its node.
 async fn bound(client: &Client, name: &str) -> String {
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    wait_for(&format!("{name} bound"), || {
+    wait_for(20, &format!("{name} bound"), || {
         let api = api.clone();
         async move {
             api.get(name)
@@ -139,7 +119,7 @@ async fn places_pods_by_resources_selector_and_taints() {
     assert_eq!(bound(&client, "trainer").await, "gpu");
 
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let cond = wait_for("huge PodScheduled=False", || {
+    let cond = wait_for(20, "huge PodScheduled=False", || {
         let api = api.clone();
         async move {
             let p = api.get("huge").await.ok()?;
@@ -160,7 +140,7 @@ async fn places_pods_by_resources_selector_and_taints() {
         )
     );
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let ev = wait_for("FailedScheduling event", || {
+    let ev = wait_for(20, "FailedScheduling event", || {
         let events = events.clone();
         async move {
             events
@@ -178,7 +158,7 @@ async fn places_pods_by_resources_selector_and_taints() {
     .await;
     assert_eq!(ev.type_.as_deref(), Some("Warning"));
     assert_eq!(ev.note, cond.message);
-    let ok = wait_for("Scheduled event", || {
+    let ok = wait_for(20, "Scheduled event", || {
         let events = events.clone();
         async move {
             events
@@ -259,7 +239,7 @@ async fn anti_affinity_and_zone_spread() {
     // A fifth replica has nowhere to go.
     pod(&client, "db-4", json!({"app": "db"}), anti.clone()).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let msg = wait_for("db-4 unschedulable", || {
+    let msg = wait_for(20, "db-4 unschedulable", || {
         let api = api.clone();
         async move {
             api.get("db-4")
@@ -332,7 +312,7 @@ async fn high_priority_pod_preempts_low_priority() {
     )
     .await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let msg = wait_for("polite unschedulable", || {
+    let msg = wait_for(20, "polite unschedulable", || {
         let api = api.clone();
         async move {
             api.get("polite")
@@ -362,7 +342,7 @@ async fn high_priority_pod_preempts_low_priority() {
     )
     .await;
     // The victim is deleted gracefully; play the kubelet and finish the deletion.
-    wait_for("victim terminating", || {
+    wait_for(20, "victim terminating", || {
         let api = api.clone();
         async move { api.get("victim").await.ok()?.metadata.deletion_timestamp }
     })
@@ -392,7 +372,7 @@ async fn high_priority_pod_preempts_low_priority() {
     let nominated = match nominated {
         Some(n) => n,
         None => {
-            wait_for("nominatedNodeName", || {
+            wait_for(20, "nominatedNodeName", || {
                 let api = api.clone();
                 async move { api.get("vip").await.ok()?.status?.nominated_node_name }
             })
