@@ -19,8 +19,8 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
 
 use crate::job::common;
-use crate::runtime::{Informer, Queue, key_of, owner_keys, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::{Informer, Queue, key_of, owner_keys, split_key};
 pub use schedule::{Due, Schedule, due};
 
 /// Annotation with the schedule time a Job was created for.
@@ -45,7 +45,7 @@ struct Ctl {
     client: kube::Client,
     cronjobs: Informer<CronJob>,
     jobs: Informer<Job>,
-    rec: crate::events::Recorder,
+    rec: controller_runtime::events::Recorder,
     clock: Arc<dyn Clock>,
 }
 

@@ -23,9 +23,9 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 use crate::job::common::{self, Expectations};
-use crate::runtime::{Informer, Queue, key_of, owner_keys, split_key};
 use crate::statefulset::revision;
 use crate::{Context, ControllerError};
+use controller_runtime::{Informer, Queue, key_of, owner_keys, split_key};
 pub use eligible::{Fit, add_daemon_tolerations, fit, pod_node};
 
 /// Label with the hash of the template a pod was created from.
@@ -38,7 +38,7 @@ struct Ctl {
     nodes: Informer<Node>,
     revs: Informer<ControllerRevision>,
     exp: Expectations,
-    rec: crate::events::Recorder,
+    rec: controller_runtime::events::Recorder,
 }
 
 /// Runs the controller until the task is dropped.

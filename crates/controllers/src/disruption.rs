@@ -14,13 +14,15 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
-use crate::runtime::{Change, Informer, Queue, key_of, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::pod_ready as is_ready;
+pub use controller_runtime::selector_matches;
+use controller_runtime::{Change, Informer, Queue, key_of, split_key};
 
 /// How long an eviction recorded in `disruptedPods` counts the pod as gone
 /// before the controller concludes it was not deleted (upstream: 2 min).
@@ -54,7 +56,7 @@ pub async fn run(ctx: Arc<Context>) {
     .await;
 }
 
-fn watch_scalers<K: crate::runtime::informer::Kind>(
+fn watch_scalers<K: controller_runtime::informer::Kind>(
     ctx: &Context,
     q: &Queue,
     pdbs: &Informer<PodDisruptionBudget>,
@@ -82,31 +84,6 @@ fn budgets_for(pdbs: &Informer<PodDisruptionBudget>, pod: &Pod) -> Vec<String> {
         })
         .map(|p| key_of(&**p))
         .collect()
-}
-
-/// Whether `labels` satisfy a metav1.LabelSelector (`{}` matches all).
-pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let ml = sel.match_labels.iter().flatten();
-    let labels_ok = ml.clone().all(|(k, v)| labels.get(k) == Some(v));
-    let exprs_ok = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let have = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Upstream's GetScaledValueFromIntOrPercent with rounding up.
@@ -228,7 +205,7 @@ fn expected_scale(ctx: &Context, ns: &str, pods: &[Arc<Pod>]) -> Result<i32, Str
 
 async fn sync(
     ctx: &Context,
-    recorder: &crate::events::Recorder,
+    recorder: &controller_runtime::events::Recorder,
     key: &str,
 ) -> Result<Option<Duration>, ControllerError> {
     let (ns, name) = split_key(key);
@@ -496,20 +473,5 @@ mod tests {
         assert_eq!(gone, vec!["b"]);
         assert_eq!(recheck, Some(now + DELETION_TIMEOUT));
         assert_eq!(count_healthy(&pods, &kept, now), 2);
-    }
-
-    #[test]
-    fn selectors_match_labels_and_expressions() {
-        let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
-        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
-            "matchLabels": {"app": "web"},
-            "matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]
-        }))
-        .unwrap();
-        assert!(selector_matches(&sel, &labels));
-        assert!(selector_matches(&LabelSelector::default(), &labels));
-        let other: LabelSelector =
-            serde_json::from_value(serde_json::json!({"matchLabels": {"app": "db"}})).unwrap();
-        assert!(!selector_matches(&other, &labels));
     }
 }

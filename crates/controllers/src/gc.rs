@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::Options;
 use crate::resources::{self, Res};
-use crate::runtime::Queue;
+use controller_runtime::Queue;
 
 /// One object in the graph.
 #[derive(Clone)]

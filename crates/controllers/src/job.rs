@@ -25,9 +25,9 @@ use kube::api::{
 };
 use serde_json::json;
 
-use crate::runtime::{Informer, Queue, key_of, owner_keys, split_key};
 use crate::{Context, ControllerError};
 use common::Expectations;
+use controller_runtime::{Informer, Queue, key_of, owner_keys, split_key};
 pub use decide::{Outcome, decide, format_indexes, parse_indexes};
 
 /// Finalizer that keeps a finished pod until the Job has counted it.
@@ -44,7 +44,7 @@ struct Ctl {
     jobs: Informer<Job>,
     pods: Informer<Pod>,
     exp: Expectations,
-    rec: crate::events::Recorder,
+    rec: controller_runtime::events::Recorder,
     /// Per Job: failures seen and when the count last grew (pod backoff).
     failures: Mutex<HashMap<String, (i32, Instant)>>,
     /// Jobs whose selector defaulting was refused (warned once).

@@ -1,17 +1,15 @@
 //! r8s controllers. Each controller is an API client (kube-rs), exactly like
 //! a third-party controller: it works the same in-process or remote. They
-//! share one informer per kind ([`runtime::Informers`]) and each owns a work
-//! queue keyed by object ([`runtime::Queue`]).
+//! share one informer per kind ([`controller_runtime::Informers`]) and each
+//! owns a work queue keyed by object ([`controller_runtime::Queue`]).
 
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
-pub mod events;
 pub mod gc;
 pub mod job;
-pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -19,7 +17,6 @@ pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
 mod resources;
-pub mod runtime;
 pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
@@ -82,7 +79,7 @@ pub struct Context {
     /// The API client.
     pub client: kube::Client,
     /// Shared caches, one watch per kind.
-    pub informers: runtime::Informers,
+    pub informers: controller_runtime::Informers,
     /// Tunables.
     pub opts: Options,
 }
@@ -91,15 +88,15 @@ impl Context {
     /// A context on `client`.
     pub fn new(client: kube::Client, opts: Options) -> Arc<Self> {
         Arc::new(Context {
-            informers: runtime::Informers::new(client.clone()),
+            informers: controller_runtime::Informers::new(client.clone()),
             client,
             opts,
         })
     }
 
     /// An event recorder for one controller.
-    pub fn recorder(&self, component: &str) -> events::Recorder {
-        events::Recorder::new(self.client.clone(), component)
+    pub fn recorder(&self, component: &str) -> controller_runtime::events::Recorder {
+        controller_runtime::events::Recorder::new(self.client.clone(), component)
     }
 }
 

@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use crate::runtime::Queue;
 use crate::{Context, ControllerError};
+use controller_runtime::Queue;
 
 /// The prefix length of each node's range (upstream's
 /// `--node-cidr-mask-size` default for IPv4).

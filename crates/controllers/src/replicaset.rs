@@ -8,7 +8,7 @@
 //! readiness, controller references) are `pub(crate)`.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,13 @@ use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::events::Recorder;
-use crate::runtime::{Change, Queue, key_of, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::events::Recorder;
+use controller_runtime::{Change, Queue, key_of, split_key};
+pub(crate) use controller_runtime::{
+    controller_ref, owner_ref, pod_active as is_active, pod_ready as is_ready,
+    pod_ready_since as ready_since, selector_is_empty, selector_matches,
+};
 
 /// Most pods created or deleted in one sync (upstream's burstReplicas).
 const BURST_REPLICAS: usize = 500;
@@ -36,7 +40,7 @@ const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 /// A kind managed by this controller: ReplicaSet or ReplicationController.
 pub trait Replicated:
-    crate::runtime::informer::Kind + Resource<Scope = NamespaceResourceScope> + Serialize
+    controller_runtime::informer::Kind + Resource<Scope = NamespaceResourceScope> + Serialize
 {
     /// Pod selector (None selects nothing).
     fn selector(&self) -> Option<LabelSelector>;
@@ -95,75 +99,6 @@ impl Replicated for ReplicationController {
             .unwrap_or(0)
     }
     const COMPONENT: &'static str = "replication-controller";
-}
-
-/// Whether `labels` satisfy `sel` (matchLabels and matchExpressions).
-pub(crate) fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let ml = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    ml && sel.match_expressions.iter().flatten().all(|e| {
-        let vals = e.values.as_deref().unwrap_or_default();
-        let got = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => got.is_some_and(|g| vals.contains(g)),
-            "NotIn" => got.is_none_or(|g| !vals.contains(g)),
-            "Exists" => got.is_some(),
-            "DoesNotExist" => got.is_none(),
-            _ => false,
-        }
-    })
-}
-
-/// Whether a selector has no requirements (it would select everything).
-pub(crate) fn selector_is_empty(sel: &LabelSelector) -> bool {
-    sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
-}
-
-/// The controller ownerReference of an object, if any.
-pub(crate) fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
-}
-
-/// A controller ownerReference pointing at `owner`.
-pub(crate) fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
-    OwnerReference {
-        api_version: K::api_version(&()).to_string(),
-        kind: K::kind(&()).to_string(),
-        name: owner.name_any(),
-        uid: owner.meta().uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// Active pods: not terminating and not finished.
-pub(crate) fn is_active(p: &Pod) -> bool {
-    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-    p.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
-}
-
-/// When the pod's Ready condition last became true (None if not ready).
-pub(crate) fn ready_since(p: &Pod) -> Option<Option<Timestamp>> {
-    let c = p
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    (c.status == "True").then(|| c.last_transition_time.as_ref().map(|t| t.0))
-}
-
-/// Whether a pod is ready.
-pub(crate) fn is_ready(p: &Pod) -> bool {
-    ready_since(p).is_some()
 }
 
 /// Whether a pod has been ready for at least `min_ready` seconds at `now`.
@@ -431,8 +366,8 @@ fn current_status<K: Serialize>(o: &K) -> Status {
 /// wakes only the last of several concurrent waiters, so poll it: once one
 /// waiter sees it ready, every later call returns at once (and the queue's
 /// own waits, started after this, cannot hang).
-pub(crate) async fn wait_ready<K: crate::runtime::informer::Kind>(
-    inf: &crate::runtime::Informer<K>,
+pub(crate) async fn wait_ready<K: controller_runtime::informer::Kind>(
+    inf: &controller_runtime::Informer<K>,
 ) {
     while tokio::time::timeout(Duration::from_millis(50), inf.ready())
         .await

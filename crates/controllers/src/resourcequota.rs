@@ -20,9 +20,9 @@ use tokio::sync::broadcast;
 
 use crate::endpoints::wait_ready;
 use crate::resources::{self, Res};
-use crate::runtime::informer::Kind;
-use crate::runtime::{Change, Informer, Queue, key_of, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::informer::Kind;
+use controller_runtime::{Change, Informer, Queue, key_of, split_key};
 
 /// How often every quota is recomputed even without changes.
 const RESYNC: Duration = Duration::from_secs(300);

@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 
 use crate::endpoints::wait_ready;
-use crate::runtime::Queue;
 use crate::{Context, ControllerError};
+use controller_runtime::Queue;
 
 /// The ServiceAccount every namespace gets.
 pub const DEFAULT_SA: &str = "default";

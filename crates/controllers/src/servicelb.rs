@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::runtime::{Queue, key_of, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::{Queue, key_of, split_key};
 
 /// The class a Service may name to ask for this load balancer explicitly.
 pub const CLASS: &str = "r8s.io/servicelb";

@@ -22,8 +22,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::job::common;
-use crate::runtime::{Informer, Queue, key_of, owner_keys, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::{Informer, Queue, key_of, owner_keys, split_key};
 pub use plan::{Action, PodState, ordinal, plan};
 
 /// Label naming the pod (for per-pod Services).
@@ -39,7 +39,7 @@ struct Ctl {
     pods: Informer<Pod>,
     pvcs: Informer<PersistentVolumeClaim>,
     revs: Informer<ControllerRevision>,
-    rec: crate::events::Recorder,
+    rec: controller_runtime::events::Recorder,
 }
 
 /// Runs the controller until the task is dropped.

@@ -28,8 +28,8 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::endpoints::wait_ready;
-use crate::runtime::{Informer, Queue};
 use crate::{Context, ControllerError};
+use controller_runtime::{Informer, Queue};
 
 /// The provisioner name of the built-in class (k3s's name, so manifests
 /// written for k3s work unchanged).
@@ -224,7 +224,7 @@ struct Binder {
     pvs: Informer<PersistentVolume>,
     classes: Informer<StorageClass>,
     nodes: Informer<Node>,
-    recorder: crate::events::Recorder,
+    recorder: controller_runtime::events::Recorder,
 }
 
 type Sync = Result<Option<Duration>, ControllerError>;

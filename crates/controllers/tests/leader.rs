@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use controllers::leader::{Election, run};
+use controller_runtime::leader::{Election, run};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 

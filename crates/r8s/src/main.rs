@@ -315,9 +315,9 @@ fn start_control_loops(
     );
     if !disable.iter().any(|d| d == "scheduler") {
         let c = client.clone();
-        tokio::spawn(controllers::leader::run(
+        tokio::spawn(controller_runtime::leader::run(
             client.clone(),
-            controllers::leader::Election::new("kube-scheduler", &identity),
+            controller_runtime::leader::Election::new("kube-scheduler", &identity),
             move || scheduler::run(c.clone(), scheduler::Options::default()),
         ));
     }
@@ -329,9 +329,9 @@ fn start_control_loops(
             ..Default::default()
         };
         let c = client.clone();
-        tokio::spawn(controllers::leader::run(
+        tokio::spawn(controller_runtime::leader::run(
             client,
-            controllers::leader::Election::new("kube-controller-manager", &identity),
+            controller_runtime::leader::Election::new("kube-controller-manager", &identity),
             move || controllers::run(c.clone(), opts.clone()),
         ));
     }

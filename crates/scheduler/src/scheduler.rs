@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use controllers::events::Recorder;
-use controllers::runtime::Change;
-use controllers::runtime::{Informer, Informers, key_of};
+use controller_runtime::Change;
+use controller_runtime::events::Recorder;
+use controller_runtime::{Informer, Informers, key_of};
 use k8s_openapi::api::core::v1::{
     Binding, Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
 };

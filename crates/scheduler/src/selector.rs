@@ -2,30 +2,11 @@
 
 use std::collections::BTreeMap;
 
+pub use controller_runtime::selector_matches as matches;
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Labels of an object, empty when absent.
 pub type Labels = BTreeMap<String, String>;
-
-/// Whether `sel` matches `labels` (an empty selector matches everything).
-pub fn matches(sel: &LabelSelector, labels: &Labels) -> bool {
-    if let Some(ml) = &sel.match_labels
-        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
-    {
-        return false;
-    }
-    sel.match_expressions.iter().flatten().all(|e| {
-        let vals = e.values.as_deref().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| vals.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !vals.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    })
-}
 
 /// Whether one node selector requirement holds for `value` (None when the
 /// label or field is missing).
@@ -115,19 +96,5 @@ mod tests {
         );
         assert!(term_matches(&f, &n));
         assert!(!term_matches(&term(json!({})), &n));
-    }
-
-    #[test]
-    fn label_selector() {
-        let sel: LabelSelector = serde_json::from_value(json!({
-            "matchLabels": {"app": "web"},
-            "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]
-        }))
-        .unwrap();
-        let l = |v: serde_json::Value| serde_json::from_value::<Labels>(v).unwrap();
-        assert!(matches(&sel, &l(json!({"app": "web"}))));
-        assert!(!matches(&sel, &l(json!({"app": "web", "tier": "db"}))));
-        assert!(!matches(&sel, &l(json!({"app": "api"}))));
-        assert!(matches(&LabelSelector::default(), &l(json!({}))));
     }
 }

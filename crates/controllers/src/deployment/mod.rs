@@ -15,13 +15,13 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::events::Recorder;
 use crate::replicaset::wait_ready;
 use crate::replicaset::{
     adopt, controller_ref, owner_ref, release, selector_is_empty, selector_matches,
 };
-use crate::runtime::{Change, Queue, key_of, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::events::Recorder;
+use controller_runtime::{Change, Queue, key_of, split_key};
 use util::*;
 
 /// Runs the controller until the task is dropped.

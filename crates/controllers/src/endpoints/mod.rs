@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::runtime::{Change, Informer, key_of};
+pub use controller_runtime::pod_ready;
+use controller_runtime::{Change, Informer, key_of};
 
 pub use slices::{
     MANAGED_BY, SLICE_CONTROLLER, desired_endpoints, plan_slices, run_slices, slice_for_apiserver,
@@ -53,14 +54,6 @@ fn selects(svc: &Service, labels: Option<&BTreeMap<String, String>>) -> bool {
 /// Whether the Service is headless (`clusterIP: None`).
 fn headless(svc: &Service) -> bool {
     svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
-}
-
-/// Whether the pod's Ready condition is true.
-pub fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The pod's IPv4 address, if it has one.
@@ -242,7 +235,7 @@ impl PodIndex {
 /// the last waiter), so this looks again every 100 ms. Controllers wait
 /// here before registering their queue watches, whose own waits then return
 /// at once. (Belongs in `runtime`; kept here until the framework has it.)
-pub(crate) async fn wait_ready<K: crate::runtime::informer::Kind>(inf: &Informer<K>) {
+pub(crate) async fn wait_ready<K: controller_runtime::informer::Kind>(inf: &Informer<K>) {
     while tokio::time::timeout(std::time::Duration::from_millis(100), inf.ready())
         .await
         .is_err()

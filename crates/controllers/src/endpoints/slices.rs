@@ -18,8 +18,8 @@ use super::{
     managed_selector, now_rfc3339, pod_in_endpoints, pod_ipv4, pod_ready, resolve_port, selects,
     wait_ready,
 };
-use crate::runtime::{Queue, key_of, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::{Queue, key_of, split_key};
 
 /// Label naming the controller that manages an EndpointSlice.
 pub const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
@@ -534,8 +534,8 @@ pub async fn run_slices(ctx: Arc<Context>) {
 /// `kubernetes` Endpoints.
 async fn mirror_apiserver(
     api: &Api<EndpointSlice>,
-    endpoints: &crate::runtime::Informer<Endpoints>,
-    slices: &crate::runtime::Informer<EndpointSlice>,
+    endpoints: &controller_runtime::Informer<Endpoints>,
+    slices: &controller_runtime::Informer<EndpointSlice>,
 ) -> Result<Option<Duration>, ControllerError> {
     let Some(ep) = endpoints.get(Some("default"), "kubernetes") else {
         return Ok(None);

@@ -16,8 +16,8 @@ use super::{
     HEADLESS_LABEL, PodIndex, TRIGGER_TIME, headless, hostname_for, managed_selector, now_rfc3339,
     pod_in_endpoints, pod_ipv4, pod_ready, resolve_port, selects, wait_ready,
 };
-use crate::runtime::{Queue, key_of, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::{Queue, key_of, split_key};
 
 /// Label naming the controller that manages an Endpoints object (KEP-4770).
 pub const ENDPOINTS_MANAGED_BY: &str = "endpoints.kubernetes.io/managed-by";

@@ -2,45 +2,14 @@
 //! daemonset, statefulset): selectors, pod state, owner references,
 //! creation/deletion expectations and revision hashes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use controller_runtime::{pod_active, pod_ready, pod_terminal, selector_matches};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
-
-/// Whether `labels` match a label selector (an empty selector matches all).
-pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(ml) = &sel.match_labels
-        && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
-    {
-        return false;
-    }
-    for e in sel.match_expressions.iter().flatten() {
-        let val = labels.get(&e.key);
-        let vals = e.values.as_deref().unwrap_or_default();
-        let ok = match e.operator.as_str() {
-            "In" => val.is_some_and(|v| vals.contains(v)),
-            "NotIn" => val.is_none_or(|v| !vals.contains(v)),
-            "Exists" => val.is_some(),
-            "DoesNotExist" => val.is_none(),
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-/// Whether a pod reached Succeeded or Failed.
-pub fn pod_terminal(p: &Pod) -> bool {
-    matches!(
-        p.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded") | Some("Failed")
-    )
-}
 
 /// The pod's phase ("" when unset).
 pub fn pod_phase(p: &Pod) -> &str {
@@ -48,19 +17,6 @@ pub fn pod_phase(p: &Pod) -> &str {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("")
-}
-
-/// Whether a pod is running or pending and not being deleted.
-pub fn pod_active(p: &Pod) -> bool {
-    !pod_terminal(p) && p.metadata.deletion_timestamp.is_none()
-}
-
-/// Whether the pod's Ready condition is True.
-pub fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// When the pod's Ready condition last became True.
@@ -115,7 +71,9 @@ pub fn controlled_by<K: Resource>(obj: &K, uid: &str) -> bool {
 /// may never wake. Re-polling on a short timer side-steps that; once the
 /// store is ready every later call returns at once, so queues are attached
 /// (`Queue::watch`, which also waits) only after this returns.
-pub async fn wait_ready<K: crate::runtime::informer::Kind>(inf: &crate::runtime::Informer<K>) {
+pub async fn wait_ready<K: controller_runtime::informer::Kind>(
+    inf: &controller_runtime::Informer<K>,
+) {
     while tokio::time::timeout(Duration::from_millis(50), inf.ready())
         .await
         .is_err()
@@ -216,7 +174,7 @@ pub fn hash_value(v: &serde_json::Value, collisions: Option<i32>) -> String {
 
 /// Pods in `ns` cached by `pods` that `uid` controls.
 pub fn owned_pods(
-    pods: &crate::runtime::Informer<Pod>,
+    pods: &controller_runtime::Informer<Pod>,
     ns: &str,
     uid: &str,
 ) -> Vec<std::sync::Arc<Pod>> {
@@ -229,25 +187,6 @@ pub fn owned_pods(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    #[test]
-    fn selectors_match_labels_and_expressions() {
-        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())]
-            .into_iter()
-            .collect();
-        let mut sel = LabelSelector {
-            match_labels: Some(labels.clone()),
-            ..Default::default()
-        };
-        assert!(selector_matches(&sel, &labels));
-        sel.match_expressions = Some(vec![LabelSelectorRequirement {
-            key: "tier".into(),
-            operator: "Exists".into(),
-            values: None,
-        }]);
-        assert!(!selector_matches(&sel, &labels));
-    }
 
     #[test]
     fn hashes_are_stable_and_vowel_free() {

@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams};
 
-use crate::runtime::{Queue, key_of, split_key};
 use crate::{Context, ControllerError};
+use controller_runtime::{Queue, key_of, split_key};
 
 /// When a pod must go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +146,7 @@ pub async fn run(ctx: Arc<Context>) {
 
 async fn sync(
     ctx: &Context,
-    recorder: &crate::events::Recorder,
+    recorder: &controller_runtime::events::Recorder,
     key: &str,
 ) -> Result<Option<Duration>, ControllerError> {
     let (ns, name) = split_key(key);

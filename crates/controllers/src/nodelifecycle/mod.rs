@@ -339,7 +339,7 @@ async fn update_taints(ctx: &Context, name: &str) -> Result<(), kube::Error> {
 /// Upstream's MarkPodsNotReady: pods on an unreachable node get Ready=False.
 async fn mark_pods_not_ready(
     ctx: &Context,
-    recorder: &crate::events::Recorder,
+    recorder: &controller_runtime::events::Recorder,
     pods: &[Arc<Pod>],
     node: &str,
 ) {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::ControllerError;
 use crate::job::common;
-use crate::runtime::Informer;
+use controller_runtime::Informer;
 
 /// Label with a revision's hash.
 pub const HASH_LABEL: &str = "controller.kubernetes.io/hash";
