@@ -27,24 +27,6 @@ fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn require_root() {
-    assert!(
-        nix_is_root(),
-        "these tests mount file systems and need root (CI runs as root)"
-    );
-}
-
-fn nix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// Unmounts (lazily, so a leftover open file cannot wedge the test) and
 /// detaches the loop device on drop, also when the test fails.
 struct Mount {
@@ -164,7 +146,7 @@ fn fill(dir: &Path) -> PathBuf {
 
 #[test]
 fn disk_full_fails_writes_cleanly_keeps_reads_and_recovers() {
-    require_root();
+    common::require_root("these tests mount file systems and need root (CI runs as root)");
     let dir = tempfile::tempdir().unwrap();
     let size = "size=48m";
     run(
@@ -243,7 +225,7 @@ fn disk_full_fails_writes_cleanly_keeps_reads_and_recovers() {
 
 #[test]
 fn read_only_data_dir_fails_writes_cleanly_keeps_reads_and_recovers_after_repair() {
-    require_root();
+    common::require_root("these tests mount file systems and need root (CI runs as root)");
     let work = tempfile::tempdir().unwrap();
     let img = work.path().join("fs.img");
     run("truncate", &["-s", "96M", img.to_str().unwrap()]);

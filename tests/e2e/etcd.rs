@@ -160,12 +160,7 @@ fn renew_time(c: &Cluster, node: &str) -> Option<String> {
 
 #[test]
 fn servers_share_one_ca_and_an_agent_joins_with_a_token_and_fails_over() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "the agent needs root (cgroups, bridges); CI runs as root"
-    );
+    common::require_root("the agent needs root (cgroups, bridges); CI runs as root");
     let rt = rt();
     let etcd = rt.block_on(etcd_harness::EtcdServer::start());
     let spec = format!("etcd://{}", etcd.url().trim_start_matches("http://"));

@@ -56,12 +56,7 @@ fn must(cmd: &str) -> String {
 
 impl Net {
     fn new() -> Net {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "the network e2e test needs root (namespaces, bridges, nftables)"
-        );
+        common::require_root("the network e2e test needs root (namespaces, bridges, nftables)");
         for tool in ["ip", "nft", "busybox", "python3"] {
             assert!(
                 sh(&format!("command -v {tool}")).status.success(),
@@ -868,12 +863,7 @@ impl LanNode {
 
 impl Lan {
     fn start(mode: &str, nodes: usize, n: u32) -> Lan {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "the multi-node network test needs root"
-        );
+        common::require_root("the multi-node network test needs root");
         let pid = std::process::id() % 10_000;
         let prefix = format!("10.{}.0", 230 + n);
         let mut lan = Lan {

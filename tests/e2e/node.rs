@@ -29,12 +29,7 @@ struct Host {
 
 impl Host {
     fn new() -> Host {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "the node e2e test needs root (namespaces, cgroups, mounts, bridges)"
-        );
+        common::require_root("the node e2e test needs root (namespaces, cgroups, mounts, bridges)");
         // Tests of one binary run in parallel in one process: each gets its
         // own names and addresses.
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

@@ -310,9 +310,9 @@ fn gzip_and_zstd_archives_import() {
 #[test]
 fn docker_save_layers_unpack_with_overlay_whiteouts() {
     // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        uid, 0,
         "whiteout devices and trusted xattrs need root (as on CI)"
     );
     let tmp = tempfile::tempdir().unwrap();

@@ -17,8 +17,9 @@ pub struct Target<'a> {
     pub container: &'a Container,
     /// Runtime id (exec probes).
     pub id: &'a str,
-    /// The `shim-exec` executable and libcontainer state root.
+    /// The `shim-exec` executable.
     pub shim_exe: &'a Path,
+    /// The libcontainer state root.
     pub state_root: &'a Path,
 }
 

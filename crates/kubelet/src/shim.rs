@@ -429,6 +429,7 @@ pub fn exec(args: ExecArgs) -> i32 {
         // SAFETY: fds 0-2 are open in a process started with piped stdio;
         // dup gives an owned copy for libcontainer to pass on.
         let d = unsafe { libc::dup(n) };
+        // SAFETY: `d` was just returned by dup and nothing else owns it.
         (d >= 0).then(|| unsafe { std::os::fd::FromRawFd::from_raw_fd(d) })
     };
     let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())

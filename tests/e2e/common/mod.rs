@@ -22,6 +22,11 @@ pub struct Cluster {
 }
 
 /// The r8s binary under test.
+/// Fails the test, saying why, unless it runs as root (CI does).
+pub fn require_root(why: &str) {
+    assert!(nix::unistd::geteuid().is_root(), "{why}");
+}
+
 pub fn r8s_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_r8s"))
 }

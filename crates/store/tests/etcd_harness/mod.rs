@@ -203,6 +203,8 @@ impl EtcdServer {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         // If the test binary dies without unwinding (SIGKILL), take etcd along.
+        // SAFETY: the hook runs between fork and exec and only calls prctl,
+        // which is async-signal-safe.
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {
