@@ -551,7 +551,7 @@ fn pass(agent: &Agent, state: &mut PassState) {
     // capped by --eviction-max-pod-grace-period.
     let grace = if *soft {
         let cap = agent.opts.eviction_max_pod_grace_period.max(0) as u64;
-        crate::pods::pod_grace(pod).min(cap)
+        pod_grace(pod).min(cap)
     } else {
         1
     };
@@ -575,6 +575,16 @@ fn evict(agent: &Agent, pod: &Pod, message: String, grace: Duration) {
             },
         );
     }
+}
+
+/// The pod's `terminationGracePeriodSeconds` (30 when unset, as the API
+/// server defaults it).
+pub(crate) fn pod_grace(pod: &Pod) -> u64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30)
+        .max(0) as u64
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ pub mod logs;
 pub mod mounts;
 pub mod network;
 pub mod node;
+mod pod;
 pub mod podfiles;
-mod pods;
 pub mod portforward;
 pub mod pressure;
 pub mod probes;
@@ -378,7 +378,7 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
     let imgs = images.clone();
     tokio::spawn(reporter.status_loop(client.clone(), move || node_images(&imgs)));
     tokio::spawn(eviction::run(agent.clone()));
-    pods::run(agent).await;
+    pod::run(agent).await;
     Ok(())
 }
 
