@@ -194,9 +194,8 @@ fn assert_evicted(c: &Cluster, name: &str, message: &str) -> serde_json::Value {
 
 #[test]
 fn pods_past_their_storage_limits_or_deadline_are_ended_by_the_kubelet() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let pod_with = |name: &str, volumes: &str, containers: &str, extra: &str| {
         format!(
             r#"

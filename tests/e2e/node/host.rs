@@ -4,9 +4,8 @@ use super::*;
 
 #[test]
 fn host_ports_reach_the_pod_from_the_node() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let hp = free_port();
     c.create(
         Some("default"),
@@ -45,9 +44,8 @@ spec:
 
 #[test]
 fn containers_get_service_environment_variables() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     c.create(
         Some("default"),
         r#"
@@ -135,9 +133,8 @@ spec:
 
 #[test]
 fn pods_get_their_hosts_dns_config_and_sysctls() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     c.create(
         Some("default"),
         r#"

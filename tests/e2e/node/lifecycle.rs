@@ -4,9 +4,8 @@ use super::*;
 
 #[test]
 fn lifecycle_hooks_run_after_start_and_before_sigterm() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let shared = tempfile::tempdir_in(host.data.path()).unwrap();
     c.create(
         Some("default"),
@@ -83,9 +82,8 @@ spec:
 
 #[test]
 fn pods_share_localhost_and_volumes_and_leave_nothing_behind() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
 
     // Two containers: one serves what the other writes into their shared
     // emptyDir, and fetches it back over localhost.
@@ -343,9 +341,8 @@ spec:
 
 #[test]
 fn containers_of_a_pod_share_ipc_and_uts_and_with_share_process_namespace_pid() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let pair = |name: &str, share: bool| {
         format!(
             r#"
@@ -456,9 +453,8 @@ spec:
 
 #[test]
 fn termination_messages_come_from_the_file_or_the_logs() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     c.create(
         Some("default"),
         r#"
@@ -519,9 +515,8 @@ spec:
 
 #[test]
 fn sidecars_start_before_and_stop_after_the_app_and_gates_hold_readiness() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let shared = tempfile::tempdir().unwrap();
     // A Job-like pod: the sidecar is up before the next init container
     // runs, the pod succeeds when its app container does, and the sidecar

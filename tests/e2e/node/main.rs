@@ -60,6 +60,18 @@ impl Host {
 }
 
 impl Host {
+    /// A host with its node started and Ready.
+    fn started() -> Host {
+        let mut host = Host::new();
+        start_node(&mut host);
+        host
+    }
+
+    /// The running cluster.
+    fn cluster(&self) -> &Cluster {
+        self.cluster.as_ref().expect("the node was started")
+    }
+
     /// The server arguments of this test's node: its own bridge, pod and
     /// Service ranges, cgroup, and its bridge's gateway as the node's
     /// address (so nothing the node serves is on the host's addresses).

@@ -4,9 +4,8 @@ use super::*;
 
 #[test]
 fn stats_summary_reports_node_and_pod_usage_through_the_api_server() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     run_web(c, "stats");
     // Some CPU and memory use in the pod.
     c.ok(&[
@@ -182,9 +181,8 @@ fn container_limits(cgroup: &Path, v2: bool) -> (String, String, String) {
 /// for the emulated VM.
 #[test]
 fn cgroups_limit_and_account_containers() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     eprintln!("cgroup layout: {}", if v2 { "v2" } else { "v1" });
     let slow = Duration::from_secs(240);

@@ -12,9 +12,8 @@ fn pods_the_node_cannot_confine_are_held_not_run() {
         !kubelet::apparmor::enabled(),
         "this test checks a node without AppArmor, and this host's kernel has it enabled"
     );
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let manifest = |name: &str, profile: &str| {
         format!(
             r#"
@@ -152,9 +151,8 @@ spec:
 
 #[test]
 fn pods_get_a_bound_service_account_token() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let sleeper = |name: &str, automount: bool| {
         format!(
             r#"

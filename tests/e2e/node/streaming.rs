@@ -108,9 +108,8 @@ impl Drop for PortForward {
 
 #[test]
 fn port_forward_reaches_a_pod_port() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let page = "hello through port-forward";
     run_web(c, page);
 
@@ -192,9 +191,8 @@ fn v4_port_forward(c: &Cluster, query: &str) -> serde_json::Value {
 
 #[test]
 fn port_forward_over_v4_channel_websocket() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let page = "hello over v4 channels";
     run_web(c, page);
 
@@ -232,9 +230,8 @@ fn port_forward_over_v4_channel_websocket() {
 
 #[test]
 fn exec_with_a_terminal() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     run_web(c, "hello");
     // kubectl -t needs a terminal on its stdin: script(1) gives it one, of
     // a known size, which kubectl sends as the first resize.
@@ -332,9 +329,8 @@ fn exec_with_a_terminal() {
 /// SPDY/3.1 streams rather than WebSockets.
 #[test]
 fn exec_attach_and_cp_over_spdy_for_older_clients() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     run_web(c, "hello");
     let k129 = common::versioned_kubectl("1.29");
     let old = |args: &[&str], stdin: Option<&str>| c.kubectl_bin(&k129, args, &[], stdin);
@@ -471,9 +467,8 @@ fn exec_attach_and_cp_over_spdy_for_older_clients() {
 /// namespaces (hence the host's hostname) with the host's root at /host.
 #[test]
 fn kubectl_debug_node_runs_a_pod_in_the_hosts_namespaces() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     let marker = host.data.path().join("marker");
     std::fs::write(&marker, "seen-from-the-node-debugger\n").unwrap();
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
@@ -548,9 +543,8 @@ spec:
 
 #[test]
 fn kubectl_run_attaches_to_stdin_and_a_terminal() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     // -i without a terminal: stdin reaches the container, its output comes
     // back, and stdinOnce closes stdin when kubectl is done.
     let out = c.kubectl_env(
@@ -621,9 +615,8 @@ fn kubectl_run_attaches_to_stdin_and_a_terminal() {
 
 #[test]
 fn kubectl_debug_runs_an_ephemeral_container_in_the_pod() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     c.create(
         Some("default"),
         r#"

@@ -43,9 +43,8 @@ spec:
 
 #[test]
 fn persistent_volume_claims_keep_data_across_pods() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
 
     // The default class provisions a directory on the node.
     let sc = c.get_json(&["storageclass", "local-path"]);
@@ -169,9 +168,8 @@ spec:
 
 #[test]
 fn configmap_and_secret_volumes_follow_updates_atomically() {
-    let mut host = Host::new();
-    start_node(&mut host);
-    let c = host.cluster.as_ref().unwrap();
+    let host = Host::started();
+    let c = host.cluster();
     c.create_cm(Some("default"), "conf", &[("mode", "one")]);
     c.ok(&[
         "create",
