@@ -12,6 +12,7 @@
 mod blobs;
 mod import;
 mod lock;
+pub mod pull;
 pub mod reference;
 mod unpack;
 
@@ -23,6 +24,7 @@ use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::{Deserialize, Serialize};
 
 pub use oci_spec::image as oci;
+pub use pull::{Credentials, Pulled};
 pub use reference::{Reference, normalize};
 
 /// Errors from the image store.
@@ -65,6 +67,15 @@ pub enum ImageError {
         what: String,
         /// Parser error.
         source: oci_spec::OciSpecError,
+    },
+    /// The registry refused or failed a request (its message included).
+    #[error("pulling {image}: {source}")]
+    Registry {
+        /// The image being pulled.
+        image: String,
+        /// What the registry client reported.
+        #[source]
+        source: oci_client::errors::OciDistributionError,
     },
     /// The store's own index file is corrupt.
     #[error("corrupt image index: {0}")]

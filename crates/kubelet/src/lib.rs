@@ -30,6 +30,7 @@ pub mod podfiles;
 pub mod portforward;
 pub mod pressure;
 pub mod probes;
+mod pullsecrets;
 pub mod remotecommand;
 pub mod resources;
 pub mod runtime;

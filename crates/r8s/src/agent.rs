@@ -134,6 +134,18 @@ pub enum ImageCommand {
         #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Pull images from their registries (plain HTTP only for a
+    /// registry on a loopback address).
+    Pull {
+        /// Image references, e.g. `127.0.0.1:5000/app:v1`.
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Registry credentials, `USER:PASSWORD`.
+        #[arg(long)]
+        creds: Option<String>,
+        #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// List images.
     Ls {
         #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
@@ -498,6 +510,33 @@ pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
                 for r in refs {
                     println!("imported {r}");
                 }
+            }
+        }
+        ImageCommand::Pull {
+            images,
+            creds,
+            data_dir,
+        } => {
+            let s = store(&data_dir)?;
+            let creds = match creds {
+                Some(c) => {
+                    let (username, password) =
+                        c.split_once(':').context("--creds must be USER:PASSWORD")?;
+                    Some(image::Credentials {
+                        username: username.into(),
+                        password: password.into(),
+                    })
+                }
+                None => None,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            for i in images {
+                let p = rt
+                    .block_on(s.pull(&i, creds.as_ref()))
+                    .with_context(|| format!("pulling {i}"))?;
+                println!("pulled {} {} ({} bytes)", p.reference, p.digest, p.size);
             }
         }
         ImageCommand::Ls { data_dir } => {

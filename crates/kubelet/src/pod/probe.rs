@@ -109,16 +109,33 @@ impl Worker {
             return;
         }
         st.backoff_reported = st.backoff_until;
-        self.agent.events.container(
-            pod,
-            &c.name,
-            true,
-            "BackOff",
+        let pulling = st
+            .waiting
+            .as_ref()
+            .is_some_and(|(r, _)| r == "ErrImagePull");
+        let message = if pulling {
+            format!(
+                "Back-off pulling image \"{}\"",
+                c.image.as_deref().unwrap_or_default()
+            )
+        } else {
             format!(
                 "Back-off restarting failed container {} in pod {}",
                 c.name,
                 crate::events::pod_desc(pod)
-            ),
-        );
+            )
+        };
+        self.agent
+            .events
+            .container(pod, &c.name, !pulling, "BackOff", message);
+        if pulling {
+            self.agent.events.container(
+                pod,
+                &c.name,
+                true,
+                "Failed",
+                "Error: ImagePullBackOff".into(),
+            );
+        }
     }
 }

@@ -69,8 +69,9 @@ impl Worker {
                 );
             }
             Err((reason, msg)) => {
+                // The image's own event (Failed to pull, ErrImageNeverPull)
+                // was sent where it happened.
                 let shown = if reason.starts_with("ErrImage") {
-                    ev.container(pod, &c.name, true, reason, msg.clone());
                     reason
                 } else {
                     msg
@@ -100,9 +101,14 @@ impl Worker {
             }
             Err((reason, msg)) => {
                 tracing::warn!(pod = %who, container = %c.name, %reason, %msg, "container did not start");
+                // Failed starts back off like crashes do; a failed pull
+                // waits at least the first step, as upstream's image
+                // back-off does.
+                let mut next = next_backoff(st.backoff);
+                if reason == "ErrImagePull" {
+                    next = next.max(BACKOFF_START);
+                }
                 st.waiting = Some((reason, msg));
-                // Failed starts back off like crashes do.
-                let next = next_backoff(st.backoff);
                 st.backoff = Some(next);
                 st.backoff_until = Some(Instant::now() + next);
             }
@@ -118,46 +124,19 @@ impl Worker {
         target_pid: Option<i32>,
     ) -> Result<(String, i32, String, i32), (String, String)> {
         let image_name = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.clone().unwrap_or_default();
+        self.ensure_image(pod, c, &image_name, &policy).await?;
         let store = self.agent.images.clone();
         let img = image_name.clone();
-        let policy = c.image_pull_policy.clone().unwrap_or_default();
-        let found = tokio::task::spawn_blocking(move || {
+        let (info, layers, cfg) = tokio::task::spawn_blocking(move || {
             let info = store.inspect(&img)?;
             let layers = store.unpack(&img)?;
             let cfg = store.config(&img)?;
             Ok::<_, image::ImageError>((info, layers, cfg))
         })
         .await
-        .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
-        let (info, layers, cfg) = match found {
-            Ok(v) => {
-                self.agent.events.container(
-                    pod,
-                    &c.name,
-                    false,
-                    "Pulled",
-                    format!("Container image \"{image_name}\" already present on machine"),
-                );
-                v
-            }
-            Err(e) => {
-                let reason = if policy == "Never" {
-                    "ErrImageNeverPull"
-                } else {
-                    "ErrImagePull"
-                };
-                let msg = if policy == "Never" {
-                    format!(
-                        "Container image \"{image_name}\" is not present with pull policy of Never"
-                    )
-                } else {
-                    format!(
-                        "image \"{image_name}\" is not in the node's image store ({e}); import it with `r8s image import` (pulling from registries is not supported yet)"
-                    )
-                };
-                return Err((reason.into(), msg));
-            }
-        };
+        .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?
+        .map_err(|e| ("CreateContainerError".to_string(), e.to_string()))?;
         let defaults = cfg
             .config()
             .as_ref()
@@ -264,5 +243,107 @@ impl Worker {
             Err(e @ KubeletError::Spec(_)) => Err(("CreateContainerError".into(), e.to_string())),
             Err(e) => Err(("RunContainerError".into(), e.to_string())),
         }
+    }
+
+    /// Makes the image present as its pull policy says: `Never` only
+    /// looks, `IfNotPresent` pulls when missing, `Always` pulls (a no-op
+    /// transfer when the registry has nothing new). Events and errors in
+    /// upstream's words.
+    pub(super) async fn ensure_image(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        image_name: &str,
+        policy: &str,
+    ) -> Result<(), (String, String)> {
+        let store = self.agent.images.clone();
+        let img = image_name.to_string();
+        let present = tokio::task::spawn_blocking(move || store.inspect(&img).is_ok())
+            .await
+            .unwrap_or(false);
+        let ev = &self.agent.events;
+        match (policy, present) {
+            ("Never", false) => {
+                let msg = format!(
+                    "Container image \"{image_name}\" is not present with pull policy of Never"
+                );
+                ev.container(pod, &c.name, true, "ErrImageNeverPull", msg.clone());
+                return Err(("ErrImageNeverPull".into(), msg));
+            }
+            ("Always", _) | (_, false) => {}
+            _ => {
+                ev.container(
+                    pod,
+                    &c.name,
+                    false,
+                    "Pulled",
+                    format!("Container image \"{image_name}\" already present on machine"),
+                );
+                return Ok(());
+            }
+        }
+        ev.container(
+            pod,
+            &c.name,
+            false,
+            "Pulling",
+            format!("Pulling image \"{image_name}\""),
+        );
+        let t0 = Instant::now();
+        let registry = image::normalize(image_name)
+            .map(|n| image::pull::registry_of(&n).to_string())
+            .unwrap_or_default();
+        let creds = crate::pullsecrets::for_registry(&self.agent.client, pod, &registry).await;
+        match self.agent.images.pull(image_name, creds.as_ref()).await {
+            Ok(p) => {
+                let took = go_duration(t0.elapsed());
+                ev.container(
+                    pod,
+                    &c.name,
+                    false,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image_name}\" in {took} ({took} including waiting). Image size: {} bytes.",
+                        p.size
+                    ),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("Failed to pull image \"{image_name}\": {e}");
+                ev.container(pod, &c.name, true, "Failed", msg.clone());
+                Err(("ErrImagePull".into(), msg))
+            }
+        }
+    }
+}
+
+/// A duration as Go prints one truncated to milliseconds (`512ms`,
+/// `1.25s`, `2m3.5s`), the form upstream's pull events use.
+fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (mins, rest) = (ms / 60_000, ms % 60_000);
+    let secs = format!("{}.{:03}", rest / 1000, rest % 1000);
+    let secs = secs.trim_end_matches('0').trim_end_matches('.');
+    if mins > 0 {
+        format!("{mins}m{secs}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_go_prints_them() {
+        assert_eq!(go_duration(Duration::from_millis(512)), "512ms");
+        assert_eq!(go_duration(Duration::from_millis(1250)), "1.25s");
+        assert_eq!(go_duration(Duration::from_millis(3000)), "3s");
+        assert_eq!(go_duration(Duration::from_millis(123_500)), "2m3.5s");
     }
 }

@@ -66,7 +66,19 @@ impl Worker {
         let mut state = if running {
             json!({"running": {"startedAt": st.started_at}})
         } else if let Some((reason, msg)) = &st.waiting {
-            json!({"waiting": {"reason": reason, "message": msg}})
+            // A failed pull reads ErrImagePull at first, then
+            // ImagePullBackOff while the next attempt waits.
+            let failed_at = st.backoff_until.zip(st.backoff).map(|(u, b)| u - b);
+            let backing_off = reason == "ErrImagePull"
+                && st.backoff_until.is_some_and(|t| Instant::now() < t)
+                && failed_at.is_some_and(|f| f.elapsed() >= Duration::from_secs(1));
+            if backing_off {
+                json!({"waiting": {"reason": "ImagePullBackOff",
+                    "message": format!("Back-off pulling image \"{}\": ErrImagePull: {msg}",
+                        c.image.as_deref().unwrap_or_default())}})
+            } else {
+                json!({"waiting": {"reason": reason, "message": msg}})
+            }
         } else if st.exited
             && st.backoff_until.is_some_and(|t| Instant::now() < t)
             && self.restartable(c)
