@@ -1,12 +1,10 @@
 //! Built-in admission and registry-level behaviour that needs the store:
-//! namespace lifecycle checks, Service cluster IP and node port allocation,
-//! Secret `stringData`.
+//! namespace lifecycle checks, Service cluster IP and node port allocation.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use api::catalogue::{self, ResourceInfo};
-use base64::Engine;
 use serde_json::{Value, json};
 
 use super::Rest;
@@ -47,24 +45,6 @@ pub async fn namespace_lifecycle(
         }
         Err(e) if e.code == 404 => Err(ApiError::not_found("", "namespaces", ns)),
         Err(e) => Err(e),
-    }
-}
-
-/// Folds Secret `stringData` into base64 `data`, as upstream does on write.
-pub fn secret_string_data(obj: &mut Value) {
-    let Some(o) = obj.as_object_mut() else { return };
-    let Some(Value::Object(sd)) = o.remove("stringData") else {
-        return;
-    };
-    let data = o.entry("data").or_insert_with(|| json!({}));
-    if let Some(d) = data.as_object_mut() {
-        for (k, v) in sd {
-            let s = v.as_str().unwrap_or_default();
-            d.insert(
-                k,
-                json!(base64::engine::general_purpose::STANDARD.encode(s)),
-            );
-        }
     }
 }
 
@@ -692,15 +672,6 @@ mod tests {
         assert!(SERVICE_CIDR.contains(&"10.43.1.2".parse::<Ipv4Addr>().unwrap()));
         assert!(!SERVICE_CIDR.contains(&"10.44.0.1".parse::<Ipv4Addr>().unwrap()));
         assert_eq!(ranges_text(&[SERVICE_CIDR]), "10.43.0.0/16");
-    }
-
-    #[test]
-    fn string_data_is_encoded() {
-        let mut s = json!({"stringData": {"a": "hello"}, "data": {"b": "eA=="}});
-        secret_string_data(&mut s);
-        assert_eq!(s["data"]["a"], "aGVsbG8=");
-        assert_eq!(s["data"]["b"], "eA==");
-        assert!(s.get("stringData").is_none());
     }
 
     #[test]

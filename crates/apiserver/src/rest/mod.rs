@@ -1,6 +1,6 @@
 //! The REST layer: one generic handler for every kind. It turns HTTP verbs
 //! into store operations with Kubernetes object semantics; per-kind
-//! behaviour comes from `api::strategy`.
+//! behaviour comes from `api::registry`.
 
 pub(crate) mod admit;
 mod evict;
