@@ -6,7 +6,8 @@ use http::Response;
 use serde_json::{Value, json};
 use store::{KeyValue, StoreError};
 
-use super::{Call, Rest, admit, decode_kv, meta, object_key};
+use super::{Call, Rest, decode_kv, meta, object_key};
+use crate::admission::{self, Operation};
 use crate::convert;
 use crate::error::{ApiError, cause};
 use crate::http::{self as h, Body};
@@ -163,21 +164,6 @@ fn body_object(call: &Call, bytes: &[u8]) -> Result<Value, ApiError> {
     h::decode_body(bytes, ct)
 }
 
-/// The ServiceAccount admission plugin's defaulting: a pod without a
-/// service account runs as `default` (both the field and its deprecated
-/// alias are set, as upstream shows them).
-fn default_service_account(pod: &mut Value) {
-    let spec = &mut pod["spec"];
-    let name = spec["serviceAccountName"]
-        .as_str()
-        .or_else(|| spec["serviceAccount"].as_str())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("default")
-        .to_string();
-    spec["serviceAccountName"] = json!(name);
-    spec["serviceAccount"] = json!(name);
-}
-
 /// POST to a collection.
 pub async fn create(rest: &Rest, call: &Call, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
     let want = h::negotiate(&call.headers)?;
@@ -194,6 +180,8 @@ pub(super) async fn create_object(
     obj: Value,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let info = call.info();
+    // The options are checked before the object, as upstream's handler.
+    let dry = call.query.dry_run()?;
     meta::check_type(info, &obj)?;
     let mut obj = obj;
     if obj.get("metadata").is_none_or(Value::is_null) {
@@ -208,9 +196,15 @@ pub(super) async fn create_object(
     let strategy = registry::strategy(info);
     strategy.prepare_for_create(info, &mut obj);
     strategy.default(&mut obj);
-    if info.group.is_empty() && info.plural == "pods" {
-        default_service_account(&mut obj);
-    }
+    let ctx = rest.admission_context();
+    let req = admission::Request {
+        op: Operation::Create,
+        info,
+        namespace: call.ns(),
+        old: None,
+        dry_run: dry,
+    };
+    admission::default(&req, &mut obj);
     if !is_apply(call) {
         let shape = crate::shape::SchemaShape::root(info.definition);
         crate::apply::record_update(
@@ -222,21 +216,12 @@ pub(super) async fn create_object(
             &shape,
         );
     }
-    if info.group.is_empty() && info.plural == "pods" {
-        admit::admit_pod_create(rest, &mut obj).await?;
-        admit::service_account_volume(rest, &mut obj).await?;
-    }
-    if info.group.is_empty() && info.plural == "persistentvolumeclaims" {
-        admit::default_storage_class(rest, &mut obj).await?;
-    }
+    admission::admit(&ctx, &req, &mut obj).await?;
     validate(info, &obj)?;
-    admit::namespace_lifecycle(rest, info, call.ns()).await?;
-    if info.group.is_empty() && info.plural == "services" {
-        admit::allocate_service(rest, info, &mut obj, None, call.query.dry_run()?).await?;
-    }
+    admission::validate(&ctx, &req, &mut obj).await?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let key = object_key(info, call.ns(), &name);
-    if call.query.dry_run()? {
+    if dry {
         if rest.store.get(&key).await?.is_some() {
             return Err(ApiError::already_exists(info.group, info.plural, &name));
         }
@@ -271,6 +256,8 @@ pub(super) async fn update_object(
     status_only: bool,
 ) -> Result<(Outcome, Vec<String>), ApiError> {
     let info = call.info();
+    // The options are checked before the object, as upstream's handler.
+    let dry = call.query.dry_run()?;
     meta::check_type(info, &new)?;
     let mut new = new;
     if new.get("metadata").is_none_or(Value::is_null) {
@@ -317,16 +304,14 @@ pub(super) async fn update_object(
         meta::carry_immutable_meta(&mut new, &old_storage);
         strategy.prepare_for_update(info, &mut new, &old_storage, sub);
         strategy.default(&mut new);
-        if info.group.is_empty() && info.plural == "services" {
-            admit::allocate_service(
-                rest,
-                info,
-                &mut new,
-                Some(&old_storage),
-                call.query.dry_run()?,
-            )
-            .await?;
-        }
+        let req = admission::Request {
+            op: Operation::Update,
+            info,
+            namespace: call.ns(),
+            old: Some(&old_storage),
+            dry_run: dry,
+        };
+        admission::admit(&rest.admission_context(), &req, &mut new).await?;
     }
     if !is_apply(call) {
         let shape = crate::shape::SchemaShape::root(info.definition);
@@ -349,7 +334,6 @@ pub(super) async fn update_object(
         return Err(ApiError::invalid(info.group, info.kind, name, causes));
     }
     let key = object_key(info, call.ns(), name);
-    let dry = call.query.dry_run()?;
     // Removing the last finalizer of an object being deleted deletes it.
     if is_deleting(&new) && !has_finalizers(strategy, &new) {
         if dry {
@@ -693,14 +677,10 @@ pub(super) async fn delete_object(
                 Ok(d) => {
                     let mut out = decode_kv(info, &d.prev)?;
                     stamp(&mut out, d.prev.mod_revision);
-                    if info.group.is_empty() && info.plural == "services" {
-                        // Its addresses are free again (repair catches any
-                        // other way a Service goes).
-                        let ns = call.ns().unwrap_or("default");
-                        for ip in super::ipalloc::service_ips(&out) {
-                            super::ipalloc::release(rest, ip, ns, name).await;
-                        }
-                    }
+                    // What was allocated for it is free again.
+                    let ns = call.ns().unwrap_or("default");
+                    let ctx = rest.admission_context();
+                    admission::service_alloc::release(&ctx, info, &out, ns, name).await;
                     return Ok((200, out));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
