@@ -1,6 +1,7 @@
 //! The r8s API server: Kubernetes v1.33's REST API over HTTPS, generic over
 //! kinds, backed by a revisioned store with a watch cache.
 
+pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod convert;
@@ -11,6 +12,7 @@ pub mod filter;
 pub mod http;
 pub mod join;
 pub mod metrics;
+pub mod objects;
 pub mod rest;
 pub mod router;
 pub mod satoken;
@@ -21,5 +23,5 @@ pub mod testing;
 pub mod tls;
 pub mod watch;
 
-pub use rest::admit::SERVICE_CIDR;
+pub use admission::service_alloc::SERVICE_CIDR;
 pub use server::{Config, Running, ServerError, start};

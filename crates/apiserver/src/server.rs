@@ -196,14 +196,14 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
     // Give existing Services (from before IPAddress allocation, or left by
     // a crash between claim and create) their IPAddresses, then keep doing
     // so in the background.
-    if let Err(e) = crate::rest::ipalloc::repair(&state.rest).await {
+    if let Err(e) = crate::admission::ipalloc::repair(&state.rest.store).await {
         tracing::warn!(error = %e.message, "cluster IP repair failed");
     }
     let repair_state = state.clone();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(crate::rest::ipalloc::REPAIR_PERIOD).await;
-            if let Err(e) = crate::rest::ipalloc::repair(&repair_state.rest).await {
+            tokio::time::sleep(crate::admission::ipalloc::REPAIR_PERIOD).await;
+            if let Err(e) = crate::admission::ipalloc::repair(&repair_state.rest.store).await {
                 tracing::warn!(error = %e.message, "cluster IP repair failed");
             }
         }
@@ -472,7 +472,7 @@ async fn bootstrap(rest: &Rest, cfg: &Config, host: &str, port: u16) -> Result<(
     }
     let pc = catalogue::find("scheduling.k8s.io", "v1", "priorityclasses")
         .ok_or_else(|| ServerError::Bootstrap("no priorityclasses".into()))?;
-    for class in crate::rest::admit::system_priority_classes() {
+    for class in crate::admission::priority::system_priority_classes() {
         rest.ensure(pc, None, class)
             .await
             .map_err(|e| ServerError::Bootstrap(e.message))?;
@@ -483,7 +483,7 @@ async fn bootstrap(rest: &Rest, cfg: &Config, host: &str, port: u16) -> Result<(
     rest.ensure(
         sc,
         None,
-        crate::rest::admit::local_path_storage_class(&node_path.to_string_lossy()),
+        crate::admission::storageclass::local_path_storage_class(&node_path.to_string_lossy()),
     )
     .await
     .map_err(|e| ServerError::Bootstrap(e.message))?;

@@ -190,7 +190,7 @@ async fn a_budget_not_yet_observed_refuses_evictions() {
     );
 }
 
-// The create pipeline (rest/write.rs) must call `admit::admit_pod_create`
+// The create pipeline (rest/write.rs) must run the admission chain (Priority)
 // for these two to pass; see the nodes helper's report.
 #[tokio::test]
 async fn new_pods_get_default_not_ready_and_unreachable_tolerations() {

@@ -6,10 +6,7 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiError, Cause, cause};
 
-/// The current time as Kubernetes writes it (RFC 3339, seconds, UTC).
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+pub use crate::objects::now_rfc3339;
 
 const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 

@@ -1,10 +1,8 @@
 //! The REST layer: one generic handler for every kind. It turns HTTP verbs
 //! into store operations with Kubernetes object semantics; per-kind
-//! behaviour comes from `api::strategy`.
+//! behaviour comes from `api::registry`.
 
-pub(crate) mod admit;
 mod evict;
-pub mod ipalloc;
 mod meta;
 pub(crate) mod node_proxy;
 mod read;
@@ -25,7 +23,7 @@ use crate::auth::User;
 use crate::error::ApiError;
 use crate::http::{self as h, Body};
 use crate::router::ResourceRoute;
-use crate::watch::{WatchCache, decode_object};
+use crate::watch::WatchCache;
 
 pub use meta::now_rfc3339;
 
@@ -132,32 +130,18 @@ impl Call {
     }
 }
 
-/// The store key of an object.
-pub fn object_key(info: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
-    match ns {
-        Some(ns) if info.namespaced => format!("{}{ns}/{name}", info.storage_prefix()),
-        _ => format!("{}{name}", info.storage_prefix()),
-    }
-}
-
-/// The store prefix of a collection (all namespaces when `ns` is None).
-pub fn collection_prefix(info: &ResourceInfo, ns: Option<&str>) -> String {
-    match ns {
-        Some(ns) if info.namespaced => format!("{}{ns}/", info.storage_prefix()),
-        _ => info.storage_prefix(),
-    }
-}
-
-/// Decodes a stored object for `info`'s version.
-pub fn decode_kv(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut v = decode_object(&kv.value, kv.mod_revision).ok_or_else(|| {
-        ApiError::internal(format!("stored object at {} is not valid JSON", kv.key))
-    })?;
-    crate::convert::to_version(info, &mut v);
-    Ok(v)
-}
+pub use crate::objects::{collection_prefix, decode_kv, object_key};
 
 impl Rest {
+    /// What the admission plugins may use of the server.
+    pub(crate) fn admission_context(&self) -> crate::admission::Context<'_> {
+        crate::admission::Context {
+            store: &self.store,
+            alloc_lock: &self.alloc_lock,
+            service_cidr: self.service_cidr,
+        }
+    }
+
     /// Creates the REST layer over a store and its watch cache.
     pub fn new(store: SharedStore, cache: Arc<WatchCache>, service_cidr: ipnet::Ipv4Net) -> Rest {
         Rest {
@@ -291,11 +275,7 @@ impl Rest {
         ns: Option<&str>,
         name: &str,
     ) -> Result<(Value, KeyValue), ApiError> {
-        let key = object_key(info, ns, name);
-        match self.store.get(&key).await? {
-            Some(kv) => Ok((decode_kv(info, &kv)?, kv)),
-            None => Err(ApiError::not_found(info.group, info.plural, name)),
-        }
+        crate::objects::load(&self.store, info, ns, name).await
     }
 }
 

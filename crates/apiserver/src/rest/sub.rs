@@ -98,7 +98,7 @@ fn scale_of(info: &api::catalogue::ResourceInfo, obj: &Value) -> Value {
             "resourceVersion": obj["metadata"]["resourceVersion"],
             "creationTimestamp": obj["metadata"]["creationTimestamp"],
         },
-        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(if info.plural == "deployments" { 1 } else { 0 })},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or_else(|| api::registry::strategy(info).default_scale_replicas())},
         "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
     })
 }

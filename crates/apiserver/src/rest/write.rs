@@ -1,12 +1,13 @@
 //! Writes: create, update, patch, delete, deletecollection.
 
 use api::catalogue::ResourceInfo;
-use api::strategy;
+use api::registry;
 use http::Response;
 use serde_json::{Value, json};
 use store::{KeyValue, StoreError};
 
-use super::{Call, Rest, admit, decode_kv, meta, object_key};
+use super::{Call, Rest, decode_kv, meta, object_key};
+use crate::admission::{self, Operation};
 use crate::convert;
 use crate::error::{ApiError, cause};
 use crate::http::{self as h, Body};
@@ -38,13 +39,13 @@ fn normalize(
     obj: Value,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let fv = field_validation(call)?;
-    let Some(res) = strategy::typed::normalize(info, &obj) else {
+    let Some(res) = registry::typed::normalize(info, &obj) else {
         return Ok((obj, Vec::new()));
     };
     let norm = res.map_err(|e| {
         ApiError::bad_request(format!("error decoding request body: {}", e.message))
     })?;
-    let unknown = strategy::typed::unknown_fields(&obj, &norm);
+    let unknown = registry::typed::unknown_fields(&obj, &norm);
     let mut warnings = Vec::new();
     if !unknown.is_empty() {
         match fv {
@@ -80,7 +81,8 @@ fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body
 fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
     let mut causes = meta::validate_meta(info, obj);
     causes.extend(
-        strategy::validate::validate(info, obj)
+        registry::strategy(info)
+            .validate(obj)
             .into_iter()
             .map(|f| cause(f.reason, &f.field, f.message)),
     );
@@ -162,21 +164,6 @@ fn body_object(call: &Call, bytes: &[u8]) -> Result<Value, ApiError> {
     h::decode_body(bytes, ct)
 }
 
-/// The ServiceAccount admission plugin's defaulting: a pod without a
-/// service account runs as `default` (both the field and its deprecated
-/// alias are set, as upstream shows them).
-fn default_service_account(pod: &mut Value) {
-    let spec = &mut pod["spec"];
-    let name = spec["serviceAccountName"]
-        .as_str()
-        .or_else(|| spec["serviceAccount"].as_str())
-        .filter(|s| !s.is_empty())
-        .unwrap_or("default")
-        .to_string();
-    spec["serviceAccountName"] = json!(name);
-    spec["serviceAccount"] = json!(name);
-}
-
 /// POST to a collection.
 pub async fn create(rest: &Rest, call: &Call, bytes: &[u8]) -> Result<Response<Body>, ApiError> {
     let want = h::negotiate(&call.headers)?;
@@ -193,6 +180,8 @@ pub(super) async fn create_object(
     obj: Value,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let info = call.info();
+    // The options are checked before the object, as upstream's handler.
+    let dry = call.query.dry_run()?;
     meta::check_type(info, &obj)?;
     let mut obj = obj;
     if obj.get("metadata").is_none_or(Value::is_null) {
@@ -204,14 +193,18 @@ pub(super) async fn create_object(
     meta::tidy_meta(&mut obj);
     convert::to_storage(info, &mut obj);
     meta::prepare_create_meta(&mut obj, call.ns().filter(|_| info.namespaced));
-    strategy::prepare_for_create(info, &mut obj);
-    strategy::defaults::apply(info.group, info.plural, &mut obj);
-    if info.group.is_empty() && info.plural == "pods" {
-        default_service_account(&mut obj);
-    }
-    if info.group.is_empty() && info.plural == "secrets" {
-        admit::secret_string_data(&mut obj);
-    }
+    let strategy = registry::strategy(info);
+    strategy.prepare_for_create(info, &mut obj);
+    strategy.default(&mut obj);
+    let ctx = rest.admission_context();
+    let req = admission::Request {
+        op: Operation::Create,
+        info,
+        namespace: call.ns(),
+        old: None,
+        dry_run: dry,
+    };
+    admission::default(&req, &mut obj);
     if !is_apply(call) {
         let shape = crate::shape::SchemaShape::root(info.definition);
         crate::apply::record_update(
@@ -223,21 +216,12 @@ pub(super) async fn create_object(
             &shape,
         );
     }
-    if info.group.is_empty() && info.plural == "pods" {
-        admit::admit_pod_create(rest, &mut obj).await?;
-        admit::service_account_volume(rest, &mut obj).await?;
-    }
-    if info.group.is_empty() && info.plural == "persistentvolumeclaims" {
-        admit::default_storage_class(rest, &mut obj).await?;
-    }
+    admission::admit(&ctx, &req, &mut obj).await?;
     validate(info, &obj)?;
-    admit::namespace_lifecycle(rest, info, call.ns()).await?;
-    if info.group.is_empty() && info.plural == "services" {
-        admit::allocate_service(rest, info, &mut obj, None, call.query.dry_run()?).await?;
-    }
+    admission::validate(&ctx, &req, &mut obj).await?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let key = object_key(info, call.ns(), &name);
-    if call.query.dry_run()? {
+    if dry {
         if rest.store.get(&key).await?.is_some() {
             return Err(ApiError::already_exists(info.group, info.plural, &name));
         }
@@ -272,6 +256,8 @@ pub(super) async fn update_object(
     status_only: bool,
 ) -> Result<(Outcome, Vec<String>), ApiError> {
     let info = call.info();
+    // The options are checked before the object, as upstream's handler.
+    let dry = call.query.dry_run()?;
     meta::check_type(info, &new)?;
     let mut new = new;
     if new.get("metadata").is_none_or(Value::is_null) {
@@ -308,41 +294,24 @@ pub(super) async fn update_object(
     let mut old_storage = old.clone();
     convert::to_storage(info, &mut old_storage);
     let sub = call.route.subresource.as_deref();
+    let strategy = registry::strategy(info);
     if status_only {
-        new = strategy::prepare_for_status_update(&new, &old_storage);
-    } else if sub == Some("ephemeralcontainers") {
-        new = strategy::update::ephemeral_containers_update(&new, &old_storage);
-        strategy::defaults::apply(info.group, info.plural, &mut new);
-    } else if sub == Some("resize") {
-        new = strategy::update::resize_update(&new, &old_storage);
-        strategy::defaults::apply(info.group, info.plural, &mut new);
+        new = registry::prepare_for_status_update(&new, &old_storage);
+    } else if let Some(out) = strategy.prepare_for_subresource_update(sub, &new, &old_storage) {
+        new = out;
+        strategy.default(&mut new);
     } else {
-        strategy::update::prepare(info, &mut new, &old_storage);
         meta::carry_immutable_meta(&mut new, &old_storage);
-        strategy::prepare_for_update(info, &mut new, &old_storage);
-        strategy::defaults::apply(info.group, info.plural, &mut new);
-        if info.group.is_empty() && info.plural == "secrets" {
-            admit::secret_string_data(&mut new);
-        }
-        if info.group.is_empty() && info.plural == "services" {
-            admit::allocate_service(
-                rest,
-                info,
-                &mut new,
-                Some(&old_storage),
-                call.query.dry_run()?,
-            )
-            .await?;
-        }
-        if info.group.is_empty() && info.plural == "namespaces" {
-            // spec.finalizers only changes through the finalize subresource.
-            if call.route.subresource.as_deref() != Some("finalize") {
-                new["spec"]["finalizers"] = old_storage["spec"]["finalizers"].clone();
-            }
-            if old_storage["status"]["phase"] == "Terminating" {
-                new["status"] = old_storage["status"].clone();
-            }
-        }
+        strategy.prepare_for_update(info, &mut new, &old_storage, sub);
+        strategy.default(&mut new);
+        let req = admission::Request {
+            op: Operation::Update,
+            info,
+            namespace: call.ns(),
+            old: Some(&old_storage),
+            dry_run: dry,
+        };
+        admission::admit(&rest.admission_context(), &req, &mut new).await?;
     }
     if !is_apply(call) {
         let shape = crate::shape::SchemaShape::root(info.definition);
@@ -356,7 +325,7 @@ pub(super) async fn update_object(
         );
     }
     validate(info, &new)?;
-    let update_errs = strategy::update::validate_update(info, &new, &old_storage, sub);
+    let update_errs = strategy.validate_update(&new, &old_storage, sub);
     if !update_errs.is_empty() {
         let causes = update_errs
             .into_iter()
@@ -365,9 +334,8 @@ pub(super) async fn update_object(
         return Err(ApiError::invalid(info.group, info.kind, name, causes));
     }
     let key = object_key(info, call.ns(), name);
-    let dry = call.query.dry_run()?;
     // Removing the last finalizer of an object being deleted deletes it.
-    if is_deleting(&new) && !has_finalizers(&new) {
+    if is_deleting(&new) && !has_finalizers(strategy, &new) {
         if dry {
             return Ok((Outcome::Deleted(new), warnings));
         }
@@ -407,15 +375,11 @@ fn is_deleting(obj: &Value) -> bool {
     obj["metadata"]["deletionTimestamp"].is_string()
 }
 
-fn has_finalizers(obj: &Value) -> bool {
+fn has_finalizers(strategy: &dyn registry::Strategy, obj: &Value) -> bool {
     let meta = obj["metadata"]["finalizers"]
         .as_array()
         .is_some_and(|f| !f.is_empty());
-    let ns = obj["kind"] == "Namespace"
-        && obj["spec"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty());
-    meta || ns
+    meta || strategy.finalizers_pending(obj)
 }
 
 /// PUT to an object (or its status).
@@ -439,7 +403,11 @@ pub async fn update(
             .is_none_or(str::is_empty);
         let (old, kv) = match rest.load(info, call.ns(), name).await {
             Ok(x) => x,
-            Err(e) if e.code == 404 && allow_create_on_update(info) && !status_only => {
+            Err(e)
+                if e.code == 404
+                    && registry::strategy(info).allow_create_on_update()
+                    && !status_only =>
+            {
                 let (out, warnings) = create_object(rest, call, new).await?;
                 let out = super::read::render_one(call, want, out);
                 return Ok(with_warnings(h::json(201, &out), &warnings));
@@ -462,15 +430,6 @@ pub async fn update(
 /// asked for with a precondition or an Invalid cause list.
 fn is_write_race(e: &ApiError) -> bool {
     e.reason == "Conflict" && e.details.as_ref().is_none_or(|d| d.get("causes").is_none())
-}
-
-fn allow_create_on_update(info: &ResourceInfo) -> bool {
-    matches!(
-        (info.group, info.plural),
-        ("", "endpoints" | "events")
-            | ("coordination.k8s.io", "leases")
-            | ("events.k8s.io", "events")
-    )
 }
 
 /// The content types PATCH accepts.
@@ -706,12 +665,9 @@ pub(super) async fn delete_object(
             }
             _ => {}
         }
-        let is_ns = info.group.is_empty() && info.plural == "namespaces";
-        let ns_finalizers = is_ns
-            && updated["spec"]["finalizers"]
-                .as_array()
-                .is_some_and(|f| !f.is_empty());
-        let grace = graceful_period(info, &updated, opts.grace);
+        let strategy = registry::strategy(info);
+        let ns_finalizers = strategy.finalizers_pending(&updated);
+        let grace = strategy.graceful_delete_seconds(&updated, opts.grace);
         let already = is_deleting(&updated);
         if finalizers.is_empty() && !ns_finalizers && grace == 0 {
             if dry {
@@ -721,14 +677,10 @@ pub(super) async fn delete_object(
                 Ok(d) => {
                     let mut out = decode_kv(info, &d.prev)?;
                     stamp(&mut out, d.prev.mod_revision);
-                    if info.group.is_empty() && info.plural == "services" {
-                        // Its addresses are free again (repair catches any
-                        // other way a Service goes).
-                        let ns = call.ns().unwrap_or("default");
-                        for ip in super::ipalloc::service_ips(&out) {
-                            super::ipalloc::release(rest, ip, ns, name).await;
-                        }
-                    }
+                    // What was allocated for it is free again.
+                    let ns = call.ns().unwrap_or("default");
+                    let ctx = rest.admission_context();
+                    admission::service_alloc::release(&ctx, info, &out, ns, name).await;
                     return Ok((200, out));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -764,10 +716,8 @@ pub(super) async fn delete_object(
         if !finalizers.is_empty() {
             updated["metadata"]["finalizers"] = Value::Array(finalizers);
         }
-        if is_ns {
-            updated["status"]["phase"] = json!("Terminating");
-        }
-        if strategy::tracks_generation(info) && !already {
+        strategy.prepare_for_delete(&mut updated);
+        if strategy.tracks_generation() && !already {
             let g = updated["metadata"]["generation"].as_i64().unwrap_or(0);
             updated["metadata"]["generation"] = json!(g + 1);
         }
@@ -786,30 +736,6 @@ pub(super) async fn delete_object(
         }
     }
     Err(ApiError::retries_exhausted(info.group, info.plural, name))
-}
-
-/// Pods on a node terminate gracefully (the kubelet finishes the delete);
-/// everything else is deleted at once.
-fn graceful_period(info: &ResourceInfo, obj: &Value, requested: Option<i64>) -> i64 {
-    if !(info.group.is_empty() && info.plural == "pods") {
-        return 0;
-    }
-    let scheduled = obj["spec"]["nodeName"]
-        .as_str()
-        .is_some_and(|n| !n.is_empty());
-    let finished = matches!(
-        obj["status"]["phase"].as_str(),
-        Some("Succeeded" | "Failed")
-    );
-    if !scheduled || finished {
-        return 0;
-    }
-    let g = requested
-        .or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64())
-        .unwrap_or(30);
-    // Upstream turns a requested 0 into 1 unless forced, so the kubelet
-    // still gets to kill the containers; a forced delete removes at once.
-    g.max(0)
 }
 
 /// DELETE of a collection.

@@ -14,8 +14,8 @@ use api::catalogue;
 use serde_json::{Value, json};
 use store::StoreError;
 
-use super::Rest;
 use crate::error::ApiError;
+use store::SharedStore;
 
 /// Who manages the IPAddresses this allocator makes (upstream's value).
 const MANAGED_BY: &str = "ipallocator.k8s.io";
@@ -39,7 +39,7 @@ fn ip_object(ip: Ipv4Addr, ns: &str, name: &str) -> Value {
         "metadata": {
             "name": ip.to_string(),
             "uid": uuid::Uuid::new_v4().to_string(),
-            "creationTimestamp": super::now_rfc3339(),
+            "creationTimestamp": crate::objects::now_rfc3339(),
             "labels": {
                 "ipaddress.kubernetes.io/ip-family": "IPv4",
                 "ipaddress.kubernetes.io/managed-by": MANAGED_BY,
@@ -57,7 +57,7 @@ fn parent_is(obj: &Value, ns: &str, name: &str) -> bool {
 /// Takes `ip` for Service `ns/name`: true when it is now (or already was)
 /// that Service's, false when another holds it. With `dry`, only looks.
 pub async fn claim(
-    rest: &Rest,
+    store: &SharedStore,
     ip: Ipv4Addr,
     ns: &str,
     name: &str,
@@ -67,13 +67,13 @@ pub async fn claim(
     if !dry {
         let bytes = serde_json::to_vec(&ip_object(ip, ns, name))
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        match rest.store.create(&key, bytes).await {
+        match store.create(&key, bytes).await {
             Ok(_) => return Ok(true),
             Err(StoreError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
-    match rest.store.get(&key).await? {
+    match store.get(&key).await? {
         None => Ok(true),
         Some(kv) => {
             let obj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
@@ -83,13 +83,13 @@ pub async fn claim(
 }
 
 /// Gives `ip` back when Service `ns/name` holds it.
-pub async fn release(rest: &Rest, ip: Ipv4Addr, ns: &str, name: &str) {
+pub async fn release(store: &SharedStore, ip: Ipv4Addr, ns: &str, name: &str) {
     let Ok(p) = prefix() else { return };
     let key = format!("{p}{ip}");
-    if let Ok(Some(kv)) = rest.store.get(&key).await {
+    if let Ok(Some(kv)) = store.get(&key).await {
         let obj: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
         if parent_is(&obj, ns, name) {
-            let _ = rest.store.delete(&key, kv.mod_revision).await;
+            let _ = store.delete(&key, kv.mod_revision).await;
         }
     }
 }
@@ -111,13 +111,10 @@ pub fn service_ips(svc: &Value) -> Vec<Ipv4Addr> {
 /// One repair pass: every Service's address gets its IPAddress, and
 /// IPAddresses of ours that no Service holds (older than the grace period)
 /// go.
-pub async fn repair(rest: &Rest) -> Result<(), ApiError> {
+pub async fn repair(store: &SharedStore) -> Result<(), ApiError> {
     let svc_info = catalogue::find("", "v1", "services")
         .ok_or_else(|| ApiError::internal("services missing from the catalogue"))?;
-    let services = rest
-        .store
-        .range(&svc_info.storage_prefix(), None, 0, 0)
-        .await?;
+    let services = store.range(&svc_info.storage_prefix(), None, 0, 0).await?;
     let mut held: HashMap<Ipv4Addr, (String, String)> = HashMap::new();
     for kv in &services.kvs {
         let Ok(svc) = serde_json::from_slice::<Value>(&kv.value) else {
@@ -129,14 +126,14 @@ pub async fn repair(rest: &Rest) -> Result<(), ApiError> {
             .to_string();
         let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
         for ip in service_ips(&svc) {
-            if !claim(rest, ip, &ns, &name, false).await? {
+            if !claim(store, ip, &ns, &name, false).await? {
                 tracing::warn!(%ip, service = %format!("{ns}/{name}"), "cluster IP held by two Services");
             }
             held.insert(ip, (ns.clone(), name.clone()));
         }
     }
     let now = chrono::Utc::now();
-    let addrs = rest.store.range(&prefix()?, None, 0, 0).await?;
+    let addrs = store.range(&prefix()?, None, 0, 0).await?;
     for kv in &addrs.kvs {
         let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else {
             continue;
@@ -155,7 +152,7 @@ pub async fn repair(rest: &Rest) -> Result<(), ApiError> {
             .get(&ip)
             .is_some_and(|(ns, name)| parent_is(&obj, ns, name));
         if !owned && !young {
-            let _ = rest.store.delete(&kv.key, kv.mod_revision).await;
+            let _ = store.delete(&kv.key, kv.mod_revision).await;
         }
     }
     Ok(())
