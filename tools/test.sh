@@ -42,6 +42,11 @@ command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
 command -v nsenter >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 /usr/bin/python3 -c 'import kubernetes' >/dev/null 2>&1 || need_pkgs+=(python3-kubernetes)
+# Image pulls are tested against Debian's docker-registry (htpasswd auth
+# made with apache2-utils' htpasswd), the image pushed with skopeo.
+command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need_pkgs+=(skopeo)
+command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 # CronJob time zones are read from the system tz database.
 [ -d /usr/share/zoneinfo/America ] || need_pkgs+=(tzdata)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -10,6 +10,7 @@ mod basics;
 mod eviction;
 mod host;
 mod lifecycle;
+mod registry;
 mod resources;
 mod security;
 mod streaming;

@@ -181,7 +181,8 @@ impl Worker {
         let containers_dir = self.agent.opts.data_dir.join("agent/containers");
         let seccomp_default = self.agent.opts.seccomp_default;
         let seccomp_dir = self.agent.opts.seccomp_dir();
-        let image_id = info.id.clone();
+        let image_id = image_ref(&image_name, &info);
+        let reported_image_id = image_id.clone();
         let is_init = pod
             .spec
             .as_ref()
@@ -239,7 +240,7 @@ impl Worker {
         .await
         .map_err(|e| ("RunContainerError".to_string(), e.to_string()))?;
         match res {
-            Ok((id, pid)) => Ok((id, pid, info.id, restarts)),
+            Ok((id, pid)) => Ok((id, pid, reported_image_id, restarts)),
             Err(e @ KubeletError::Spec(_)) => Err(("CreateContainerError".into(), e.to_string())),
             Err(e) => Err(("RunContainerError".into(), e.to_string())),
         }
@@ -316,6 +317,21 @@ impl Worker {
             }
         }
     }
+}
+
+/// The image as containerd reports it in `imageID`: the repo digest of
+/// the repository the pod named (`registry/repo@sha256:…`), else any repo
+/// digest, else the image ID.
+fn image_ref(image_name: &str, info: &image::ImageInfo) -> String {
+    let repo = image::Reference::parse(image_name)
+        .map(|r| r.repository())
+        .unwrap_or_default();
+    info.repo_digests
+        .iter()
+        .find(|d| d.split_once('@').is_some_and(|(r, _)| r == repo))
+        .or_else(|| info.repo_digests.first())
+        .cloned()
+        .unwrap_or_else(|| info.id.clone())
 }
 
 /// A duration as Go prints one truncated to milliseconds (`512ms`,

@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// Whether the container waits after a failed image pull.
+fn pull_failed(st: &Ctr) -> bool {
+    st.waiting
+        .as_ref()
+        .is_some_and(|(r, _)| r == "ErrImagePull")
+}
+
 impl Worker {
     pub(super) async fn sync(&mut self) -> Result<(), KubeletError> {
         let Some(pod) = self.pod.clone() else {
@@ -155,7 +162,7 @@ impl Worker {
                 } else if st.id.is_none() || st.exited {
                     if self.may_start(&st, true) {
                         self.start_container(&pod, c, Which::Init, None).await;
-                    } else if st.exited {
+                    } else if st.exited || pull_failed(&st) {
                         self.backoff_event(&pod, c, true);
                     }
                 }
@@ -229,7 +236,7 @@ impl Worker {
                     self.start_container(&pod, c, Which::App, None).await;
                     tracing::debug!(pod = %self.name(), container = %c.name,
                         elapsed = ?t.elapsed(), "container started");
-                } else if restart && st.exited {
+                } else if restart && (st.exited || pull_failed(&st)) {
                     self.backoff_event(&pod, c, false);
                 }
             }

@@ -1,0 +1,209 @@
+//! Images pulled from a registry: Debian's docker-registry (distribution
+//! 2.8) with htpasswd basic auth, an image pushed into it with skopeo, and
+//! pods that pull it through an imagePullSecret.
+
+use super::*;
+
+/// A docker-registry on a free loopback port; stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn need(tool: &str, package: &str) {
+    assert!(
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "{tool} is missing: install Debian's {package} (tools/test.sh does)"
+    );
+}
+
+impl Registry {
+    /// Starts a registry that wants `user`/`password`.
+    fn start(user: &str, password: &str) -> Registry {
+        need("docker-registry", "docker-registry");
+        need("htpasswd", "apache2-utils");
+        let dir = tempfile::tempdir().unwrap();
+        let hash = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .unwrap();
+        assert!(hash.status.success(), "htpasswd failed");
+        std::fs::write(dir.path().join("htpasswd"), &hash.stdout).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: r8s-test\n    path: {htpasswd}\n",
+            data = dir.path().join("data").display(),
+            htpasswd = dir.path().join("htpasswd").display(),
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let reg = Registry {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&reg.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "docker-registry did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        reg
+    }
+
+    /// Copies an OCI archive into the registry as `name` with skopeo.
+    fn push(&self, archive: &Path, name: &str, creds: &str) {
+        need("skopeo", "skopeo");
+        let out = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false", "--dest-creds", creds])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{name}", self.addr))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn pods_pull_images_from_a_registry_with_pull_secrets() {
+    let host = Host::started();
+    let c = host.cluster();
+    let reg = Registry::start("ann", "s3cret");
+    let work = tempfile::tempdir().unwrap();
+    let tar = common::busybox_tar(work.path());
+    reg.push(&tar, "tools/busybox:v1", "ann:s3cret");
+    let image = format!("{}/tools/busybox:v1", reg.addr);
+
+    c.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={}", reg.addr),
+        "--docker-username=ann",
+        "--docker-password=s3cret",
+    ]);
+    c.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "badcred",
+        &format!("--docker-server={}", reg.addr),
+        "--docker-username=ann",
+        "--docker-password=wrong",
+    ]);
+    let pod_yaml = |name: &str, secret: &str, policy: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 1
+  imagePullSecrets: [{{name: {secret}}}]
+  containers:
+  - name: app
+    image: {image}
+    imagePullPolicy: {policy}
+    command: ["sh", "-c", "echo pulled-and-running; sleep 3600"]
+"#
+        )
+    };
+    c.create(
+        Some("default"),
+        &pod_yaml("pulled", "regcred", "IfNotPresent"),
+    );
+    let p = c.wait_for("the pulled pod to run", Duration::from_secs(90), || {
+        let p = pod(c, "pulled");
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    let cs = &p["status"]["containerStatuses"][0];
+    assert!(
+        cs["imageID"].as_str().unwrap_or("").contains("@sha256:"),
+        "imageID names the pulled digest: {cs}"
+    );
+    c.wait_for("the pod's output", Duration::from_secs(30), || {
+        c.kubectl(&["logs", "pulled"])
+            .stdout
+            .starts_with(b"pulled-and-running")
+            .then_some(())
+    });
+    let events = pod_events(c, "pulled");
+    assert!(
+        events
+            .iter()
+            .any(|(r, m, _)| r == "Pulling" && *m == format!("Pulling image \"{image}\"")),
+        "{events:?}"
+    );
+    let pulled = events
+        .iter()
+        .find(|(r, _, _)| r == "Pulled")
+        .map(|(_, m, _)| m.clone())
+        .unwrap_or_default();
+    assert!(
+        pulled.starts_with(&format!("Successfully pulled image \"{image}\" in "))
+            && pulled.contains(" including waiting). Image size: ")
+            && pulled.ends_with(" bytes."),
+        "{pulled:?}"
+    );
+
+    // Wrong credentials, and a policy that pulls although the image is
+    // present: ErrImagePull with the registry's answer, then a back-off.
+    c.create(Some("default"), &pod_yaml("refused", "badcred", "Always"));
+    let w = c.wait_for("ErrImagePull", Duration::from_secs(60), || {
+        let p = pod(c, "refused");
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "ErrImagePull").then_some(w)
+    });
+    assert!(
+        w["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&format!("Failed to pull image \"{image}\": ")),
+        "{w}"
+    );
+    c.wait_for("ImagePullBackOff", Duration::from_secs(30), || {
+        let p = pod(c, "refused");
+        (p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff")
+            .then_some(())
+    });
+    c.wait_for("a BackOff event", Duration::from_secs(30), || {
+        pod_events(c, "refused")
+            .iter()
+            .any(|(r, m, _)| r == "BackOff" && *m == format!("Back-off pulling image \"{image}\""))
+            .then_some(())
+    });
+    assert_eq!(pod(c, "refused")["status"]["phase"], "Pending");
+    c.ok(&[
+        "delete",
+        "pod",
+        "pulled",
+        "refused",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+}
