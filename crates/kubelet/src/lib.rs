@@ -11,39 +11,34 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub mod apparmor;
-pub mod attach;
 pub mod bench_support;
+/// What makes one container: its OCI spec, confinement and resources.
+pub mod container;
 pub mod events;
-pub mod eviction;
-pub mod exec;
-mod exec_tty;
-pub mod hostport;
-pub mod imagegc;
-pub mod localpath;
 pub mod logs;
-pub mod mounts;
-pub mod network;
+/// The node: registration, Lease, pressure, eviction, image GC, stats.
 pub mod node;
 mod pod;
-pub mod podfiles;
-pub mod portforward;
-pub mod pressure;
 pub mod probes;
 mod pullsecrets;
-pub mod remotecommand;
-pub mod resources;
+/// The container runtime: the trait, and libcontainer through shims.
 pub mod runtime;
+/// The pod sandbox: namespaces, the pod network, host ports, pod files.
 pub mod sandbox;
-pub mod seccomp;
-pub mod server;
-pub mod shim;
-pub mod spdy;
-pub mod spec;
-pub mod stats;
-pub mod svcenv;
-pub mod sysctls;
+/// Streaming: the kubelet API server, exec, attach, port-forward.
+pub mod streaming;
+/// Volumes: emptyDir, configMap, secret, projected, hostPath, claims.
 pub mod volumes;
+
+// The rooms above keep their modules' flat paths, which the rest of the
+// crate and r8s use (`crate::spec`, `kubelet::shim`).
+pub use container::{apparmor, resources, seccomp, spec, svcenv, sysctls};
+pub use node::{eviction, imagegc, pressure, stats};
+pub use runtime::shim;
+pub use sandbox::{hostport, network, podfiles};
+use streaming::exec_tty;
+pub use streaming::{attach, exec, portforward, remotecommand, server, spdy};
+pub use volumes::{localpath, mounts};
 
 /// Errors of the node agent.
 #[derive(Debug, thiserror::Error)]

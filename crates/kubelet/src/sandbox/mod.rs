@@ -10,6 +10,10 @@
 //! `unshare --pid --fork r8s pause`, in its own session so that it outlives
 //! an agent restart like the containers do.
 
+pub mod hostport;
+pub mod network;
+pub mod podfiles;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

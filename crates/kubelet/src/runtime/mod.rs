@@ -5,6 +5,8 @@
 //! Behind the [`Runtime`] trait so another OCI runtime (runc driven with
 //! bundles) could stand in.
 
+pub mod shim;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

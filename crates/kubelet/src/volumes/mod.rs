@@ -5,6 +5,9 @@
 //! `..data` symlink to it, and per-key symlinks through `..data`, so an
 //! update is one rename.
 
+pub mod localpath;
+pub mod mounts;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 

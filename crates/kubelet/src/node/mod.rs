@@ -1,6 +1,11 @@
 //! The Node object: registration with the host's capacity, status
 //! heartbeats and the node Lease.
 
+pub mod eviction;
+pub mod imagegc;
+pub mod pressure;
+pub mod stats;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
