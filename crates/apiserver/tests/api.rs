@@ -451,6 +451,42 @@ async fn pods_default_to_the_default_service_account() {
     let spec = made.spec.unwrap();
     assert_eq!(spec.service_account_name.as_deref(), Some("default"));
     assert_eq!(spec.service_account.as_deref(), Some("default"));
+
+    // A service account's imagePullSecrets go to its pods that name none.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(pods.clone().into_client(), "default");
+    let sa = serde_json::from_value(json!({"metadata": {"name": "puller"},
+        "imagePullSecrets": [{"name": "regcred"}]}))
+    .unwrap();
+    sas.create(&PostParams::default(), &sa).await.unwrap();
+    let with_sa = |name: &str, secrets: Value| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {
+            "serviceAccountName": "puller", "imagePullSecrets": secrets,
+            "containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap()
+    };
+    let names = |p: Pod| -> Vec<String> {
+        p.spec
+            .unwrap()
+            .image_pull_secrets
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    };
+    let inherited = pods
+        .create(&PostParams::default(), &with_sa("inherits", json!([])))
+        .await
+        .unwrap();
+    assert_eq!(names(inherited), ["regcred"]);
+    let own = pods
+        .create(
+            &PostParams::default(),
+            &with_sa("own", json!([{"name": "mine"}])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(own), ["mine"]);
 }
 
 /// Sends `req` and returns the status and the exact body bytes.

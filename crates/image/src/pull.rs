@@ -74,6 +74,21 @@ fn registry_error(
     move |source| ImageError::Registry { image, source }
 }
 
+/// The lock of one image in one store, made on first use.
+fn in_flight(key: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static PULLS: OnceLock<Mutex<HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
+        OnceLock::new();
+    let mut map = PULLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // Locks nobody holds or waits for are dropped as the map grows.
+    map.retain(|_, m| Arc::strong_count(m) > 1);
+    map.entry(key.to_path_buf()).or_default().clone()
+}
+
 fn parse_manifest(name: &str, bytes: &[u8]) -> Result<Value, ImageError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ImageError::InvalidArchive(format!("{name}: the manifest is not JSON: {e}")))
@@ -93,6 +108,11 @@ impl ImageStore {
         creds: Option<&Credentials>,
     ) -> Result<Pulled, ImageError> {
         let name = normalize(image)?;
+        // Pods that want the same image at the same time share one
+        // transfer: the later ones wait, then find every blob stored and
+        // fetch only the manifest.
+        let gate = in_flight(&self.root.join(&name));
+        let _one_at_a_time = gate.lock().await;
         let reference: oci_client::Reference = name
             .parse()
             .map_err(|_| ImageError::InvalidReference(image.to_string()))?;

@@ -32,7 +32,32 @@ impl Plugin for ServiceAccount {
         _req: &Request<'_>,
         obj: &mut Value,
     ) -> Result<(), ApiError> {
+        service_account_pull_secrets(ctx, obj).await;
         service_account_volume(ctx, obj).await
+    }
+}
+
+/// A pod that names no `imagePullSecrets` gets its service account's, as
+/// upstream's plugin copies them.
+async fn service_account_pull_secrets(ctx: &Context<'_>, pod: &mut Value) {
+    if pod["spec"]["imagePullSecrets"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return;
+    }
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let sa_name = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default");
+    let Some(info) = catalogue::find("", "v1", "serviceaccounts") else {
+        return;
+    };
+    let Ok((sa, _)) = ctx.load(info, Some(ns), sa_name).await else {
+        return;
+    };
+    if let Some(secrets) = sa["imagePullSecrets"].as_array().filter(|s| !s.is_empty()) {
+        pod["spec"]["imagePullSecrets"] = Value::Array(secrets.clone());
     }
 }
 
