@@ -110,7 +110,7 @@ pub fn record_update<S: Shape>(
     for e in entries.iter_mut() {
         e.fields = FieldSet(e.fields.0.intersection(&present.0).cloned().collect()).minus(&changed);
     }
-    let now = crate::rest::now_rfc3339();
+    let now = crate::objects::now_rfc3339();
     let mine = FieldSet(changed.0.intersection(&present.0).cloned().collect());
     match entries
         .iter_mut()
@@ -214,7 +214,7 @@ pub fn apply<S: Shape>(
             merged
         }
     };
-    let now = crate::rest::now_rfc3339();
+    let now = crate::objects::now_rfc3339();
     match entries
         .iter_mut()
         .find(|e| e.is(manager, "Apply", subresource))

@@ -5,7 +5,7 @@ use api::selector::{FieldSelector, LabelSelector};
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::rest::Query;
+use crate::http::Query;
 
 /// The selectors of one list or watch.
 pub struct Filter {

@@ -1,6 +1,7 @@
 //! HTTP plumbing: the body type, request reading with a size limit, content
 //! negotiation and response builders.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -180,4 +181,50 @@ pub fn decode_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> 
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(format!("error decoding request body: invalid JSON: {e}"))
     })
+}
+
+/// Query parameters (last value wins, as upstream's decoding does).
+#[derive(Debug, Default, Clone)]
+pub struct Query(pub HashMap<String, String>);
+
+impl Query {
+    /// Parses a raw query string.
+    pub fn parse(q: Option<&str>) -> Query {
+        Query(
+            url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// A parameter, if present and non-empty.
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|s| !s.is_empty())
+    }
+
+    /// A boolean parameter (`true`/`1`).
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+
+    /// An integer parameter; a malformed one is a 400.
+    pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+                ApiError::bad_request(format!("invalid value for {k}: {v:?} is not an integer"))
+            }),
+        }
+    }
+
+    /// `dryRun=All` requested. Unknown values are a 400.
+    pub fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.get("dryRun") {
+            None => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "Invalid dry run value: {other:?}: supported values: \"All\""
+            ))),
+        }
+    }
 }

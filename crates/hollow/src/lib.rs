@@ -14,6 +14,7 @@
 //! 49 152 nodes) and InternalIP `10.200.<(i+1)/256>.<(i+1)%256>`. Pods get
 //! `.2`–`.254` of their node's /24.
 
+mod addressing;
 mod heartbeat;
 mod node;
 mod pods;
@@ -23,7 +24,8 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use node::{HOLLOW_ANNOTATION, STOP_ANNOTATION, node_name, pod_cidr};
+pub use addressing::{node_name, pod_cidr};
+pub use node::{HOLLOW_ANNOTATION, STOP_ANNOTATION};
 pub use status::{EXIT_CODE_ANNOTATION, RUN_DURATION_ANNOTATION};
 
 /// Hollow node failures.

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::HollowError;
+use crate::addressing::{parse_net, pod_cidr, pod_net};
 use crate::shared::{NodeSlot, Shared, is_conflict, is_not_found, rfc3339, rfc3339_micro};
 
 /// Annotation marking a Node as simulated by r8s hollow.
@@ -33,36 +34,6 @@ const LEASE_DURATION_SECONDS: i32 = 40;
 const REGISTER_CONCURRENCY: usize = 64;
 /// Tries per node registration.
 const REGISTER_ATTEMPTS: usize = 5;
-
-/// The name of hollow node `i`.
-pub fn node_name(prefix: &str, i: usize) -> String {
-    format!("{prefix}-{i}")
-}
-
-/// The podCIDR of hollow node `i`: `10.<64 + i/256>.<i%256>.0/24`.
-pub fn pod_cidr(i: usize) -> String {
-    let [a, b, c] = pod_net(i);
-    format!("{a}.{b}.{c}.0/24")
-}
-
-/// First three octets of node `i`'s pod /24.
-fn pod_net(i: usize) -> [u8; 3] {
-    // `i < MAX_NODES` (checked in `run`), so `64 + i/256 <= 255`.
-    [10, (64 + i / 256).min(255) as u8, (i % 256) as u8]
-}
-
-/// The fake InternalIP of hollow node `i`: `10.200.<(i+1)/256>.<(i+1)%256>`.
-pub(crate) fn internal_ip(i: usize) -> String {
-    let n = i + 1;
-    format!("10.200.{}.{}", (n / 256) % 256, n % 256)
-}
-
-/// First three octets of a `a.b.c.d/len` CIDR (pods get `.2`–`.254`).
-fn parse_net(cidr: &str) -> Option<[u8; 3]> {
-    let ip: std::net::Ipv4Addr = cidr.split('/').next()?.parse().ok()?;
-    let [a, b, c, _] = ip.octets();
-    Some([a, b, c])
-}
 
 /// Labels a hollow node carries.
 fn labels(shared: &Shared, slot: &NodeSlot) -> BTreeMap<String, String> {

@@ -77,9 +77,9 @@ impl Shared {
         let now = Timestamp::now().as_second();
         let nodes: Vec<NodeSlot> = (0..opts.nodes)
             .map(|i| NodeSlot {
-                name: crate::node::node_name(&opts.name_prefix, i),
+                name: crate::addressing::node_name(&opts.name_prefix, i),
                 index: i,
-                internal_ip: crate::node::internal_ip(i),
+                internal_ip: crate::addressing::internal_ip(i),
                 pod_net: OnceLock::new(),
                 uid: OnceLock::new(),
                 stopped: AtomicBool::new(false),

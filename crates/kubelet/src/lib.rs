@@ -21,6 +21,8 @@ pub mod node;
 mod pod;
 pub mod probes;
 mod pullsecrets;
+/// The pods running on this node, as the node's services see them.
+pub mod registry;
 /// The container runtime: the trait, and libcontainer through shims.
 pub mod runtime;
 /// The pod sandbox: namespaces, the pod network, host ports, pod files.
@@ -190,7 +192,7 @@ pub struct Agent {
     pub(crate) opts: Options,
     pub(crate) runtime: Arc<dyn runtime::Runtime>,
     pub(crate) images: image::ImageStore,
-    pub(crate) registry: server::Registry,
+    pub(crate) registry: registry::Registry,
     /// The node's pressure conditions, read by admission.
     pub(crate) pressure: Arc<std::sync::Mutex<pressure::Tracker>>,
     /// Events about pods.
@@ -304,7 +306,7 @@ fn import_dropped(store: &image::ImageStore, dir: &std::path::Path) {
 /// Runs the agent until the process ends.
 pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletError> {
     check_host()?;
-    let registry = server::Registry::default();
+    let registry = registry::Registry::default();
     match &opts.client_ca_pem {
         Some(ca) => {
             let addr = std::net::SocketAddr::from((opts.kubelet_bind, opts.kubelet_port as u16));

@@ -10,7 +10,6 @@ mod sub;
 pub mod token;
 mod write;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use api::catalogue::ResourceInfo;
@@ -43,51 +42,7 @@ pub struct Rest {
     pub(crate) sa_signer: std::sync::OnceLock<Arc<crate::satoken::Signer>>,
 }
 
-/// Query parameters (last value wins, as upstream's decoding does).
-#[derive(Debug, Default, Clone)]
-pub struct Query(pub HashMap<String, String>);
-
-impl Query {
-    /// Parses a raw query string.
-    pub fn parse(q: Option<&str>) -> Query {
-        Query(
-            url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
-                .into_owned()
-                .collect(),
-        )
-    }
-
-    /// A parameter, if present and non-empty.
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str).filter(|s| !s.is_empty())
-    }
-
-    /// A boolean parameter (`true`/`1`).
-    pub fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("true" | "1"))
-    }
-
-    /// An integer parameter; a malformed one is a 400.
-    pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
-        match self.get(k) {
-            None => Ok(None),
-            Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
-                ApiError::bad_request(format!("invalid value for {k}: {v:?} is not an integer"))
-            }),
-        }
-    }
-
-    /// `dryRun=All` requested. Unknown values are a 400.
-    pub fn dry_run(&self) -> Result<bool, ApiError> {
-        match self.get("dryRun") {
-            None => Ok(false),
-            Some("All") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "Invalid dry run value: {other:?}: supported values: \"All\""
-            ))),
-        }
-    }
-}
+pub use crate::http::Query;
 
 /// Everything about one request the handlers need.
 pub struct Call {

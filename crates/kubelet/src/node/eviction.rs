@@ -287,7 +287,7 @@ pub fn pressure_message(
 }
 
 /// Measures one pod (disk only when asked: walking layers costs).
-fn measure(agent: &Agent, entry: &crate::server::PodEntry, pod: &Pod, disk: bool) -> Usage {
+fn measure(agent: &Agent, entry: &crate::registry::PodEntry, pod: &Pod, disk: bool) -> Usage {
     let root = &agent.opts.cgroup_root;
     let pod_rel = format!("{root}/pod{}", entry.uid);
     let mut u = Usage {
@@ -450,7 +450,7 @@ fn pass(agent: &Agent, state: &mut PassState) {
             crossed.iter().map(|(t, _, _)| t.signal).collect();
         t.hold(&signals);
     }
-    let entries: Vec<crate::server::PodEntry> = agent
+    let entries: Vec<crate::registry::PodEntry> = agent
         .registry
         .lock()
         .map(|r| r.values().cloned().collect())
@@ -460,7 +460,7 @@ fn pass(agent: &Agent, state: &mut PassState) {
         .lock()
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default();
-    let candidates: Vec<(crate::server::PodEntry, Arc<Pod>)> = entries
+    let candidates: Vec<(crate::registry::PodEntry, Arc<Pod>)> = entries
         .into_iter()
         .filter(|e| e.containers.values().any(|c| c.running))
         .filter(|e| !pending.contains(&e.uid))

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use crate::server::Registry;
+use crate::registry::Registry;
 
 /// What the summary needs besides the pod registry.
 #[derive(Debug)]
@@ -197,7 +197,7 @@ impl StatsCtx {
     /// The whole summary.
     pub fn summary(&self, registry: &Registry) -> Value {
         let time = now();
-        let pods: Vec<((String, String), crate::server::PodEntry)> = registry
+        let pods: Vec<((String, String), crate::registry::PodEntry)> = registry
             .lock()
             .map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();

@@ -29,7 +29,7 @@ impl Worker {
             }
         }
         let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
-        let entry = crate::server::PodEntry {
+        let entry = crate::registry::PodEntry {
             pod: self.pod.clone(),
             uid: self.uid.clone(),
             containers: ctrs,

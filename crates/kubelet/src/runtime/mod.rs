@@ -6,6 +6,7 @@
 //! bundles) could stand in.
 
 pub mod shim;
+pub mod stdio;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,7 +35,7 @@ pub trait Runtime: Send + Sync {
         spec: &Spec,
         log: &Path,
         memory_cgroup: Option<PathBuf>,
-        stdio: crate::attach::StdioOpts,
+        stdio: crate::runtime::stdio::StdioOpts,
     ) -> Result<Started, KubeletError>;
     /// How the container ended, once it has.
     fn exit(&self, id: &str) -> Option<ExitRecord>;
@@ -134,7 +135,7 @@ impl Runtime for ShimRuntime {
         spec: &Spec,
         log: &Path,
         memory_cgroup: Option<PathBuf>,
-        stdio: crate::attach::StdioOpts,
+        stdio: crate::runtime::stdio::StdioOpts,
     ) -> Result<Started, KubeletError> {
         let c = self.cdir(id);
         let bundle = c.join("bundle");
@@ -164,7 +165,7 @@ impl Runtime for ShimRuntime {
             cmd.arg("--memory-cgroup").arg(m);
         }
         cmd.arg("--attach-socket")
-            .arg(crate::attach::socket_path(id));
+            .arg(crate::runtime::stdio::socket_path(id));
         for (on, flag) in [
             (stdio.stdin, "--stdin"),
             (stdio.stdin_once, "--stdin-once"),

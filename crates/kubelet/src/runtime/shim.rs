@@ -48,7 +48,7 @@ pub struct ShimArgs {
     pub memory_cgroup: Option<PathBuf>,
     /// The container's stdio: stdin kept open, closed after the first
     /// attach, a terminal; and the socket attach sessions connect to.
-    pub stdio: crate::attach::StdioOpts,
+    pub stdio: crate::runtime::stdio::StdioOpts,
     /// Where the shim listens for attach sessions.
     pub attach_socket: Option<PathBuf>,
 }
@@ -280,7 +280,7 @@ fn create_and_start(args: &ShimArgs) -> Result<(Pid, ContainerIo), String> {
         let master = l
             .accept()
             .map_err(|e| e.to_string())
-            .and_then(|(s, _)| crate::exec_tty::recv_fd(&s).map_err(|e| e.to_string()));
+            .and_then(|(s, _)| crate::runtime::stdio::recv_fd(&s).map_err(|e| e.to_string()));
         let _ = std::fs::remove_file(&path);
         let master = match master {
             Ok(m) => m,
@@ -310,7 +310,7 @@ fn create_and_start(args: &ShimArgs) -> Result<(Pid, ContainerIo), String> {
 fn pump_until_exit(args: &ShimArgs, init: Pid, io: ContainerIo) -> WaitStatus {
     let mut log = LogWriter::open(&args.log, args.max_log_bytes);
     let mut open: Vec<(OwnedFd, &'static str)> = io.outputs;
-    let mut attach = crate::attach::Sessions::new(
+    let mut attach = crate::runtime::stdio::Sessions::new(
         args.attach_socket.as_deref(),
         io.stdin,
         io.master,

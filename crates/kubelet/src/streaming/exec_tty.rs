@@ -5,7 +5,7 @@
 //! carries stderr too on a terminal) and channel 0 (stdin), and apply the
 //! channel 4 resize messages (`{"Width":..,"Height":..}`) to it.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::exec::{ExecCtx, ExecRequest, frame, status};
+use crate::runtime::stdio::recv_fd;
 
 /// How long the runtime may take to hand over the terminal.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,30 +28,6 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a command may take to end after its client left and its
 /// terminal was hung up.
 const HANGUP_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Receives the one file descriptor a peer sends with SCM_RIGHTS.
-pub(crate) fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut buf = [0u8; 256];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(std::io::Error::from)?;
-    for c in msg.cmsgs().map_err(std::io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: the kernel just installed this descriptor for us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-    }
-    Err(std::io::Error::other("no terminal descriptor received"))
-}
 
 /// Two non-blocking, reactor-driven copies of the terminal's master.
 fn pty_halves(

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
-use crate::plugins::interpodaffinity::Terms;
+pub mod terms;
+
 use crate::resources::{Resource, pod_requests};
 use crate::selector::Labels;
+use terms::Terms;
 
 /// A hash map with a fast non-cryptographic hasher, for hot lookups keyed
 /// by names the cluster controls (no DoS concern inside the scheduler).
