@@ -57,6 +57,27 @@ pub enum KubeletError {
     /// The container runtime failed.
     #[error("{0}")]
     Runtime(String),
+    /// A file or system call on the node failed while doing `context`.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the agent was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A mount or other system call failed while doing `context`.
+    #[error("{context}: {source}")]
+    Sys {
+        /// What the agent was doing.
+        context: String,
+        /// The errno.
+        #[source]
+        source: nix::Error,
+    },
+    /// A blocking task the agent ran died.
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     /// The container spec could not be built.
     #[error("{0}")]
     Spec(String),
@@ -352,7 +373,7 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
     let net = opts.net.clone();
     tokio::task::spawn_blocking(move || network::ensure_bridge(&net))
         .await
-        .map_err(|e| KubeletError::Runtime(e.to_string()))??;
+        .map_err(KubeletError::from)??;
     tracing::info!(node = %opts.node_name, cidr = %opts.net.cidr(), "node registered");
     let agent = Arc::new(Agent {
         client: client.clone(),

@@ -43,8 +43,9 @@ impl Worker {
                     .into(),
             ));
         }
-        std::fs::create_dir_all(&self.pod_dir).map_err(|e| {
-            KubeletError::Runtime(format!("creating {}: {e}", self.pod_dir.display()))
+        std::fs::create_dir_all(&self.pod_dir).map_err(|source| KubeletError::Io {
+            context: format!("creating {}", self.pod_dir.display()),
+            source,
         })?;
         if self.ip.is_none() {
             if host_network {
@@ -64,7 +65,7 @@ impl Worker {
                     Ok::<_, KubeletError>(ip)
                 })
                 .await
-                .map_err(|e| KubeletError::Runtime(e.to_string()))??;
+                .map_err(KubeletError::from)??;
                 self.ns = Some(ns);
                 self.ip = Some(ip.to_string());
             }
@@ -85,8 +86,10 @@ impl Worker {
             };
             let hosts = crate::podfiles::hosts(pod, &ip, host_network, &node_hosts);
             let w = |f: &str, s: &str| {
-                std::fs::write(self.pod_dir.join(f), s)
-                    .map_err(|e| KubeletError::Runtime(format!("writing {f}: {e}")))
+                std::fs::write(self.pod_dir.join(f), s).map_err(|source| KubeletError::Io {
+                    context: format!("writing {f}"),
+                    source,
+                })
             };
             w("hosts", &hosts)?;
             w("hostname", &format!("{hostname}\n"))?;
@@ -117,7 +120,7 @@ impl Worker {
             );
             let n = tokio::task::spawn_blocking(move || sandbox::ensure(&dir, &pod2, &exe))
                 .await
-                .map_err(|e| KubeletError::Runtime(e.to_string()))??;
+                .map_err(KubeletError::from)??;
             self.sandbox_ns = Some(n);
         }
         if self.volumes.is_none() {

@@ -86,7 +86,10 @@ impl ShimRuntime {
 }
 
 fn io_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> KubeletError {
-    move |e| KubeletError::Runtime(format!("{what}: {e}"))
+    move |source| KubeletError::Io {
+        context: what.to_string(),
+        source,
+    }
 }
 
 use crate::mounts::is_mount_point as is_mounted;
@@ -125,7 +128,10 @@ impl Runtime for ShimRuntime {
             nix::mount::MsFlags::empty(),
             Some(opts.as_str()),
         )
-        .map_err(|e| KubeletError::Runtime(format!("mounting the overlay rootfs of {id}: {e}")))?;
+        .map_err(|source| KubeletError::Sys {
+            context: format!("mounting the overlay rootfs of {id}"),
+            source,
+        })?;
         Ok(rootfs)
     }
 

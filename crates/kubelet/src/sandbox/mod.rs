@@ -41,7 +41,10 @@ fn ns_dir(pod_dir: &Path) -> PathBuf {
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> KubeletError {
-    move |e| KubeletError::Runtime(format!("{what}: {e}"))
+    move |source| KubeletError::Io {
+        context: what.to_string(),
+        source,
+    }
 }
 
 /// The pid of the pod's `r8s pause`, when it runs.
