@@ -3,15 +3,18 @@
 //! node agent. Informers (one watch and cache per kind), work queues keyed
 //! by object, leader election on a Lease, the event recorder, and the
 //! helpers upstream keeps in `controller_utils` (selector matching, pod
-//! readiness, owner references). It depends on kube-rs only, never on a
+//! readiness, owner references) and
+//! expectations. It depends on kube-rs only, never on a
 //! component.
 
 pub mod events;
+pub mod expectations;
 pub mod informer;
 pub mod leader;
 pub mod objects;
 pub mod queue;
 
+pub use expectations::Expectations;
 pub use informer::{Change, Informer, Informers, key_of, owner_keys, split_key};
 pub use objects::{
     controller_ref, owner_ref, pod_active, pod_ready, pod_ready_since, pod_terminal,

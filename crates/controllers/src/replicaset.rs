@@ -8,9 +8,9 @@
 //! readiness, controller references) are `pub(crate)`.
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::NamespaceResourceScope;
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{Context, ControllerError};
+use controller_runtime::Expectations;
 use controller_runtime::events::Recorder;
 use controller_runtime::{Change, Queue, key_of, split_key};
 pub(crate) use controller_runtime::{
@@ -33,8 +34,6 @@ pub(crate) use controller_runtime::{
 
 /// Most pods created or deleted in one sync (upstream's burstReplicas).
 const BURST_REPLICAS: usize = 500;
-/// Expectations older than this are given up on (upstream: 5 minutes).
-const EXPECTATIONS_TTL: Duration = Duration::from_secs(300);
 /// Annotation lowering/raising the cost of deleting a pod on scale-down.
 const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
@@ -250,78 +249,6 @@ pub(crate) fn slow_start_batches(n: usize) -> Vec<usize> {
     out
 }
 
-/// Pods we created or deleted and have not yet seen in the cache, per
-/// owner key (client-go's ControllerExpectations, tracked by pod name so
-/// either a watch event or a look at the cache can settle them).
-#[derive(Default)]
-pub(crate) struct Expectations {
-    inner: Mutex<HashMap<String, Pending>>,
-}
-
-#[derive(Default)]
-struct Pending {
-    creates: HashSet<String>,
-    deletes: HashSet<String>,
-    since: Option<Instant>,
-}
-
-impl Expectations {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records a pod created (`create`) or deleted by `key`.
-    pub(crate) fn expect(&self, key: &str, pod: &str, create: bool) {
-        let mut m = self.lock();
-        let p = m.entry(key.to_string()).or_default();
-        p.since.get_or_insert_with(Instant::now);
-        if create {
-            p.creates.insert(pod.to_string());
-        } else {
-            p.deletes.insert(pod.to_string());
-        }
-    }
-
-    /// Forgets an expected deletion that did not happen.
-    pub(crate) fn unexpect_delete(&self, key: &str, pod: &str) {
-        if let Some(p) = self.lock().get_mut(key) {
-            p.deletes.remove(pod);
-        }
-    }
-
-    /// Notes a pod seen in the watch (`gone`: deleted or terminating).
-    pub(crate) fn observe(&self, key: &str, pod: &str, gone: bool) {
-        if let Some(p) = self.lock().get_mut(key) {
-            p.creates.remove(pod);
-            if gone {
-                p.deletes.remove(pod);
-            }
-        }
-    }
-
-    /// Drops everything about `key` (its owner is gone).
-    pub(crate) fn forget(&self, key: &str) {
-        self.lock().remove(key);
-    }
-
-    /// Whether the cache has caught up with `key`'s creates and deletes;
-    /// `cached(name)` is Some(terminating) for a pod in the cache.
-    pub(crate) fn satisfied(&self, key: &str, cached: impl Fn(&str) -> Option<bool>) -> bool {
-        let mut m = self.lock();
-        let Some(p) = m.get_mut(key) else {
-            return true;
-        };
-        p.creates.retain(|n| cached(n).is_none());
-        p.deletes.retain(|n| cached(n) == Some(false));
-        let expired = p.since.is_some_and(|s| s.elapsed() > EXPECTATIONS_TTL);
-        if (p.creates.is_empty() && p.deletes.is_empty()) || expired {
-            m.remove(key);
-            return true;
-        }
-        false
-    }
-}
-
 /// A status as both kinds serialise it (same JSON field names).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -506,7 +433,7 @@ impl<K: Replicated> Ctl<K> {
                 for r in results {
                     match r {
                         Ok(p) => {
-                            self.exp.expect(key, &p.name_any(), true);
+                            self.exp.created(key, &p.name_any());
                             self.rec.normal(
                                 owner,
                                 "SuccessfulCreate",
@@ -536,7 +463,7 @@ impl<K: Replicated> Ctl<K> {
             let n = (owned.len() - desired).min(BURST_REPLICAS);
             let victims = pods_to_delete(owned, n, Timestamp::now());
             for v in &victims {
-                self.exp.expect(key, &v.name_any(), false);
+                self.exp.deleted(key, &v.name_any());
             }
             let results = join_all(victims.iter().map(|v| {
                 let pods = pods.clone();
@@ -892,23 +819,6 @@ mod tests {
         assert_eq!(slow_start_batches(10), [1, 2, 4, 3]);
         assert_eq!(slow_start_batches(1), [1]);
         assert!(slow_start_batches(0).is_empty());
-    }
-
-    #[test]
-    fn expectations_wait_for_the_cache() {
-        let e = Expectations::default();
-        e.expect("ns/rs", "p1", true);
-        e.expect("ns/rs", "p0", false);
-        assert!(!e.satisfied("ns/rs", |_| None));
-        // p1 now cached, p0 terminating.
-        assert!(e.satisfied("ns/rs", |n| match n {
-            "p1" => Some(false),
-            "p0" => Some(true),
-            _ => None,
-        }));
-        e.expect("ns/rs", "p2", true);
-        e.observe("ns/rs", "p2", false);
-        assert!(e.satisfied("ns/rs", |_| None));
     }
 
     #[test]

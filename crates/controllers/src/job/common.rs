@@ -2,9 +2,7 @@
 //! daemonset, statefulset): selectors, pod state, owner references,
 //! creation/deletion expectations and revision hashes.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use controller_runtime::{pod_active, pod_ready, pod_terminal, selector_matches};
 use k8s_openapi::api::core::v1::Pod;
@@ -85,69 +83,7 @@ pub fn now() -> jiff::Timestamp {
     jiff::Timestamp::now()
 }
 
-/// How long expectations are trusted before the cache is believed anyway
-/// (client-go's ExpectationsTimeout).
-const EXPECTATIONS_TIMEOUT: Duration = Duration::from_secs(300);
-
-#[derive(Default)]
-struct Pending {
-    create: HashSet<String>,
-    delete: HashSet<String>,
-    since: Option<Instant>,
-}
-
-/// What a controller created or deleted and has not yet seen in its cache
-/// (client-go's ControllerExpectations, by object name instead of counts,
-/// so that it needs no event hooks: it is checked against the cache).
-#[derive(Default)]
-pub struct Expectations {
-    by_key: Mutex<HashMap<String, Pending>>,
-}
-
-impl Expectations {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
-        self.by_key.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Records that `name` was created for `key`.
-    pub fn created(&self, key: &str, name: &str) {
-        let mut m = self.lock();
-        let p = m.entry(key.to_string()).or_default();
-        p.create.insert(name.to_string());
-        p.since.get_or_insert_with(Instant::now);
-    }
-
-    /// Records that `name` was deleted for `key`.
-    pub fn deleted(&self, key: &str, name: &str) {
-        let mut m = self.lock();
-        let p = m.entry(key.to_string()).or_default();
-        p.delete.insert(name.to_string());
-        p.since.get_or_insert_with(Instant::now);
-    }
-
-    /// Whether the cache has caught up with everything done for `key`;
-    /// `cached(name)` says whether a live (not deleting) object is cached.
-    pub fn satisfied(&self, key: &str, cached: impl Fn(&str) -> Option<bool>) -> bool {
-        let mut m = self.lock();
-        let Some(p) = m.get_mut(key) else {
-            return true;
-        };
-        // `cached` returns None when absent, Some(deleting) when present.
-        p.create.retain(|n| cached(n).is_none());
-        p.delete.retain(|n| cached(n) == Some(false));
-        let timed_out = p.since.is_some_and(|s| s.elapsed() > EXPECTATIONS_TIMEOUT);
-        if (p.create.is_empty() && p.delete.is_empty()) || timed_out {
-            m.remove(key);
-            return true;
-        }
-        false
-    }
-
-    /// Forgets everything about `key` (its owner is gone).
-    pub fn forget(&self, key: &str) {
-        self.lock().remove(key);
-    }
-}
+pub use controller_runtime::Expectations;
 
 /// A short, stable hash of a JSON value, spelled like upstream's
 /// `rand.SafeEncodeString` (no vowels, so it never forms words): used for
