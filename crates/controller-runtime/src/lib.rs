@@ -3,7 +3,7 @@
 //! node agent. Informers (one watch and cache per kind), work queues keyed
 //! by object, leader election on a Lease, the event recorder, and the
 //! helpers upstream keeps in `controller_utils` (selector matching, pod
-//! readiness, owner references) and
+//! readiness, owner references, quantities) and
 //! expectations. It depends on kube-rs only, never on a
 //! component.
 
@@ -12,6 +12,7 @@ pub mod expectations;
 pub mod informer;
 pub mod leader;
 pub mod objects;
+pub mod quantity;
 pub mod queue;
 
 pub use expectations::Expectations;

@@ -1,6 +1,7 @@
 //! Requests and limits to cgroup settings, and the pod's QoS class with the
 //! OOM score adjustment upstream derives from it.
 
+use controller_runtime::quantity::parse_scaled;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -17,37 +18,12 @@ pub struct Settings {
 
 /// Parses a CPU quantity to millicores.
 pub fn millicores(q: &Quantity) -> Option<i64> {
-    let s = q.0.trim();
-    if let Some(m) = s.strip_suffix('m') {
-        return m.parse::<f64>().ok().map(|v| v.ceil() as i64);
-    }
-    s.parse::<f64>().ok().map(|v| (v * 1000.0).ceil() as i64)
+    parse_scaled(&q.0, 1000)
 }
 
 /// Parses a memory quantity to bytes.
 pub fn bytes(q: &Quantity) -> Option<i64> {
-    let s = q.0.trim();
-    const SUFFIXES: &[(&str, f64)] = &[
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-        ("m", 1e-3),
-    ];
-    for (suf, mul) in SUFFIXES {
-        if let Some(n) = s.strip_suffix(suf) {
-            return n.parse::<f64>().ok().map(|v| (v * mul).ceil() as i64);
-        }
-    }
-    s.parse::<f64>().ok().map(|v| v.ceil() as i64)
+    parse_scaled(&q.0, 1)
 }
 
 fn get(c: &Container, limits: bool, name: &str) -> Option<Quantity> {

@@ -225,26 +225,7 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
 
 /// `100Mi`, `1G`, `5000` to a number.
 fn parse_quantity(s: &str) -> Option<u64> {
-    const SUFFIXES: &[(&str, u64)] = &[
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("Pi", 1 << 50),
-        ("Ei", 1 << 60),
-        ("k", 1_000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-        ("P", 1_000_000_000_000_000),
-        ("E", 1_000_000_000_000_000_000),
-    ];
-    for (suffix, mult) in SUFFIXES {
-        if let Some(n) = s.strip_suffix(suffix) {
-            return n.parse::<u64>().ok()?.checked_mul(*mult);
-        }
-    }
-    s.parse().ok()
+    controller_runtime::quantity::parse_scaled(s, 1).and_then(|v| u64::try_from(v).ok())
 }
 
 /// One reading of a signal: what is left, of how much.
