@@ -18,7 +18,7 @@ pub mod queue;
 pub use expectations::Expectations;
 pub use informer::{Change, Informer, Informers, key_of, owner_keys, split_key};
 pub use objects::{
-    controller_ref, owner_ref, pod_active, pod_ready, pod_ready_since, pod_terminal,
+    controller_ref, node_ready, owner_ref, pod_active, pod_ready, pod_ready_since, pod_terminal,
     selector_is_empty, selector_matches,
 };
 pub use queue::Queue;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
@@ -66,6 +66,14 @@ pub fn pod_ready_since(p: &Pod) -> Option<Option<Timestamp>> {
 /// Whether the pod's Ready condition is True.
 pub fn pod_ready(p: &Pod) -> bool {
     pod_ready_since(p).is_some()
+}
+
+/// Whether the node's Ready condition is True.
+pub fn node_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The controller ownerReference of an object, if any.

@@ -33,12 +33,7 @@ pub fn serves(svc: &Service) -> bool {
 pub fn ingress(nodes: &[Arc<Node>]) -> Vec<Value> {
     let mut ips: Vec<String> = nodes
         .iter()
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
+        .filter(|n| controller_runtime::node_ready(n))
         .filter_map(|n| {
             let addrs = n.status.as_ref()?.addresses.as_ref()?;
             addrs

@@ -543,10 +543,7 @@ impl Binder {
                 .as_ref()
                 .and_then(|s| s.unschedulable)
                 .unwrap_or(false)
-                && n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                && controller_runtime::node_ready(n)
         };
         let mut count: BTreeMap<String, usize> = BTreeMap::new();
         for pv in self.pvs.list() {

@@ -244,10 +244,7 @@ fn running_and_ready(p: &Pod) -> bool {
     let Some(s) = p.status.as_ref() else {
         return false;
     };
-    s.phase.as_deref() == Some("Running")
-        && s.conditions
-            .as_ref()
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    s.phase.as_deref() == Some("Running") && controller_runtime::pod_ready(p)
 }
 
 async fn watch_pods(api: Api<Pod>, timeline: Timeline) {

@@ -227,14 +227,7 @@ async fn wait_nodes_ready(client: &kube::Client, n: usize, timeout: Duration) ->
             Ok(l) => l
                 .items
                 .iter()
-                .filter(|node| {
-                    node.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|cs| {
-                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                        })
-                })
+                .filter(|node| controller_runtime::node_ready(node))
                 .count(),
             Err(_) => 0,
         };

@@ -19,14 +19,7 @@ pub fn pod_phase(p: &Pod) -> &str {
 
 /// When the pod's Ready condition last became True.
 pub fn pod_ready_since(p: &Pod) -> Option<jiff::Timestamp> {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| {
-            cs.iter()
-                .find(|c| c.type_ == "Ready" && c.status == "True")
-                .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
-        })
+    controller_runtime::pod_ready_since(p).flatten()
 }
 
 /// Whether a pod has been Ready for at least `min_ready` seconds at `now`.
