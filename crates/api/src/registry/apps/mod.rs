@@ -8,10 +8,48 @@ pub mod deployment;
 pub mod replicaset;
 pub mod statefulset;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::registry::common::{FieldError, immutable, invalid, is_empty, required};
-use crate::registry::core::podspec::validate_pod_template;
+use crate::registry::Strategy;
+use crate::registry::common::{FieldError, immutable, invalid, is_empty, required, spec_of};
+use crate::registry::core::podspec::{default_template_in, validate_pod_template};
+
+/// An apps/v1 workload's strategy: the rules all four share, with the
+/// kind's own spec defaults.
+pub struct Workload {
+    name: &'static str,
+    defaults: fn(&mut Map<String, Value>),
+    default_scale_replicas: i64,
+}
+
+impl Strategy for Workload {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn default(&self, obj: &mut Value) {
+        let Some(spec) = spec_of(obj) else { return };
+        (self.defaults)(spec);
+        default_template_in(spec);
+    }
+
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_workload(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value, sub: Option<&str>) -> Vec<FieldError> {
+        validate_workload_update(new, old, sub)
+    }
+
+    /// A Deployment without replicas runs one (its defaulting).
+    fn default_scale_replicas(&self) -> i64 {
+        self.default_scale_replicas
+    }
+}
 
 /// What every apps/v1 workload must satisfy.
 pub(crate) fn validate_workload(obj: &Value) -> Vec<FieldError> {

@@ -1,38 +1,19 @@
 //! ReplicaSets: one replica by default, over the shared workload rules.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::{validate_workload, validate_workload_update};
-use crate::registry::Strategy;
-use crate::registry::common::{FieldError, set_default, spec_of};
-use crate::registry::core::podspec::default_template_in;
+use super::Workload;
+use crate::registry::common::set_default;
 
-/// The ReplicaSet strategy.
-pub struct ReplicaSet;
+/// The one ReplicaSet strategy: the shared workload rules and its defaults.
+pub static REPLICA_SET: Workload = Workload {
+    name: "replicasets",
+    defaults,
+    default_scale_replicas: 0,
+};
 
-/// The one [`ReplicaSet`] strategy.
-pub static REPLICA_SET: ReplicaSet = ReplicaSet;
-
-impl Strategy for ReplicaSet {
-    fn name(&self) -> &'static str {
-        "replicasets"
-    }
-
-    fn default(&self, obj: &mut Value) {
-        let Some(spec) = spec_of(obj) else { return };
-        set_default(spec, "replicas", json!(1));
-        default_template_in(spec);
-    }
-
-    fn tracks_generation(&self) -> bool {
-        true
-    }
-
-    fn validate(&self, obj: &Value) -> Vec<FieldError> {
-        validate_workload(obj)
-    }
-
-    fn validate_update(&self, new: &Value, old: &Value, sub: Option<&str>) -> Vec<FieldError> {
-        validate_workload_update(new, old, sub)
-    }
+/// Upstream's defaults for a ReplicaSet's spec (its pod template is defaulted
+/// by the shared rules).
+fn defaults(spec: &mut Map<String, Value>) {
+    set_default(spec, "replicas", json!(1));
 }
