@@ -14,6 +14,7 @@ mod import;
 mod lock;
 pub mod pull;
 pub mod reference;
+pub mod registries;
 mod unpack;
 
 use std::collections::{BTreeMap, HashSet};
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use oci_spec::image as oci;
 pub use pull::{Credentials, Pulled};
 pub use reference::{Reference, normalize};
+pub use registries::RegistriesConfig;
 
 /// Errors from the image store.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE,
@@ -17,6 +17,7 @@ use oci_client::secrets::RegistryAuth;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::registries::{Endpoint, RegistriesConfig, TlsConfig};
 use crate::{ImageError, ImageStore, blobs, host_arch, lock, normalize};
 
 /// How many blobs of one image download at once.
@@ -89,6 +90,34 @@ fn in_flight(key: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
     map.entry(key.to_path_buf()).or_default().clone()
 }
 
+/// A registry client for one endpoint, with its TLS settings.
+fn client_for(
+    endpoint: &Endpoint,
+    tls: Option<&TlsConfig>,
+) -> Result<oci_client::Client, ImageError> {
+    let protocol = if endpoint.plain_http {
+        ClientProtocol::HttpsExcept(vec![endpoint.host.clone()])
+    } else {
+        ClientProtocol::Https
+    };
+    let mut extra_root_certificates = Vec::new();
+    if let Some(ca) = tls.and_then(|t| t.ca_file.as_ref()) {
+        let data =
+            std::fs::read(ca).map_err(ImageError::io(format!("reading {}", ca.display())))?;
+        extra_root_certificates.push(Certificate {
+            encoding: CertificateEncoding::Pem,
+            data,
+        });
+    }
+    Ok(oci_client::Client::new(ClientConfig {
+        protocol,
+        platform_resolver: None,
+        extra_root_certificates,
+        accept_invalid_certificates: tls.is_some_and(|t| t.insecure_skip_verify),
+        ..ClientConfig::default()
+    }))
+}
+
 fn parse_manifest(name: &str, bytes: &[u8]) -> Result<Value, ImageError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ImageError::InvalidArchive(format!("{name}: the manifest is not JSON: {e}")))
@@ -107,28 +136,77 @@ impl ImageStore {
         image: &str,
         creds: Option<&Credentials>,
     ) -> Result<Pulled, ImageError> {
+        self.pull_with(image, creds, &RegistriesConfig::default())
+            .await
+    }
+
+    /// [`ImageStore::pull`] through the node's registry configuration:
+    /// the registry's mirrors in order, then the registry; `creds` (a
+    /// pod's pull secret) are for the registry itself, before the node's
+    /// configured ones, which serve every host they name.
+    pub async fn pull_with(
+        &self,
+        image: &str,
+        creds: Option<&Credentials>,
+        config: &RegistriesConfig,
+    ) -> Result<Pulled, ImageError> {
         let name = normalize(image)?;
+        let parsed = crate::Reference::parse(&name)?;
         // Pods that want the same image at the same time share one
         // transfer: the later ones wait, then find every blob stored and
         // fetch only the manifest.
         let gate = in_flight(&self.root.join(&name));
         let _one_at_a_time = gate.lock().await;
-        let reference: oci_client::Reference = name
-            .parse()
-            .map_err(|_| ImageError::InvalidReference(image.to_string()))?;
-        let registry = registry_of(&name).to_string();
         // rustls needs a process-wide provider for reqwest; r8s uses ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let protocol = if is_loopback_registry(&registry) {
-            ClientProtocol::HttpsExcept(vec![registry.clone()])
-        } else {
-            ClientProtocol::Https
-        };
-        let client = oci_client::Client::new(ClientConfig {
-            protocol,
-            platform_resolver: None,
-            ..ClientConfig::default()
-        });
+        let mut last = None;
+        for endpoint in config.endpoints(&parsed.domain) {
+            let reference = match &parsed.digest {
+                Some(d) => oci_client::Reference::with_digest(
+                    endpoint.host.clone(),
+                    parsed.path.clone(),
+                    d.clone(),
+                ),
+                None => oci_client::Reference::with_tag(
+                    endpoint.host.clone(),
+                    parsed.path.clone(),
+                    parsed.tag.clone().unwrap_or_else(|| "latest".into()),
+                ),
+            };
+            // A pod's pull secret speaks for the registry it names (as the
+            // kubelet's credentials do in CRI); the node's configuration
+            // for every host it lists.
+            let auth = if endpoint.host == parsed.domain {
+                creds
+                    .cloned()
+                    .or_else(|| config.credentials(&endpoint.host))
+            } else {
+                config.credentials(&endpoint.host)
+            };
+            let client = client_for(&endpoint, config.tls(&endpoint.host))?;
+            match self
+                .pull_from(&client, &name, &reference, auth.as_ref())
+                .await
+            {
+                Ok(p) => return Ok(p),
+                Err(e) => {
+                    tracing::warn!(image = %name, endpoint = %endpoint.host, error = %e, "pull attempt failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ImageError::NotFound(name)))
+    }
+
+    /// One attempt at one endpoint; the image is stored as `name`.
+    async fn pull_from(
+        &self,
+        client: &oci_client::Client,
+        name: &str,
+        reference: &oci_client::Reference,
+        creds: Option<&Credentials>,
+    ) -> Result<Pulled, ImageError> {
+        let name = name.to_string();
         let auth = match creds {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
@@ -142,7 +220,7 @@ impl ImageStore {
             IMAGE_MANIFEST_LIST_MEDIA_TYPE,
         ];
         let (mut bytes, mut digest) = client
-            .pull_manifest_raw(&reference, &auth, &accepted)
+            .pull_manifest_raw(reference, &auth, &accepted)
             .await
             .map_err(registry_error(&name))?;
         let mut doc = parse_manifest(&name, &bytes)?;
@@ -177,14 +255,12 @@ impl ImageStore {
             })?;
             wanted.push((digest.to_string(), d["size"].as_u64().unwrap_or(0)));
         }
-        let client = Arc::new(client);
         let size = futures::stream::iter(wanted.into_iter().map(|(d, size)| {
-            let client = client.clone();
             let reference = reference.clone();
             let name = name.clone();
             async move {
                 if !blobs::exists(self, &d) {
-                    self.fetch_blob(&client, &reference, &name, &d).await?;
+                    self.fetch_blob(client, &reference, &name, &d).await?;
                 }
                 Ok::<_, ImageError>(size)
             }

@@ -114,6 +114,8 @@ pub struct Options {
     /// Take the pod network from the Node's `spec.podCIDR` (given by the
     /// node IPAM controller) instead of `net`.
     pub pod_cidr_from_node: bool,
+    /// Registry mirrors, credentials and TLS (`registries.yaml`).
+    pub registries: image::RegistriesConfig,
     /// Cluster DNS for `ClusterFirst` pods (None: they use the node's
     /// resolv.conf, with a `MissingClusterDNS` event).
     pub cluster_dns: Option<podfiles::ClusterDns>,
@@ -171,6 +173,7 @@ impl Options {
                 mtu: None,
             },
             pod_cidr_from_node: false,
+            registries: image::RegistriesConfig::default(),
             cluster_dns: None,
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             data_dir,

@@ -39,6 +39,10 @@ pub struct NodeArgs {
     /// names to.
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// Registry mirrors, credentials and TLS in k3s's `registries.yaml`
+    /// format (a missing file is no configuration).
+    #[arg(long, default_value = "/etc/r8s/registries.yaml")]
+    registries_config: PathBuf,
     /// Name of the pod bridge.
     #[arg(long, default_value = "r8s0")]
     bridge: String,
@@ -143,6 +147,9 @@ pub enum ImageCommand {
         /// Registry credentials, `USER:PASSWORD`.
         #[arg(long)]
         creds: Option<String>,
+        /// Registry mirrors, credentials and TLS (k3s's `registries.yaml`).
+        #[arg(long, default_value = "/etc/r8s/registries.yaml")]
+        registries_config: PathBuf,
         #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
         data_dir: PathBuf,
     },
@@ -271,6 +278,8 @@ fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options>
         None => o.pod_cidr_from_node = true,
     }
     o.resolv_conf = node.resolv_conf.clone();
+    o.registries = image::RegistriesConfig::load(&node.registries_config)
+        .with_context(|| format!("--registries-config {}", node.registries_config.display()))?;
     if node.pod_network == "vxlan" {
         o.net.mtu = network::overlay::Executor::host().vxlan_pod_mtu(o.node_ip);
     }
@@ -515,8 +524,10 @@ pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Pull {
             images,
             creds,
+            registries_config,
             data_dir,
         } => {
+            let config = image::RegistriesConfig::load(&registries_config)?;
             let s = store(&data_dir)?;
             let creds = match creds {
                 Some(c) => {
@@ -534,7 +545,7 @@ pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
                 .build()?;
             for i in images {
                 let p = rt
-                    .block_on(s.pull(&i, creds.as_ref()))
+                    .block_on(s.pull_with(&i, creds.as_ref(), &config))
                     .with_context(|| format!("pulling {i}"))?;
                 println!("pulled {} {} ({} bytes)", p.reference, p.digest, p.size);
             }

@@ -89,10 +89,26 @@ impl Registry {
 
 #[test]
 fn pods_pull_images_from_a_registry_with_pull_secrets() {
-    let host = Host::started();
-    let c = host.cluster();
     let reg = Registry::start("ann", "s3cret");
+    // The node's registries.yaml: a mirror for a registry name that does
+    // not resolve, spoken to in plain HTTP, with the node's credentials.
     let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("registries.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mirrors:\n  registry.test:\n    endpoint: [\"http://{a}\"]\nconfigs:\n  \"{a}\":\n    auth: {{username: ann, password: s3cret}}\n",
+            a = reg.addr
+        ),
+    )
+    .unwrap();
+    let mut host = Host::new();
+    start_node_with(
+        &mut host,
+        &["--registries-config", config.to_str().unwrap()],
+        |_| {},
+    );
+    let c = host.cluster();
     let tar = common::busybox_tar(work.path());
     reg.push(&tar, "tools/busybox:v1", "ann:s3cret");
     let image = format!("{}/tools/busybox:v1", reg.addr);

@@ -295,7 +295,12 @@ impl Worker {
             .map(|n| image::pull::registry_of(&n).to_string())
             .unwrap_or_default();
         let creds = crate::pullsecrets::for_registry(&self.agent.client, pod, &registry).await;
-        match self.agent.images.pull(image_name, creds.as_ref()).await {
+        let pulled = self
+            .agent
+            .images
+            .pull_with(image_name, creds.as_ref(), &self.agent.opts.registries)
+            .await;
+        match pulled {
             Ok(p) => {
                 let took = go_duration(t0.elapsed());
                 ev.container(
