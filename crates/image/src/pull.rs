@@ -23,6 +23,49 @@ use crate::{ImageError, ImageStore, blobs, host_arch, lock, normalize};
 /// How many blobs of one image download at once.
 const CONCURRENT_BLOBS: usize = 4;
 
+/// Called as blobs arrive: (digest, bytes so far, size). A blob already
+/// in the store reports its full size at once.
+pub type Progress = Arc<dyn Fn(&str, u64, u64) + Send + Sync>;
+
+/// Counts what passes through to the ingest file, for [`Progress`].
+struct Counting<W> {
+    inner: W,
+    done: u64,
+    size: u64,
+    digest: String,
+    progress: Progress,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counting<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            this.done += *n as u64;
+            (this.progress)(&this.digest, this.done, this.size);
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Registry credentials.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
@@ -136,7 +179,7 @@ impl ImageStore {
         image: &str,
         creds: Option<&Credentials>,
     ) -> Result<Pulled, ImageError> {
-        self.pull_with(image, creds, &RegistriesConfig::default())
+        self.pull_with(image, creds, &RegistriesConfig::default(), None)
             .await
     }
 
@@ -149,6 +192,7 @@ impl ImageStore {
         image: &str,
         creds: Option<&Credentials>,
         config: &RegistriesConfig,
+        progress: Option<Progress>,
     ) -> Result<Pulled, ImageError> {
         let name = normalize(image)?;
         let parsed = crate::Reference::parse(&name)?;
@@ -185,7 +229,7 @@ impl ImageStore {
             };
             let client = client_for(&endpoint, config.tls(&endpoint.host))?;
             match self
-                .pull_from(&client, &name, &reference, auth.as_ref())
+                .pull_from(&client, &name, &reference, auth.as_ref(), progress.clone())
                 .await
             {
                 Ok(p) => return Ok(p),
@@ -205,6 +249,7 @@ impl ImageStore {
         name: &str,
         reference: &oci_client::Reference,
         creds: Option<&Credentials>,
+        progress: Option<Progress>,
     ) -> Result<Pulled, ImageError> {
         let name = name.to_string();
         let auth = match creds {
@@ -258,9 +303,15 @@ impl ImageStore {
         let size = futures::stream::iter(wanted.into_iter().map(|(d, size)| {
             let reference = reference.clone();
             let name = name.clone();
+            let progress = progress.clone();
             async move {
-                if !blobs::exists(self, &d) {
-                    self.fetch_blob(client, &reference, &name, &d).await?;
+                if blobs::exists(self, &d) {
+                    if let Some(p) = &progress {
+                        p(&d, size, size);
+                    }
+                } else {
+                    self.fetch_blob(client, &reference, &name, (&d, size), progress)
+                        .await?;
                 }
                 Ok::<_, ImageError>(size)
             }
@@ -286,17 +337,28 @@ impl ImageStore {
         client: &oci_client::Client,
         reference: &oci_client::Reference,
         name: &str,
-        digest: &str,
+        (digest, size): (&str, u64),
+        progress: Option<Progress>,
     ) -> Result<(), ImageError> {
         let tmp = tempfile::NamedTempFile::new_in(self.root.join("ingest"))
             .map_err(ImageError::io("create ingest file"))?;
         let file =
             tokio::fs::File::from_std(tmp.reopen().map_err(ImageError::io("open ingest file"))?);
         let mut out = tokio::io::BufWriter::new(file);
-        client
-            .pull_blob(reference, digest, &mut out)
-            .await
-            .map_err(registry_error(name))?;
+        match progress {
+            Some(progress) => {
+                let mut counted = Counting {
+                    inner: &mut out,
+                    done: 0,
+                    size,
+                    digest: digest.to_string(),
+                    progress,
+                };
+                client.pull_blob(reference, digest, &mut counted).await
+            }
+            None => client.pull_blob(reference, digest, &mut out).await,
+        }
+        .map_err(registry_error(name))?;
         tokio::io::AsyncWriteExt::flush(&mut out)
             .await
             .map_err(ImageError::io("write ingest file"))?;

@@ -507,6 +507,74 @@ fn store(data_dir: &Path) -> anyhow::Result<image::ImageStore> {
         .with_context(|| format!("opening the image store {}", dir.display()))
 }
 
+/// Per-layer progress for `r8s image pull`: bars redrawn in place on a
+/// terminal, a line per finished layer otherwise.
+fn pull_progress() -> image::pull::Progress {
+    use std::io::{IsTerminal, Write};
+    struct State {
+        order: Vec<String>,
+        seen: std::collections::HashMap<String, (u64, u64)>,
+        drawn: usize,
+        last: Option<std::time::Instant>,
+    }
+    let tty = std::io::stdout().is_terminal();
+    let state = std::sync::Mutex::new(State {
+        order: Vec::new(),
+        seen: Default::default(),
+        drawn: 0,
+        last: None,
+    });
+    std::sync::Arc::new(move |digest: &str, done: u64, size: u64| {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        let short: String = digest
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect();
+        let before = st.seen.insert(short.clone(), (done, size));
+        if before.is_none() {
+            st.order.push(short.clone());
+        }
+        let finished = done >= size;
+        let mut out = std::io::stdout().lock();
+        if !tty {
+            if finished && before.is_none_or(|(d, s)| d < s) {
+                let _ = writeln!(out, "{short}: done ({size} bytes)");
+            }
+            return;
+        }
+        let now = std::time::Instant::now();
+        if !finished
+            && st
+                .last
+                .is_some_and(|t| now.duration_since(t).as_millis() < 100)
+        {
+            return;
+        }
+        st.last = Some(now);
+        if st.drawn > 0 {
+            let _ = write!(out, "\x1b[{}A", st.drawn);
+        }
+        for layer in &st.order {
+            let (d, s) = st.seen[layer];
+            let width = 30usize;
+            let filled = (d.min(s) * width as u64)
+                .checked_div(s)
+                .map_or(width, |f| f as usize);
+            let _ = writeln!(
+                out,
+                "\x1b[2K{layer}: [{}{}] {:.1}/{:.1} MB",
+                "=".repeat(filled),
+                " ".repeat(width - filled),
+                d as f64 / 1e6,
+                s as f64 / 1e6
+            );
+        }
+        st.drawn = st.order.len();
+        let _ = out.flush();
+    })
+}
+
 /// `r8s image …`.
 pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
@@ -545,7 +613,7 @@ pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
                 .build()?;
             for i in images {
                 let p = rt
-                    .block_on(s.pull_with(&i, creds.as_ref(), &config))
+                    .block_on(s.pull_with(&i, creds.as_ref(), &config, Some(pull_progress())))
                     .with_context(|| format!("pulling {i}"))?;
                 println!("pulled {} {} ({} bytes)", p.reference, p.digest, p.size);
             }

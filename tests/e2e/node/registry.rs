@@ -113,6 +113,26 @@ fn pods_pull_images_from_a_registry_with_pull_secrets() {
     reg.push(&tar, "tools/busybox:v1", "ann:s3cret");
     let image = format!("{}/tools/busybox:v1", reg.addr);
 
+    // `r8s image pull` into a store of its own: a line per layer, then
+    // the image.
+    let out = Command::new(common::r8s_bin())
+        .args(["image", "pull", "--creds", "ann:s3cret", "--data-dir"])
+        .arg(work.path().join("cli"))
+        .arg(&image)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().filter(|l| l.contains(": done (")).count() >= 2,
+        "a line per blob: {text}"
+    );
+    assert!(text.contains(&format!("pulled {image} sha256:")), "{text}");
+
     c.ok(&[
         "create",
         "secret",

@@ -298,7 +298,12 @@ impl Worker {
         let pulled = self
             .agent
             .images
-            .pull_with(image_name, creds.as_ref(), &self.agent.opts.registries)
+            .pull_with(
+                image_name,
+                creds.as_ref(),
+                &self.agent.opts.registries,
+                None,
+            )
             .await;
         match pulled {
             Ok(p) => {
