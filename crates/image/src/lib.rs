@@ -15,6 +15,7 @@ mod lock;
 pub mod pull;
 pub mod reference;
 pub mod registries;
+pub mod registry;
 mod unpack;
 
 use std::collections::{BTreeMap, HashSet};

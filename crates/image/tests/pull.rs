@@ -226,3 +226,121 @@ fn an_index_resolves_to_this_platform_and_a_bad_blob_stores_nothing() {
         .count();
     assert_eq!(leftovers, 0, "partial downloads are removed");
 }
+
+fn skopeo(args: &[&str]) -> String {
+    need("skopeo", "skopeo");
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn curl(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn r8s_registry_round_trips_images_with_skopeo() {
+    let work = tempfile::tempdir().unwrap();
+    let tar = busybox_tar(work.path());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = image::registry::Registry::open(&work.path().join("registry")).unwrap();
+    let (addr, _task) = runtime
+        .block_on(image::registry::serve(reg, "127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+    let base = format!("{addr}");
+    // In with skopeo (chunked or monolithic, as skopeo chooses), a second
+    // repository by cross-repository mount, then out again.
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci-archive:{}", tar.display()),
+        &format!("docker://{base}/tools/busybox:v1"),
+    ]);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{base}/tools/busybox:v1"),
+        &format!("docker://{base}/other/busybox:copy"),
+    ]);
+    let out_dir = work.path().join("out");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{base}/other/busybox:copy"),
+        &format!("oci:{}:x", out_dir.display()),
+    ]);
+    let pushed: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{base}/tools/busybox:v1"),
+    ]))
+    .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("index.json")).unwrap()).unwrap();
+    let copied = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, raw) = curl(&format!("http://{base}/v2/tools/busybox/manifests/v1"));
+    assert_eq!(
+        sha(raw.as_bytes()),
+        copied,
+        "the same manifest came back out"
+    );
+    assert_eq!(pushed["layers"].as_array().unwrap().len(), 1);
+
+    let (code, tags) = curl(&format!("http://{base}/v2/tools/busybox/tags/list"));
+    assert_eq!(
+        (code, tags.as_str()),
+        (200, r#"{"name":"tools/busybox","tags":["v1"]}"#)
+    );
+    let (_, catalog) = curl(&format!("http://{base}/v2/_catalog"));
+    assert_eq!(
+        catalog,
+        r#"{"repositories":["other/busybox","tools/busybox"]}"#
+    );
+    let (code, err) = curl(&format!("http://{base}/v2/tools/busybox/manifests/nope"));
+    assert_eq!(code, 404);
+    assert!(err.contains("MANIFEST_UNKNOWN"), "{err}");
+
+    // r8s's own client pulls from it.
+    let store = ImageStore::open(&work.path().join("store")).unwrap();
+    let pulled = runtime
+        .block_on(store.pull(&format!("{base}/other/busybox:copy"), None))
+        .unwrap();
+    assert_eq!(pulled.digest, copied);
+
+    // A manifest deleted by digest takes its tag along.
+    let del = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+        ])
+        .arg(format!("http://{base}/v2/other/busybox/manifests/{copied}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&del.stdout), "202");
+    let (code, _) = curl(&format!("http://{base}/v2/other/busybox/manifests/copy"));
+    assert_eq!(code, 404);
+}

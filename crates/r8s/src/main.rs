@@ -66,6 +66,8 @@ enum Command {
     /// OCI images in the node's store.
     #[command(subcommand)]
     Image(agent::ImageCommand),
+    /// An OCI distribution (v2) registry to push images to and pull from.
+    Registry(RegistryArgs),
     /// Stops every pod of this node and removes what r8s made on the host
     /// (as k3s-killall.sh): pod namespaces, interfaces, routes, nftables
     /// tables, cgroups and mounts. Cluster data stays.
@@ -82,6 +84,29 @@ enum Command {
     /// The init of a pod's shared PID namespace (started by the agent).
     #[command(hide = true)]
     Pause,
+}
+
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// Address to listen on (plain HTTP; clients treat a loopback
+    /// registry as trusted).
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    addr: std::net::SocketAddr,
+    /// Where blobs, manifests and tags are kept.
+    #[arg(long, default_value = "/var/lib/r8s/registry")]
+    data_dir: PathBuf,
+}
+
+/// `r8s registry`: serves until stopped.
+async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
+    let reg = image::registry::Registry::open(&args.data_dir)
+        .with_context(|| format!("opening {}", args.data_dir.display()))?;
+    let (addr, task) = image::registry::serve(reg, args.addr)
+        .await
+        .with_context(|| format!("{}", args.addr))?;
+    println!("r8s registry listening on http://{addr}");
+    task.await.context("the registry stopped")?;
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -427,6 +452,7 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => rt.block_on(server(args)),
         Command::Hollow(args) => rt.block_on(hollow(args)),
         Command::Agent(args) => rt.block_on(agent::run(args)),
+        Command::Registry(args) => rt.block_on(registry(args)),
         Command::Shim(_)
         | Command::ShimExec(_)
         | Command::Pause
