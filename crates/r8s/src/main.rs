@@ -185,6 +185,11 @@ struct ServerArgs {
     /// Where state, certificates and the kubeconfig live.
     #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
     data_dir: PathBuf,
+    /// Also run an image registry on this address (e.g. `127.0.0.1:5000`),
+    /// keeping its content in `<data-dir>/registry`, so a single-node user
+    /// has somewhere to push without other software.
+    #[arg(long)]
+    registry: Option<std::net::SocketAddr>,
     /// HTTPS port of the API server (0 picks a free one).
     #[arg(long, default_value_t = 6443)]
     https_port: u16,
@@ -300,6 +305,19 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             cluster_dns,
         )?;
     }
+    let _registry = match args.registry {
+        Some(addr) => {
+            let dir = args.data_dir.join("registry");
+            let reg = image::registry::Registry::open(&dir)
+                .with_context(|| format!("opening {}", dir.display()))?;
+            let (bound, task) = image::registry::serve(reg, addr)
+                .await
+                .with_context(|| format!("--registry {addr}"))?;
+            println!("r8s registry listening on http://{bound}");
+            Some(task)
+        }
+        None => None,
+    };
     println!("r8s API server listening on {}", running.url);
     println!("kubeconfig: {}", running.kubeconfig.display());
     println!(

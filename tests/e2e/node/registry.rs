@@ -103,9 +103,16 @@ fn pods_pull_images_from_a_registry_with_pull_secrets() {
     )
     .unwrap();
     let mut host = Host::new();
+    // The server runs a registry of its own beside the cluster.
+    let builtin = format!("127.0.0.1:{}", free_port());
     start_node_with(
         &mut host,
-        &["--registries-config", config.to_str().unwrap()],
+        &[
+            "--registries-config",
+            config.to_str().unwrap(),
+            "--registry",
+            &builtin,
+        ],
         |_| {},
     );
     let c = host.cluster();
@@ -234,11 +241,86 @@ spec:
             .then_some(())
     });
     assert_eq!(pod(c, "refused")["status"]["phase"], "Pending");
+
+    // Through the node's mirror: no pull secret, a name only the mirror
+    // serves.
+    c.ok(&[
+        "run",
+        "mirrored",
+        "--image=registry.test/tools/busybox:v1",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    c.wait_for("the mirrored pod to run", Duration::from_secs(90), || {
+        (pod(c, "mirrored")["status"]["phase"] == "Running").then_some(())
+    });
+
+    // `r8s registry` on its own answers the distribution API.
+    let own_addr = format!("127.0.0.1:{}", free_port());
+    let own_dir = tempfile::tempdir().unwrap();
+    // Stopped on drop, also when the test fails.
+    let own = Registry {
+        child: Command::new(common::r8s_bin())
+            .args(["registry", "--addr", &own_addr, "--data-dir"])
+            .arg(own_dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+        addr: own_addr.clone(),
+        _dir: own_dir,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&own.addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "r8s registry did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let base = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{}/v2/", own.addr))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&base.stdout), "200");
+    drop(own);
+
+    // The server's built-in registry, filled with skopeo; a Deployment
+    // runs from it.
+    need("skopeo", "skopeo");
+    let copy = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", tar.display()))
+        .arg(format!("docker://{builtin}/apps/hello:v1"))
+        .output()
+        .unwrap();
+    assert!(
+        copy.status.success(),
+        "skopeo into the server's registry: {}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    c.ok(&[
+        "create",
+        "deployment",
+        "hello",
+        &format!("--image={builtin}/apps/hello:v1"),
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    c.wait_for("hello to be available", Duration::from_secs(90), || {
+        let d = c.get_json(&["deployment", "hello"]);
+        (d["status"]["availableReplicas"] == 1).then_some(())
+    });
+    c.ok(&["delete", "deployment", "hello", "--wait=true"]);
     c.ok(&[
         "delete",
         "pod",
         "pulled",
         "refused",
+        "mirrored",
         "--wait=true",
         "--timeout=60s",
     ]);
