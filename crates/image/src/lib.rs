@@ -13,6 +13,7 @@ mod blobs;
 mod import;
 mod lock;
 pub mod pull;
+mod push;
 pub mod reference;
 pub mod registries;
 pub mod registry;

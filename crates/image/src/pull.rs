@@ -111,7 +111,7 @@ pub fn is_loopback_registry(registry: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn registry_error(
+pub(crate) fn registry_error(
     image: &str,
 ) -> impl FnOnce(oci_client::errors::OciDistributionError) -> ImageError {
     let image = image.to_string();
@@ -134,7 +134,7 @@ fn in_flight(key: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
 }
 
 /// A registry client for one endpoint, with its TLS settings.
-fn client_for(
+pub(crate) fn client_for(
     endpoint: &Endpoint,
     tls: Option<&TlsConfig>,
 ) -> Result<oci_client::Client, ImageError> {

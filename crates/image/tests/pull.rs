@@ -325,6 +325,18 @@ fn r8s_registry_round_trips_images_with_skopeo() {
         .block_on(store.pull(&format!("{base}/other/busybox:copy"), None))
         .unwrap();
     assert_eq!(pulled.digest, copied);
+    // And pushes back under another name: the same manifest digest.
+    let pushed_digest = runtime
+        .block_on(store.push(
+            &format!("{base}/other/busybox:copy"),
+            &format!("{base}/pushed/busybox:v2"),
+            None,
+            &image::RegistriesConfig::default(),
+        ))
+        .unwrap();
+    assert_eq!(pushed_digest, copied);
+    let (_, back) = curl(&format!("http://{base}/v2/pushed/busybox/manifests/v2"));
+    assert_eq!(sha(back.as_bytes()), copied);
 
     // A manifest deleted by digest takes its tag along.
     let del = Command::new("curl")

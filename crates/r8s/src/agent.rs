@@ -153,6 +153,37 @@ pub enum ImageCommand {
         #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Push a stored image to a registry (as TARGET when given).
+    Push {
+        /// The image in the store.
+        image: String,
+        /// Where to push it, e.g. `127.0.0.1:5000/app:v1`.
+        target: Option<String>,
+        /// Registry credentials, `USER:PASSWORD`.
+        #[arg(long)]
+        creds: Option<String>,
+        /// Registry credentials and TLS (k3s's `registries.yaml`).
+        #[arg(long, default_value = "/etc/r8s/registries.yaml")]
+        registries_config: PathBuf,
+        #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Give a stored image another name.
+    Tag {
+        /// The image in the store.
+        image: String,
+        /// Its new name.
+        target: String,
+        #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Show a stored image: names, digests, size and its configuration.
+    Inspect {
+        /// The image in the store.
+        image: String,
+        #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// List images.
     Ls {
         #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
@@ -507,6 +538,20 @@ fn store(data_dir: &Path) -> anyhow::Result<image::ImageStore> {
         .with_context(|| format!("opening the image store {}", dir.display()))
 }
 
+/// `--creds USER:PASSWORD`.
+fn parse_creds(creds: Option<&str>) -> anyhow::Result<Option<image::Credentials>> {
+    creds
+        .map(|c| {
+            let (username, password) =
+                c.split_once(':').context("--creds must be USER:PASSWORD")?;
+            Ok(image::Credentials {
+                username: username.into(),
+                password: password.into(),
+            })
+        })
+        .transpose()
+}
+
 /// Per-layer progress for `r8s image pull`: bars redrawn in place on a
 /// terminal, a line per finished layer otherwise.
 fn pull_progress() -> image::pull::Progress {
@@ -597,17 +642,7 @@ pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
         } => {
             let config = image::RegistriesConfig::load(&registries_config)?;
             let s = store(&data_dir)?;
-            let creds = match creds {
-                Some(c) => {
-                    let (username, password) =
-                        c.split_once(':').context("--creds must be USER:PASSWORD")?;
-                    Some(image::Credentials {
-                        username: username.into(),
-                        password: password.into(),
-                    })
-                }
-                None => None,
-            };
+            let creds = parse_creds(creds.as_deref())?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -617,6 +652,48 @@ pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
                     .with_context(|| format!("pulling {i}"))?;
                 println!("pulled {} {} ({} bytes)", p.reference, p.digest, p.size);
             }
+        }
+        ImageCommand::Push {
+            image,
+            target,
+            creds,
+            registries_config,
+            data_dir,
+        } => {
+            let s = store(&data_dir)?;
+            let config = image::RegistriesConfig::load(&registries_config)?;
+            let creds = parse_creds(creds.as_deref())?;
+            let target = target.unwrap_or_else(|| image.clone());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let digest = rt
+                .block_on(s.push(&image, &target, creds.as_ref(), &config))
+                .with_context(|| format!("pushing {image} to {target}"))?;
+            println!("pushed {target} {digest}");
+        }
+        ImageCommand::Tag {
+            image,
+            target,
+            data_dir,
+        } => {
+            let s = store(&data_dir)?;
+            let digest = s.inspect(&image)?.digest;
+            println!("tagged {}", s.tag(&target, &digest)?);
+        }
+        ImageCommand::Inspect { image, data_dir } => {
+            let s = store(&data_dir)?;
+            let info = s.inspect(&image)?;
+            let config = s.config(&image)?;
+            let out = serde_json::json!({
+                "references": info.references,
+                "repoDigests": info.repo_digests,
+                "digest": info.digest,
+                "id": info.id,
+                "size": info.size,
+                "config": config,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
         }
         ImageCommand::Ls { data_dir } => {
             let s = store(&data_dir)?;

@@ -139,6 +139,31 @@ fn pods_pull_images_from_a_registry_with_pull_secrets() {
         "a line per blob: {text}"
     );
     assert!(text.contains(&format!("pulled {image} sha256:")), "{text}");
+    // Tag it for the server's registry and push it there; inspect shows
+    // the same manifest digest.
+    let cli = |args: &[&str]| {
+        let out = Command::new(common::r8s_bin())
+            .arg("image")
+            .args(args)
+            .arg("--data-dir")
+            .arg(work.path().join("cli"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "r8s image {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let republished = format!("{builtin}/cli/busybox:v3");
+    cli(&["tag", &image, &republished]);
+    let pushed = cli(&["push", &republished]);
+    let inspected: serde_json::Value = serde_json::from_str(&cli(&["inspect", &image])).unwrap();
+    let digest = inspected["digest"].as_str().unwrap().to_string();
+    assert_eq!(pushed.trim(), format!("pushed {republished} {digest}"));
+    assert!(inspected["config"]["config"].is_object(), "{inspected}");
 
     c.ok(&[
         "create",
