@@ -36,6 +36,8 @@ command -v mkfs.ext4 >/dev/null 2>&1 || need_pkgs+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || need_pkgs+=(mount)
 # hostPort mappings and the service proxy are nftables rules, made with `nft`.
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
+# The service proxy clears stale UDP conntrack entries with `conntrack`.
+command -v conntrack >/dev/null 2>&1 || need_pkgs+=(conntrack)
 # The network tests run agents in network namespaces with nsenter, and a
 # pod runs the host's curl and the official Python client (Debian's
 # python3-kubernetes) against the API through the kubernetes Service.

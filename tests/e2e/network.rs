@@ -387,6 +387,71 @@ spec:
         command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
 "#;
 
+/// A UDP echo server answering with its pod name (the host's Python).
+const UDP_ECHO: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: udp-echo
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: udp-echo}
+  template:
+    metadata:
+      labels: {app: udp-echo}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: echo
+        image: busybox:latest
+        imagePullPolicy: Never
+        command: ["python3", "-c", "import os, socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 5300))\nwhile True:\n    d, a = s.recvfrom(100)\n    s.sendto(os.environ['HOSTNAME'].encode(), a)\n"]
+        readinessProbe:
+          exec: {command: ["true"]}
+          periodSeconds: 1
+        volumeMounts:
+        - {name: usr, mountPath: /usr, readOnly: true}
+        - {name: lib, mountPath: /lib, readOnly: true}
+        - {name: lib64, mountPath: /lib64, readOnly: true}
+      volumes:
+      - {name: usr, hostPath: {path: /usr}}
+      - {name: lib, hostPath: {path: /lib}}
+      - {name: lib64, hostPath: {path: /lib64}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: udp-echo
+spec:
+  selector: {app: udp-echo}
+  ports:
+  - {port: 5300, targetPort: 5300, protocol: UDP}
+"#;
+
+/// A UDP client that keeps one source port and prints every answer.
+const UDP_CLIENT: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: udp-client
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["python3", "-u", "-c", "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 40000))\ns.settimeout(0.3)\nwhile True:\n    s.sendto(b'x', ('SERVICE_IP', 5300))\n    try:\n        print(s.recvfrom(100)[0].decode())\n    except socket.timeout:\n        pass\n    time.sleep(0.2)\n"]
+    volumeMounts:
+    - {name: usr, mountPath: /usr, readOnly: true}
+    - {name: lib, mountPath: /lib, readOnly: true}
+    - {name: lib64, mountPath: /lib64, readOnly: true}
+  volumes:
+  - {name: usr, hostPath: {path: /usr}}
+  - {name: lib, hostPath: {path: /lib}}
+  - {name: lib64, hostPath: {path: /lib64}}
+"#;
+
 /// A pod that runs the host's curl and Python (the Debian
 /// python3-kubernetes client) against the API through the `kubernetes`
 /// Service, with its projected service-account token.
@@ -785,6 +850,39 @@ fn services_dns_and_egress_on_one_node() {
         py.status.success() && py_out.contains("'api-client'") && py_out.contains("'client'"),
         "the Python client's in-cluster config (Debian: python3-kubernetes): {py_out} {}",
         String::from_utf8_lossy(&py.stderr)
+    );
+
+    // UDP: a client that keeps its source port follows the Service to a
+    // new endpoint once the old one is gone (its conntrack entry is
+    // cleared; otherwise every packet refreshes the entry to the dead pod).
+    c.create(Some("default"), UDP_ECHO);
+    c.wait_for(
+        "the UDP echo pod to be Ready",
+        Duration::from_secs(60),
+        || ready_pods(c, "app=udp-echo").pop(),
+    );
+    let udp_ip = c.get_json(&["svc", "udp-echo"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.create(Some("default"), &UDP_CLIENT.replace("SERVICE_IP", &udp_ip));
+    let first = c.wait_for("a UDP answer", Duration::from_secs(60), || {
+        let logs = c.kubectl(&["logs", "udp-client"]);
+        let text = String::from_utf8_lossy(&logs.stdout).into_owned();
+        text.lines()
+            .last()
+            .map(str::to_string)
+            .filter(|l| l.starts_with("udp-echo-"))
+    });
+    c.ok(&["delete", "pod", &first, "--wait=true"]);
+    c.wait_for(
+        "UDP answers from the replacement endpoint",
+        Duration::from_secs(60),
+        || {
+            let logs = c.kubectl(&["logs", "udp-client", "--tail=1"]);
+            let last = String::from_utf8_lossy(&logs.stdout).trim().to_string();
+            (last.starts_with("udp-echo-") && last != first).then_some(())
+        },
     );
 
     // Egress: a pod reaching the outside arrives from the node's address on

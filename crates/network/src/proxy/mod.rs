@@ -4,6 +4,7 @@
 //! a failed transaction (someone edited the table) is repaired by a full
 //! resync.
 
+pub mod conntrack;
 pub mod health;
 pub mod model;
 pub mod render;
@@ -135,6 +136,10 @@ struct Proxy {
     full: bool,
     /// healthCheckNodePort servers.
     health: health::HealthServers,
+    /// UDP flows each Service's rules send where (service address, port,
+    /// endpoint): the ones that disappear get their conntrack entries
+    /// cleared, or a client keeps sending into a dead endpoint.
+    udp: HashMap<String, BTreeSet<conntrack::Flow>>,
 }
 
 fn slice_service(s: &EndpointSlice) -> Option<String> {
@@ -197,6 +202,52 @@ impl Proxy {
         self.services.synced && self.slices.synced && self.cidrs.synced
     }
 
+    /// The EndpointSlices of one Service.
+    fn slices_of(&self, key: &str) -> Vec<&EndpointSlice> {
+        self.by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.objs.get(k))
+            .collect()
+    }
+
+    /// Where one Service's UDP ports send traffic now.
+    fn udp_flows(&self, key: &str) -> BTreeSet<conntrack::Flow> {
+        let Some(svc) = self.services.objs.get(key) else {
+            return BTreeSet::new();
+        };
+        let mut out = BTreeSet::new();
+        for port in model::service_rules(svc, &self.slices_of(key), &self.cfg.node_name) {
+            if port.proto != "udp" {
+                continue;
+            }
+            for ip in port.cluster_ips.iter().chain(&port.external_ips) {
+                for ep in &port.endpoints {
+                    out.insert((*ip, port.port, ep.ip));
+                }
+            }
+        }
+        out
+    }
+
+    /// Clears conntrack entries of UDP flows the last sync removed.
+    fn clear_stale_udp(&mut self, keys: impl IntoIterator<Item = String>) {
+        let mut stale = Vec::new();
+        for key in keys {
+            let now = self.udp_flows(&key);
+            let before = if now.is_empty() {
+                self.udp.remove(&key)
+            } else {
+                self.udp.insert(key, now.clone())
+            };
+            stale.extend(before.unwrap_or_default().difference(&now).copied());
+        }
+        if !stale.is_empty() {
+            tokio::spawn(conntrack::clear(stale));
+        }
+    }
+
     /// The health check ports Services need, with their local endpoints.
     fn health_wants(&self) -> HashMap<u16, health::Health> {
         let mut out = HashMap::new();
@@ -215,13 +266,7 @@ impl Proxy {
             {
                 continue;
             }
-            let slices: Vec<&EndpointSlice> = self
-                .by_service
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter_map(|k| self.slices.objs.get(k))
-                .collect();
+            let slices = self.slices_of(key);
             let local: BTreeSet<std::net::Ipv4Addr> =
                 model::service_rules(svc, &slices, &self.cfg.node_name)
                     .iter()
@@ -235,13 +280,7 @@ impl Proxy {
     /// The table objects of one Service now.
     fn render_service(&self, key: &str) -> Option<Rendered> {
         let svc = self.services.objs.get(key)?;
-        let slices: Vec<&EndpointSlice> = self
-            .by_service
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.slices.objs.get(k))
-            .collect();
+        let slices = self.slices_of(key);
         let mut out = Rendered::default();
         for port in model::service_rules(svc, &slices, &self.cfg.node_name) {
             // A Service answered by this node itself (cluster DNS) is left
@@ -264,7 +303,7 @@ impl Proxy {
     async fn sync(&mut self) -> Result<(), NetworkError> {
         let started = Instant::now();
         let t = self.cfg.table.table.clone();
-        let (script, next, changed) = if self.full {
+        let (script, next, changed, touched) = if self.full {
             if let Some(bridge) = &self.cfg.bridge {
                 for cidr in &self.cfg.table.service_cidrs {
                     crate::host::route_service_range(cidr, bridge)?;
@@ -279,7 +318,14 @@ impl Proxy {
             let changes: Vec<_> = next.values().map(|r| (None, Some(r))).collect();
             let script = render::base(&self.cfg.table, true) + &render::transaction(&t, &changes);
             let n = next.len();
-            (script, next, n)
+            let touched: Vec<String> = self
+                .services
+                .objs
+                .keys()
+                .chain(self.udp.keys())
+                .cloned()
+                .collect();
+            (script, next, n, touched)
         } else {
             let mut next = self.applied.clone();
             let mut changes = Vec::new();
@@ -301,7 +347,8 @@ impl Proxy {
                     None => next.remove(k),
                 };
             }
-            (script, next, changes.len())
+            let touched = changes.iter().map(|(k, _)| k.clone()).collect();
+            (script, next, changes.len(), touched)
         };
         self.dirty.clear();
         if script.is_empty() {
@@ -310,6 +357,7 @@ impl Proxy {
         match nft(&script).await {
             Ok(()) => {
                 self.applied = next;
+                self.clear_stale_udp(touched);
                 let full = std::mem::replace(&mut self.full, false);
                 if let Some(obs) = &self.cfg.observer {
                     let _ = obs.send(SyncReport {
@@ -402,6 +450,7 @@ pub async fn run(client: kube::Client, cfg: ProxyConfig) -> Result<(), NetworkEr
         dirty: BTreeSet::new(),
         full: true,
         health: health::HealthServers::default(),
+        udp: HashMap::new(),
     };
     let mut retry = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
