@@ -339,6 +339,38 @@ spec:
         let d = c.get_json(&["deployment", "hello"]);
         (d["status"]["availableReplicas"] == 1).then_some(())
     });
+    // An image as a read-only volume (1.33's `image` volume source).
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: with-image-volume
+spec:
+  terminationGracePeriodSeconds: 0
+  restartPolicy: Never
+  volumes:
+  - name: tools
+    image: {{reference: "{builtin}/apps/hello:v1", pullPolicy: IfNotPresent}}
+  containers:
+  - name: app
+    image: {image}
+    command: ["sh", "-c", "test -x /tools/bin/busybox && echo has-busybox; touch /tools/x 2>/dev/null || echo read-only"]
+    volumeMounts: [{{name: tools, mountPath: /tools}}]
+"#
+        ),
+    );
+    c.wait_for(
+        "the image volume pod to finish",
+        Duration::from_secs(60),
+        || (pod(c, "with-image-volume")["status"]["phase"] == "Succeeded").then_some(()),
+    );
+    assert_eq!(
+        c.ok(&["logs", "with-image-volume"]),
+        "has-busybox\nread-only\n"
+    );
     c.ok(&["delete", "deployment", "hello", "--wait=true"]);
     c.ok(&[
         "delete",

@@ -124,7 +124,8 @@ impl Worker {
             self.sandbox_ns = Some(n);
         }
         if self.volumes.is_none() {
-            let v = volumes::prepare(&self.agent.client, pod, &self.pod_dir).await?;
+            let mut v = volumes::prepare(&self.agent.client, pod, &self.pod_dir).await?;
+            self.image_volumes(pod, &mut v).await?;
             self.volumes = Some(v);
         }
         Ok(())
@@ -250,4 +251,54 @@ impl Worker {
         }
         Ok(env)
     }
+
+    /// `image` volumes: the image pulled as its policy says (events on the
+    /// pod), its layers mounted read-only.
+    async fn image_volumes(
+        &self,
+        pod: &Pod,
+        out: &mut HashMap<String, PathBuf>,
+    ) -> Result<(), KubeletError> {
+        let vols = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        for v in vols {
+            let Some(src) = &v.image else { continue };
+            let reference = src.reference.clone().unwrap_or_default();
+            let policy = src.pull_policy.clone().unwrap_or_else(|| {
+                if pulls_latest(&reference) {
+                    "Always".into()
+                } else {
+                    "IfNotPresent".into()
+                }
+            });
+            self.ensure_image(pod, None, &reference, &policy)
+                .await
+                .map_err(|(_, msg)| {
+                    KubeletError::Volume(format!(
+                        "MountVolume.SetUp failed for volume \"{}\" : {msg}",
+                        v.name
+                    ))
+                })?;
+            let store = self.agent.images.clone();
+            let img = reference.clone();
+            let layers = tokio::task::spawn_blocking(move || store.unpack(&img)).await??;
+            let dir = self.pod_dir.join("volumes").join(&v.name);
+            let d = dir.clone();
+            tokio::task::spawn_blocking(move || volumes::mount_image(&d, &layers)).await??;
+            out.insert(v.name.clone(), dir);
+        }
+        Ok(())
+    }
+}
+
+/// Whether a reference pulls `:latest` (explicitly or by omission).
+fn pulls_latest(reference: &str) -> bool {
+    if reference.contains('@') {
+        return false;
+    }
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    last.rsplit_once(':').is_none_or(|(_, tag)| tag == "latest")
 }

@@ -125,7 +125,8 @@ impl Worker {
     ) -> Result<(String, i32, String, i32), (String, String)> {
         let image_name = c.image.clone().unwrap_or_default();
         let policy = c.image_pull_policy.clone().unwrap_or_default();
-        self.ensure_image(pod, c, &image_name, &policy).await?;
+        self.ensure_image(pod, Some(&c.name), &image_name, &policy)
+            .await?;
         let store = self.agent.images.clone();
         let img = image_name.clone();
         let (info, layers, cfg) = tokio::task::spawn_blocking(move || {
@@ -250,10 +251,12 @@ impl Worker {
     /// looks, `IfNotPresent` pulls when missing, `Always` pulls (a no-op
     /// transfer when the registry has nothing new). Events and errors in
     /// upstream's words.
+    /// `container` names the container the events are about; `None` for
+    /// an image volume (events on the pod).
     pub(super) async fn ensure_image(
         &self,
         pod: &Pod,
-        c: &Container,
+        container: Option<&str>,
         image_name: &str,
         policy: &str,
     ) -> Result<(), (String, String)> {
@@ -262,20 +265,22 @@ impl Worker {
         let present = tokio::task::spawn_blocking(move || store.inspect(&img).is_ok())
             .await
             .unwrap_or(false);
-        let ev = &self.agent.events;
+        let ev = |warning: bool, reason: &str, note: String| match container {
+            Some(c) => self.agent.events.container(pod, c, warning, reason, note),
+            None if warning => self.agent.events.warning(pod, reason, note),
+            None => self.agent.events.normal(pod, reason, note),
+        };
         match (policy, present) {
             ("Never", false) => {
                 let msg = format!(
                     "Container image \"{image_name}\" is not present with pull policy of Never"
                 );
-                ev.container(pod, &c.name, true, "ErrImageNeverPull", msg.clone());
+                ev(true, "ErrImageNeverPull", msg.clone());
                 return Err(("ErrImageNeverPull".into(), msg));
             }
             ("Always", _) | (_, false) => {}
             _ => {
-                ev.container(
-                    pod,
-                    &c.name,
+                ev(
                     false,
                     "Pulled",
                     format!("Container image \"{image_name}\" already present on machine"),
@@ -283,13 +288,7 @@ impl Worker {
                 return Ok(());
             }
         }
-        ev.container(
-            pod,
-            &c.name,
-            false,
-            "Pulling",
-            format!("Pulling image \"{image_name}\""),
-        );
+        ev(false, "Pulling", format!("Pulling image \"{image_name}\""));
         let t0 = Instant::now();
         let registry = image::normalize(image_name)
             .map(|n| image::pull::registry_of(&n).to_string())
@@ -308,9 +307,7 @@ impl Worker {
         match pulled {
             Ok(p) => {
                 let took = go_duration(t0.elapsed());
-                ev.container(
-                    pod,
-                    &c.name,
+                ev(
                     false,
                     "Pulled",
                     format!(
@@ -322,7 +319,7 @@ impl Worker {
             }
             Err(e) => {
                 let msg = format!("Failed to pull image \"{image_name}\": {e}");
-                ev.container(pod, &c.name, true, "Failed", msg.clone());
+                ev(true, "Failed", msg.clone());
                 Err(("ErrImagePull".into(), msg))
             }
         }

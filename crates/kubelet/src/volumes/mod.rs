@@ -563,6 +563,10 @@ pub async fn prepare(
         }
     }
     for v in vols {
+        // Image volumes need the image store: the pod worker mounts them.
+        if v.image.is_some() {
+            continue;
+        }
         let dir = pod_dir.join("volumes").join(&v.name);
         if let Some(hp) = &v.host_path {
             let p = host_path(&hp.path, hp.type_.as_deref())?;
@@ -607,7 +611,8 @@ fn unsupported_source(v: &Volume) -> Option<&'static str> {
         || v.config_map.is_some()
         || v.secret.is_some()
         || v.downward_api.is_some()
-        || v.projected.is_some();
+        || v.projected.is_some()
+        || v.image.is_some();
     if supported {
         return None;
     }
@@ -633,7 +638,6 @@ fn unsupported_source(v: &Volume) -> Option<&'static str> {
         "gcePersistentDisk",
         "gitRepo",
         "glusterfs",
-        "image",
         "iscsi",
         "nfs",
         "photonPersistentDisk",
@@ -651,6 +655,54 @@ fn unsupported_source(v: &Volume) -> Option<&'static str> {
             .copied()
             .unwrap_or("unknown"),
     )
+}
+
+/// Mounts an image's layers (bottom first) read-only on `dir`: an overlay
+/// of them, or a read-only bind of a single layer (overlayfs wants two
+/// lower layers when it has no upper one).
+pub fn mount_image(dir: &Path, layers: &[PathBuf]) -> Result<(), KubeletError> {
+    use nix::mount::{MsFlags, mount};
+    std::fs::create_dir_all(dir).map_err(err(format!("creating {}", dir.display())))?;
+    if mounted(dir) {
+        return Ok(());
+    }
+    let sys = |what: String| {
+        move |source| KubeletError::Sys {
+            context: what,
+            source,
+        }
+    };
+    match layers {
+        [] => Err(KubeletError::Volume("the image has no layers".into())),
+        [one] => {
+            mount(Some(one), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(sys(
+                format!("binding {} on {}", one.display(), dir.display()),
+            ))?;
+            mount(
+                None::<&str>,
+                dir,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(sys(format!("making {} read-only", dir.display())))
+        }
+        many => {
+            let lower: Vec<String> = many.iter().rev().map(|l| l.display().to_string()).collect();
+            let opts = format!("lowerdir={}", lower.join(":"));
+            mount(
+                Some("overlay"),
+                dir,
+                Some("overlay"),
+                MsFlags::MS_RDONLY,
+                Some(opts.as_str()),
+            )
+            .map_err(sys(format!(
+                "mounting the image overlay on {}",
+                dir.display()
+            )))
+        }
+    }
 }
 
 /// Unmounts tmpfs volumes under the pod directory.
