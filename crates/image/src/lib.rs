@@ -10,6 +10,7 @@
 //! ```
 
 mod blobs;
+pub mod build;
 mod import;
 mod lock;
 pub mod pull;

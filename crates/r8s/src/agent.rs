@@ -168,6 +168,29 @@ pub enum ImageCommand {
         #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Build an image from a Dockerfile (FROM, ARG, ENV, COPY, ADD,
+    /// WORKDIR, USER, EXPOSE, LABEL, CMD, ENTRYPOINT; no RUN yet).
+    Build {
+        /// The build context.
+        context: PathBuf,
+        /// The name of the result.
+        #[arg(short = 't', long = "tag")]
+        tag: String,
+        /// The Dockerfile (default `CONTEXT/Dockerfile`).
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        /// `K=V` for the Dockerfile's ARGs.
+        #[arg(long = "build-arg")]
+        build_args: Vec<String>,
+        /// Push the result to its registry.
+        #[arg(long)]
+        push: bool,
+        /// Registry mirrors, credentials and TLS (k3s's `registries.yaml`).
+        #[arg(long, default_value = "/etc/r8s/registries.yaml")]
+        registries_config: PathBuf,
+        #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Give a stored image another name.
     Tag {
         /// The image in the store.
@@ -671,6 +694,39 @@ pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
                 .block_on(s.push(&image, &target, creds.as_ref(), &config))
                 .with_context(|| format!("pushing {image} to {target}"))?;
             println!("pushed {target} {digest}");
+        }
+        ImageCommand::Build {
+            context,
+            tag,
+            file,
+            build_args,
+            push,
+            registries_config,
+            data_dir,
+        } => {
+            let s = store(&data_dir)?;
+            let config = image::RegistriesConfig::load(&registries_config)?;
+            let mut args = std::collections::BTreeMap::new();
+            for kv in build_args {
+                let (k, v) = kv.split_once('=').context("--build-arg takes K=V")?;
+                args.insert(k.to_string(), v.to_string());
+            }
+            let opts = image::build::BuildOptions {
+                context,
+                dockerfile: file,
+                tag: tag.clone(),
+                build_args: args,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let digest = rt.block_on(s.build(&opts, &config))?;
+            println!("built {tag} {digest}");
+            if push {
+                rt.block_on(s.push(&tag, &tag, None, &config))
+                    .with_context(|| format!("pushing {tag}"))?;
+                println!("pushed {tag} {digest}");
+            }
         }
         ImageCommand::Tag {
             image,

@@ -372,6 +372,85 @@ spec:
         "has-busybox\nread-only\n"
     );
     c.ok(&["delete", "deployment", "hello", "--wait=true"]);
+
+    // The first-day flow: a Dockerfile on the registry's busybox, built
+    // and pushed by r8s, deployed, then v2 rolled out.
+    let site = work.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(
+        site.join("Dockerfile"),
+        "ARG BASE\nFROM ${BASE}\nWORKDIR /www\nCOPY *.html ./\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+    )
+    .unwrap();
+    let build = |version: &str| {
+        std::fs::write(site.join("index.html"), format!("hello {version}\n")).unwrap();
+        let out = Command::new(common::r8s_bin())
+            .args(["image", "build", "--push", "-t"])
+            .arg(format!("{builtin}/apps/site:{version}"))
+            .arg(format!("--build-arg=BASE={builtin}/apps/hello:v1"))
+            .arg("--data-dir")
+            .arg(work.path().join("builder"))
+            .arg(&site)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "r8s image build: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let served = |what: &str| {
+        c.wait_for(what, Duration::from_secs(90), || {
+            let pods = c.pods("default", "app=site");
+            let ready: Vec<String> = pods
+                .iter()
+                .filter(|p| {
+                    p["metadata"]["deletionTimestamp"].is_null()
+                        && p["status"]["phase"] == "Running"
+                })
+                .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+                .collect();
+            let [ip] = ready.as_slice() else { return None };
+            http_get(&format!("{ip}:8080"))
+        })
+    };
+    build("v1");
+    c.ok(&[
+        "create",
+        "deployment",
+        "site",
+        &format!("--image={builtin}/apps/site:v1"),
+    ]);
+    let page = served("site v1 to serve");
+    assert!(page.contains("hello v1"), "{page}");
+    build("v2");
+    c.ok(&[
+        "set",
+        "image",
+        "deployment/site",
+        &format!("site={builtin}/apps/site:v2"),
+    ]);
+    c.ok(&["rollout", "status", "deployment/site", "--timeout=90s"]);
+    c.wait_for("site v2 to serve", Duration::from_secs(90), || {
+        served("a site pod").contains("hello v2").then_some(())
+    });
+    c.ok(&["delete", "deployment", "site", "--wait=true"]);
+
+    // A RUN step is refused with its line.
+    std::fs::write(site.join("Dockerfile"), "FROM scratch\nRUN true\n").unwrap();
+    let out = Command::new(common::r8s_bin())
+        .args(["image", "build", "-t", "x:1", "--data-dir"])
+        .arg(work.path().join("builder"))
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Dockerfile:2: RUN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     c.ok(&[
         "delete",
         "pod",
