@@ -59,15 +59,21 @@ impl Registry {
             addr,
             _dir: dir,
         };
+        reg.wait_listening("docker-registry");
+        reg
+    }
+
+    /// Waits until `what` accepts connections.
+    fn wait_listening(&self, what: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(&reg.addr).is_err() {
+        while TcpStream::connect(&self.addr).is_err() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "docker-registry did not listen"
+                "{what} did not listen on {}",
+                self.addr
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        reg
     }
 
     /// Copies an OCI archive into the registry as `name` with skopeo.
@@ -296,14 +302,7 @@ spec:
         addr: own_addr.clone(),
         _dir: own_dir,
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&own.addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "r8s registry did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    own.wait_listening("r8s registry");
     let base = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("http://{}/v2/", own.addr))
