@@ -25,7 +25,12 @@ pub struct BuildOptions {
     pub tag: String,
     /// `--build-arg K=V`.
     pub build_args: BTreeMap<String, String>,
+    /// `--target`: the stage to stop at (default the last).
+    pub target: Option<String>,
 }
+
+/// A finished build stage: its name, config and layer descriptors.
+type Stage = (Option<String>, Value, Vec<Value>);
 
 /// One instruction and the line it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +211,8 @@ impl Layer {
                 };
                 self.add(&e.path(), &child, owner, chmod)?;
             }
+        } else if std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type()) {
+            // An overlay whiteout in an unpacked layer: nothing to copy.
         } else if meta.file_type().is_symlink() {
             let target = std::fs::read_link(src)?;
             let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0, owner);
@@ -264,6 +271,79 @@ fn sources(context: &Path, pattern: &str, line: usize) -> Result<Vec<PathBuf>, I
     Ok(out)
 }
 
+/// A finished stage by `AS` name or index.
+fn find_stage<'a>(stages: &'a [Stage], name: &str) -> Option<&'a Stage> {
+    let lower = name.to_ascii_lowercase();
+    stages
+        .iter()
+        .find(|(n, _, _)| n.as_deref() == Some(lower.as_str()))
+        .or_else(|| name.parse::<usize>().ok().and_then(|i| stages.get(i)))
+}
+
+/// Sources of `COPY --from`: `pattern` (absolute, `*`/`?` in its last
+/// component) in a stage's unpacked layers, bottom first. A file comes
+/// from the top-most layer that has it; a directory from every layer that
+/// has it, in order, so later layers' entries win.
+fn stage_sources(
+    layers: &[PathBuf],
+    pattern: &str,
+    line: usize,
+) -> Result<Vec<PathBuf>, ImageError> {
+    let rel = pattern.trim_start_matches('/');
+    if rel.split('/').any(|p| p == "..") {
+        return Err(failure(line, format!("{pattern}: outside the stage")));
+    }
+    let (dir, last) = rel.rsplit_once('/').unwrap_or(("", rel));
+    let names: Vec<String> = if last.contains(['*', '?']) {
+        let mut set = std::collections::BTreeSet::new();
+        for l in layers {
+            for e in std::fs::read_dir(l.join(dir))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if glob_match(last, &n) {
+                    set.insert(n);
+                }
+            }
+        }
+        set.into_iter().collect()
+    } else {
+        vec![last.to_string()]
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let path = if dir.is_empty() {
+            n
+        } else {
+            format!("{dir}/{n}")
+        };
+        let present: Vec<PathBuf> = layers
+            .iter()
+            .map(|l| l.join(&path))
+            .filter(|p| std::fs::symlink_metadata(p).is_ok())
+            .collect();
+        match present.last() {
+            Some(top) if top.is_dir() => out.extend(present.iter().filter(|p| p.is_dir()).cloned()),
+            Some(top)
+                if !std::os::unix::fs::FileTypeExt::is_char_device(
+                    &std::fs::symlink_metadata(top)
+                        .map_err(|e| failure(line, e))?
+                        .file_type(),
+                ) =>
+            {
+                out.push(top.clone())
+            }
+            _ => {}
+        }
+    }
+    if out.is_empty() {
+        return Err(failure(line, format!("{pattern}: not found in the stage")));
+    }
+    Ok(out)
+}
+
 fn glob_match(pattern: &str, name: &str) -> bool {
     fn go(p: &[char], n: &[char]) -> bool {
         match (p.first(), n.first()) {
@@ -297,6 +377,9 @@ impl ImageStore {
         let mut cfg: Option<Value> = None;
         let mut layers: Vec<Value> = Vec::new();
         let mut workdir = String::from("/");
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut stage_name: Option<String> = None;
+        let mut reached_target = false;
         for ins in parse(&text) {
             let line = ins.line;
             if ins.keyword == "ARG" {
@@ -311,14 +394,33 @@ impl ImageStore {
             }
             let args = expand(&ins.args, &vars);
             if ins.keyword == "FROM" {
-                let base = args.split_whitespace().next().unwrap_or("");
+                let words: Vec<&str> = args.split_whitespace().collect();
+                let base = words.first().copied().unwrap_or("");
                 if base.is_empty() {
                     return Err(failure(line, "FROM needs an image"));
                 }
-                let (c, l) = self
-                    .base(base, config)
-                    .await
-                    .map_err(|e| failure(line, e))?;
+                let name = match words.as_slice() {
+                    [_, as_, n] if as_.eq_ignore_ascii_case("as") => Some(n.to_ascii_lowercase()),
+                    [_] => None,
+                    _ => return Err(failure(line, "FROM takes an image and an optional AS name")),
+                };
+                if let Some(c) = cfg.take() {
+                    let done = stage_name.take();
+                    let is_target = opts.target.is_some() && done == opts.target;
+                    stages.push((done, c, std::mem::take(&mut layers)));
+                    if is_target {
+                        reached_target = true;
+                        break;
+                    }
+                }
+                stage_name = name;
+                let (c, l) = match find_stage(&stages, base) {
+                    Some((_, c, l)) => (c.clone(), l.clone()),
+                    None => self
+                        .base(base, config)
+                        .await
+                        .map_err(|e| failure(line, e))?,
+                };
                 workdir = c["config"]["WorkingDir"]
                     .as_str()
                     .filter(|w| !w.is_empty())
@@ -383,6 +485,7 @@ impl ImageStore {
                     let mut words: Vec<&str> = args.split_whitespace().collect();
                     let mut owner = (0, 0);
                     let mut chmod = None;
+                    let mut from: Option<String> = None;
                     while let Some(flag) = words.first().filter(|w| w.starts_with("--")) {
                         let (k, v) = flag.split_once('=').unwrap_or((flag, ""));
                         match k {
@@ -395,6 +498,7 @@ impl ImageStore {
                                         .map_err(|_| failure(line, "--chown takes numeric ids"))?,
                                 );
                             }
+                            "--from" => from = Some(v.to_ascii_lowercase()),
                             "--chmod" => {
                                 chmod =
                                     Some(u32::from_str_radix(v, 8).map_err(|_| {
@@ -424,8 +528,24 @@ impl ImageStore {
                     };
                     let mut layer = Layer::new();
                     let many = words.len() > 1;
+                    // Another stage's (or image's) file system, layer by
+                    // layer, bottom first.
+                    let from_dirs = match &from {
+                        None => None,
+                        Some(f) => {
+                            let (fc, fl) = match find_stage(&stages, f) {
+                                Some((_, c, l)) => (c.clone(), l.clone()),
+                                None => self.base(f, config).await.map_err(|e| failure(line, e))?,
+                            };
+                            Some(self.layer_dirs(&fc, &fl)?)
+                        }
+                    };
                     for pat in &words {
-                        for src in sources(&opts.context, pat, line)? {
+                        let found = match &from_dirs {
+                            Some(dirs) => stage_sources(dirs, pat, line)?,
+                            None => sources(&opts.context, pat, line)?,
+                        };
+                        for src in found {
                             let into_dir = dest.ends_with('/') || many || src.is_dir();
                             let target = if into_dir && !src.is_dir() {
                                 format!(
@@ -457,7 +577,19 @@ impl ImageStore {
                 other => return Err(failure(line, format!("unknown instruction: {other}"))),
             }
         }
-        let mut cfg = cfg.ok_or_else(|| failure(1, "no FROM instruction"))?;
+        if !reached_target && let Some(c) = cfg.take() {
+            stages.push((stage_name.take(), c, std::mem::take(&mut layers)));
+        }
+        if let Some(t) = &opts.target
+            && stages.last().is_none_or(|(n, _, _)| n.as_ref() != Some(t))
+        {
+            return Err(ImageError::InvalidArchive(format!(
+                "target stage {t:?} could not be found"
+            )));
+        }
+        let (_, mut cfg, layers) = stages
+            .pop()
+            .ok_or_else(|| failure(1, "no FROM instruction"))?;
         cfg["created"] = json!("1970-01-01T00:00:00Z");
         let cfg_bytes = serde_json::to_vec(&cfg)?;
         let cfg_digest = blobs::write_bytes(self, &cfg_bytes)?;
@@ -502,6 +634,26 @@ impl ImageStore {
             cfg,
             manifest["layers"].as_array().cloned().unwrap_or_default(),
         ))
+    }
+
+    /// A stage's layers unpacked, bottom first.
+    fn layer_dirs(&self, cfg: &Value, layers: &[Value]) -> Result<Vec<PathBuf>, ImageError> {
+        let diff_ids: Vec<&str> = cfg["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if diff_ids.len() != layers.len() {
+            return Err(ImageError::InvalidArchive(
+                "a stage's config and layers disagree".into(),
+            ));
+        }
+        layers
+            .iter()
+            .zip(diff_ids)
+            .map(|(l, d)| crate::unpack::unpack_layer(self, l["digest"].as_str().unwrap_or(""), d))
+            .collect()
     }
 
     /// Gzips and stores a layer: its descriptor and diff ID.

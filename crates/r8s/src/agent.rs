@@ -185,6 +185,9 @@ pub enum ImageCommand {
         /// Push the result to its registry.
         #[arg(long)]
         push: bool,
+        /// Build up to this stage (`FROM … AS NAME`).
+        #[arg(long)]
+        target: Option<String>,
         /// Registry mirrors, credentials and TLS (k3s's `registries.yaml`).
         #[arg(long, default_value = "/etc/r8s/registries.yaml")]
         registries_config: PathBuf,
@@ -701,6 +704,7 @@ pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
             file,
             build_args,
             push,
+            target,
             registries_config,
             data_dir,
         } => {
@@ -716,6 +720,7 @@ pub fn image(cmd: ImageCommand) -> anyhow::Result<()> {
                 dockerfile: file,
                 tag: tag.clone(),
                 build_args: args,
+                target,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

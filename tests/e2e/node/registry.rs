@@ -436,6 +436,52 @@ spec:
     });
     c.ok(&["delete", "deployment", "site", "--wait=true"]);
 
+    // A multi-stage build: files copied from a named stage into scratch,
+    // built up to `--target`.
+    std::fs::write(
+        site.join("Dockerfile"),
+        format!(
+            "FROM {builtin}/apps/hello:v1 AS tools\nWORKDIR /site\nCOPY *.html ./\n\
+             FROM scratch AS slim\nCOPY --from=tools /bin/busybox /bin/busybox\nCOPY --from=tools /site /www\n\
+             CMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n\
+             FROM scratch AS never\nCOPY missing /\n"
+        ),
+    )
+    .unwrap();
+    let slim = format!("{builtin}/apps/slim:v1");
+    let out = Command::new(common::r8s_bin())
+        .args([
+            "image",
+            "build",
+            "--push",
+            "--target",
+            "slim",
+            "-t",
+            &slim,
+            "--data-dir",
+        ])
+        .arg(work.path().join("builder"))
+        .arg(&site)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "multi-stage build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.ok(&["run", "slim", &format!("--image={slim}"), "--restart=Never"]);
+    let ip = c.wait_for("slim to run", Duration::from_secs(60), || {
+        let p = pod(c, "slim");
+        (p["status"]["phase"] == "Running")
+            .then(|| p["status"]["podIP"].as_str().map(str::to_string))
+            .flatten()
+    });
+    let page = c.wait_for("slim to serve", Duration::from_secs(30), || {
+        http_get(&format!("{ip}:8080"))
+    });
+    assert!(page.contains("hello v2"), "{page}");
+    c.ok(&["delete", "pod", "slim", "--wait=true"]);
+
     // A RUN step is refused with its line.
     std::fs::write(site.join("Dockerfile"), "FROM scratch\nRUN true\n").unwrap();
     let out = Command::new(common::r8s_bin())
