@@ -140,13 +140,73 @@ fn pairs(args: &str) -> Vec<(String, String)> {
 struct Layer {
     tar: tar::Builder<Vec<u8>>,
     dirs: std::collections::BTreeSet<String>,
+    /// The build context and its `.dockerignore`, for COPY from it.
+    ignore: Option<(PathBuf, Ignore)>,
+}
+
+/// `.dockerignore`: patterns over context-relative paths (`*`, `?`, `**`
+/// for any number of directories, `!` to include again; the last match
+/// decides), as docker reads it.
+#[derive(Debug, Clone, Default)]
+struct Ignore(Vec<(bool, Vec<String>)>);
+
+impl Ignore {
+    fn load(context: &Path) -> Ignore {
+        let text = std::fs::read_to_string(context.join(".dockerignore")).unwrap_or_default();
+        Ignore(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| {
+                    let (include, pat) = match l.strip_prefix('!') {
+                        Some(p) => (true, p.trim()),
+                        None => (false, l),
+                    };
+                    let segs = pat
+                        .trim_start_matches("./")
+                        .trim_matches('/')
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect();
+                    (include, segs)
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether the context-relative `path` is left out of the build.
+    fn excludes(&self, path: &str) -> bool {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let mut out = false;
+        for (include, pat) in &self.0 {
+            // A pattern matching a directory covers what is under it.
+            let hit = (1..=parts.len()).any(|n| segments_match(pat, &parts[..n]));
+            if hit {
+                out = !include;
+            }
+        }
+        out
+    }
+}
+
+fn segments_match(pat: &[String], path: &[&str]) -> bool {
+    match (pat.first(), path.first()) {
+        (None, None) => true,
+        (Some(p), _) if p == "**" => {
+            segments_match(&pat[1..], path) || (!path.is_empty() && segments_match(pat, &path[1..]))
+        }
+        (Some(p), Some(n)) => glob_match(p, n) && segments_match(&pat[1..], &path[1..]),
+        _ => false,
+    }
 }
 
 impl Layer {
-    fn new() -> Layer {
+    fn new(ignore: Option<(PathBuf, Ignore)>) -> Layer {
         Layer {
             tar: tar::Builder::new(Vec::new()),
             dirs: Default::default(),
+            ignore,
         }
     }
 
@@ -190,6 +250,12 @@ impl Layer {
         chmod: Option<u32>,
     ) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
+        if let Some((context, ignore)) = &self.ignore
+            && let Ok(rel) = src.strip_prefix(context)
+            && ignore.excludes(&rel.to_string_lossy())
+        {
+            return Ok(());
+        }
         let meta = std::fs::symlink_metadata(src)?;
         let dest = dest.trim_start_matches('/').to_string();
         self.parents(&dest, owner)?;
@@ -526,7 +592,10 @@ impl ImageStore {
                     } else {
                         format!("{}/{dest_raw}", workdir.trim_end_matches('/'))
                     };
-                    let mut layer = Layer::new();
+                    let mut layer = Layer::new(
+                        from.is_none()
+                            .then(|| (opts.context.clone(), Ignore::load(&opts.context))),
+                    );
                     let many = words.len() > 1;
                     // Another stage's (or image's) file system, layer by
                     // layer, bottom first.
@@ -693,5 +762,16 @@ mod tests {
         assert_eq!(command_form("[\"a\", \"b\"]"), json!(["a", "b"]));
         assert_eq!(command_form("echo hi"), json!(["/bin/sh", "-c", "echo hi"]));
         assert!(glob_match("*.html", "index.html") && !glob_match("*.html", "a.css"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(".dockerignore"),
+            "# c\n*.log\n**/secret\nbuild\n!build/keep.txt\n",
+        )
+        .unwrap();
+        let ig = Ignore::load(dir.path());
+        assert!(ig.excludes("debug.log"));
+        assert!(ig.excludes("a/b/secret") && ig.excludes("secret"));
+        assert!(ig.excludes("build/out.o") && !ig.excludes("build/keep.txt"));
+        assert!(!ig.excludes("index.html") && !ig.excludes("logs/x.txt"));
     }
 }

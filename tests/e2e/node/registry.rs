@@ -381,6 +381,9 @@ spec:
         "ARG BASE\nFROM ${BASE}\nWORKDIR /www\nCOPY *.html ./\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
     )
     .unwrap();
+    // Left out of the image by the context's .dockerignore.
+    std::fs::write(site.join(".dockerignore"), "secret*.html\n").unwrap();
+    std::fs::write(site.join("secret-notes.html"), "not for the image\n").unwrap();
     let build = |version: &str| {
         std::fs::write(site.join("index.html"), format!("hello {version}\n")).unwrap();
         let out = Command::new(common::r8s_bin())
@@ -434,6 +437,8 @@ spec:
     c.wait_for("site v2 to serve", Duration::from_secs(90), || {
         served("a site pod").contains("hello v2").then_some(())
     });
+    let listed = c.ok(&["exec", "deployment/site", "--", "ls", "/www"]);
+    assert_eq!(listed, "index.html\n", ".dockerignore is honoured");
     c.ok(&["delete", "deployment", "site", "--wait=true"]);
 
     // A multi-stage build: files copied from a named stage into scratch,
