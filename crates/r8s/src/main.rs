@@ -16,6 +16,7 @@ mod bench_node;
 mod bench_runtime;
 mod bench_store;
 mod density;
+mod image_cmd;
 mod join;
 
 // glibc malloc spent a quarter of the API server's CPU in the density
@@ -65,7 +66,7 @@ enum Command {
     Agent(agent::AgentArgs),
     /// OCI images in the node's store.
     #[command(subcommand)]
-    Image(agent::ImageCommand),
+    Image(image_cmd::ImageCommand),
     /// An OCI distribution (v2) registry to push images to and pull from.
     Registry(RegistryArgs),
     /// Stops every pod of this node and removes what r8s made on the host
@@ -451,7 +452,7 @@ fn main() -> anyhow::Result<()> {
         Command::Shim(args) => std::process::exit(agent::shim(args)),
         Command::ShimExec(args) => std::process::exit(agent::shim_exec(args)),
         Command::Pause => std::process::exit(kubelet::sandbox::pause()),
-        Command::Image(cmd) => return agent::image(cmd),
+        Command::Image(cmd) => return image_cmd::image(cmd),
         Command::Reset(args) => return agent::reset(args),
         // Before the runtime's threads exist, for the same reason.
         Command::Bench(BenchCommand::Runtime(args)) => return bench_runtime::run(args),
