@@ -2,7 +2,7 @@
 //! discovery, routing, storage and OpenAPI need about it.
 
 /// Everything the server needs to know about one served resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResourceInfo {
     /// API group; empty for the core group.
     pub group: &'static str,
@@ -29,6 +29,12 @@ pub struct ResourceInfo {
     /// The group whose storage this resource shares (e.g. events.k8s.io
     /// events live with core events; autoscaling v1 and v2 share storage).
     pub storage_group: &'static str,
+    /// Whether a CustomResourceDefinition defines this resource (its rules
+    /// come from the definition's schema, not from compiled code).
+    pub custom: bool,
+    /// The version a custom resource is stored at (empty for built-ins,
+    /// whose storage versions `apiserver::convert` knows).
+    pub storage_version: &'static str,
 }
 
 impl ResourceInfo {
@@ -46,6 +52,10 @@ impl ResourceInfo {
     /// group out of the path for built-in kinds), so the data in an etcd
     /// looks like Kubernetes data.
     pub fn storage_prefix(&self) -> String {
+        if self.custom {
+            // Upstream keeps custom resources under their group.
+            return format!("/registry/{}/{}/", self.group, self.plural);
+        }
         format!(
             "/registry/{}/",
             storage_resource(self.storage_group, self.plural)
@@ -119,6 +129,8 @@ macro_rules! res {
             verbs: $verbs,
             definition: $def,
             storage_group: $sg,
+            custom: false,
+            storage_version: "",
         }
     };
 }
@@ -682,6 +694,19 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "",
         RW
     ),
+    // apiextensions.k8s.io/v1
+    res!(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        false,
+        &["crd", "crds"],
+        &["api-extensions"],
+        STATUS,
+        "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition"
+    ),
     // scheduling.k8s.io/v1
     res!(
         "scheduling.k8s.io",
@@ -741,6 +766,57 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
         Some((g, v)) => (g, v),
         None => ("", api_version),
     }
+}
+
+/// Makes a resource served from data (a CustomResourceDefinition) live as
+/// long as the built-in ones, so the whole server keeps passing
+/// `&'static ResourceInfo` around. Equal infos share one allocation, so the
+/// memory this keeps is bounded by the distinct definitions a process has
+/// served, not by how often they are re-read.
+pub fn intern(info: ResourceInfo) -> &'static ResourceInfo {
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, Mutex};
+    static INFOS: LazyLock<Mutex<HashSet<&'static ResourceInfo>>> =
+        LazyLock::new(|| Mutex::new(HashSet::new()));
+    let mut set = INFOS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = set.get(&info) {
+        return found;
+    }
+    let leaked: &'static ResourceInfo = Box::leak(Box::new(info));
+    set.insert(leaked);
+    leaked
+}
+
+/// A string that lives as long as the process, shared between equal
+/// strings (see [`intern`]).
+pub fn intern_str(s: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, Mutex};
+    static STRS: LazyLock<Mutex<HashSet<&'static str>>> =
+        LazyLock::new(|| Mutex::new(HashSet::new()));
+    let mut set = STRS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = set.get(s) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+/// A list of strings that lives as long as the process (see [`intern`]).
+pub fn intern_strs(v: &[String]) -> &'static [&'static str] {
+    use std::collections::HashSet;
+    use std::sync::{LazyLock, Mutex};
+    static LISTS: LazyLock<Mutex<HashSet<&'static [&'static str]>>> =
+        LazyLock::new(|| Mutex::new(HashSet::new()));
+    let items: Vec<&'static str> = v.iter().map(|s| intern_str(s)).collect();
+    let mut set = LISTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = set.get(items.as_slice()) {
+        return found;
+    }
+    let leaked: &'static [&'static str] = Box::leak(items.into_boxed_slice());
+    set.insert(leaked);
+    leaked
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! per-kind strategies, selectors, patches and table printing.
 
 pub mod catalogue;
+pub mod crd;
 pub mod openapi;
 pub mod patch;
 pub mod proto;

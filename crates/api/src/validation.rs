@@ -587,6 +587,21 @@ pub fn validate_annotations(annotations: &Value, path: &str) -> Vec<FieldError> 
     errs
 }
 
+/// apimachinery's `ValidateFinalizers`: each name a qualified name.
+pub fn validate_qualified_finalizers(finalizers: &Value, path: &str) -> Vec<FieldError> {
+    finalizers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .flat_map(|f| {
+            is_qualified_name(f)
+                .into_iter()
+                .map(move |m| FieldError::invalid(path, f, m))
+        })
+        .collect()
+}
+
 /// Upstream's `ValidateFinalizers` (core flavour: a name without `/` must
 /// be a standard one).
 pub fn validate_finalizers(finalizers: &Value, path: &str) -> Vec<FieldError> {
@@ -739,10 +754,22 @@ pub fn validate_object_meta(
         &meta["ownerReferences"],
         "metadata.ownerReferences",
     ));
-    errs.extend(validate_finalizers(
-        &meta["finalizers"],
-        "metadata.finalizers",
-    ));
+    // Custom resources and CRDs are checked by apimachinery's generic
+    // rules, which take any qualified name; the built-in kinds by core's,
+    // which also want a `/` outside the standard names.
+    let builtin = group != "apiextensions.k8s.io"
+        && crate::catalogue::RESOURCES.iter().any(|r| r.group == group);
+    if builtin {
+        errs.extend(validate_finalizers(
+            &meta["finalizers"],
+            "metadata.finalizers",
+        ));
+    } else {
+        errs.extend(validate_qualified_finalizers(
+            &meta["finalizers"],
+            "metadata.finalizers",
+        ));
+    }
     // CronJob names get an 11-character suffix for their Jobs, which must
     // still fit a DNS-1035 label.
     if (group, plural) == ("batch", "cronjobs") && name.len() > DNS1123_LABEL_MAX_LENGTH - 11 {

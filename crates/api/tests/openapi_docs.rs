@@ -67,8 +67,9 @@ fn check_refs(v: &Value, prefix: &str, names: &serde_json::Map<String, Value>, a
     match v {
         Value::Object(m) => {
             for (k, c) in m {
-                if k == "$ref" {
-                    let r = c.as_str().unwrap();
+                // JSONSchemaProps has a property named `$ref`: an object.
+                if k == "$ref" && c.is_string() {
+                    let r = c.as_str().unwrap_or_default();
                     let name = r
                         .strip_prefix(prefix)
                         .unwrap_or_else(|| panic!("{at}: {r}"));

@@ -7,6 +7,9 @@ use serde_json::{Map, Value, json};
 
 /// The apiVersion objects of this resource are stored at.
 pub fn storage_api_version(info: &ResourceInfo) -> String {
+    if info.custom && !info.storage_version.is_empty() {
+        return format!("{}/{}", info.group, info.storage_version);
+    }
     match (info.group, info.plural) {
         ("autoscaling", "horizontalpodautoscalers") => "autoscaling/v2".into(),
         ("events.k8s.io", "events") => "v1".into(),

@@ -5,6 +5,35 @@ use api::catalogue::{self, ResourceInfo};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
+use crate::crd::Registry;
+
+/// Every served group with its versions (preferred first): the built-in
+/// ones, then the custom ones.
+fn all_groups(custom: &Registry) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = catalogue::groups()
+        .into_iter()
+        .map(|(g, vs)| (g.to_string(), vs.into_iter().map(String::from).collect()))
+        .collect();
+    for (g, vs) in custom.groups() {
+        match out.iter_mut().find(|(x, _)| *x == g) {
+            Some((_, have)) => have.extend(
+                vs.into_iter()
+                    .filter(|v| !have.contains(v))
+                    .collect::<Vec<_>>(),
+            ),
+            None => out.push((g, vs)),
+        }
+    }
+    out
+}
+
+/// The resources served in one group version.
+fn infos_in(custom: &Registry, group: &str, version: &str) -> Vec<&'static ResourceInfo> {
+    let mut out: Vec<&'static ResourceInfo> = catalogue::resources_in(group, version).collect();
+    out.extend(custom.resources_in(group, version).iter().map(|s| s.info));
+    out
+}
+
 /// Which aggregated-discovery version the client accepts, if any.
 pub fn aggregated_version(headers: &HeaderMap) -> Option<&'static str> {
     let accept = headers.get(http::header::ACCEPT)?.to_str().ok()?;
@@ -95,7 +124,7 @@ fn aggregated_resource(info: &ResourceInfo) -> Value {
     r
 }
 
-fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+fn aggregated_group(custom: &Registry, group: &str, versions: &[String]) -> Value {
     let mut metadata = json!({"creationTimestamp": null});
     if !group.is_empty() {
         metadata["name"] = json!(group);
@@ -104,18 +133,18 @@ fn aggregated_group(group: &str, versions: &[&str]) -> Value {
         "metadata": metadata,
         "versions": versions.iter().map(|v| json!({
             "version": v,
-            "resources": catalogue::resources_in(group, v).map(aggregated_resource).collect::<Vec<_>>(),
+            "resources": infos_in(custom, group, v).into_iter().map(aggregated_resource).collect::<Vec<_>>(),
             "freshness": "Current",
         })).collect::<Vec<_>>(),
     })
 }
 
 /// The aggregated discovery document for `/api` (core) or `/apis` (groups).
-pub fn aggregated(core: bool, version: &str) -> Value {
-    let items: Vec<Value> = catalogue::groups()
+pub fn aggregated(custom: &Registry, core: bool, version: &str) -> Value {
+    let items: Vec<Value> = all_groups(custom)
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
-        .map(|(g, vs)| aggregated_group(g, &vs))
+        .map(|(g, vs)| aggregated_group(custom, &g, &vs))
         .collect();
     json!({
         "kind": "APIGroupDiscoveryList",
@@ -139,7 +168,7 @@ pub fn core_versions(server_address: &str) -> Value {
     })
 }
 
-fn group_doc(group: &str, versions: &[&str]) -> Value {
+fn group_doc(group: &str, versions: &[String]) -> Value {
     let vs: Vec<Value> = versions
         .iter()
         .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
@@ -152,29 +181,29 @@ fn group_doc(group: &str, versions: &[&str]) -> Value {
 }
 
 /// `/apis`: APIGroupList.
-pub fn group_list() -> Value {
-    let groups: Vec<Value> = catalogue::groups()
+pub fn group_list(custom: &Registry) -> Value {
+    let groups: Vec<Value> = all_groups(custom)
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
-        .map(|(g, vs)| group_doc(g, &vs))
+        .map(|(g, vs)| group_doc(&g, &vs))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>`: APIGroup, if served.
-pub fn group(name: &str) -> Option<Value> {
-    let (g, vs) = catalogue::groups()
+pub fn group(custom: &Registry, name: &str) -> Option<Value> {
+    let (g, vs) = all_groups(custom)
         .into_iter()
         .find(|(g, _)| *g == name && !g.is_empty())?;
-    let mut doc = group_doc(g, &vs);
+    let mut doc = group_doc(&g, &vs);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
     Some(doc)
 }
 
 /// `/api/v1`, `/apis/<g>/<v>`: APIResourceList, if served.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let infos: Vec<&ResourceInfo> = catalogue::resources_in(group, version).collect();
+pub fn resource_list(custom: &Registry, group: &str, version: &str) -> Option<Value> {
+    let infos = infos_in(custom, group, version);
     if infos.is_empty() {
         return None;
     }
@@ -229,7 +258,7 @@ mod tests {
 
     #[test]
     fn aggregated_lists_core_and_groups_apart() {
-        let core = aggregated(true, "v2");
+        let core = aggregated(&Registry::default(), true, "v2");
         assert_eq!(core["items"].as_array().map(Vec::len), Some(1));
         let pods = core["items"][0]["versions"][0]["resources"]
             .as_array()
@@ -237,7 +266,7 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert_eq!(pods["shortNames"], json!(["po"]));
-        let apis = aggregated(false, "v2");
+        let apis = aggregated(&Registry::default(), false, "v2");
         assert!(
             apis["items"]
                 .as_array()
@@ -261,7 +290,8 @@ mod tests {
 
     #[test]
     fn legacy_lists() {
-        let l = resource_list("apps", "v1").unwrap();
+        let none = Registry::default();
+        let l = resource_list(&none, "apps", "v1").unwrap();
         let names: Vec<&str> = l["resources"]
             .as_array()
             .unwrap()
@@ -270,9 +300,9 @@ mod tests {
             .collect();
         assert!(names.contains(&"deployments/scale"));
         assert_eq!(
-            group("apps").unwrap()["preferredVersion"]["groupVersion"],
+            group(&none, "apps").unwrap()["preferredVersion"]["groupVersion"],
             "apps/v1"
         );
-        assert!(group("nope").is_none());
+        assert!(group(&none, "nope").is_none());
     }
 }

@@ -13,11 +13,24 @@ pub struct Filter {
     labels: Option<LabelSelector>,
     fields: Option<FieldSelector>,
     name: Option<String>,
+    /// A custom kind's selectable fields (JSONPaths without the dot).
+    custom_fields: Option<Vec<String>>,
 }
 
 impl Filter {
     /// Parses `labelSelector` and `fieldSelector`; bad ones are a 400.
-    pub fn from_query(info: &'static ResourceInfo, q: &Query) -> Result<Filter, ApiError> {
+    pub fn from_query(
+        info: &'static ResourceInfo,
+        custom: Option<&crate::crd::Served>,
+        q: &Query,
+    ) -> Result<Filter, ApiError> {
+        let custom_fields: Option<Vec<String>> = custom.map(|c| {
+            c.version()
+                .selectable_fields
+                .iter()
+                .map(|f| f.trim_start_matches('.').to_string())
+                .collect()
+        });
         let labels = match q.get("labelSelector") {
             Some(s) => {
                 Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?)
@@ -29,8 +42,17 @@ impl Filter {
                 let f =
                     FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 // Reject unsupported fields up front, as upstream does.
-                f.check_supported(info.group, info.plural)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                match &custom_fields {
+                    Some(cf) => f
+                        .check_supported_with(|field| {
+                            matches!(field, "metadata.name" | "metadata.namespace")
+                                || cf.iter().any(|c| c == field)
+                        })
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    None => f
+                        .check_supported(info.group, info.plural)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                }
                 Some(f)
             }
             None => None,
@@ -40,6 +62,7 @@ impl Filter {
             labels,
             fields,
             name: None,
+            custom_fields,
         })
     }
 
@@ -67,11 +90,28 @@ impl Filter {
                 return false;
             }
         }
-        if let Some(f) = &self.fields
-            && !f.matches(self.info.group, self.info.plural, obj)
-        {
-            return false;
+        if let Some(f) = &self.fields {
+            let ok = match &self.custom_fields {
+                Some(_) => f.matches_with(|field| custom_field(obj, field)),
+                None => f.matches(self.info.group, self.info.plural, obj),
+            };
+            if !ok {
+                return false;
+            }
         }
         true
+    }
+}
+
+/// A custom object's field as a field selector compares it: scalars as
+/// their text, absent as empty.
+fn custom_field(obj: &Value, field: &str) -> String {
+    let found = api::crd::columns::parse_path(&format!(".{field}"))
+        .ok()
+        .and_then(|p| p.query(obj).all().first().map(|v| (*v).clone()));
+    match found {
+        Some(Value::String(s)) => s,
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
     }
 }

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod convert;
+pub mod crd;
 pub mod discovery;
 pub mod error;
 pub mod fieldset;

@@ -53,6 +53,8 @@ pub struct ResourceRoute {
     pub rest: String,
     /// The legacy `/watch/` path prefix was used.
     pub watch_prefix: bool,
+    /// The definition's rules when the resource is a custom one.
+    pub custom: Option<std::sync::Arc<crate::crd::Served>>,
 }
 
 fn decode(seg: &str) -> String {
@@ -61,8 +63,8 @@ fn decode(seg: &str) -> String {
         .into_owned()
 }
 
-/// Parses a request path.
-pub fn route(path: &str) -> Route {
+/// Parses a request path; `custom` holds the custom kinds served now.
+pub fn route(path: &str, custom: &crate::crd::Registry) -> Route {
     let trimmed = path.trim_end_matches('/');
     let segs: Vec<String> = trimmed.split('/').skip(1).map(decode).collect::<Vec<_>>();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
@@ -82,13 +84,32 @@ pub fn route(path: &str) -> Route {
         ["apis", g] => Route::Group(g.to_string()),
         ["api", v] => Route::ResourceList(String::new(), v.to_string()),
         ["apis", g, v] => Route::ResourceList(g.to_string(), v.to_string()),
-        ["api", v, rest @ ..] => resource_route("", v, rest),
-        ["apis", g, v, rest @ ..] => resource_route(g, v, rest),
+        ["api", v, rest @ ..] => resource_route("", v, rest, custom),
+        ["apis", g, v, rest @ ..] => resource_route(g, v, rest, custom),
         _ => Route::NotFound,
     }
 }
 
-fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
+type Found = (
+    &'static ResourceInfo,
+    Option<std::sync::Arc<crate::crd::Served>>,
+);
+
+fn find(custom: &crate::crd::Registry, group: &str, version: &str, plural: &str) -> Option<Found> {
+    match catalogue::find(group, version, plural) {
+        Some(info) => Some((info, None)),
+        None => custom
+            .find(group, version, plural)
+            .map(|s| (s.info, Some(s))),
+    }
+}
+
+fn resource_route(
+    group: &str,
+    version: &str,
+    rest: &[&str],
+    custom: &crate::crd::Registry,
+) -> Route {
     let (watch_prefix, rest) = match rest {
         ["watch", tail @ ..] => (true, tail),
         _ => (false, rest),
@@ -96,7 +117,7 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
     // `/namespaces/<ns>/<plural>/...` addresses a namespaced resource, unless
     // the third segment is a subresource of the namespace itself.
     if let ["namespaces", ns, plural, tail @ ..] = rest
-        && let Some(info) = catalogue::find(group, version, plural)
+        && let Some((info, served)) = find(custom, group, version, plural)
         && info.namespaced
     {
         return Route::Resource(ResourceRoute {
@@ -106,12 +127,13 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
             subresource: tail.get(1).map(|s| s.to_string()),
             rest: tail.get(2..).map(|t| t.join("/")).unwrap_or_default(),
             watch_prefix,
+            custom: served,
         });
     }
     let Some((plural, tail)) = rest.split_first() else {
         return Route::NotFound;
     };
-    let Some(info) = catalogue::find(group, version, plural) else {
+    let Some((info, custom)) = find(custom, group, version, plural) else {
         return Route::NotFound;
     };
     Route::Resource(ResourceRoute {
@@ -121,12 +143,17 @@ fn resource_route(group: &str, version: &str, rest: &[&str]) -> Route {
         subresource: tail.get(1).map(|s| s.to_string()),
         rest: tail.get(2..).map(|t| t.join("/")).unwrap_or_default(),
         watch_prefix,
+        custom,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route(path: &str) -> Route {
+        super::route(path, &crate::crd::Registry::default())
+    }
 
     fn res(path: &str) -> ResourceRoute {
         match route(path) {

@@ -208,6 +208,15 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
             }
         }
     });
+    // Custom kinds are served from the first request on.
+    tokio::spawn(state.rest.crd_controller.clone().run());
+    if let Ok(rev) = state.rest.store.current_revision().await {
+        state
+            .rest
+            .crd_controller
+            .wait_synced(rev, std::time::Duration::from_secs(5))
+            .await;
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
     let task = tokio::spawn(accept_loop(listener, acceptor, state));
     tracing::info!(url = %url, took_ms = started.elapsed().as_millis() as u64, "API server ready");
@@ -301,7 +310,7 @@ fn metric_verb(method: &Method, route: &Route, watch: bool) -> &'static str {
 async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<Body> {
     let start = Instant::now();
     let path = req.uri().path().to_string();
-    let route = router::route(&path);
+    let route = router::route(&path, &state.rest.crds);
     let watch = req
         .uri()
         .query()
@@ -388,7 +397,7 @@ async fn dispatch(
         Route::CoreVersions => match discovery::aggregated_version(req.headers()) {
             Some(v) => h::json_typed(
                 200,
-                &discovery::aggregated(true, v),
+                &discovery::aggregated(&state.rest.crds, true, v),
                 &discovery::aggregated_content_type(v),
             ),
             None => h::json(200, &discovery::core_versions(&state.server_address)),
@@ -396,16 +405,16 @@ async fn dispatch(
         Route::Groups => match discovery::aggregated_version(req.headers()) {
             Some(v) => h::json_typed(
                 200,
-                &discovery::aggregated(false, v),
+                &discovery::aggregated(&state.rest.crds, false, v),
                 &discovery::aggregated_content_type(v),
             ),
-            None => h::json(200, &discovery::group_list()),
+            None => h::json(200, &discovery::group_list(&state.rest.crds)),
         },
-        Route::Group(g) => match discovery::group(&g) {
+        Route::Group(g) => match discovery::group(&state.rest.crds, &g) {
             Some(doc) => h::json(200, &doc),
             None => h::error(&ApiError::no_route(req.uri().path())),
         },
-        Route::ResourceList(g, v) => match discovery::resource_list(&g, &v) {
+        Route::ResourceList(g, v) => match discovery::resource_list(&state.rest.crds, &g, &v) {
             Some(doc) => h::json(200, &doc),
             None => h::error(&ApiError::no_route(req.uri().path())),
         },
@@ -425,7 +434,13 @@ async fn dispatch(
                 )))
             }
         }
-        Route::OpenApiV3Root => h::json(200, api::openapi::v3_root()),
+        Route::OpenApiV3Root => h::json(200, &state.rest.crds.openapi_v3_root()),
+        Route::OpenApiV3(g, v) if api::openapi::v3_document(&g, &v).is_none() => {
+            match state.rest.crds.openapi_v3(&g, &v) {
+                Some(doc) => h::json(200, &doc.0),
+                None => h::error(&ApiError::no_route(req.uri().path())),
+            }
+        }
         Route::OpenApiV3(g, v) => match api::openapi::v3_document(&g, &v) {
             Some(doc) => {
                 let mut r = h::json(200, doc);

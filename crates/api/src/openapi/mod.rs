@@ -435,3 +435,110 @@ fn path_item_v2(item: &PathItem) -> Value {
     }
     Value::Object(m)
 }
+
+// ---- custom resources ----
+
+/// The schema upstream publishes for a custom kind: the definition's
+/// structural schema with `apiVersion`, `kind` and `metadata` spelled out
+/// and the kind's group-version-kind attached.
+fn custom_schema(r: &catalogue::ResourceInfo, schema: Option<&Value>) -> Value {
+    let mut s = schema
+        .cloned()
+        .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    if !s.is_object() {
+        s = json!({"type": "object"});
+    }
+    let props = s
+        .as_object_mut()
+        .map(|m| m.entry("properties").or_insert_with(|| json!({})));
+    if let Some(Value::Object(p)) = props {
+        p.insert(
+            "apiVersion".into(),
+            json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}),
+        );
+        p.insert(
+            "kind".into(),
+            json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}),
+        );
+        p.insert(
+            "metadata".into(),
+            json!({"allOf": [{"$ref": format!("{V3_REF}io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")}], "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}),
+        );
+    }
+    s["x-kubernetes-group-version-kind"] =
+        json!([{"group": r.group, "kind": r.kind, "version": r.version}]);
+    s
+}
+
+/// The OpenAPI 3.0 document of a custom group version: its resources'
+/// paths and schemas, with the built-in definitions they refer to.
+pub fn custom_v3_document(resources: &[(&catalogue::ResourceInfo, Option<&Value>)]) -> Value {
+    let mut items = Vec::new();
+    if let Some((r, _)) = resources.first() {
+        items.push(paths::resources_path(r.group, r.version));
+    }
+    for (r, _) in resources {
+        items.extend(paths::resource_paths(r));
+    }
+    let roots = referenced(&items);
+    let mut schemas = Map::new();
+    for name in schema::reachable(
+        roots
+            .iter()
+            .map(String::as_str)
+            .chain(["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]),
+    ) {
+        if let Some(def) = schema::definition(name) {
+            schemas.insert(name.to_string(), definition_v3(name, def));
+        }
+    }
+    for (r, s) in resources {
+        schemas.insert(r.definition.to_string(), custom_schema(r, *s));
+        schemas.insert(
+            format!("{}List", r.definition),
+            json!({
+                "description": format!("{}List is a list of {}", r.kind, r.kind),
+                "type": "object",
+                "required": ["items"],
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "items": {"type": "array", "items": {"$ref": format!("{V3_REF}{}", r.definition)}},
+                    "kind": {"type": "string"},
+                    "metadata": {"allOf": [{"$ref": format!("{V3_REF}io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")}]},
+                },
+                "x-kubernetes-group-version-kind": [{"group": r.group, "kind": format!("{}List", r.kind), "version": r.version}],
+            }),
+        );
+    }
+    let mut path_map = BTreeMap::new();
+    for item in &items {
+        path_map.insert(item.path.clone(), path_item_v3(item));
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": info(),
+        "paths": path_map,
+        "components": {"schemas": schemas},
+    })
+}
+
+/// The `/openapi/v3` index with custom group versions added (each with
+/// the hash of its current document).
+pub fn v3_root_with(custom: &[(String, String, String)]) -> Value {
+    let mut root = v3_root().clone();
+    if let Some(paths) = root["paths"].as_object_mut() {
+        for (group, version, hash) in custom {
+            let key = format!("apis/{group}/{version}");
+            paths.insert(
+                key.clone(),
+                json!({ "serverRelativeURL": format!("/openapi/v3/{key}?hash={hash}") }),
+            );
+        }
+    }
+    root
+}
+
+/// A stable content hash of a document.
+pub fn hash_of(doc: &Value) -> String {
+    content_hash(&serde_json::to_vec(doc).unwrap_or_default())
+}

@@ -162,6 +162,9 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("coordination.k8s.io", "leases") => &coordination::LEASE,
         ("storage.k8s.io", "storageclasses") => &storage::STORAGE_CLASS,
         ("scheduling.k8s.io", "priorityclasses") => &scheduling::PRIORITY_CLASS,
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            &crate::crd::strategy::CUSTOM_RESOURCE_DEFINITION
+        }
         _ => &GENERIC,
     }
 }

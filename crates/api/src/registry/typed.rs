@@ -96,6 +96,7 @@ pub fn normalize(info: &ResourceInfo, obj: &Value) -> Option<Result<Value, Decod
         "io.k8s.api.discovery.v1.EndpointSlice" => discovery::v1::EndpointSlice,
         "io.k8s.api.events.v1.Event" => events::v1::Event,
         "io.k8s.api.scheduling.v1.PriorityClass" => scheduling::v1::PriorityClass,
+        "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition" => k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     })
 }
 

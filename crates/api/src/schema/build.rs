@@ -79,6 +79,7 @@ pub(super) fn definitions() -> Map<String, Value> {
         discovery::v1::EndpointSlice,
         events::v1::Event,
         scheduling::v1::PriorityClass,
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
         authentication::v1::TokenRequest,
         meta::APIGroup,
         meta::APIGroupList,

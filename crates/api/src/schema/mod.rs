@@ -261,7 +261,10 @@ mod tests {
         for (name, def) in definitions() {
             let text = def.to_string();
             assert!(!text.contains("$defs"), "{name}");
-            assert!(!text.contains("x-kubernetes-int-or-string"), "{name}");
+            // JSONSchemaProps has properties named after the extensions.
+            if !name.ends_with(".JSONSchemaProps") {
+                assert!(!text.contains("x-kubernetes-int-or-string"), "{name}");
+            }
         }
         for name in [
             "io.k8s.apimachinery.pkg.apis.meta.v1.Status",

@@ -141,6 +141,27 @@ impl FieldSelector {
         }
     }
 
+    /// Fails for a field `supported` refuses (a custom kind's own list).
+    pub fn check_supported_with(
+        &self,
+        supported: impl Fn(&str) -> bool,
+    ) -> Result<(), SelectorError> {
+        match self.requirements.iter().find(|r| !supported(&r.field)) {
+            Some(r) => Err(SelectorError(format!(
+                "field label not supported: {}",
+                r.field
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether every requirement holds, reading fields with `value`.
+    pub fn matches_with(&self, value: impl Fn(&str) -> String) -> bool {
+        self.requirements
+            .iter()
+            .all(|r| (value(&r.field) == r.value) == r.equals)
+    }
+
     /// Whether `obj` satisfies every requirement; a field the kind does not
     /// have reads as the empty string, as in upstream's field sets.
     pub fn matches(&self, group: &str, plural: &str, obj: &Value) -> bool {

@@ -55,6 +55,45 @@ pub fn row_cells(group: &str, plural: &str, obj: &Value, now: DateTime<Utc>) -> 
     ]
 }
 
+/// Builds a Table with the given columns, each row's cells from `cells`
+/// (custom resources' printer columns); `include_object` as in [`table`].
+pub fn table_of(
+    columns: Vec<ColumnDefinition>,
+    rows: &[&Value],
+    cells: impl Fn(&Value) -> Vec<Value>,
+    include_object: &str,
+) -> Value {
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|o| {
+            let mut row = json!({"cells": cells(o)});
+            attach_object(&mut row, o, include_object);
+            row
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {},
+        "columnDefinitions": columns,
+        "rows": rows,
+    })
+}
+
+fn attach_object(row: &mut Value, o: &Value, include_object: &str) {
+    match include_object {
+        "None" => {}
+        "Object" => row["object"] = o.clone(),
+        _ => {
+            row["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": o["metadata"],
+            })
+        }
+    }
+}
+
 /// Builds a meta.k8s.io/v1 Table of `rows`; `include_object` is `None`
 /// (no object), `Object` (the whole object) or anything else, upstream's
 /// default `Metadata` (a PartialObjectMetadata).
@@ -74,17 +113,7 @@ pub fn table(
             {
                 row["conditions"] = c;
             }
-            match include_object {
-                "None" => {}
-                "Object" => row["object"] = (*o).clone(),
-                _ => {
-                    row["object"] = json!({
-                        "kind": "PartialObjectMetadata",
-                        "apiVersion": "meta.k8s.io/v1",
-                        "metadata": o["metadata"],
-                    })
-                }
-            }
+            attach_object(&mut row, o, include_object);
             row
         })
         .collect();

@@ -40,6 +40,28 @@ pub struct Rest {
     pub(crate) kubelet_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
     /// Signs and verifies service-account tokens.
     pub(crate) sa_signer: std::sync::OnceLock<Arc<crate::satoken::Signer>>,
+    /// The custom kinds served now.
+    pub crds: Arc<crate::crd::Registry>,
+    /// Keeps `crds` in step with the stored definitions.
+    pub(crate) crd_controller: Arc<crate::crd::controller::Controller>,
+}
+
+/// A kind's strategy: compiled for built-in kinds, read from the
+/// definition for custom ones.
+pub(crate) enum StrategyRef {
+    Builtin(&'static dyn api::registry::Strategy),
+    Custom(Arc<api::crd::strategy::CustomStrategy>),
+}
+
+impl std::ops::Deref for StrategyRef {
+    type Target = dyn api::registry::Strategy;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            StrategyRef::Builtin(s) => *s,
+            StrategyRef::Custom(s) => s.as_ref(),
+        }
+    }
 }
 
 pub use crate::http::Query;
@@ -97,9 +119,21 @@ impl Rest {
         }
     }
 
+    /// The rules of `info`'s kind.
+    pub(crate) fn strategy(&self, info: &ResourceInfo) -> StrategyRef {
+        match self.crds.get(info) {
+            Some(served) => StrategyRef::Custom(served.strategy.clone()),
+            None => StrategyRef::Builtin(api::registry::strategy(info)),
+        }
+    }
+
     /// Creates the REST layer over a store and its watch cache.
     pub fn new(store: SharedStore, cache: Arc<WatchCache>, service_cidr: ipnet::Ipv4Net) -> Rest {
+        let crds = Arc::new(crate::crd::Registry::default());
+        let crd_controller = crate::crd::controller::Controller::new(store.clone(), crds.clone());
         Rest {
+            crds,
+            crd_controller,
             store,
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),
@@ -140,10 +174,19 @@ impl Rest {
                 Err(e) => h::error(&e),
             };
         }
-        match self.dispatch(&call, body).await {
+        let mut resp = match self.dispatch(&call, body).await {
             Ok(r) => r,
             Err(e) => h::error(&e),
+        };
+        // A deprecated custom version says so on every request, as
+        // upstream.
+        if let Some(w) = self.crds.get(call.info()).and_then(|s| s.warning())
+            && let Ok(v) =
+                http::HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\"")))
+        {
+            resp.headers_mut().append("Warning", v);
         }
+        resp
     }
 
     async fn dispatch(&self, call: &Call, body: Incoming) -> Result<Response<Body>, ApiError> {
@@ -265,6 +308,7 @@ impl Rest {
                 subresource: None,
                 rest: String::new(),
                 watch_prefix: false,
+                custom: None,
             },
             method: Method::POST,
             query: Query::default(),

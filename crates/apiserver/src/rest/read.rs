@@ -18,6 +18,24 @@ use crate::filter::Filter;
 use crate::http::{self as h, Body, Want};
 use crate::watch::{CachedEvent, Source};
 
+/// A Table of `rows`: a custom kind's printer columns, else the built-in
+/// printers.
+fn table(call: &Call, info: &ResourceInfo, rows: &[&Value], include: &str) -> Value {
+    let now = chrono::Utc::now();
+    match &call.route.custom {
+        Some(served) => {
+            let cols = served.columns();
+            api::table::table_of(
+                api::crd::columns::definitions(cols),
+                rows,
+                |o| api::crd::columns::cells(cols, o, now),
+                include,
+            )
+        }
+        None => api::table::table(info.group, info.plural, rows, now, include),
+    }
+}
+
 /// GET of one object.
 pub async fn get(rest: &Rest, call: &Call, name: &str) -> Result<Response<Body>, ApiError> {
     let want = h::negotiate(&call.headers)?;
@@ -35,13 +53,7 @@ pub(super) fn render_one(call: &Call, want: Want, obj: Value) -> Value {
         Want::Metadata => partial(&obj),
         Want::Table => {
             let include = call.query.get("includeObject").unwrap_or("Metadata");
-            let mut t = api::table::table(
-                info.group,
-                info.plural,
-                &[&obj],
-                chrono::Utc::now(),
-                include,
-            );
+            let mut t = table(call, info, &[&obj], include);
             t["metadata"] = json!({"resourceVersion": obj["metadata"]["resourceVersion"]});
             t
         }
@@ -97,7 +109,7 @@ fn parse_rv(s: &str) -> Result<Revision, ApiError> {
 /// Lists matching objects for a call (one page when `limit` is set).
 pub async fn list_objects(rest: &Rest, call: &Call) -> Result<ListPage, ApiError> {
     let info = call.info();
-    let filter = Filter::from_query(info, &call.query)?;
+    let filter = Filter::from_query(info, call.route.custom.as_deref(), &call.query)?;
     let prefix = collection_prefix(info, call.ns());
     let limit = call.query.int("limit")?.unwrap_or(0).max(0);
     let (mut revision, mut start_after) = match call.query.get("continue") {
@@ -220,8 +232,7 @@ pub async fn list(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError> 
         Want::Table => {
             let include = call.query.get("includeObject").unwrap_or("Metadata");
             let rows: Vec<&Value> = page.items.iter().collect();
-            let mut t =
-                api::table::table(info.group, info.plural, &rows, chrono::Utc::now(), include);
+            let mut t = table(call, info, &rows, include);
             t["metadata"] = meta;
             t
         }
@@ -319,7 +330,7 @@ fn classify(
 pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let want = h::negotiate(&call.headers)?;
-    let mut filter = Filter::from_query(info, &call.query)?;
+    let mut filter = Filter::from_query(info, call.route.custom.as_deref(), &call.query)?;
     if let Some(name) = &call.route.name {
         filter.require_name(name);
     }
@@ -480,6 +491,7 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
 /// The parts of a call a detached watch task keeps.
 struct CallLite {
     namespace: Option<String>,
+    custom: Option<std::sync::Arc<crate::crd::Served>>,
     query: super::Query,
     user: crate::auth::User,
 }
@@ -488,6 +500,7 @@ impl CallLite {
     fn from(call: &Call) -> CallLite {
         CallLite {
             namespace: call.route.namespace.clone(),
+            custom: call.route.custom.clone(),
             query: call.query.clone(),
             user: call.user.clone(),
         }
@@ -502,6 +515,7 @@ impl CallLite {
                 subresource: None,
                 rest: String::new(),
                 watch_prefix: true,
+                custom: self.custom.clone(),
             },
             method: http::Method::GET,
             query: self.query.clone(),

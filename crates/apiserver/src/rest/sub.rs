@@ -39,7 +39,7 @@ pub async fn serve(
         }
         ("scale", &Method::GET) => {
             let (obj, _) = rest.load(info, call.ns(), name).await?;
-            Ok(h::json(200, &scale_of(info, &obj)))
+            Ok(h::json(200, &scale_of(call, info, &obj)))
         }
         ("scale", &Method::PUT | &Method::PATCH) => {
             let bytes = h::read_body(body, &call.headers).await?;
@@ -78,7 +78,69 @@ fn body_of(call: &Call, bytes: &[u8]) -> Result<Value, ApiError> {
     h::decode_body(bytes, ct)
 }
 
-fn scale_of(info: &api::catalogue::ResourceInfo, obj: &Value) -> Value {
+/// A path like `.spec.replicas` as a JSON pointer.
+fn pointer(path: &str) -> String {
+    path.replace('.', "/")
+}
+
+/// The Scale of a custom object, read through the definition's paths.
+fn custom_scale_of(scale: &api::crd::Scale, obj: &Value) -> Value {
+    let spec = obj
+        .pointer(&pointer(&scale.spec_replicas_path))
+        .and_then(Value::as_i64);
+    let status = obj
+        .pointer(&pointer(&scale.status_replicas_path))
+        .and_then(Value::as_i64);
+    let selector = scale
+        .label_selector_path
+        .as_deref()
+        .and_then(|p| obj.pointer(&pointer(p)))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let mut status_json = json!({"replicas": status.unwrap_or(0)});
+    if !selector.is_empty() {
+        status_json["selector"] = json!(selector);
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"],
+            "namespace": obj["metadata"]["namespace"],
+            "uid": obj["metadata"]["uid"],
+            "resourceVersion": obj["metadata"]["resourceVersion"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": spec.unwrap_or(0)},
+        "status": status_json,
+    })
+}
+
+/// Sets `value` at a `.a.b` path, creating objects on the way.
+fn set_path(obj: &mut Value, path: &str, value: Value) {
+    let mut cur = obj;
+    let parts: Vec<&str> = path.trim_start_matches('.').split('.').collect();
+    for (i, p) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        if i + 1 == parts.len() {
+            cur[*p] = value;
+            return;
+        }
+        cur = &mut cur[*p];
+    }
+}
+
+fn scale_of(call: &Call, info: &api::catalogue::ResourceInfo, obj: &Value) -> Value {
+    if let Some(scale) = call
+        .route
+        .custom
+        .as_ref()
+        .and_then(|c| c.version().scale.as_ref())
+    {
+        return custom_scale_of(scale, obj);
+    }
     let selector = match &obj["spec"]["selector"] {
         // ReplicationControllers have a plain map selector.
         Value::Object(m)
@@ -141,7 +203,7 @@ async fn scale_write(
     let info = call.info();
     for _ in 0..16 {
         let (obj, kv) = rest.load(info, call.ns(), name).await?;
-        let current = scale_of(info, &obj);
+        let current = scale_of(call, info, &obj);
         let scale = if call.method == Method::PATCH {
             let ct = call
                 .headers
@@ -195,7 +257,15 @@ async fn scale_write(
             ));
         }
         let mut new = obj.clone();
-        new["spec"]["replicas"] = json!(replicas);
+        match call
+            .route
+            .custom
+            .as_ref()
+            .and_then(|c| c.version().scale.as_ref())
+        {
+            Some(sc) => set_path(&mut new, &sc.spec_replicas_path, json!(replicas)),
+            None => new["spec"]["replicas"] = json!(replicas),
+        }
         let main_call = Call {
             route: crate::router::ResourceRoute {
                 subresource: None,
@@ -208,7 +278,7 @@ async fn scale_write(
         };
         match write::update_object(rest, &main_call, name, new, &obj, &kv, false).await {
             Ok((Outcome::Stored(v) | Outcome::Deleted(v), _)) => {
-                return Ok(h::json(200, &scale_of(info, &v)));
+                return Ok(h::json(200, &scale_of(call, info, &v)));
             }
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),

@@ -34,11 +34,17 @@ fn field_validation(call: &Call) -> Result<FieldValidation, ApiError> {
 /// Decodes through the typed model and applies `fieldValidation`; returns
 /// the normalised object and any warnings.
 fn normalize(
+    rest: &Rest,
     call: &Call,
     info: &ResourceInfo,
     obj: Value,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let fv = field_validation(call)?;
+    if let Some(served) = rest.crds.get(info) {
+        let mut obj = obj;
+        let unknown = served.strategy.prune(&mut obj);
+        return unknown_fields(info, fv, &unknown).map(|w| (obj, w));
+    }
     let Some(res) = registry::typed::normalize(info, &obj) else {
         return Ok((obj, Vec::new()));
     };
@@ -46,6 +52,16 @@ fn normalize(
         ApiError::bad_request(format!("error decoding request body: {}", e.message))
     })?;
     let unknown = registry::typed::unknown_fields(&obj, &norm);
+    unknown_fields(info, fv, &unknown).map(|w| (norm, w))
+}
+
+/// Applies `fieldValidation` to the unknown fields a decode found: an
+/// error when strict, warnings by default.
+fn unknown_fields(
+    info: &ResourceInfo,
+    fv: FieldValidation,
+    unknown: &[String],
+) -> Result<Vec<String>, ApiError> {
     let mut warnings = Vec::new();
     if !unknown.is_empty() {
         match fv {
@@ -55,8 +71,10 @@ fn normalize(
                     .map(|u| format!("unknown field \"{u}\""))
                     .collect();
                 return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    list.join(", ")
+                    "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    list.join(", "),
+                    kind = info.kind,
+                    v = info.version,
                 )));
             }
             FieldValidation::Warn => {
@@ -65,7 +83,7 @@ fn normalize(
             FieldValidation::Ignore => {}
         }
     }
-    Ok((norm, warnings))
+    Ok(warnings)
 }
 
 fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body> {
@@ -78,10 +96,10 @@ fn with_warnings(mut resp: Response<Body>, warnings: &[String]) -> Response<Body
     resp
 }
 
-fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+fn validate(rest: &Rest, info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
     let mut causes = meta::validate_meta(info, obj);
     causes.extend(
-        registry::strategy(info)
+        rest.strategy(info)
             .validate(obj)
             .into_iter()
             .map(|f| cause(f.reason, &f.field, f.message)),
@@ -189,11 +207,11 @@ pub(super) async fn create_object(
     }
     check_namespace(call, &mut obj)?;
     meta::apply_generate_name(&mut obj);
-    let (mut obj, warnings) = normalize(call, info, obj)?;
+    let (mut obj, warnings) = normalize(rest, call, info, obj)?;
     meta::tidy_meta(&mut obj);
     convert::to_storage(info, &mut obj);
     meta::prepare_create_meta(&mut obj, call.ns().filter(|_| info.namespaced));
-    let strategy = registry::strategy(info);
+    let strategy = rest.strategy(info);
     strategy.prepare_for_create(info, &mut obj);
     strategy.default(&mut obj);
     let ctx = rest.admission_context();
@@ -217,7 +235,7 @@ pub(super) async fn create_object(
         );
     }
     admission::admit(&ctx, &req, &mut obj).await?;
-    validate(info, &obj)?;
+    validate(rest, info, &obj)?;
     admission::validate(&ctx, &req, &mut obj).await?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let key = object_key(info, call.ns(), &name);
@@ -233,6 +251,7 @@ pub(super) async fn create_object(
         .create(&key, encode(info, &obj))
         .await
         .map_err(|e| map_conflict(info, &name, e))?;
+    wait_established(rest, info, kv.mod_revision).await;
     Ok((present(info, &kv)?, warnings))
 }
 
@@ -288,13 +307,13 @@ pub(super) async fn update_object(
             "the object has been modified; please apply your changes to the latest version and try again",
         ));
     }
-    let (mut new, warnings) = normalize(call, info, new)?;
+    let (mut new, warnings) = normalize(rest, call, info, new)?;
     meta::tidy_meta(&mut new);
     convert::to_storage(info, &mut new);
     let mut old_storage = old.clone();
     convert::to_storage(info, &mut old_storage);
     let sub = call.route.subresource.as_deref();
-    let strategy = registry::strategy(info);
+    let strategy = rest.strategy(info);
     if status_only {
         new = registry::prepare_for_status_update(&new, &old_storage);
     } else if let Some(out) = strategy.prepare_for_subresource_update(sub, &new, &old_storage) {
@@ -324,7 +343,7 @@ pub(super) async fn update_object(
             &shape,
         );
     }
-    validate(info, &new)?;
+    validate(rest, info, &new)?;
     let update_errs = strategy.validate_update(&new, &old_storage, sub);
     if !update_errs.is_empty() {
         let causes = update_errs
@@ -335,7 +354,7 @@ pub(super) async fn update_object(
     }
     let key = object_key(info, call.ns(), name);
     // Removing the last finalizer of an object being deleted deletes it.
-    if is_deleting(&new) && !has_finalizers(strategy, &new) {
+    if is_deleting(&new) && !has_finalizers(&*strategy, &new) {
         if dry {
             return Ok((Outcome::Deleted(new), warnings));
         }
@@ -368,7 +387,19 @@ pub(super) async fn update_object(
         .update(&key, encode(info, &new), old_kv.mod_revision)
         .await
         .map_err(|e| map_conflict(info, name, e))?;
+    wait_established(rest, info, kv.mod_revision).await;
     Ok((Outcome::Stored(present(info, &kv)?), warnings))
+}
+
+/// A written CustomResourceDefinition's kind is served when the write
+/// returns (as far as the definition allows), so that the next request
+/// of a client that just applied it finds the kind.
+async fn wait_established(rest: &Rest, info: &ResourceInfo, revision: i64) {
+    if (info.group, info.plural) == ("apiextensions.k8s.io", "customresourcedefinitions") {
+        rest.crd_controller
+            .wait_synced(revision, std::time::Duration::from_secs(2))
+            .await;
+    }
 }
 
 fn is_deleting(obj: &Value) -> bool {
@@ -405,7 +436,7 @@ pub async fn update(
             Ok(x) => x,
             Err(e)
                 if e.code == 404
-                    && registry::strategy(info).allow_create_on_update()
+                    && rest.strategy(info).allow_create_on_update()
                     && !status_only =>
             {
                 let (out, warnings) = create_object(rest, call, new).await?;
@@ -514,6 +545,11 @@ pub async fn patch(
 ) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let kind = patch_type(call)?;
+    if kind == PatchType::Strategic && info.custom {
+        return Err(ApiError::unsupported_media(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".to_string(),
+        ));
+    }
     let want = h::negotiate(&call.headers)?;
     let status_only = matches!(call.route.subresource.as_deref(), Some("status"));
     if kind == PatchType::Apply {
@@ -665,7 +701,7 @@ pub(super) async fn delete_object(
             }
             _ => {}
         }
-        let strategy = registry::strategy(info);
+        let strategy = rest.strategy(info);
         let ns_finalizers = strategy.finalizers_pending(&updated);
         let grace = strategy.graceful_delete_seconds(&updated, opts.grace);
         let already = is_deleting(&updated);
@@ -759,6 +795,7 @@ pub async fn delete_collection(
                 subresource: None,
                 rest: String::new(),
                 watch_prefix: false,
+                custom: call.route.custom.clone(),
             },
             method: call.method.clone(),
             query: call.query.clone(),
