@@ -18,6 +18,17 @@ use crate::filter::Filter;
 use crate::http::{self as h, Body, Want};
 use crate::watch::{CachedEvent, Source};
 
+/// A custom object read at a version gets that version's defaults, as
+/// upstream defaults what it reads from storage (an object written at
+/// another version, or before a default was added).
+fn with_read_defaults(call: &Call, mut obj: Value) -> Value {
+    if let Some(served) = &call.route.custom {
+        use api::registry::Strategy;
+        served.strategy.default(&mut obj);
+    }
+    obj
+}
+
 /// A Table of `rows`: a custom kind's printer columns, else the built-in
 /// printers.
 fn table(call: &Call, info: &ResourceInfo, rows: &[&Value], include: &str) -> Value {
@@ -48,6 +59,7 @@ pub async fn get(rest: &Rest, call: &Call, name: &str) -> Result<Response<Body>,
 /// as it does a GET's).
 pub(super) fn render_one(call: &Call, want: Want, obj: Value) -> Value {
     let info = call.info();
+    let obj = with_read_defaults(call, obj);
     match want {
         Want::Object => obj,
         Want::Metadata => partial(&obj),
@@ -208,7 +220,14 @@ pub async fn list_objects(rest: &Rest, call: &Call) -> Result<ListPage, ApiError
 pub async fn list(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let want = h::negotiate(&call.headers)?;
-    let page = list_objects(rest, call).await?;
+    let mut page = list_objects(rest, call).await?;
+    if call.route.custom.is_some() {
+        page.items = page
+            .items
+            .into_iter()
+            .map(|o| with_read_defaults(call, o))
+            .collect();
+    }
     let mut meta = json!({"resourceVersion": page.revision.to_string()});
     if let Some(c) = &page.continue_token {
         meta["continue"] = json!(c);
