@@ -694,6 +694,55 @@ pub static RESOURCES: &[ResourceInfo] = &[
         "",
         RW
     ),
+    // admissionregistration.k8s.io/v1
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        "mutatingwebhookconfiguration",
+        false,
+        NONE,
+        &["api-extensions"],
+        NONE,
+        "io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration"
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        false,
+        NONE,
+        &["api-extensions"],
+        NONE,
+        "io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration"
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicy",
+        false,
+        NONE,
+        &["api-extensions"],
+        STATUS,
+        "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicy"
+    ),
+    res!(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        "validatingadmissionpolicybinding",
+        false,
+        NONE,
+        &["api-extensions"],
+        NONE,
+        "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicyBinding"
+    ),
     // apiextensions.k8s.io/v1
     res!(
         "apiextensions.k8s.io",

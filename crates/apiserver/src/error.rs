@@ -155,6 +155,47 @@ impl ApiError {
         e
     }
 
+    /// An error with a code and a reason a remote party (a webhook, a
+    /// policy) chose; unknown reasons fall back to the code's.
+    pub fn remote(code: u16, reason: &str, message: impl Into<String>) -> Self {
+        const KNOWN: &[&str] = &[
+            "BadRequest",
+            "Unauthorized",
+            "Forbidden",
+            "NotFound",
+            "AlreadyExists",
+            "Conflict",
+            "Gone",
+            "Invalid",
+            "ServerTimeout",
+            "Timeout",
+            "TooManyRequests",
+            "MethodNotAllowed",
+            "NotAcceptable",
+            "RequestEntityTooLarge",
+            "UnsupportedMediaType",
+            "InternalError",
+            "Expired",
+            "ServiceUnavailable",
+        ];
+        let reason = KNOWN
+            .iter()
+            .copied()
+            .find(|k| *k == reason)
+            .unwrap_or(match code {
+                400 => "BadRequest",
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "NotFound",
+                409 => "Conflict",
+                422 => "Invalid",
+                429 => "TooManyRequests",
+                500 => "InternalError",
+                _ => "",
+            });
+        Self::new(code, reason, message)
+    }
+
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)

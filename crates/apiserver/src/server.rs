@@ -208,6 +208,8 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
             }
         }
     });
+    // Registered webhooks and policies apply from the first request on.
+    state.rest.extensions.start(&state.rest.store).await;
     // Custom kinds are served from the first request on.
     tokio::spawn(state.rest.crd_controller.clone().run());
     if let Ok(rev) = state.rest.store.current_revision().await {

@@ -42,6 +42,19 @@ pub fn compile(source: &str) -> Result<Arc<cel::Program>, String> {
     Ok(program)
 }
 
+/// Evaluates `source` with `vars` bound (JSON values), for the CEL that
+/// admission uses (match conditions, ValidatingAdmissionPolicies); the
+/// result comes back as JSON.
+pub fn evaluate(source: &str, vars: &[(&str, &Value)]) -> Result<Value, String> {
+    let program = compile(source)?;
+    let mut ctx = cel::Context::with_env(ENV.clone());
+    for (name, v) in vars {
+        ctx.add_variable_from_value(*name, to_cel(v)?);
+    }
+    let out = program.execute(&ctx).map_err(|e| e.to_string())?;
+    out.json().map_err(|e| e.to_string())
+}
+
 fn rules(schema: &Value) -> impl Iterator<Item = (usize, &Value)> {
     schema["x-kubernetes-validations"]
         .as_array()

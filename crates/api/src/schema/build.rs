@@ -3,8 +3,8 @@
 //! group-version-kind and merge extensions.
 
 use k8s_openapi::api::{
-    apps, authentication, autoscaling, batch, coordination, core, discovery, events, networking,
-    policy, rbac, scheduling, storage,
+    admissionregistration, apps, authentication, autoscaling, batch, coordination, core, discovery,
+    events, networking, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
@@ -80,6 +80,10 @@ pub(super) fn definitions() -> Map<String, Value> {
         events::v1::Event,
         scheduling::v1::PriorityClass,
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        admissionregistration::v1::MutatingWebhookConfiguration,
+        admissionregistration::v1::ValidatingWebhookConfiguration,
+        admissionregistration::v1::ValidatingAdmissionPolicy,
+        admissionregistration::v1::ValidatingAdmissionPolicyBinding,
         authentication::v1::TokenRequest,
         meta::APIGroup,
         meta::APIGroupList,

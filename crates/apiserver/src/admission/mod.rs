@@ -12,6 +12,7 @@
 //! Plugins read other objects through a [`Context`] rather than the REST
 //! layer, so that the REST layer depends on admission and not back.
 
+pub mod dynamic;
 pub mod ipalloc;
 pub mod namespace;
 pub mod priority;

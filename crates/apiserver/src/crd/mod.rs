@@ -79,6 +79,16 @@ impl Registry {
             .cloned()
     }
 
+    /// Looks a custom kind up by apiVersion and kind.
+    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
+        let (group, version) = api::catalogue::split_api_version(api_version);
+        self.snapshot()
+            .by_route
+            .values()
+            .find(|s| s.info.group == group && s.info.version == version && s.info.kind == kind)
+            .map(|s| s.info)
+    }
+
     /// The served entry behind a custom `info`.
     pub fn get(&self, info: &ResourceInfo) -> Option<Arc<Served>> {
         if !info.custom {

@@ -44,6 +44,8 @@ pub struct Rest {
     pub crds: Arc<crate::crd::Registry>,
     /// Keeps `crds` in step with the stored definitions.
     pub(crate) crd_controller: Arc<crate::crd::controller::Controller>,
+    /// The registered admission webhooks and policies.
+    pub(crate) extensions: Arc<crate::admission::dynamic::Extensions>,
 }
 
 /// A kind's strategy: compiled for built-in kinds, read from the
@@ -134,6 +136,7 @@ impl Rest {
         Rest {
             crds,
             crd_controller,
+            extensions: Arc::new(crate::admission::dynamic::Extensions::new()),
             store,
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use store::{KeyValue, StoreError};
 
 use super::{Call, Rest, decode_kv, meta, object_key};
-use crate::admission::{self, Operation};
+use crate::admission::{self, Operation, dynamic};
 use crate::convert;
 use crate::error::{ApiError, cause};
 use crate::http::{self as h, Body};
@@ -207,7 +207,7 @@ pub(super) async fn create_object(
     }
     check_namespace(call, &mut obj)?;
     meta::apply_generate_name(&mut obj);
-    let (mut obj, warnings) = normalize(rest, call, info, obj)?;
+    let (mut obj, mut warnings) = normalize(rest, call, info, obj)?;
     meta::tidy_meta(&mut obj);
     convert::to_storage(info, &mut obj);
     meta::prepare_create_meta(&mut obj, call.ns().filter(|_| info.namespaced));
@@ -235,9 +235,21 @@ pub(super) async fn create_object(
         );
     }
     admission::admit(&ctx, &req, &mut obj).await?;
-    validate(rest, info, &obj)?;
-    admission::validate(&ctx, &req, &mut obj).await?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let attrs = dynamic::Attributes {
+        op: Operation::Create,
+        info,
+        sub: None,
+        namespace: call.ns().filter(|_| info.namespaced),
+        name: &name,
+        user: &call.user,
+        old: None,
+        dry_run: dry,
+    };
+    warnings.extend(mutating_webhooks(rest, &attrs, &mut obj).await?);
+    validate(rest, info, &obj)?;
+    warnings.extend(validating_admission(rest, &attrs, &obj).await?);
+    admission::validate(&ctx, &req, &mut obj).await?;
     let key = object_key(info, call.ns(), &name);
     if dry {
         if rest.store.get(&key).await?.is_some() {
@@ -307,7 +319,7 @@ pub(super) async fn update_object(
             "the object has been modified; please apply your changes to the latest version and try again",
         ));
     }
-    let (mut new, warnings) = normalize(rest, call, info, new)?;
+    let (mut new, mut warnings) = normalize(rest, call, info, new)?;
     meta::tidy_meta(&mut new);
     convert::to_storage(info, &mut new);
     let mut old_storage = old.clone();
@@ -343,7 +355,19 @@ pub(super) async fn update_object(
             &shape,
         );
     }
+    let attrs = dynamic::Attributes {
+        op: Operation::Update,
+        info,
+        sub,
+        namespace: call.ns().filter(|_| info.namespaced),
+        name,
+        user: &call.user,
+        old: Some(&old_storage),
+        dry_run: dry,
+    };
+    warnings.extend(mutating_webhooks(rest, &attrs, &mut new).await?);
     validate(rest, info, &new)?;
+    warnings.extend(validating_admission(rest, &attrs, &new).await?);
     let update_errs = strategy.validate_update(&new, &old_storage, sub);
     if !update_errs.is_empty() {
         let causes = update_errs
@@ -391,10 +415,44 @@ pub(super) async fn update_object(
     Ok((Outcome::Stored(present(info, &kv)?), warnings))
 }
 
+/// The mutating webhooks, which see (and patch) the object at the
+/// request's version.
+async fn mutating_webhooks(
+    rest: &Rest,
+    attrs: &dynamic::Attributes<'_>,
+    obj: &mut Value,
+) -> Result<Vec<String>, ApiError> {
+    if rest.extensions.mutating.items().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut versioned = obj.clone();
+    convert::to_version(attrs.info, &mut versioned);
+    let warnings = dynamic::mutate(&rest.store, &rest.extensions, attrs, &mut versioned).await?;
+    convert::to_storage(attrs.info, &mut versioned);
+    *obj = versioned;
+    Ok(warnings)
+}
+
+/// ValidatingAdmissionPolicies, then the validating webhooks.
+async fn validating_admission(
+    rest: &Rest,
+    attrs: &dynamic::Attributes<'_>,
+    obj: &Value,
+) -> Result<Vec<String>, ApiError> {
+    let mut versioned = obj.clone();
+    convert::to_version(attrs.info, &mut versioned);
+    let mut warnings =
+        dynamic::validate_policies(&rest.store, &rest.extensions, &rest.crds, attrs, &versioned)
+            .await?;
+    warnings.extend(dynamic::validate(&rest.store, &rest.extensions, attrs, &versioned).await?);
+    Ok(warnings)
+}
+
 /// A written CustomResourceDefinition's kind is served when the write
 /// returns (as far as the definition allows), so that the next request
 /// of a client that just applied it finds the kind.
 async fn wait_established(rest: &Rest, info: &ResourceInfo, revision: i64) {
+    rest.extensions.written(info, revision).await;
     if (info.group, info.plural) == ("apiextensions.k8s.io", "customresourcedefinitions") {
         rest.crd_controller
             .wait_synced(revision, std::time::Duration::from_secs(2))
@@ -658,6 +716,7 @@ pub(super) async fn delete_object(
     let info = call.info();
     let dry = call.query.dry_run()?;
     let key = object_key(info, call.ns(), name);
+    let mut already_checked = false;
     for _ in 0..16 {
         let (obj, kv) = rest.load(info, call.ns(), name).await?;
         if let Some(uid) = &opts.uid
@@ -700,6 +759,20 @@ pub(super) async fn delete_object(
                 finalizers.push(json!("orphan"))
             }
             _ => {}
+        }
+        if !already_checked {
+            let attrs = dynamic::Attributes {
+                op: Operation::Delete,
+                info,
+                sub: None,
+                namespace: call.ns().filter(|_| info.namespaced),
+                name,
+                user: &call.user,
+                old: Some(&obj),
+                dry_run: dry,
+            };
+            validating_admission(rest, &attrs, &obj).await?;
+            already_checked = true;
         }
         let strategy = rest.strategy(info);
         let ns_finalizers = strategy.finalizers_pending(&updated);
