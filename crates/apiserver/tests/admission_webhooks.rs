@@ -185,11 +185,11 @@ async fn webhooks_mutate_refuse_and_fail_by_policy() {
         .await
         .unwrap();
     assert!(
-        left.metadata
+        !left
+            .metadata
             .labels
             .unwrap_or_default()
-            .get("mutated")
-            .is_none()
+            .contains_key("mutated")
     );
     let reviews: Vec<(String, Value)> = w.seen.lock().unwrap().clone();
     let (_, review) = reviews
