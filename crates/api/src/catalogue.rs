@@ -743,6 +743,19 @@ pub static RESOURCES: &[ResourceInfo] = &[
         NONE,
         "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicyBinding"
     ),
+    // apiregistration.k8s.io/v1
+    res!(
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        "apiservice",
+        false,
+        NONE,
+        &["api-extensions"],
+        STATUS,
+        "io.k8s.kube-aggregator.pkg.apis.apiregistration.v1.APIService"
+    ),
     // apiextensions.k8s.io/v1
     res!(
         "apiextensions.k8s.io",

@@ -527,6 +527,7 @@ pub fn name_rule(group: &str, plural: &str) -> NameRule {
         ("", "services") => NameRule::Dns1035Label,
         ("", "persistentvolumes") => NameRule::PathSegment,
         ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
+        ("apiregistration.k8s.io", "apiservices") => NameRule::PathSegment,
         _ => NameRule::Subdomain,
     }
 }

@@ -5,11 +5,30 @@ use api::catalogue::{self, ResourceInfo};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
+use crate::aggregator::Aggregator;
 use crate::crd::Registry;
 
+/// Where discovery finds the groups beyond the built-in ones.
+pub struct Sources<'a> {
+    /// Custom resources.
+    pub crds: &'a Registry,
+    /// Aggregated API servers.
+    pub aggregated: &'a Aggregator,
+}
+
 /// Every served group with its versions (preferred first): the built-in
-/// ones, then the custom ones.
-fn all_groups(custom: &Registry) -> Vec<(String, Vec<String>)> {
+/// ones, the custom ones, then the aggregated ones.
+fn all_groups(src: &Sources<'_>) -> Vec<(String, Vec<String>)> {
+    let mut out = local_groups(src.crds);
+    for (g, vs) in src.aggregated.groups() {
+        if !out.iter().any(|(x, _)| *x == g) {
+            out.push((g, vs));
+        }
+    }
+    out
+}
+
+fn local_groups(custom: &Registry) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = catalogue::groups()
         .into_iter()
         .map(|(g, vs)| (g.to_string(), vs.into_iter().map(String::from).collect()))
@@ -124,7 +143,48 @@ fn aggregated_resource(info: &ResourceInfo) -> Value {
     r
 }
 
-fn aggregated_group(custom: &Registry, group: &str, versions: &[String]) -> Value {
+/// An aggregated server's legacy APIResource list in the aggregated
+/// discovery shape.
+fn remote_resources(group: &str, version: &str, list: &[Value]) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for r in list {
+        let name = r["name"].as_str().unwrap_or("");
+        match name.split_once('/') {
+            None => {
+                let mut a = json!({
+                    "resource": name,
+                    "responseKind": {"group": group, "version": version, "kind": r["kind"]},
+                    "scope": if r["namespaced"].as_bool() == Some(true) { "Namespaced" } else { "Cluster" },
+                    "singularResource": r["singularName"],
+                    "verbs": r["verbs"],
+                });
+                for k in ["shortNames", "categories"] {
+                    if r.get(k).is_some_and(|v| !v.is_null()) {
+                        a[k] = r[k].clone();
+                    }
+                }
+                out.push(a);
+            }
+            Some((parent, sub)) => {
+                if let Some(p) = out.iter_mut().find(|x| x["resource"] == parent) {
+                    let entry = json!({
+                        "subresource": sub,
+                        "responseKind": {"group": r["group"].as_str().unwrap_or(group), "version": r["version"].as_str().unwrap_or(version), "kind": r["kind"]},
+                        "verbs": r["verbs"],
+                    });
+                    match p["subresources"].as_array_mut() {
+                        Some(a) => a.push(entry),
+                        None => p["subresources"] = json!([entry]),
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn aggregated_group(src: &Sources<'_>, group: &str, versions: &[String]) -> Value {
+    let custom = src.crds;
     let mut metadata = json!({"creationTimestamp": null});
     if !group.is_empty() {
         metadata["name"] = json!(group);
@@ -133,18 +193,24 @@ fn aggregated_group(custom: &Registry, group: &str, versions: &[String]) -> Valu
         "metadata": metadata,
         "versions": versions.iter().map(|v| json!({
             "version": v,
-            "resources": infos_in(custom, group, v).into_iter().map(aggregated_resource).collect::<Vec<_>>(),
-            "freshness": "Current",
+            "resources": match src.aggregated.remote(group, v) {
+                Some(remote) => remote_resources(group, v, remote.resources.as_deref().unwrap_or(&[])),
+                None => infos_in(custom, group, v).into_iter().map(aggregated_resource).collect::<Vec<_>>(),
+            },
+            "freshness": match src.aggregated.remote(group, v) {
+                Some(r) if r.resources.is_none() => "Stale",
+                _ => "Current",
+            },
         })).collect::<Vec<_>>(),
     })
 }
 
 /// The aggregated discovery document for `/api` (core) or `/apis` (groups).
-pub fn aggregated(custom: &Registry, core: bool, version: &str) -> Value {
-    let items: Vec<Value> = all_groups(custom)
+pub fn aggregated(src: &Sources<'_>, core: bool, version: &str) -> Value {
+    let items: Vec<Value> = all_groups(src)
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
-        .map(|(g, vs)| aggregated_group(custom, &g, &vs))
+        .map(|(g, vs)| aggregated_group(src, &g, &vs))
         .collect();
     json!({
         "kind": "APIGroupDiscoveryList",
@@ -181,8 +247,8 @@ fn group_doc(group: &str, versions: &[String]) -> Value {
 }
 
 /// `/apis`: APIGroupList.
-pub fn group_list(custom: &Registry) -> Value {
-    let groups: Vec<Value> = all_groups(custom)
+pub fn group_list(src: &Sources<'_>) -> Value {
+    let groups: Vec<Value> = all_groups(src)
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| group_doc(&g, &vs))
@@ -191,8 +257,8 @@ pub fn group_list(custom: &Registry) -> Value {
 }
 
 /// `/apis/<group>`: APIGroup, if served.
-pub fn group(custom: &Registry, name: &str) -> Option<Value> {
-    let (g, vs) = all_groups(custom)
+pub fn group(src: &Sources<'_>, name: &str) -> Option<Value> {
+    let (g, vs) = all_groups(src)
         .into_iter()
         .find(|(g, _)| *g == name && !g.is_empty())?;
     let mut doc = group_doc(&g, &vs);
@@ -258,7 +324,12 @@ mod tests {
 
     #[test]
     fn aggregated_lists_core_and_groups_apart() {
-        let core = aggregated(&Registry::default(), true, "v2");
+        let (crds, agg) = (Registry::default(), Aggregator::default());
+        let src = Sources {
+            crds: &crds,
+            aggregated: &agg,
+        };
+        let core = aggregated(&src, true, "v2");
         assert_eq!(core["items"].as_array().map(Vec::len), Some(1));
         let pods = core["items"][0]["versions"][0]["resources"]
             .as_array()
@@ -266,7 +337,7 @@ mod tests {
             .cloned()
             .unwrap_or_default();
         assert_eq!(pods["shortNames"], json!(["po"]));
-        let apis = aggregated(&Registry::default(), false, "v2");
+        let apis = aggregated(&src, false, "v2");
         assert!(
             apis["items"]
                 .as_array()
@@ -291,6 +362,11 @@ mod tests {
     #[test]
     fn legacy_lists() {
         let none = Registry::default();
+        let agg = Aggregator::default();
+        let src = Sources {
+            crds: &none,
+            aggregated: &agg,
+        };
         let l = resource_list(&none, "apps", "v1").unwrap();
         let names: Vec<&str> = l["resources"]
             .as_array()
@@ -300,9 +376,9 @@ mod tests {
             .collect();
         assert!(names.contains(&"deployments/scale"));
         assert_eq!(
-            group(&none, "apps").unwrap()["preferredVersion"]["groupVersion"],
+            group(&src, "apps").unwrap()["preferredVersion"]["groupVersion"],
             "apps/v1"
         );
-        assert!(group(&none, "nope").is_none());
+        assert!(group(&src, "nope").is_none());
     }
 }

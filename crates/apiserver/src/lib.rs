@@ -2,8 +2,10 @@
 //! kinds, backed by a revisioned store with a watch cache.
 
 pub mod admission;
+pub mod aggregator;
 pub mod apply;
 pub mod auth;
+pub mod backend;
 pub mod convert;
 pub mod crd;
 pub mod discovery;
@@ -23,6 +25,7 @@ pub mod shape;
 pub mod testing;
 pub mod tls;
 pub mod watch;
+pub mod watched;
 
 pub use admission::service_alloc::SERVICE_CIDR;
 pub use server::{Config, Running, ServerError, start};

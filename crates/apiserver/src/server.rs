@@ -119,6 +119,35 @@ struct State {
     server_address: String,
 }
 
+impl State {
+    fn sources(&self) -> discovery::Sources<'_> {
+        discovery::Sources {
+            crds: &self.rest.crds,
+            aggregated: &self.rest.aggregator,
+        }
+    }
+
+    /// The remote APIService a path belongs to, if the group is neither
+    /// built in nor custom.
+    fn aggregated_target(&self, path: &str) -> Option<serde_json::Value> {
+        let mut segs = path.trim_start_matches('/').split('/');
+        if segs.next() != Some("apis") {
+            return None;
+        }
+        let group = segs.next()?;
+        let version = segs.next()?;
+        if catalogue::groups().iter().any(|(g, _)| *g == group)
+            || self.rest.crds.groups().iter().any(|(g, _)| g == group)
+        {
+            return None;
+        }
+        self.rest
+            .aggregator
+            .remote(group, version)
+            .map(|r| r.service)
+    }
+}
+
 /// Starts the API server on `store`.
 pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerError> {
     let started = Instant::now();
@@ -208,6 +237,7 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
             }
         }
     });
+    state.rest.aggregator.start(&state.rest.store);
     // Registered webhooks and policies apply from the first request on.
     state.rest.extensions.start(&state.rest.store).await;
     // Custom kinds are served from the first request on.
@@ -374,6 +404,9 @@ async fn dispatch(
 ) -> Response<Body> {
     let get_only =
         |req: &Request<Incoming>| req.method() == Method::GET || req.method() == Method::HEAD;
+    if let Some(apiservice) = state.aggregated_target(req.uri().path()) {
+        return crate::aggregator::proxy::forward(&state.rest.store, &apiservice, req, &user).await;
+    }
     match route {
         Route::Resource(r) => state.rest.serve(r, req, user).await,
         Route::NodeJoin if req.method() == Method::POST => node_join(state, req).await,
@@ -399,7 +432,7 @@ async fn dispatch(
         Route::CoreVersions => match discovery::aggregated_version(req.headers()) {
             Some(v) => h::json_typed(
                 200,
-                &discovery::aggregated(&state.rest.crds, true, v),
+                &discovery::aggregated(&state.sources(), true, v),
                 &discovery::aggregated_content_type(v),
             ),
             None => h::json(200, &discovery::core_versions(&state.server_address)),
@@ -407,12 +440,12 @@ async fn dispatch(
         Route::Groups => match discovery::aggregated_version(req.headers()) {
             Some(v) => h::json_typed(
                 200,
-                &discovery::aggregated(&state.rest.crds, false, v),
+                &discovery::aggregated(&state.sources(), false, v),
                 &discovery::aggregated_content_type(v),
             ),
-            None => h::json(200, &discovery::group_list(&state.rest.crds)),
+            None => h::json(200, &discovery::group_list(&state.sources())),
         },
-        Route::Group(g) => match discovery::group(&state.rest.crds, &g) {
+        Route::Group(g) => match discovery::group(&state.sources(), &g) {
             Some(doc) => h::json(200, &doc),
             None => h::error(&ApiError::no_route(req.uri().path())),
         },
@@ -491,6 +524,14 @@ async fn bootstrap(rest: &Rest, cfg: &Config, host: &str, port: u16) -> Result<(
         .ok_or_else(|| ServerError::Bootstrap("no priorityclasses".into()))?;
     for class in crate::admission::priority::system_priority_classes() {
         rest.ensure(pc, None, class)
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.message))?;
+    }
+    // The built-in group versions, listed as local APIServices.
+    let apiservices = catalogue::find("apiregistration.k8s.io", "v1", "apiservices")
+        .ok_or_else(|| ServerError::Bootstrap("no apiservices".into()))?;
+    for svc in crate::aggregator::local_apiservices() {
+        rest.ensure(apiservices, None, svc)
             .await
             .map_err(|e| ServerError::Bootstrap(e.message))?;
     }

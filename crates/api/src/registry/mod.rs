@@ -7,6 +7,7 @@
 //! Each kind with rules has its file under its group (`core` for the legacy
 //! group); kinds without rules share [`GENERIC`].
 
+pub mod apiregistration;
 pub mod apps;
 pub mod autoscaling;
 pub mod batch;
@@ -162,6 +163,7 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("coordination.k8s.io", "leases") => &coordination::LEASE,
         ("storage.k8s.io", "storageclasses") => &storage::STORAGE_CLASS,
         ("scheduling.k8s.io", "priorityclasses") => &scheduling::PRIORITY_CLASS,
+        ("apiregistration.k8s.io", "apiservices") => &apiregistration::API_SERVICE,
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             &crate::crd::strategy::CUSTOM_RESOURCE_DEFINITION
         }

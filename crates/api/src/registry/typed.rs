@@ -96,6 +96,7 @@ pub fn normalize(info: &ResourceInfo, obj: &Value) -> Option<Result<Value, Decod
         "io.k8s.api.discovery.v1.EndpointSlice" => discovery::v1::EndpointSlice,
         "io.k8s.api.events.v1.Event" => events::v1::Event,
         "io.k8s.api.scheduling.v1.PriorityClass" => scheduling::v1::PriorityClass,
+        "io.k8s.kube-aggregator.pkg.apis.apiregistration.v1.APIService" => k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
         "io.k8s.api.admissionregistration.v1.MutatingWebhookConfiguration" => admissionregistration::v1::MutatingWebhookConfiguration,
         "io.k8s.api.admissionregistration.v1.ValidatingWebhookConfiguration" => admissionregistration::v1::ValidatingWebhookConfiguration,
         "io.k8s.api.admissionregistration.v1.ValidatingAdmissionPolicy" => admissionregistration::v1::ValidatingAdmissionPolicy,

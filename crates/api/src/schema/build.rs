@@ -80,6 +80,7 @@ pub(super) fn definitions() -> Map<String, Value> {
         events::v1::Event,
         scheduling::v1::PriorityClass,
         k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
         admissionregistration::v1::MutatingWebhookConfiguration,
         admissionregistration::v1::ValidatingWebhookConfiguration,
         admissionregistration::v1::ValidatingAdmissionPolicy,

@@ -46,6 +46,8 @@ pub struct Rest {
     pub(crate) crd_controller: Arc<crate::crd::controller::Controller>,
     /// The registered admission webhooks and policies.
     pub(crate) extensions: Arc<crate::admission::dynamic::Extensions>,
+    /// The registered APIServices.
+    pub aggregator: Arc<crate::aggregator::Aggregator>,
 }
 
 /// A kind's strategy: compiled for built-in kinds, read from the
@@ -137,6 +139,7 @@ impl Rest {
             crds,
             crd_controller,
             extensions: Arc::new(crate::admission::dynamic::Extensions::new()),
+            aggregator: Arc::new(crate::aggregator::Aggregator::default()),
             store,
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),

@@ -149,8 +149,10 @@ pub async fn pod_log(
         .unwrap_or_else(|_| h::text(500, "")))
 }
 
-/// The data of a kubelet response body as a stream (trailers dropped).
-fn data_frames(body: hyper::body::Incoming) -> impl futures::Stream<Item = Bytes> + Send + 'static {
+/// The data of a proxied response body as a stream (trailers dropped).
+pub(crate) fn data_frames(
+    body: hyper::body::Incoming,
+) -> impl futures::Stream<Item = Bytes> + Send + 'static {
     futures::stream::unfold(body, |mut body| async move {
         loop {
             match body.frame().await {

@@ -453,6 +453,7 @@ async fn validating_admission(
 /// of a client that just applied it finds the kind.
 async fn wait_established(rest: &Rest, info: &ResourceInfo, revision: i64) {
     rest.extensions.written(info, revision).await;
+    rest.aggregator.written(info, revision).await;
     if (info.group, info.plural) == ("apiextensions.k8s.io", "customresourcedefinitions") {
         rest.crd_controller
             .wait_synced(revision, std::time::Duration::from_secs(2))

@@ -5,22 +5,21 @@
 //! ValidatingAdmissionPolicies and validating webhooks.
 //!
 //! The registered configurations are read from a cache each server keeps
-//! in step with the store by watching it ([`Registered`]); a write of a
+//! in step with the store by watching it ([`Watched`]); a write of a
 //! configuration waits until the cache has it, so the next request of the
 //! same client is admitted under it.
 
-mod client;
 mod policy;
 mod rules;
 mod webhook;
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use api::catalogue::ResourceInfo;
-use futures::StreamExt;
 use serde_json::Value;
 use store::{Revision, SharedStore};
+
+use crate::watched::Watched;
 
 use crate::auth::User;
 use crate::error::ApiError;
@@ -28,91 +27,16 @@ use crate::error::ApiError;
 pub use policy::validate as validate_policies;
 pub use webhook::{mutate, validate};
 
-/// One kind of registered configuration, cached.
-pub struct Registered {
-    prefix: String,
-    items: RwLock<Arc<Vec<Value>>>,
-    synced: tokio::sync::watch::Sender<Revision>,
-    kick: tokio::sync::Notify,
-}
-
-impl Registered {
-    fn new(group: &str, plural: &str) -> Arc<Registered> {
-        let prefix = api::catalogue::find(group, "v1", plural)
-            .map(|i| i.storage_prefix())
-            .unwrap_or_else(|| format!("/registry/{plural}/"));
-        Arc::new(Registered {
-            prefix,
-            items: RwLock::new(Arc::new(Vec::new())),
-            synced: tokio::sync::watch::channel(0).0,
-            kick: tokio::sync::Notify::new(),
-        })
-    }
-
-    /// The configurations now.
-    pub fn items(&self) -> Arc<Vec<Value>> {
-        self.items.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    async fn run(self: Arc<Self>, store: SharedStore) {
-        loop {
-            let rev = match store.range(&self.prefix, None, 0, 0).await {
-                Ok(res) => {
-                    let mut items: Vec<Value> = res
-                        .kvs
-                        .iter()
-                        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-                        .collect();
-                    // Upstream calls webhooks in configuration-name order.
-                    items.sort_by(|a: &Value, b: &Value| {
-                        a["metadata"]["name"]
-                            .as_str()
-                            .cmp(&b["metadata"]["name"].as_str())
-                    });
-                    *self.items.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(items);
-                    res.revision
-                }
-                Err(e) => {
-                    tracing::warn!(prefix = %self.prefix, error = %e, "admission configuration read failed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            self.synced.send_replace(rev);
-            let mut watch = store.watch(&self.prefix, rev).await.ok();
-            let next = async {
-                match watch.as_mut() {
-                    Some(w) => {
-                        let _ = w.next().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = next => {}
-                _ = self.kick.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            }
-        }
-    }
-
-    async fn wait_synced(&self, revision: Revision) {
-        let mut rx = self.synced.subscribe();
-        self.kick.notify_one();
-        let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|r| *r >= revision)).await;
-    }
-}
-
 /// Every registered admission configuration.
 pub struct Extensions {
     /// MutatingWebhookConfigurations.
-    pub mutating: Arc<Registered>,
+    pub mutating: Arc<Watched>,
     /// ValidatingWebhookConfigurations.
-    pub validating: Arc<Registered>,
+    pub validating: Arc<Watched>,
     /// ValidatingAdmissionPolicies.
-    pub policies: Arc<Registered>,
+    pub policies: Arc<Watched>,
     /// ValidatingAdmissionPolicyBindings.
-    pub bindings: Arc<Registered>,
+    pub bindings: Arc<Watched>,
 }
 
 const GROUP: &str = "admissionregistration.k8s.io";
@@ -121,10 +45,10 @@ impl Extensions {
     /// Empty caches; [`Extensions::start`] fills them.
     pub fn new() -> Extensions {
         Extensions {
-            mutating: Registered::new(GROUP, "mutatingwebhookconfigurations"),
-            validating: Registered::new(GROUP, "validatingwebhookconfigurations"),
-            policies: Registered::new(GROUP, "validatingadmissionpolicies"),
-            bindings: Registered::new(GROUP, "validatingadmissionpolicybindings"),
+            mutating: Watched::of(GROUP, "mutatingwebhookconfigurations"),
+            validating: Watched::of(GROUP, "validatingwebhookconfigurations"),
+            policies: Watched::of(GROUP, "validatingadmissionpolicies"),
+            bindings: Watched::of(GROUP, "validatingadmissionpolicybindings"),
         }
     }
 
@@ -138,7 +62,7 @@ impl Extensions {
             &self.bindings,
         ];
         for r in all {
-            tokio::spawn(r.clone().run(store.clone()));
+            r.clone().spawn(store.clone());
         }
         if let Ok(rev) = store.current_revision().await {
             for r in all {

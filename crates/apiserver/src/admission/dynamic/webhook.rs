@@ -10,7 +10,8 @@ use base64::Engine;
 use serde_json::{Value, json};
 use store::SharedStore;
 
-use super::{Attributes, Extensions, client, namespace_object, rules};
+use super::{Attributes, Extensions, namespace_object, rules};
+use crate::backend as client;
 use crate::error::ApiError;
 
 /// A webhook that applies to the request, with its configuration's name.
@@ -138,7 +139,7 @@ async fn review(
         "kind": "AdmissionReview",
         "request": attrs.request(&uid, object),
     });
-    match client::post(store, &h.hook["clientConfig"], "", &body, h.timeout()).await {
+    match client::post(store, &h.hook["clientConfig"], &body, h.timeout()).await {
         Ok(resp) => {
             let r = &resp["response"];
             if r.is_null() {
