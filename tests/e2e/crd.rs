@@ -409,6 +409,105 @@ print(got["spec"]["replicas"], ",".join(names))
         .collect();
     assert_eq!(header, ["NAME", "READY", "SECRET", "AGE"], "{certs}");
 
+    // --- An aggregated API server (written in the test) behind an
+    // APIService: reachable with `kubectl get --raw`, listed by
+    // `kubectl api-resources`.
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let (port, ca_bundle) = rt.block_on(apiserver::testing::sample_api_server());
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: sample-api}}
+spec:
+  ports: [{{name: https, port: 443, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: sample-api-1
+  labels: {{kubernetes.io/service-name: sample-api}}
+addressType: IPv4
+endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
+ports: [{{name: https, port: {port}, protocol: TCP}}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: v1beta1.sample.r8s.test}}
+spec:
+  group: sample.r8s.test
+  version: v1beta1
+  groupPriorityMinimum: 1000
+  versionPriority: 15
+  caBundle: {ca_bundle}
+  service: {{namespace: default, name: sample-api, port: 443}}
+"#
+        ),
+    );
+    c.ok(&[
+        "wait",
+        "--for=condition=Available",
+        "--timeout=20s",
+        "apiservice/v1beta1.sample.r8s.test",
+    ]);
+    let raw = json(&c.ok(&[
+        "get",
+        "--raw",
+        "/apis/sample.r8s.test/v1beta1/namespaces/default/flunders",
+    ]));
+    assert_eq!(raw["items"][0]["spec"]["user"], "system:admin", "{raw}");
+    let resources = c.ok(&["api-resources", "--api-group", "sample.r8s.test"]);
+    assert!(
+        resources.contains("flunders") && resources.contains("Flunder"),
+        "{resources}"
+    );
+    let local = c.ok(&[
+        "get",
+        "apiservice",
+        "v1.apps",
+        "-o",
+        "jsonpath={.status.conditions[0].reason}",
+    ]);
+    assert_eq!(local, "Local");
+
+    // --- A ValidatingAdmissionPolicy with the Warn action: kubectl shows
+    // its warning and the object is created.
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: small-configmaps}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE"], resources: ["configmaps"]}
+  validations:
+  - expression: "!has(object.data) || size(object.data) <= 1"
+    message: "configmaps should hold at most one key"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: small-configmaps}
+spec:
+  policyName: small-configmaps
+  validationActions: [Warn]
+"#,
+    );
+    let out = c.kubectl(&[
+        "create",
+        "configmap",
+        "two",
+        "--from-literal=a=1",
+        "--from-literal=b=2",
+    ]);
+    assert!(out.status.success());
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warn.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'small-configmaps' with binding 'small-configmaps': configmaps should hold at most one key"),
+        "{warn}"
+    );
+
     // --- A restart serves the same kinds from the stored definitions.
     c.restart();
     let names = c.ok(&["get", "ct", "-o", "name"]);

@@ -90,3 +90,84 @@ where
     })
     .await
 }
+
+/// An aggregated API server for tests: serves `sample.r8s.test/v1beta1`
+/// with one namespaced kind, Flunder, over TLS, and answers a list with
+/// the `X-Remote-User` it was sent.
+///
+/// Returns its port and the base64 `caBundle` its certificate (for
+/// `sample-api.default.svc`) verifies with.
+///
+/// # Panics
+/// When the listener or certificate cannot be made.
+pub async fn sample_api_server() -> (u16, String) {
+    use base64::Engine;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use serde_json::json;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["sample-api.default.svc".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(cert.pem());
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key_der)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let user = req
+                            .headers()
+                            .get("X-Remote-User")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let body = match req.uri().path() {
+                            "/apis/sample.r8s.test/v1beta1" => json!({
+                                "kind": "APIResourceList", "apiVersion": "v1",
+                                "groupVersion": "sample.r8s.test/v1beta1",
+                                "resources": [{"name": "flunders", "singularName": "flunder", "namespaced": true,
+                                    "kind": "Flunder", "verbs": ["get", "list"], "shortNames": ["fl"]}]
+                            }),
+                            "/apis/sample.r8s.test/v1beta1/namespaces/default/flunders" => json!({
+                                "kind": "FlunderList", "apiVersion": "sample.r8s.test/v1beta1", "metadata": {},
+                                "items": [{"kind": "Flunder", "apiVersion": "sample.r8s.test/v1beta1",
+                                    "metadata": {"name": "seen-by", "namespace": "default"}, "spec": {"user": user}}]
+                            }),
+                            _ => {
+                                let mut r =
+                                    http::Response::new(Full::new(Bytes::from_static(b"{}")));
+                                *r.status_mut() = http::StatusCode::NOT_FOUND;
+                                return Ok::<_, std::convert::Infallible>(r);
+                            }
+                        };
+                        Ok(http::Response::new(Full::new(Bytes::from(
+                            body.to_string(),
+                        ))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (port, ca_bundle)
+}

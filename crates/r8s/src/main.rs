@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod bench;
 mod bench_churn;
+mod bench_crd;
 mod bench_network;
 mod bench_node;
 mod bench_runtime;
@@ -162,6 +163,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 enum BenchCommand {
     /// API throughput and latency (creates, gets, lists, watch events).
     Api(bench::ApiBenchArgs),
+    /// Custom resource creates (50-field schema, 5 CEL rules) against
+    /// ConfigMap creates.
+    Crd(bench_crd::CrdBenchArgs),
     /// Scheduler and controller density on hollow nodes.
     Density(density::DensityArgs),
     /// Durable creates straight into a store (SQLite or etcd), without the
@@ -481,6 +485,7 @@ fn main() -> anyhow::Result<()> {
             unreachable!("handled above")
         }
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
+        Command::Bench(BenchCommand::Crd(args)) => rt.block_on(bench_crd::run(args)),
         Command::Bench(BenchCommand::Density(args)) => rt.block_on(density::run(args)),
         Command::Bench(BenchCommand::Store(args)) => rt.block_on(bench_store::run(args)),
         Command::Bench(BenchCommand::Churn(args)) => rt.block_on(bench_churn::run(args)),

@@ -152,13 +152,21 @@ fn to_cel(v: &Value) -> Result<cel::Value, String> {
     cel::to_value(v).map_err(|e| e.to_string())
 }
 
-fn run(program: &cel::Program, this: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
+/// The variables of the rules at one schema node: `self` (and `oldSelf`),
+/// converted once for all the node's rules.
+fn context(this: &Value, old: Option<&Value>) -> Result<cel::Context<'static, 'static>, String> {
     let mut ctx = cel::Context::with_env(ENV.clone());
     ctx.add_variable_from_value("self", to_cel(this)?);
     if let Some(o) = old {
         ctx.add_variable_from_value("oldSelf", to_cel(o)?);
     }
-    program.execute(&ctx).map_err(|e| e.to_string())
+    Ok(ctx)
+}
+
+fn run(program: &cel::Program, this: &Value, old: Option<&Value>) -> Result<cel::Value, String> {
+    program
+        .execute(&context(this, old)?)
+        .map_err(|e| e.to_string())
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -192,6 +200,7 @@ fn walk(
     if v.is_null() || (transitions && old.is_none()) {
         return;
     }
+    let mut ctx = None;
     for (_, r) in rules(schema) {
         let rule = r["rule"].as_str().unwrap_or("");
         if is_transition(rule) != transitions {
@@ -204,7 +213,17 @@ fn walk(
                 continue;
             }
         };
-        match run(&program, v, old) {
+        if ctx.is_none() {
+            match context(v, old) {
+                Ok(c) => ctx = Some(c),
+                Err(e) => {
+                    errs.push(invalid(path, schema, &e));
+                    return;
+                }
+            }
+        }
+        let Some(c) = ctx.as_ref() else { return };
+        match program.execute(c).map_err(|e| e.to_string()) {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => errs.push(failure(schema, r, v, old, path)),
             Ok(other) => errs.push(invalid(
@@ -217,6 +236,9 @@ fn walk(
     }
     if let (Some(props), Some(map)) = (schema["properties"].as_object(), v.as_object()) {
         for (k, sub) in props {
+            if !has_rules(sub) {
+                continue;
+            }
             if let Some(x) = map.get(k) {
                 let o = old.and_then(|o| o.get(k));
                 walk(sub, x, o, transitions, &join(path, k), errs);

@@ -193,6 +193,25 @@ fn render(v: &Value) -> String {
     }
 }
 
+/// The compiled `pattern`s, shared by every request (a schema's patterns
+/// are few; compiling one per check would dominate validation).
+fn pattern(p: &str) -> Option<std::sync::Arc<regex::Regex>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, RwLock};
+    static CACHE: LazyLock<RwLock<HashMap<String, Option<Arc<regex::Regex>>>>> =
+        LazyLock::new(|| RwLock::new(HashMap::new()));
+    if let Some(re) = CACHE.read().unwrap_or_else(|e| e.into_inner()).get(p) {
+        return re.clone();
+    }
+    let re = regex::Regex::new(p).ok().map(Arc::new);
+    let mut cache = CACHE.write().unwrap_or_else(|e| e.into_inner());
+    if cache.len() > 10_000 {
+        cache.clear();
+    }
+    cache.insert(p.to_string(), re.clone());
+    re
+}
+
 /// A bound as Go prints it: `1`, not `1.0`, for whole numbers.
 fn num(v: &Value) -> String {
     match v.as_f64() {
@@ -425,8 +444,8 @@ fn value_checks(schema: &Value, v: &Value, path: &str, errs: &mut Vec<FieldError
             ));
         }
         if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
-            match regex::Regex::new(p) {
-                Ok(re) if !re.is_match(s) => {
+            match pattern(p) {
+                Some(re) if !re.is_match(s) => {
                     errs.push(invalid(path, v, format!("{bp} in body should match '{p}'")))
                 }
                 _ => {}
