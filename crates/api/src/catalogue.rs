@@ -35,6 +35,9 @@ pub struct ResourceInfo {
     /// The version a custom resource is stored at (empty for built-ins,
     /// whose storage versions `apiserver::convert` knows).
     pub storage_version: &'static str,
+    /// Whether a webhook converts this custom resource between versions
+    /// (reads keep the stored apiVersion until the webhook has run).
+    pub conversion_webhook: bool,
 }
 
 impl ResourceInfo {
@@ -131,6 +134,7 @@ macro_rules! res {
             storage_group: $sg,
             custom: false,
             storage_version: "",
+            conversion_webhook: false,
         }
     };
 }

@@ -33,6 +33,11 @@ pub fn to_version(info: &ResourceInfo, obj: &mut Value) {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    // A conversion webhook (run by the caller, `crd::conversion`) must
+    // see the version the object is stored at.
+    if info.conversion_webhook && !stored.is_empty() && stored != info.api_version() {
+        return;
+    }
     match (info.group, info.version, info.plural) {
         ("autoscaling", "v1", "horizontalpodautoscalers") if stored != "autoscaling/v1" => {
             hpa_v2_to_v1(obj)

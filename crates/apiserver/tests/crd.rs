@@ -9,7 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
 };
 use kube::discovery::ApiResource;
 use kube::runtime::controller::{Action, Controller};
@@ -259,4 +260,186 @@ async fn several_versions_share_one_storage_version() {
         .expect("the custom group is discovered");
     assert_eq!(group.versions().collect::<Vec<_>>(), ["v1", "v1beta1"]);
     assert_eq!(group.preferred_version_or_latest(), "v1");
+}
+
+/// A conversion webhook written here: `v1beta1` keeps `spec.cronSpec`,
+/// `v1` calls it `spec.schedule`. Returns its URL and caBundle.
+async fn conversion_webhook() -> (String, String) {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let ca = base64::engine::general_purpose::STANDARD.encode(cert.pem());
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key_der)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt;
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        let want = review["request"]["desiredAPIVersion"]
+                            .as_str()
+                            .unwrap()
+                            .to_string();
+                        let converted: Vec<serde_json::Value> = review["request"]["objects"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|o| {
+                                let mut o = o.clone();
+                                let spec = o["spec"].as_object_mut().unwrap();
+                                if want.ends_with("/v1") {
+                                    if let Some(v) = spec.remove("cronSpec") {
+                                        spec.insert("schedule".into(), v);
+                                    }
+                                } else if let Some(v) = spec.remove("schedule") {
+                                    spec.insert("cronSpec".into(), v);
+                                }
+                                o["apiVersion"] = json!(want);
+                                o["metadata"]["labels"]["converted-by"] = json!("webhook");
+                                o
+                            })
+                            .collect();
+                        let out = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+                            "response": {"uid": review["request"]["uid"], "convertedObjects": converted,
+                                         "result": {"status": "Success"}}});
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(out.to_string())),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (format!("https://127.0.0.1:{port}/convert"), ca)
+}
+
+#[tokio::test]
+async fn a_conversion_webhook_converts_between_versions() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (url, ca) = conversion_webhook().await;
+    let schema = json!({"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}});
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "crontabs.r8s.example.com"},
+        "spec": {
+            "group": "r8s.example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "crontabs", "kind": "CronTab"},
+            "conversion": {"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"],
+                "clientConfig": {"url": url, "caBundle": ca}}},
+            "versions": [
+                {"name": "v1beta1", "served": true, "storage": false, "schema": schema},
+                {"name": "v1", "served": true, "storage": true, "schema": schema}
+            ]
+        }
+    }))
+    .unwrap();
+    establish(&client, crd).await;
+    let at = |v: &str| {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("r8s.example.com", v, "CronTab"),
+            "crontabs",
+        );
+        Api::<DynamicObject>::namespaced_with(client.clone(), "default", &ar)
+    };
+    // Written at the old version, stored (and read) at the new one.
+    let old: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "r8s.example.com/v1beta1", "kind": "CronTab",
+        "metadata": {"name": "nightly"}, "spec": {"cronSpec": "0 3 * * *"}
+    }))
+    .unwrap();
+    let created = at("v1beta1")
+        .create(&PostParams::default(), &old)
+        .await
+        .unwrap();
+    assert_eq!(
+        created.data["spec"]["cronSpec"], "0 3 * * *",
+        "answered at v1beta1"
+    );
+    let new = at("v1").get("nightly").await.unwrap();
+    assert_eq!(
+        new.types.as_ref().unwrap().api_version,
+        "r8s.example.com/v1"
+    );
+    assert_eq!(new.data["spec"]["schedule"], "0 3 * * *");
+    assert!(new.data["spec"].get("cronSpec").is_none());
+    assert_eq!(
+        new.metadata.labels.as_ref().unwrap()["converted-by"],
+        "webhook"
+    );
+    // Lists at the old version are converted back.
+    let listed = at("v1beta1").list(&Default::default()).await.unwrap();
+    assert_eq!(listed.items[0].data["spec"]["cronSpec"], "0 3 * * *");
+    // A merge patch at the old version applies to the converted object.
+    at("v1beta1")
+        .patch(
+            "nightly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cronSpec": "0 4 * * *"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        at("v1").get("nightly").await.unwrap().data["spec"]["schedule"],
+        "0 4 * * *"
+    );
+    // A watch at the old version sees converted objects.
+    let rv = at("v1beta1")
+        .get("nightly")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let stream = at("v1beta1")
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap();
+    let mut stream = std::pin::pin!(stream);
+    at("v1")
+        .patch(
+            "nightly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"schedule": "0 5 * * *"}})),
+        )
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a watch event")
+        .unwrap()
+        .unwrap();
+    match ev {
+        WatchEvent::Modified(o) => {
+            assert_eq!(o.types.unwrap().api_version, "r8s.example.com/v1beta1");
+            assert_eq!(o.data["spec"]["cronSpec"], "0 5 * * *");
+        }
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
 }

@@ -300,6 +300,7 @@ impl Definition {
                 self.storage_version()
                     .map_or(version.name.as_str(), |s| s.name.as_str()),
             ),
+            conversion_webhook: self.webhook.is_some(),
         })
     }
 }

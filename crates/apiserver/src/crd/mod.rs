@@ -5,6 +5,7 @@
 //! accepted, Established, deletion of a definition's objects).
 
 pub mod controller;
+pub mod conversion;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -279,7 +279,29 @@ impl Rest {
         ns: Option<&str>,
         name: &str,
     ) -> Result<(Value, KeyValue), ApiError> {
-        crate::objects::load(&self.store, info, ns, name).await
+        let (mut obj, kv) = crate::objects::load(&self.store, info, ns, name).await?;
+        if info.conversion_webhook {
+            self.convert(info, std::slice::from_mut(&mut obj), &info.api_version())
+                .await?;
+        }
+        Ok((obj, kv))
+    }
+
+    /// Converts custom objects to `desired` (an apiVersion) when their
+    /// kind has a conversion webhook; a no-op otherwise.
+    pub(crate) async fn convert(
+        &self,
+        info: &ResourceInfo,
+        objs: &mut [Value],
+        desired: &str,
+    ) -> Result<(), ApiError> {
+        if !info.conversion_webhook {
+            return Ok(());
+        }
+        let Some(served) = self.crds.get(info) else {
+            return Ok(());
+        };
+        crate::crd::conversion::convert(&self.store, &served, objs, desired).await
     }
 }
 

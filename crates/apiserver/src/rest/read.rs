@@ -221,6 +221,8 @@ pub async fn list(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError> 
     let info = call.info();
     let want = h::negotiate(&call.headers)?;
     let mut page = list_objects(rest, call).await?;
+    rest.convert(info, &mut page.items, &info.api_version())
+        .await?;
     if call.route.custom.is_some() {
         page.items = page
             .items
@@ -388,6 +390,16 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
         after = parse_rv(rv)?;
     }
 
+    rest.convert(info, &mut initial, &info.api_version())
+        .await?;
+    // Events of a kind with a conversion webhook are converted for this
+    // watcher before they are filtered and encoded.
+    let conv: Conversion = call
+        .route
+        .custom
+        .clone()
+        .filter(|_| info.conversion_webhook)
+        .map(|s| (rest.store.clone(), s));
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let source = rest.cache.subscribe(&prefix, after).await;
     let call_info = info;
@@ -437,7 +449,9 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
             } => {
                 for ev in replay {
                     last_sent = ev.revision;
-                    if let Some(line) = encode_event(call_info, &filter, &call, want, &ev)
+                    let conv_ev = convert_event(&conv, &ev, call_info).await;
+                    let ev = conv_ev.as_ref().unwrap_or(&ev);
+                    if let Some(line) = encode_event(call_info, &filter, &call, want, ev)
                         && !send(line).await
                     {
                         return;
@@ -457,7 +471,9 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
                                     continue;
                                 }
                                 last_sent = ev.revision;
-                                if let Some(line) = encode_event(call_info, &filter, &call, want, &ev)
+                                let conv_ev = convert_event(&conv, &ev, call_info).await;
+                                let ev = conv_ev.as_ref().unwrap_or(&ev);
+                                if let Some(line) = encode_event(call_info, &filter, &call, want, ev)
                                     && !send(line).await
                                 {
                                     return;
@@ -479,7 +495,9 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
                         item = stream.next() => match item {
                             Some(Ok(ev)) => {
                                 let Some(ce) = crate::watch::from_store_event(&ev) else { continue };
-                                if let Some((t, obj)) = classify(call_info, &filter, &ce)
+                                let conv_ev = convert_event(&conv, &ce, call_info).await;
+                                let ce = conv_ev.as_ref().unwrap_or(&ce);
+                                if let Some((t, obj)) = classify(call_info, &filter, ce)
                                     && !send(watch_event(t, &call, want, obj)).await
                                 {
                                     return;
@@ -505,6 +523,44 @@ pub async fn watch(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError>
         .body(h::streaming(stream))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(resp)
+}
+
+/// What a watch of a kind with a conversion webhook converts with.
+type Conversion = Option<(store::SharedStore, std::sync::Arc<crate::crd::Served>)>;
+
+/// The event with its objects converted to the watcher's version, when
+/// its kind has a conversion webhook and they are stored at another one
+/// (a failed conversion leaves the event as stored, logged).
+async fn convert_event(
+    conv: &Conversion,
+    ev: &CachedEvent,
+    info: &ResourceInfo,
+) -> Option<CachedEvent> {
+    let (store, served) = conv.as_ref()?;
+    let desired = info.api_version();
+    if ev.object["apiVersion"].as_str() == Some(desired.as_str()) {
+        return None;
+    }
+    let mut objs = vec![(*ev.object).clone()];
+    if let Some(p) = &ev.prev {
+        objs.push((**p).clone());
+    }
+    if let Err(e) = crate::crd::conversion::convert(store, served, &mut objs, &desired).await {
+        tracing::warn!(error = %e.message, "watch event not converted");
+        return None;
+    }
+    let prev = ev
+        .prev
+        .as_ref()
+        .and_then(|_| objs.pop())
+        .map(std::sync::Arc::new);
+    let object = std::sync::Arc::new(objs.pop()?);
+    Some(CachedEvent {
+        object,
+        prev,
+        encoded: std::sync::OnceLock::new(),
+        ..ev.clone()
+    })
 }
 
 /// The parts of a call a detached watch task keeps.

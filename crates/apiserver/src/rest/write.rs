@@ -145,8 +145,11 @@ fn stamp(obj: &mut Value, rev: i64) {
 }
 
 /// The object as the client sees it after a write.
-fn present(info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
-    decode_kv(info, kv)
+async fn present(rest: &Rest, info: &ResourceInfo, kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj = decode_kv(info, kv)?;
+    rest.convert(info, std::slice::from_mut(&mut obj), &info.api_version())
+        .await?;
+    Ok(obj)
 }
 
 fn map_conflict(info: &ResourceInfo, name: &str, e: StoreError) -> ApiError {
@@ -258,13 +261,14 @@ pub(super) async fn create_object(
         convert::to_version(info, &mut obj);
         return Ok((obj, warnings));
     }
+    let obj = to_stored(rest, info, obj).await?;
     let kv = rest
         .store
         .create(&key, encode(info, &obj))
         .await
         .map_err(|e| map_conflict(info, &name, e))?;
     wait_established(rest, info, kv.mod_revision).await;
-    Ok((present(info, &kv)?, warnings))
+    Ok((present(rest, info, &kv).await?, warnings))
 }
 
 /// What an update does to the stored object.
@@ -406,13 +410,27 @@ pub(super) async fn update_object(
         convert::to_version(info, &mut out);
         return Ok((Outcome::Stored(out), warnings));
     }
+    let new = to_stored(rest, info, new).await?;
     let kv = rest
         .store
         .update(&key, encode(info, &new), old_kv.mod_revision)
         .await
         .map_err(|e| map_conflict(info, name, e))?;
     wait_established(rest, info, kv.mod_revision).await;
-    Ok((Outcome::Stored(present(info, &kv)?), warnings))
+    Ok((Outcome::Stored(present(rest, info, &kv).await?), warnings))
+}
+
+/// An object about to be stored, at its storage version (a conversion
+/// webhook's kinds are converted here; everything else already is).
+async fn to_stored(rest: &Rest, info: &ResourceInfo, obj: Value) -> Result<Value, ApiError> {
+    if !info.conversion_webhook {
+        return Ok(obj);
+    }
+    let mut objs = [obj];
+    rest.convert(info, &mut objs, &convert::storage_api_version(info))
+        .await?;
+    let [obj] = objs;
+    Ok(obj)
 }
 
 /// The mutating webhooks, which see (and patch) the object at the
@@ -785,7 +803,7 @@ pub(super) async fn delete_object(
             }
             match rest.store.delete(&key, kv.mod_revision).await {
                 Ok(d) => {
-                    let mut out = decode_kv(info, &d.prev)?;
+                    let mut out = present(rest, info, &d.prev).await?;
                     stamp(&mut out, d.prev.mod_revision);
                     // What was allocated for it is free again.
                     let ns = call.ns().unwrap_or("default");
@@ -835,12 +853,13 @@ pub(super) async fn delete_object(
             convert::to_version(info, &mut updated);
             return Ok((200, updated));
         }
+        let updated = to_stored(rest, info, updated).await?;
         match rest
             .store
             .update(&key, encode(info, &updated), kv.mod_revision)
             .await
         {
-            Ok(kv) => return Ok((200, present(info, &kv)?)),
+            Ok(kv) => return Ok((200, present(rest, info, &kv).await?)),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(map_conflict(info, name, e)),
         }
