@@ -72,7 +72,56 @@ pub fn validate(crd: &Value) -> Vec<FieldError> {
     }
     names(&spec["names"], "spec.names", &mut errs);
     versions(spec, &mut errs);
+    conversion(&spec["conversion"], &mut errs);
     errs
+}
+
+fn conversion(c: &Value, errs: &mut Vec<FieldError>) {
+    match c["strategy"].as_str() {
+        None | Some("None") => {
+            if c.get("webhook").is_some_and(|w| !w.is_null()) {
+                errs.push(forbidden(
+                    "spec.conversion.webhook",
+                    "should not be set when strategy is not set to Webhook",
+                ));
+            }
+        }
+        Some("Webhook") => {
+            let w = &c["webhook"];
+            if w.is_null() {
+                errs.push(FieldError {
+                    reason: "FieldValueRequired",
+                    field: "spec.conversion.webhook".into(),
+                    message: "Required value: required when strategy is set to Webhook".into(),
+                });
+                return;
+            }
+            let cc = &w["clientConfig"];
+            if cc["url"].is_null() == cc["service"].is_null() {
+                errs.push(FieldError {
+                    reason: "FieldValueRequired",
+                    field: "spec.conversion.webhook.clientConfig".into(),
+                    message: "Required value: exactly one of url or service is required".into(),
+                });
+            }
+            let versions: Vec<&str> = w["conversionReviewVersions"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if !versions.iter().any(|v| matches!(*v, "v1" | "v1beta1")) {
+                errs.push(invalid(
+                    "spec.conversion.webhook.conversionReviewVersions",
+                    &w["conversionReviewVersions"],
+                    "must include at least one of v1, v1beta1",
+                ));
+            }
+        }
+        Some(_) => errs.push(not_supported(
+            "spec.conversion.strategy",
+            &c["strategy"],
+            &["None", "Webhook"],
+        )),
+    }
 }
 
 /// What an update may not change.
@@ -433,6 +482,20 @@ mod tests {
         );
         assert!(m.contains(&"spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[y].type: Required value: must not be empty for specified object fields".to_string()), "{m:?}");
         assert!(m.contains(&"spec.scope: Unsupported value: \"Galaxy\": supported values: \"Cluster\", \"Namespaced\"".to_string()), "{m:?}");
+    }
+
+    #[test]
+    fn a_webhook_conversion_needs_its_webhook() {
+        let mut c = crd();
+        c["spec"]["conversion"] = json!({"strategy": "Webhook"});
+        let m = messages(&validate(&c));
+        assert_eq!(
+            m,
+            ["spec.conversion.webhook: Required value: required when strategy is set to Webhook"]
+        );
+        c["spec"]["conversion"]["webhook"] =
+            json!({"conversionReviewVersions": ["v1"], "clientConfig": {"url": "https://x"}});
+        assert!(validate(&c).is_empty());
     }
 
     #[test]
