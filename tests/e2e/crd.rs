@@ -470,6 +470,18 @@ spec:
         "jsonpath={.status.conditions[0].reason}",
     ]);
     assert_eq!(local, "Local");
+    let table = c.ok(&["get", "apiservices", "v1.apps", "v1beta1.sample.r8s.test"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "SERVICE", "AVAILABLE", "AGE"], "{table}");
+    assert_eq!(rows[1][..3], ["v1.apps", "Local", "True"], "{table}");
+    assert_eq!(
+        rows[2][..3],
+        ["v1beta1.sample.r8s.test", "default/sample-api", "True"],
+        "{table}"
+    );
 
     // --- A ValidatingAdmissionPolicy with the Warn action: kubectl shows
     // its warning and the object is created.

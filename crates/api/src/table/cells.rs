@@ -340,6 +340,25 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
                 json!(sas.join(", ")),
             ]
         }
+        // As upstream's aggregator prints them: `Local` for in-process
+        // group versions, `False (Reason)` when unavailable.
+        ("apiregistration.k8s.io", "apiservices") => {
+            let svc = &spec["service"];
+            let service = if svc.is_null() {
+                "Local".to_string()
+            } else {
+                format!("{}/{}", str_of(&svc["namespace"]), str_of(&svc["name"]))
+            };
+            let cond = o["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Available"));
+            let available = match cond {
+                Some(c) if c["status"] == "True" => "True".to_string(),
+                Some(c) => format!("{} ({})", str_of(&c["status"]), str_of(&c["reason"])),
+                None => "Unknown".to_string(),
+            };
+            vec![name, json!(service), json!(available), age]
+        }
         ("coordination.k8s.io", "leases") => {
             vec![name, json!(str_of(&spec["holderIdentity"])), age]
         }

@@ -507,6 +507,20 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
                 text("ServiceAccounts in the clusterRoleBinding"),
             ),
         ],
+        ("apiregistration.k8s.io", "apiservices") => vec![
+            NAME,
+            col(
+                "Service",
+                "string",
+                Desc::Text("The reference to the service that hosts this API endpoint."),
+            ),
+            col(
+                "Available",
+                "string",
+                Desc::Text("Whether this service is available."),
+            ),
+            AGE,
+        ],
         ("coordination.k8s.io", "leases") => vec![
             NAME,
             col(
