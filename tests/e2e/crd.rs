@@ -477,6 +477,16 @@ spec:
         .collect();
     assert_eq!(rows[0], ["NAME", "SERVICE", "AVAILABLE", "AGE"], "{table}");
     assert_eq!(rows[1][..3], ["v1.apps", "Local", "True"], "{table}");
+    // A CRD's group version is listed too, as upstream registers it.
+    c.wait_for(
+        "v1.stable.example.com listed as a local APIService",
+        std::time::Duration::from_secs(20),
+        || {
+            let out = c.kubectl(&["get", "apiservice", "v1.stable.example.com", "--no-headers"]);
+            let row = String::from_utf8_lossy(&out.stdout).into_owned();
+            (row.contains("Local") && row.contains("True")).then_some(())
+        },
+    );
     assert_eq!(
         rows[2][..3],
         ["v1beta1.sample.r8s.test", "default/sample-api", "True"],

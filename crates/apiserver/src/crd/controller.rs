@@ -158,7 +158,73 @@ impl Controller {
             }
         }
         self.registry.publish(&served);
+        self.register_apiservices(&served).await?;
         Ok(res.revision)
+    }
+
+    /// Lists the served custom group versions as local APIServices (label
+    /// `kube-aggregator.kubernetes.io/automanaged: "true"`), as upstream's
+    /// CRD registration controller does, and drops those no longer served.
+    async fn register_apiservices(&self, served: &[(Definition, Names)]) -> Result<(), StoreError> {
+        const LABEL: &str = "kube-aggregator.kubernetes.io/automanaged";
+        let Some(info) = catalogue::find("apiregistration.k8s.io", "v1", "apiservices") else {
+            return Ok(());
+        };
+        let mut want: Vec<(String, String)> = Vec::new();
+        for (def, _) in served {
+            for v in def.served() {
+                let gv = (def.group.clone(), v.name.clone());
+                if !want.contains(&gv) {
+                    want.push(gv);
+                }
+            }
+        }
+        let existing = self.store.range(&info.storage_prefix(), None, 0, 0).await?;
+        for kv in &existing.kvs {
+            let Ok(obj) = serde_json::from_slice::<Value>(&kv.value) else {
+                continue;
+            };
+            if obj["metadata"]["labels"][LABEL] != "true" {
+                continue;
+            }
+            let gv = (
+                obj["spec"]["group"].as_str().unwrap_or("").to_string(),
+                obj["spec"]["version"].as_str().unwrap_or("").to_string(),
+            );
+            if !want.contains(&gv) {
+                match self.store.delete(&kv.key, kv.mod_revision).await {
+                    Ok(_) | Err(StoreError::NotFound(_)) | Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for (group, version) in want {
+            let name = format!("{version}.{group}");
+            let key = crate::objects::object_key(info, None, &name);
+            if self.store.get(&key).await?.is_some() {
+                continue;
+            }
+            let obj = json!({
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {
+                    "name": name,
+                    "uid": uuid::Uuid::new_v4().to_string(),
+                    "creationTimestamp": crate::rest::now_rfc3339(),
+                    "labels": {LABEL: "true"},
+                },
+                "spec": {"group": group, "version": version, "groupPriorityMinimum": 1000, "versionPriority": 100},
+            });
+            match self
+                .store
+                .create(&key, serde_json::to_vec(&obj).unwrap_or_default())
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Deletes the definition's objects; true when none is left.
