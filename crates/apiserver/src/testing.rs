@@ -91,78 +91,67 @@ where
     .await
 }
 
-/// An aggregated API server for tests: serves `sample.r8s.test/v1beta1`
-/// with one namespaced kind, Flunder, over TLS, and answers a list with
-/// the `X-Remote-User` it was sent.
-///
-/// Returns its port and the base64 `caBundle` its certificate (for
-/// `sample-api.default.svc`) verifies with.
+/// An HTTPS server for tests (webhooks, aggregated API servers): a
+/// self-signed certificate for `san` (an IP or a DNS name), each request
+/// answered with the JSON and status `handler` returns for its head and
+/// body. Returns the port and the base64 `caBundle` that verifies it.
 ///
 /// # Panics
 /// When the listener or certificate cannot be made.
-pub async fn sample_api_server() -> (u16, String) {
+pub async fn https_server<F, Fut>(san: &str, handler: F) -> (u16, String)
+where
+    F: Fn(http::request::Parts, bytes::Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = (u16, serde_json::Value)> + Send,
+{
     use base64::Engine;
-    use bytes::Bytes;
-    use http_body_util::Full;
-    use serde_json::json;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["sample-api.default.svc".to_string()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
+    use http_body_util::{BodyExt, Full};
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec![san.to_string()]).expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(cert.pem());
-    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key");
     let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .unwrap()
+    .expect("TLS versions")
     .with_no_client_auth()
     .with_single_cert(vec![cert.der().clone()], key_der)
-    .unwrap();
+    .expect("TLS config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let port = listener.local_addr().expect("address").port();
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
             let acceptor = acceptor.clone();
+            let handler = handler.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        let user = req
-                            .headers()
-                            .get("X-Remote-User")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let body = match req.uri().path() {
-                            "/apis/sample.r8s.test/v1beta1" => json!({
-                                "kind": "APIResourceList", "apiVersion": "v1",
-                                "groupVersion": "sample.r8s.test/v1beta1",
-                                "resources": [{"name": "flunders", "singularName": "flunder", "namespaced": true,
-                                    "kind": "Flunder", "verbs": ["get", "list"], "shortNames": ["fl"]}]
-                            }),
-                            "/apis/sample.r8s.test/v1beta1/namespaces/default/flunders" => json!({
-                                "kind": "FlunderList", "apiVersion": "sample.r8s.test/v1beta1", "metadata": {},
-                                "items": [{"kind": "Flunder", "apiVersion": "sample.r8s.test/v1beta1",
-                                    "metadata": {"name": "seen-by", "namespace": "default"}, "spec": {"user": user}}]
-                            }),
-                            _ => {
-                                let mut r =
-                                    http::Response::new(Full::new(Bytes::from_static(b"{}")));
-                                *r.status_mut() = http::StatusCode::NOT_FOUND;
-                                return Ok::<_, std::convert::Infallible>(r);
-                            }
-                        };
-                        Ok(http::Response::new(Full::new(Bytes::from(
-                            body.to_string(),
-                        ))))
-                    },
-                );
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let handler = handler.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let (code, out) = handler(parts, body).await;
+                            let mut r =
+                                http::Response::new(Full::new(bytes::Bytes::from(out.to_string())));
+                            *r.status_mut() =
+                                http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
                     .await;
@@ -170,4 +159,35 @@ pub async fn sample_api_server() -> (u16, String) {
         }
     });
     (port, ca_bundle)
+}
+
+/// An aggregated API server for tests: serves `sample.r8s.test/v1beta1`
+/// with one namespaced kind, Flunder, and answers a list with the
+/// `X-Remote-User` it was sent. Returns its port and the `caBundle` its
+/// certificate (for `sample-api.default.svc`) verifies with.
+pub async fn sample_api_server() -> (u16, String) {
+    use serde_json::json;
+    https_server("sample-api.default.svc", |head: http::request::Parts, _| async move {
+        let user = head
+            .headers
+            .get("X-Remote-User")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        match head.uri.path() {
+            "/apis/sample.r8s.test/v1beta1" => (200, json!({
+                "kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": "sample.r8s.test/v1beta1",
+                "resources": [{"name": "flunders", "singularName": "flunder", "namespaced": true,
+                    "kind": "Flunder", "verbs": ["get", "list"], "shortNames": ["fl"]}]
+            })),
+            "/apis/sample.r8s.test/v1beta1/namespaces/default/flunders" => (200, json!({
+                "kind": "FlunderList", "apiVersion": "sample.r8s.test/v1beta1", "metadata": {},
+                "items": [{"kind": "Flunder", "apiVersion": "sample.r8s.test/v1beta1",
+                    "metadata": {"name": "seen-by", "namespace": "default"}, "spec": {"user": user}}]
+            })),
+            _ => (404, json!({})),
+        }
+    })
+    .await
 }

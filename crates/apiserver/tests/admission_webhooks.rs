@@ -7,8 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     ValidatingWebhookConfiguration,
@@ -18,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use apiserver::testing::TestServer;
+use apiserver::testing::{TestServer, https_server};
 
 /// A webhook server: every AdmissionReview it got, by path.
 struct Webhooks {
@@ -56,61 +54,25 @@ fn answer(path: &str, review: &Value) -> Value {
 }
 
 async fn webhook_server() -> Webhooks {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(cert.pem());
-    let certs = vec![cert.der().clone()];
-    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key_der)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-    let seen2 = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let seen = seen2.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| {
-                        let seen = seen.clone();
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let review: Value = serde_json::from_slice(&body).unwrap();
-                            seen.lock().unwrap().push((path.clone(), review.clone()));
-                            if path == "/slow" {
-                                tokio::time::sleep(Duration::from_secs(3)).await;
-                            }
-                            let out = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                                         "response": answer(&path, &review)});
-                            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                                Bytes::from(out.to_string()),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-            });
+    let record = seen.clone();
+    let (port, ca_bundle) = https_server("127.0.0.1", move |head, body| {
+        let record = record.clone();
+        async move {
+            let path = head.uri.path().to_string();
+            let review: Value = serde_json::from_slice(&body).unwrap();
+            record.lock().unwrap().push((path.clone(), review.clone()));
+            if path == "/slow" {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            (
+                200,
+                json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                       "response": answer(&path, &review)}),
+            )
         }
-    });
+    })
+    .await;
     Webhooks {
         port,
         ca_bundle,

@@ -20,7 +20,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use apiserver::testing::{TestServer, wait_for};
+use apiserver::testing::{TestServer, https_server, wait_for};
 
 /// A counter that its controller drives to `target`.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, JsonSchema)]
@@ -265,75 +265,39 @@ async fn several_versions_share_one_storage_version() {
 /// A conversion webhook written here: `v1beta1` keeps `spec.cronSpec`,
 /// `v1` calls it `spec.schedule`. Returns its URL and caBundle.
 async fn conversion_webhook() -> (String, String) {
-    use base64::Engine;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let ca = base64::engine::general_purpose::STANDARD.encode(cert.pem());
-    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], key_der)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        use http_body_util::BodyExt;
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                        let want = review["request"]["desiredAPIVersion"]
-                            .as_str()
-                            .unwrap()
-                            .to_string();
-                        let converted: Vec<serde_json::Value> = review["request"]["objects"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|o| {
-                                let mut o = o.clone();
-                                let spec = o["spec"].as_object_mut().unwrap();
-                                if want.ends_with("/v1") {
-                                    if let Some(v) = spec.remove("cronSpec") {
-                                        spec.insert("schedule".into(), v);
-                                    }
-                                } else if let Some(v) = spec.remove("schedule") {
-                                    spec.insert("cronSpec".into(), v);
-                                }
-                                o["apiVersion"] = json!(want);
-                                o["metadata"]["labels"]["converted-by"] = json!("webhook");
-                                o
-                            })
-                            .collect();
-                        let out = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
-                            "response": {"uid": review["request"]["uid"], "convertedObjects": converted,
-                                         "result": {"status": "Success"}}});
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from(out.to_string())),
-                        ))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
+    let (port, ca) = https_server("127.0.0.1", |_, body| async move {
+        let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let want = review["request"]["desiredAPIVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let converted: Vec<serde_json::Value> = review["request"]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let mut o = o.clone();
+                let spec = o["spec"].as_object_mut().unwrap();
+                if want.ends_with("/v1") {
+                    if let Some(v) = spec.remove("cronSpec") {
+                        spec.insert("schedule".into(), v);
+                    }
+                } else if let Some(v) = spec.remove("schedule") {
+                    spec.insert("cronSpec".into(), v);
+                }
+                o["apiVersion"] = json!(want);
+                o["metadata"]["labels"]["converted-by"] = json!("webhook");
+                o
+            })
+            .collect();
+        (
+            200,
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+                "response": {"uid": review["request"]["uid"], "convertedObjects": converted,
+                             "result": {"status": "Success"}}}),
+        )
+    })
+    .await;
     (format!("https://127.0.0.1:{port}/convert"), ca)
 }
 
