@@ -226,9 +226,17 @@ impl Upstream {
 
     /// Serves on UDP and TCP of one 127.0.0.1 port.
     async fn start(&self) -> SocketAddr {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        // The kernel picks a free UDP port; its TCP twin may be taken by
+        // someone else, so try again with a new port (as the server does).
+        let (udp, tcp, addr) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp, addr),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => panic!("binding TCP {addr}: {e}"),
+            }
+        };
         let me = self.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_535];
