@@ -1,28 +1,41 @@
 //! Authentication: who is asking. Client certificates signed by the cluster
 //! CA name a user (CN) and groups (O); everything else is anonymous.
 
-/// An authenticated (or anonymous) user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use std::collections::BTreeMap;
+
+/// An authenticated (or anonymous) user, as upstream's `user.Info`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct User {
     /// User name, e.g. `system:admin`.
     pub name: String,
     /// Groups, e.g. `system:masters`.
     pub groups: Vec<String>,
+    /// A unique id (service accounts: the account's uid), may be empty.
+    pub uid: String,
+    /// Further facts from the authenticator (a service account token's
+    /// pod), by key.
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
+    /// A user with a name and groups.
+    pub fn new(name: impl Into<String>, groups: Vec<String>) -> User {
+        User {
+            name: name.into(),
+            groups,
+            ..User::default()
+        }
+    }
+
     /// The anonymous user.
     pub fn anonymous() -> User {
-        User {
-            name: "system:anonymous".into(),
-            groups: vec!["system:unauthenticated".into()],
-        }
+        User::new("system:anonymous", vec!["system:unauthenticated".into()])
     }
 
     /// A user from a verified client certificate.
     pub fn from_cert(name: String, mut groups: Vec<String>) -> User {
         groups.push("system:authenticated".into());
-        User { name, groups }
+        User::new(name, groups)
     }
 
     /// Whether this is the anonymous user.
@@ -31,17 +44,13 @@ impl User {
     }
 }
 
-/// Paths anonymous users may read, as upstream's `system:public-info-viewer`
-/// role allows.
+/// Paths served to anyone without authorization: how a node without
+/// credentials gets the CA and joins (the join checks its own token).
+/// Everything else, `/healthz` and `/version` included, is authorized
+/// (upstream's `system:public-info-viewer` lets anonymous users read
+/// those).
 pub fn public_path(path: &str) -> bool {
-    // `/cacerts` and the join endpoint are how a node without credentials
-    // gets them; the join itself checks the token.
-    matches!(
-        path,
-        "/version" | "/healthz" | "/livez" | "/readyz" | "/cacerts" | "/r8s/v1/join"
-    ) || path.starts_with("/healthz/")
-        || path.starts_with("/livez/")
-        || path.starts_with("/readyz/")
+    matches!(path, "/cacerts" | "/r8s/v1/join")
 }
 
 /// The token of an `Authorization: Bearer <token>` header. The scheme is

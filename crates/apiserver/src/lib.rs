@@ -5,6 +5,7 @@ pub mod admission;
 pub mod aggregator;
 pub mod apply;
 pub mod auth;
+pub mod authz;
 pub mod backend;
 pub mod convert;
 pub mod crd;

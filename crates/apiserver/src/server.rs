@@ -75,6 +75,8 @@ pub struct Config {
     /// (`--advertise-address`): one that pods and other nodes can reach.
     /// None: the bind address if it is a specific one, else loopback.
     pub advertise_address: Option<IpAddr>,
+    /// How requests are authorized (`--authorization-mode`).
+    pub authorization_mode: crate::authz::Mode,
 }
 
 impl Config {
@@ -238,6 +240,8 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         }
     });
     state.rest.aggregator.start(&state.rest.store);
+    state.rest.authz.set_mode(cfg.authorization_mode);
+    state.rest.authz.start(&state.rest.store).await;
     // Registered webhooks and policies apply from the first request on.
     state.rest.extensions.start(&state.rest.store).await;
     // Custom kinds are served from the first request on.
@@ -378,13 +382,13 @@ async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<B
             }
         }
     }
-    let resp = if user.is_anonymous() && !auth::public_path(&path) {
-        h::error(&ApiError::forbidden(format!(
-            "forbidden: User \"system:anonymous\" cannot {} path \"{path}\"",
-            req.method().as_str().to_lowercase()
-        )))
-    } else {
+    let resp = if auth::public_path(&path) {
         dispatch(state, route, req, user).await
+    } else {
+        match authorize(state, &req, user).await {
+            Ok(user) => dispatch(state, route, req, user).await,
+            Err(e) => h::error(&e),
+        }
     };
     state.metrics.observe(
         verb,
@@ -394,6 +398,22 @@ async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<B
         start.elapsed(),
     );
     resp
+}
+
+/// Impersonation, then authorization: the user the request runs as, or
+/// why it may not run.
+async fn authorize(state: &State, req: &Request<Incoming>, user: User) -> Result<User, ApiError> {
+    let authz = &state.rest.authz;
+    let store = &state.rest.store;
+    let user = crate::authz::impersonate::apply(authz, store, req.headers(), user).await?;
+    let attrs = crate::authz::Attributes::of_request(
+        &user,
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+    );
+    authz.check(store, &attrs).await?;
+    Ok(user)
 }
 
 async fn dispatch(
@@ -527,6 +547,7 @@ async fn bootstrap(rest: &Rest, cfg: &Config, host: &str, port: u16) -> Result<(
             .await
             .map_err(|e| ServerError::Bootstrap(e.message))?;
     }
+    policy(rest).await?;
     // The built-in group versions, listed as local APIServices.
     let apiservices = catalogue::find("apiregistration.k8s.io", "v1", "apiservices")
         .ok_or_else(|| ServerError::Bootstrap("no apiservices".into()))?;
@@ -613,6 +634,50 @@ async fn bootstrap(rest: &Rest, cfg: &Config, host: &str, port: u16) -> Result<(
         }
         let bytes = serde_json::to_vec(&live).map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         rest.store.update(&kv.key, bytes, kv.mod_revision).await?;
+    }
+    Ok(())
+}
+
+/// Creates upstream's bootstrap RBAC policy, and brings back what is
+/// missing from it while it is marked for automatic update.
+async fn policy(rest: &Rest) -> Result<(), ServerError> {
+    use crate::authz::bootstrap;
+    let group = "rbac.authorization.k8s.io";
+    let kinds = [
+        ("clusterroles", bootstrap::cluster_roles()),
+        ("clusterrolebindings", bootstrap::cluster_role_bindings()),
+    ];
+    for (plural, objs) in kinds {
+        let info = catalogue::find(group, "v1", plural)
+            .ok_or_else(|| ServerError::Bootstrap(format!("no {plural}")))?;
+        for want in objs {
+            let name = want["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let key = crate::objects::object_key(info, None, &name);
+            let Some(kv) = rest.store.get(&key).await? else {
+                rest.ensure(info, None, want)
+                    .await
+                    .map_err(|e| ServerError::Bootstrap(e.message))?;
+                continue;
+            };
+            let stored: serde_json::Value = serde_json::from_slice(&kv.value)
+                .map_err(|e| ServerError::Bootstrap(format!("{plural} {name}: {e}")))?;
+            if !bootstrap::autoupdate(&stored) {
+                continue;
+            }
+            let updated = if plural == "clusterroles" {
+                bootstrap::reconcile_role(&stored, &want)
+            } else {
+                bootstrap::reconcile_binding(&stored, &want)
+            };
+            if let Some(mut obj) = updated {
+                if let Some(m) = obj["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                let bytes =
+                    serde_json::to_vec(&obj).map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+                rest.store.update(&key, bytes, kv.mod_revision).await?;
+            }
+        }
     }
     Ok(())
 }

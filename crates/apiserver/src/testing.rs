@@ -30,6 +30,7 @@ impl TestServer {
             tls_sans: vec![],
             service_cidr: crate::SERVICE_CIDR,
             advertise_address: None,
+            authorization_mode: Default::default(),
         };
         let store = Arc::new(store::memory::MemoryStore::new());
         let running = crate::start(cfg, store)

@@ -66,7 +66,8 @@ fn read(path: &Path) -> Result<String, TlsError> {
     })
 }
 
-pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+/// Writes a file only its owner may read.
+pub fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io_err = |source| TlsError::Io {
         path: path.to_path_buf(),
@@ -215,15 +216,41 @@ impl Pki {
 
     /// Writes a kubeconfig for the admin user pointing at `server_url`.
     pub fn write_admin_kubeconfig(&self, path: &Path, server_url: &str) -> Result<(), TlsError> {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-        let contents = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: r8s\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {ca}\nusers:\n- name: r8s-admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: r8s\n  context:\n    cluster: r8s\n    user: r8s-admin\n    namespace: default\ncurrent-context: r8s\npreferences: {{}}\n",
-            ca = b64(&self.ca_cert_pem),
-            cert = b64(&self.admin_cert_pem),
-            key = b64(&self.admin_key_pem),
+        let contents = kubeconfig_text(
+            server_url,
+            &self.ca_cert_pem,
+            "r8s-admin",
+            &self.admin_cert_pem,
+            &self.admin_key_pem,
         );
         write_private(path, &contents)
     }
+}
+
+fn kubeconfig_text(server_url: &str, ca: &str, user: &str, cert: &str, key: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: r8s\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {ca}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: r8s\n  context:\n    cluster: r8s\n    user: {user}\n    namespace: default\ncurrent-context: r8s\npreferences: {{}}\n",
+        ca = b64(ca),
+        cert = b64(cert),
+        key = b64(key),
+    )
+}
+
+/// A kubeconfig for a new user: a client certificate for `user` in
+/// `groups` signed by the cluster CA kept in `dir` (only the CA is read;
+/// nothing in `dir` changes).
+pub fn user_kubeconfig(
+    dir: &Path,
+    server_url: &str,
+    user: &str,
+    groups: &[&str],
+) -> Result<String, TlsError> {
+    let ca_cert_pem = read(&dir.join("ca.crt"))?;
+    let ca_key = KeyPair::from_pem(&read(&dir.join("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key)?;
+    let (cert, key) = issue_client(&issuer, user, groups)?;
+    Ok(kubeconfig_text(server_url, &ca_cert_pem, user, &cert, &key))
 }
 
 /// Accepts any server certificate while still checking the handshake

@@ -39,6 +39,11 @@ impl Watched {
         self.items.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// A receiver that sees the store revision of every reload.
+    pub fn updates(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.synced.subscribe()
+    }
+
     /// Starts keeping the cache in step with `store`.
     pub fn spawn(self: Arc<Self>, store: SharedStore) {
         self.started

@@ -39,6 +39,7 @@ async fn server_on(store: Arc<store::memory::MemoryStore>) -> (Server, kube::Cli
         tls_sans: vec![],
         service_cidr: apiserver::SERVICE_CIDR,
         advertise_address: None,
+        authorization_mode: Default::default(),
     };
     let running = apiserver::start(cfg, store.clone()).await.unwrap();
     let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();

@@ -29,6 +29,7 @@ async fn server() -> (Server, kube::Client) {
         tls_sans: vec![],
         service_cidr: apiserver::SERVICE_CIDR,
         advertise_address: None,
+        authorization_mode: Default::default(),
     };
     let store = Arc::new(store::memory::MemoryStore::new());
     let running = apiserver::start(cfg, store).await.unwrap();

@@ -19,6 +19,7 @@ async fn server() -> (tempfile::TempDir, apiserver::Running, kube::Client) {
         tls_sans: vec![],
         service_cidr: "10.96.0.0/24".parse().unwrap(),
         advertise_address: None,
+        authorization_mode: Default::default(),
     };
     let store = Arc::new(store::memory::MemoryStore::new());
     let running = apiserver::start(cfg, store).await.unwrap();

@@ -74,6 +74,10 @@ enum Command {
     /// (as k3s-killall.sh): pod namespaces, interfaces, routes, nftables
     /// tables, cgroups and mounts. Cluster data stays.
     Reset(agent::ResetArgs),
+    /// Prints a kubeconfig for a new user (a client certificate signed by
+    /// the cluster CA), as kubeadm's `kubeconfig user`: bind the user or
+    /// group to roles with RoleBindings to give them access.
+    Kubeconfig(KubeconfigArgs),
     /// Built-in benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -86,6 +90,56 @@ enum Command {
     /// The init of a pod's shared PID namespace (started by the agent).
     #[command(hide = true)]
     Pause,
+}
+
+#[derive(clap::Args)]
+struct KubeconfigArgs {
+    /// The user name (the certificate's CN).
+    #[arg(long)]
+    user: String,
+    /// A group the user is in (the certificate's O); repeatable.
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// The server's data directory (where the cluster CA is).
+    #[arg(long, default_value = "/var/lib/r8s", env = "R8S_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The API server URL (default: the one in the admin kubeconfig).
+    #[arg(long)]
+    server: Option<String>,
+    /// Write the kubeconfig here instead of to standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+}
+
+/// `r8s kubeconfig`.
+fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<()> {
+    let server = match args.server {
+        Some(s) => s,
+        None => {
+            let admin = args.data_dir.join("kubeconfig.yaml");
+            let kc = kube::config::Kubeconfig::read_from(&admin)
+                .with_context(|| format!("reading {} (or pass --server)", admin.display()))?;
+            kc.clusters
+                .iter()
+                .find_map(|c| c.cluster.as_ref().and_then(|c| c.server.clone()))
+                .with_context(|| format!("no server in {}", admin.display()))?
+        }
+    };
+    let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
+    let text =
+        apiserver::tls::user_kubeconfig(&args.data_dir.join("tls"), &server, &args.user, &groups)
+            .with_context(|| {
+            format!(
+                "issuing a certificate from {}",
+                args.data_dir.join("tls").display()
+            )
+        })?;
+    match args.output {
+        Some(path) => apiserver::tls::write_private(&path, &text)
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -206,6 +260,11 @@ struct ServerArgs {
     /// bind address if it is a specific one, else the node's address).
     #[arg(long)]
     advertise_address: Option<IpAddr>,
+    /// How requests are authorized: `Node,RBAC` (upstream's default for a
+    /// secured cluster) or `AlwaysAllow` (every authenticated caller may
+    /// do anything; for measuring what authorization costs).
+    #[arg(long, default_value = "Node,RBAC", value_parser = parse_authorization_mode)]
+    authorization_mode: apiserver::authz::Mode,
     /// The range Service cluster IPs come from; its first address is the
     /// `kubernetes` Service and its tenth cluster DNS.
     #[arg(long, default_value = "10.43.0.0/16")]
@@ -284,6 +343,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
                 args.bind_address
             }
         })),
+        authorization_mode: args.authorization_mode,
     };
     let cluster_dns = cfg.cluster_dns_ip();
     let running = apiserver::start(cfg, store)
@@ -336,6 +396,18 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); }
     }
     Ok(())
+}
+
+fn parse_authorization_mode(s: &str) -> Result<apiserver::authz::Mode, String> {
+    let mut modes: Vec<&str> = s.split(',').map(str::trim).collect();
+    modes.sort_unstable();
+    match modes.as_slice() {
+        ["Node", "RBAC"] | ["RBAC"] => Ok(apiserver::authz::Mode::NodeRbac),
+        ["AlwaysAllow"] => Ok(apiserver::authz::Mode::AlwaysAllow),
+        _ => Err(format!(
+            "unsupported authorization mode {s:?} (supported: Node,RBAC and AlwaysAllow)"
+        )),
+    }
 }
 
 /// Starts the scheduler and the controllers, each under its own leader
@@ -458,6 +530,7 @@ fn main() -> anyhow::Result<()> {
         Command::Pause => std::process::exit(kubelet::sandbox::pause()),
         Command::Image(cmd) => return image_cmd::image(cmd),
         Command::Reset(args) => return agent::reset(args),
+        Command::Kubeconfig(args) => return kubeconfig(args),
         // Before the runtime's threads exist, for the same reason.
         Command::Bench(BenchCommand::Runtime(args)) => return bench_runtime::run(args),
         Command::Bench(BenchCommand::Network(args)) => {
@@ -481,6 +554,7 @@ fn main() -> anyhow::Result<()> {
         | Command::Pause
         | Command::Image(_)
         | Command::Reset(_)
+        | Command::Kubeconfig(_)
         | Command::Bench(BenchCommand::Runtime(_)) => {
             unreachable!("handled above")
         }

@@ -6,6 +6,7 @@ mod evict;
 mod meta;
 pub(crate) mod node_proxy;
 mod read;
+mod review;
 mod sub;
 pub mod token;
 mod write;
@@ -48,6 +49,8 @@ pub struct Rest {
     pub(crate) extensions: Arc<crate::admission::dynamic::Extensions>,
     /// The registered APIServices.
     pub aggregator: Arc<crate::aggregator::Aggregator>,
+    /// Decides who may do what (RBAC and the Node authorizer).
+    pub authz: Arc<crate::authz::Authorizer>,
 }
 
 /// A kind's strategy: compiled for built-in kinds, read from the
@@ -140,6 +143,7 @@ impl Rest {
             crd_controller,
             extensions: Arc::new(crate::admission::dynamic::Extensions::new()),
             aggregator: Arc::new(crate::aggregator::Aggregator::default()),
+            authz: Arc::new(crate::authz::Authorizer::new()),
             store,
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),
@@ -204,6 +208,10 @@ impl Rest {
         }
         if !info.namespaced && call.route.namespace.is_some() {
             return Err(ApiError::no_route("the resource is not namespaced"));
+        }
+        if review::is_review(info) && call.method == Method::POST && call.route.name.is_none() {
+            let bytes = h::read_body(body, &call.headers).await?;
+            return review::serve(self, call, &bytes).await;
         }
         if let Some(sub) = call.route.subresource.as_deref() {
             if !info.has_subresource(sub) {
@@ -341,10 +349,7 @@ impl Rest {
             method: Method::POST,
             query: Query::default(),
             headers,
-            user: User {
-                name: "system:apiserver".into(),
-                groups: vec!["system:masters".into()],
-            },
+            user: User::new("system:apiserver", vec!["system:masters".into()]),
         };
         match write::create_object(self, &call, obj).await {
             Ok(_) => Ok(()),

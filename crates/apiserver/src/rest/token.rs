@@ -182,12 +182,25 @@ pub async fn authenticate(rest: &Rest, token: &str) -> Result<User, String> {
             return Err(format!("pod {ns}/{pname} was recreated"));
         }
     }
-    Ok(User {
-        name: format!("system:serviceaccount:{ns}:{sa_name}"),
-        groups: vec![
+    let mut user = User::new(
+        format!("system:serviceaccount:{ns}:{sa_name}"),
+        vec![
             "system:serviceaccounts".into(),
             format!("system:serviceaccounts:{ns}"),
             "system:authenticated".into(),
         ],
-    })
+    );
+    user.uid = sa["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    // As upstream, a pod-bound token says which pod (and node) holds it.
+    for (key, v) in [
+        ("authentication.kubernetes.io/pod-name", &k["pod"]["name"]),
+        ("authentication.kubernetes.io/pod-uid", &k["pod"]["uid"]),
+        ("authentication.kubernetes.io/node-name", &k["node"]["name"]),
+        ("authentication.kubernetes.io/node-uid", &k["node"]["uid"]),
+    ] {
+        if let Some(s) = v.as_str() {
+            user.extra.insert(key.to_string(), vec![s.to_string()]);
+        }
+    }
+    Ok(user)
 }

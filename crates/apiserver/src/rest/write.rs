@@ -457,6 +457,17 @@ async fn validating_admission(
     attrs: &dynamic::Attributes<'_>,
     obj: &Value,
 ) -> Result<Vec<String>, ApiError> {
+    if attrs.op != crate::admission::Operation::Delete {
+        crate::authz::escalation::check(
+            &rest.authz,
+            &rest.store,
+            attrs.user,
+            attrs.info,
+            attrs.namespace,
+            obj,
+        )
+        .await?;
+    }
     let mut versioned = obj.clone();
     convert::to_version(attrs.info, &mut versioned);
     let mut warnings =
@@ -472,6 +483,7 @@ async fn validating_admission(
 async fn wait_established(rest: &Rest, info: &ResourceInfo, revision: i64) {
     rest.extensions.written(info, revision).await;
     rest.aggregator.written(info, revision).await;
+    rest.authz.written(info, revision).await;
     if (info.group, info.plural) == ("apiextensions.k8s.io", "customresourcedefinitions") {
         rest.crd_controller
             .wait_synced(revision, std::time::Duration::from_secs(2))
