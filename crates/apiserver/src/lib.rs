@@ -7,6 +7,7 @@ pub mod apply;
 pub mod auth;
 pub mod authz;
 pub mod backend;
+pub mod certificates;
 pub mod convert;
 pub mod crd;
 pub mod discovery;

@@ -242,6 +242,11 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
     state.rest.aggregator.start(&state.rest.store);
     state.rest.authz.set_mode(cfg.authorization_mode);
     state.rest.authz.start(&state.rest.store).await;
+    tokio::spawn(crate::certificates::run(
+        state.rest.store.clone(),
+        state.identity.pki.ca_cert_pem.clone(),
+        state.identity.pki.ca_key_pem.clone(),
+    ));
     // Registered webhooks and policies apply from the first request on.
     state.rest.extensions.start(&state.rest.store).await;
     // Custom kinds are served from the first request on.

@@ -607,6 +607,19 @@ pub static RESOURCES: &[ResourceInfo] = &[
         STATUS,
         "io.k8s.api.storage.v1.VolumeAttachment"
     ),
+    // certificates.k8s.io/v1
+    res!(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        &["csr"],
+        NONE,
+        &["status", "approval"],
+        "io.k8s.api.certificates.v1.CertificateSigningRequest"
+    ),
     // coordination.k8s.io/v1
     res!(
         "coordination.k8s.io",

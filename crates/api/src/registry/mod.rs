@@ -11,6 +11,7 @@ pub mod apiregistration;
 pub mod apps;
 pub mod autoscaling;
 pub mod batch;
+pub mod certificates;
 pub mod common;
 pub mod coordination;
 pub mod core;
@@ -58,6 +59,10 @@ pub trait Strategy: Sync {
     fn prepare_for_create(&self, info: &ResourceInfo, obj: &mut Value) {
         base_prepare_for_create(self, info, obj);
     }
+
+    /// Records who created the object, for kinds that keep it (a
+    /// CertificateSigningRequest's `spec.username`, `groups`, …).
+    fn record_requester(&self, _obj: &mut Value, _requester: &Requester<'_>) {}
 
     /// Carries over what an update of the main resource (or the
     /// subresource `sub` written through the main path, e.g. a namespace's
@@ -118,6 +123,18 @@ pub trait Strategy: Sync {
     }
 }
 
+/// Who makes a request, for [`Strategy::record_requester`].
+pub struct Requester<'a> {
+    /// The user name.
+    pub name: &'a str,
+    /// The user's groups.
+    pub groups: &'a [String],
+    /// The user's uid (may be empty).
+    pub uid: &'a str,
+    /// Further facts from the authenticator.
+    pub extra: &'a std::collections::BTreeMap<String, Vec<String>>,
+}
+
 /// The strategy of kinds without special rules (and of custom resources
 /// until they get their own).
 pub struct Generic;
@@ -164,6 +181,9 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("storage.k8s.io", "storageclasses") => &storage::STORAGE_CLASS,
         ("scheduling.k8s.io", "priorityclasses") => &scheduling::PRIORITY_CLASS,
         ("apiregistration.k8s.io", "apiservices") => &apiregistration::API_SERVICE,
+        ("certificates.k8s.io", "certificatesigningrequests") => {
+            &certificates::CERTIFICATE_SIGNING_REQUEST
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             &crate::crd::strategy::CUSTOM_RESOURCE_DEFINITION
         }

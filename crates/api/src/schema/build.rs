@@ -3,8 +3,8 @@
 //! group-version-kind and merge extensions.
 
 use k8s_openapi::api::{
-    admissionregistration, apps, authentication, autoscaling, batch, coordination, core, discovery,
-    events, networking, policy, rbac, scheduling, storage,
+    admissionregistration, apps, authentication, authorization, autoscaling, batch, certificates,
+    coordination, core, discovery, events, networking, policy, rbac, scheduling, storage,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
@@ -86,6 +86,13 @@ pub(super) fn definitions() -> Map<String, Value> {
         admissionregistration::v1::ValidatingAdmissionPolicy,
         admissionregistration::v1::ValidatingAdmissionPolicyBinding,
         authentication::v1::TokenRequest,
+        authentication::v1::TokenReview,
+        authentication::v1::SelfSubjectReview,
+        authorization::v1::LocalSubjectAccessReview,
+        authorization::v1::SelfSubjectAccessReview,
+        authorization::v1::SelfSubjectRulesReview,
+        authorization::v1::SubjectAccessReview,
+        certificates::v1::CertificateSigningRequest,
         meta::APIGroup,
         meta::APIGroupList,
         meta::APIResourceList,
@@ -113,7 +120,7 @@ fn add_lists(defs: &mut Map<String, Value>) {
     let meta_ref = |name: &str, description: &str| json!({ "$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.{name}"), "description": description });
     for r in RESOURCES {
         let list = format!("{}List", r.definition);
-        if defs.contains_key(&list) || !defs.contains_key(r.definition) {
+        if defs.contains_key(&list) || !defs.contains_key(r.definition) || !r.has_verb("list") {
             continue;
         }
         let api_version = object_property(defs, r.definition, "apiVersion");

@@ -362,6 +362,9 @@ pub fn cells(group: &str, plural: &str, o: &Value, now: DateTime<Utc>) -> Option
         ("coordination.k8s.io", "leases") => {
             vec![name, json!(str_of(&spec["holderIdentity"])), age]
         }
+        ("certificates.k8s.io", "certificatesigningrequests") => {
+            super::certificates::csr(o, name, age)
+        }
         ("storage.k8s.io", "storageclasses") => {
             let ann = &o["metadata"]["annotations"];
             let default = ann["storageclass.kubernetes.io/is-default-class"] == "true"

@@ -521,6 +521,42 @@ fn raw(group: &str, plural: &str) -> Vec<Col> {
             ),
             AGE,
         ],
+        ("certificates.k8s.io", "certificatesigningrequests") => vec![
+            NAME,
+            AGE,
+            col(
+                "SignerName",
+                "string",
+                doc(
+                    "io.k8s.api.certificates.v1.CertificateSigningRequestSpec",
+                    "signerName",
+                ),
+            ),
+            col(
+                "Requestor",
+                "string",
+                doc(
+                    "io.k8s.api.certificates.v1.CertificateSigningRequestSpec",
+                    "username",
+                ),
+            ),
+            col(
+                "RequestedDuration",
+                "string",
+                doc(
+                    "io.k8s.api.certificates.v1.CertificateSigningRequestSpec",
+                    "expirationSeconds",
+                ),
+            ),
+            col(
+                "Condition",
+                "string",
+                doc(
+                    "io.k8s.api.certificates.v1.CertificateSigningRequestStatus",
+                    "conditions",
+                ),
+            ),
+        ],
         ("coordination.k8s.io", "leases") => vec![
             NAME,
             col(

@@ -5,6 +5,7 @@
 //! with `-o wide`.
 
 mod cells;
+mod certificates;
 mod columns;
 mod format;
 mod pod;

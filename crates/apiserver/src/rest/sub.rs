@@ -25,15 +25,15 @@ pub async fn serve(
         .as_deref()
         .ok_or_else(|| ApiError::no_route("a subresource needs an object name"))?;
     match (sub, &call.method) {
-        ("status" | "finalize" | "ephemeralcontainers" | "resize", &Method::GET) => {
+        ("status" | "finalize" | "ephemeralcontainers" | "resize" | "approval", &Method::GET) => {
             super::read::get(rest, call, name).await
         }
-        ("status" | "ephemeralcontainers" | "resize", &Method::PUT)
+        ("status" | "ephemeralcontainers" | "resize" | "approval", &Method::PUT)
         | ("finalize", &Method::PUT) => {
             let bytes = h::read_body(body, &call.headers).await?;
             write::update(rest, call, name, &bytes).await
         }
-        ("status" | "ephemeralcontainers" | "resize", &Method::PATCH) => {
+        ("status" | "ephemeralcontainers" | "resize" | "approval", &Method::PATCH) => {
             let bytes = h::read_body(body, &call.headers).await?;
             write::patch(rest, call, name, &bytes).await
         }

@@ -216,6 +216,15 @@ pub(super) async fn create_object(
     meta::prepare_create_meta(&mut obj, call.ns().filter(|_| info.namespaced));
     let strategy = rest.strategy(info);
     strategy.prepare_for_create(info, &mut obj);
+    strategy.record_requester(
+        &mut obj,
+        &registry::Requester {
+            name: &call.user.name,
+            groups: &call.user.groups,
+            uid: &call.user.uid,
+            extra: &call.user.extra,
+        },
+    );
     strategy.default(&mut obj);
     let ctx = rest.admission_context();
     let req = admission::Request {
