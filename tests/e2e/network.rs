@@ -833,10 +833,26 @@ fn services_dns_and_egress_on_one_node() {
         (pod_json(c, "api-client")["status"]["phase"] == "Running").then_some(())
     });
     let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
-    let listed = c.ok(&[
-        "exec", "api-client", "--", "sh", "-c",
-        &format!("curl -sS --cacert {sa}/ca.crt -H \"Authorization: Bearer $(cat {sa}/token)\" https://kubernetes.default.svc/api/v1/namespaces/default/pods"),
+    let list_pods = format!(
+        "curl -sS --cacert {sa}/ca.crt -H \"Authorization: Bearer $(cat {sa}/token)\" https://kubernetes.default.svc/api/v1/namespaces/default/pods"
+    );
+    // The pod's token alone may not list pods (RBAC), until its service
+    // account is bound to a role that may.
+    let denied = c.ok(&["exec", "api-client", "--", "sh", "-c", &list_pods]);
+    assert!(
+        denied.contains(r#"pods is forbidden: User \"system:serviceaccount:default:default\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""#),
+        "{denied}"
+    );
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "-n",
+        "default",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
     ]);
+    let listed = c.ok(&["exec", "api-client", "--", "sh", "-c", &list_pods]);
     let v: serde_json::Value =
         serde_json::from_str(&listed).unwrap_or_else(|e| panic!("{e}: {listed}"));
     assert_eq!(v["kind"], "PodList", "{listed}");

@@ -6,6 +6,7 @@ pub mod crd;
 pub mod openapi;
 pub mod patch;
 pub mod proto;
+pub mod quota;
 pub mod registry;
 pub mod schema;
 pub mod selector;

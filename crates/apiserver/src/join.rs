@@ -56,6 +56,10 @@ struct Record {
     /// empty in records written before tokens existed.
     #[serde(default)]
     sa_key: String,
+    /// The default key Secrets are encrypted at rest with (32 bytes,
+    /// base64); empty in records written before encryption existed.
+    #[serde(default)]
+    encryption_key: String,
 }
 
 /// The cluster identity a server runs with.
@@ -67,6 +71,8 @@ pub struct Identity {
     pub join_secret: String,
     /// The service-account token signing key, PKCS#8.
     pub sa_key: Vec<u8>,
+    /// The default encryption-at-rest key (see [`crate::encryption`]).
+    pub encryption_key: Vec<u8>,
 }
 
 impl Identity {
@@ -116,6 +122,7 @@ pub async fn shared_identity(
                 ca_key: local.ca_key_pem.clone(),
                 join_secret: random_secret(),
                 sa_key: new_sa_key()?,
+                encryption_key: new_encryption_key()?,
             };
             let bytes =
                 serde_json::to_vec(&mine).map_err(|e| JoinError::Malformed(e.to_string()))?;
@@ -133,13 +140,18 @@ pub async fn shared_identity(
     let record = with_sa_key(store, record).await?;
     adopt_ca(tls_dir, &record)?;
     let pki = Pki::load_or_create(tls_dir, sans)?;
-    let sa_key = base64::engine::general_purpose::STANDARD
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sa_key = b64
         .decode(&record.sa_key)
         .map_err(|e| JoinError::Malformed(format!("saKey: {e}")))?;
+    let encryption_key = b64
+        .decode(&record.encryption_key)
+        .map_err(|e| JoinError::Malformed(format!("encryptionKey: {e}")))?;
     Ok(Identity {
         pki,
         join_secret: record.join_secret,
         sa_key,
+        encryption_key,
     })
 }
 
@@ -148,10 +160,15 @@ fn new_sa_key() -> Result<String, JoinError> {
     Ok(base64::engine::general_purpose::STANDARD.encode(key))
 }
 
-/// Adds a signing key to a record written before tokens existed (once,
-/// with a compare-and-swap so that servers agree on one key).
+fn new_encryption_key() -> Result<String, JoinError> {
+    let key = store::encrypted::generate_secret().map_err(JoinError::Malformed)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+/// Adds the keys a record written by an older version lacks (once, with a
+/// compare-and-swap so that servers agree on one key).
 async fn with_sa_key(store: &SharedStore, record: Record) -> Result<Record, JoinError> {
-    if !record.sa_key.is_empty() {
+    if !record.sa_key.is_empty() && !record.encryption_key.is_empty() {
         return Ok(record);
     }
     for _ in 0..5 {
@@ -159,10 +176,15 @@ async fn with_sa_key(store: &SharedStore, record: Record) -> Result<Record, Join
             break;
         };
         let mut r = parse(&kv.value)?;
-        if !r.sa_key.is_empty() {
+        if !r.sa_key.is_empty() && !r.encryption_key.is_empty() {
             return Ok(r);
         }
-        r.sa_key = new_sa_key()?;
+        if r.sa_key.is_empty() {
+            r.sa_key = new_sa_key()?;
+        }
+        if r.encryption_key.is_empty() {
+            r.encryption_key = new_encryption_key()?;
+        }
         let bytes = serde_json::to_vec(&r).map_err(|e| JoinError::Malformed(e.to_string()))?;
         match store.update(BOOTSTRAP_KEY, bytes, kv.mod_revision).await {
             Ok(_) => return Ok(r),

@@ -11,6 +11,7 @@ pub mod certificates;
 pub mod convert;
 pub mod crd;
 pub mod discovery;
+pub mod encryption;
 pub mod error;
 pub mod fieldset;
 pub mod filter;

@@ -55,6 +55,9 @@ pub enum ServerError {
     /// The cluster identity shared through the store.
     #[error(transparent)]
     Join(#[from] crate::join::JoinError),
+    /// The encryption-at-rest configuration.
+    #[error("encryption at rest: {0}")]
+    Encryption(#[from] crate::encryption::EncryptionError),
 }
 
 /// How to run the API server.
@@ -77,6 +80,11 @@ pub struct Config {
     pub advertise_address: Option<IpAddr>,
     /// How requests are authorized (`--authorization-mode`).
     pub authorization_mode: crate::authz::Mode,
+    /// An EncryptionConfiguration (`--encryption-provider-config`).
+    pub encryption_provider_config: Option<PathBuf>,
+    /// Without a configuration: encrypt Secrets with the cluster's default
+    /// key (`--secrets-encryption`, on by default as in k3s).
+    pub secrets_encryption: bool,
 }
 
 impl Config {
@@ -203,6 +211,16 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
     let kubeconfig = cfg.data_dir.join("kubeconfig.yaml");
     pki.write_admin_kubeconfig(&kubeconfig, &url)?;
 
+    let store = if cfg.secrets_encryption || cfg.encryption_provider_config.is_some() {
+        crate::encryption::wrap(
+            store,
+            cfg.encryption_provider_config.as_deref(),
+            &cfg.data_dir,
+            &identity.encryption_key,
+        )?
+    } else {
+        store
+    };
     let cache = WatchCache::start(store.clone(), 16384).await?;
     let rest = Rest::new(store, cache, cfg.service_cidr);
     let signer = crate::satoken::Signer::new(&identity.sa_key).map_err(ServerError::Bootstrap)?;
@@ -242,6 +260,12 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
     state.rest.aggregator.start(&state.rest.store);
     state.rest.authz.set_mode(cfg.authorization_mode);
     state.rest.authz.start(&state.rest.store).await;
+    for cache in [&state.rest.quotas, &state.rest.limit_ranges] {
+        cache.clone().spawn(state.rest.store.clone());
+        if let Ok(rev) = state.rest.store.current_revision().await {
+            cache.wait_synced(rev).await;
+        }
+    }
     tokio::spawn(crate::certificates::run(
         state.rest.store.clone(),
         state.identity.pki.ca_cert_pem.clone(),

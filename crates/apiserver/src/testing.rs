@@ -31,6 +31,8 @@ impl TestServer {
             service_cidr: crate::SERVICE_CIDR,
             advertise_address: None,
             authorization_mode: Default::default(),
+            encryption_provider_config: None,
+            secrets_encryption: true,
         };
         let store = Arc::new(store::memory::MemoryStore::new());
         let running = crate::start(cfg, store)

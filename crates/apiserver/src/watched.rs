@@ -92,6 +92,14 @@ impl Watched {
         }
     }
 
+    /// After a write of `info` at `revision`: when it is this cache's
+    /// kind, waits until the cache has it.
+    pub async fn written(&self, info: &api::catalogue::ResourceInfo, revision: Revision) {
+        if info.storage_prefix() == self.prefix {
+            self.wait_synced(revision).await;
+        }
+    }
+
     /// Waits (at most 2 s) until the cache has seen the store at
     /// `revision`.
     pub async fn wait_synced(&self, revision: Revision) {

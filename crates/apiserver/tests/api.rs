@@ -40,6 +40,8 @@ async fn server_on(store: Arc<store::memory::MemoryStore>) -> (Server, kube::Cli
         service_cidr: apiserver::SERVICE_CIDR,
         advertise_address: None,
         authorization_mode: Default::default(),
+        encryption_provider_config: None,
+        secrets_encryption: true,
     };
     let running = apiserver::start(cfg, store.clone()).await.unwrap();
     let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();

@@ -30,6 +30,8 @@ async fn server() -> (Server, kube::Client) {
         service_cidr: apiserver::SERVICE_CIDR,
         advertise_address: None,
         authorization_mode: Default::default(),
+        encryption_provider_config: None,
+        secrets_encryption: true,
     };
     let store = Arc::new(store::memory::MemoryStore::new());
     let running = apiserver::start(cfg, store).await.unwrap();

@@ -20,6 +20,8 @@ async fn server() -> (tempfile::TempDir, apiserver::Running, kube::Client) {
         service_cidr: "10.96.0.0/24".parse().unwrap(),
         advertise_address: None,
         authorization_mode: Default::default(),
+        encryption_provider_config: None,
+        secrets_encryption: true,
     };
     let store = Arc::new(store::memory::MemoryStore::new());
     let running = apiserver::start(cfg, store).await.unwrap();

@@ -48,7 +48,7 @@ const BETA_STORAGE_PROVISIONER: &str = "volume.beta.kubernetes.io/storage-provis
 
 /// Parses a quantity to bytes (0 when unparsable).
 fn bytes(q: Option<&Quantity>) -> i128 {
-    q.and_then(|q| crate::resourcequota::Qty::parse(&q.0))
+    q.and_then(|q| api::quota::Qty::parse(&q.0))
         .map(|v| v.nanos.max(0))
         .unwrap_or(0)
 }

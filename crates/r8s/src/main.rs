@@ -265,6 +265,16 @@ struct ServerArgs {
     /// do anything; for measuring what authorization costs).
     #[arg(long, default_value = "Node,RBAC", value_parser = parse_authorization_mode)]
     authorization_mode: apiserver::authz::Mode,
+    /// An EncryptionConfiguration (apiserver.config.k8s.io/v1) saying which
+    /// resources are encrypted at rest with which keys, as kube-apiserver's.
+    /// Default: `<data-dir>/encryption-config.yaml`, made at first start
+    /// to encrypt Secrets with aescbc.
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
+    /// Encrypt Secrets at rest when no --encryption-provider-config is
+    /// given (`--secrets-encryption=false` stores them in plaintext).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    secrets_encryption: bool,
     /// The range Service cluster IPs come from; its first address is the
     /// `kubernetes` Service and its tenth cluster DNS.
     #[arg(long, default_value = "10.43.0.0/16")]
@@ -344,6 +354,8 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             }
         })),
         authorization_mode: args.authorization_mode,
+        encryption_provider_config: args.encryption_provider_config.clone(),
+        secrets_encryption: args.secrets_encryption,
     };
     let cluster_dns = cfg.cluster_dns_ip();
     let running = apiserver::start(cfg, store)

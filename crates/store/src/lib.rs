@@ -13,6 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+pub mod encrypted;
 pub mod etcd;
 mod hub;
 pub mod memory;

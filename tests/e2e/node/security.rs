@@ -222,6 +222,22 @@ spec:
             .output()
             .unwrap()
     };
+    // Without a binding the service account may not list pods (RBAC).
+    let out = as_token(&token);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            r#"User "system:serviceaccount:default:default" cannot list resource "pods""#
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "default-view",
+        "--clusterrole=view",
+        "--serviceaccount=default:default",
+    ]);
     let out = as_token(&token);
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("pod/with-token"),

@@ -14,8 +14,11 @@
 
 pub mod dynamic;
 pub mod ipalloc;
+pub mod limitrange;
 pub mod namespace;
+pub mod podsecurity;
 pub mod priority;
+pub mod quota;
 pub mod service_alloc;
 pub mod serviceaccount;
 pub mod storageclass;
@@ -46,6 +49,10 @@ pub struct Context<'a> {
     pub alloc_lock: &'a tokio::sync::Mutex<()>,
     /// The `--service-cidr` cluster IPs come from first.
     pub service_cidr: ipnet::Ipv4Net,
+    /// The ResourceQuotas (which namespaces have any).
+    pub quotas: &'a crate::watched::Watched,
+    /// The LimitRanges.
+    pub limit_ranges: &'a crate::watched::Watched,
 }
 
 impl Context<'_> {
@@ -111,13 +118,15 @@ pub trait Plugin: Send + Sync {
 /// The chain, in upstream's order (`NamespaceLifecycle, LimitRanger,
 /// ServiceAccount, NodeRestriction, TaintNodesByCondition, Priority,
 /// DefaultTolerationSeconds, DefaultStorageClass, …`; the plugins r8s does
-/// not have are left out), then allocation.
+/// not have are left out), then ResourceQuota and allocation.
 pub static PLUGINS: &[&dyn Plugin] = &[
     &namespace::NamespaceLifecycle,
+    &limitrange::LimitRanger,
     &serviceaccount::ServiceAccount,
     &priority::Priority,
     &tolerations::DefaultTolerationSeconds,
     &storageclass::DefaultStorageClass,
+    &quota::ResourceQuota,
     &service_alloc::ServiceAllocation,
 ];
 
@@ -183,18 +192,25 @@ mod tests {
             names("", "pods", Operation::Create),
             [
                 "NamespaceLifecycle",
+                "LimitRanger",
                 "ServiceAccount",
                 "Priority",
-                "DefaultTolerationSeconds"
+                "DefaultTolerationSeconds",
+                "ResourceQuota"
             ]
         );
         assert_eq!(
             names("", "services", Operation::Create),
-            ["NamespaceLifecycle", "ServiceAllocation"]
+            ["NamespaceLifecycle", "ResourceQuota", "ServiceAllocation"]
         );
         assert_eq!(
             names("", "persistentvolumeclaims", Operation::Create),
-            ["NamespaceLifecycle", "DefaultStorageClass"]
+            [
+                "NamespaceLifecycle",
+                "LimitRanger",
+                "DefaultStorageClass",
+                "ResourceQuota"
+            ]
         );
         assert_eq!(
             names("", "services", Operation::Update),

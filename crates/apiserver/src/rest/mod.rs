@@ -51,6 +51,10 @@ pub struct Rest {
     pub aggregator: Arc<crate::aggregator::Aggregator>,
     /// Decides who may do what (RBAC and the Node authorizer).
     pub authz: Arc<crate::authz::Authorizer>,
+    /// The ResourceQuotas, for quota admission.
+    pub(crate) quotas: Arc<crate::watched::Watched>,
+    /// The LimitRanges, for LimitRanger admission.
+    pub(crate) limit_ranges: Arc<crate::watched::Watched>,
 }
 
 /// A kind's strategy: compiled for built-in kinds, read from the
@@ -123,6 +127,8 @@ impl Rest {
             store: &self.store,
             alloc_lock: &self.alloc_lock,
             service_cidr: self.service_cidr,
+            quotas: &self.quotas,
+            limit_ranges: &self.limit_ranges,
         }
     }
 
@@ -144,6 +150,8 @@ impl Rest {
             extensions: Arc::new(crate::admission::dynamic::Extensions::new()),
             aggregator: Arc::new(crate::aggregator::Aggregator::default()),
             authz: Arc::new(crate::authz::Authorizer::new()),
+            quotas: crate::watched::Watched::of("", "resourcequotas"),
+            limit_ranges: crate::watched::Watched::of("", "limitranges"),
             store,
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),

@@ -477,11 +477,23 @@ async fn validating_admission(
         )
         .await?;
     }
+    // Pod Security runs with the validating admission because it may
+    // warn as well as refuse.
+    let mut warnings = crate::admission::podsecurity::check(
+        &rest.admission_context(),
+        attrs.info,
+        attrs.op,
+        attrs.namespace,
+        obj,
+        attrs.old,
+    )
+    .await?;
     let mut versioned = obj.clone();
     convert::to_version(attrs.info, &mut versioned);
-    let mut warnings =
+    warnings.extend(
         dynamic::validate_policies(&rest.store, &rest.extensions, &rest.crds, attrs, &versioned)
-            .await?;
+            .await?,
+    );
     warnings.extend(dynamic::validate(&rest.store, &rest.extensions, attrs, &versioned).await?);
     Ok(warnings)
 }
@@ -493,6 +505,8 @@ async fn wait_established(rest: &Rest, info: &ResourceInfo, revision: i64) {
     rest.extensions.written(info, revision).await;
     rest.aggregator.written(info, revision).await;
     rest.authz.written(info, revision).await;
+    rest.quotas.written(info, revision).await;
+    rest.limit_ranges.written(info, revision).await;
     if (info.group, info.plural) == ("apiextensions.k8s.io", "customresourcedefinitions") {
         rest.crd_controller
             .wait_synced(revision, std::time::Duration::from_secs(2))
