@@ -437,3 +437,219 @@ print(review.status.allowed)
         "{denied}"
     );
 }
+
+/// Every byte of the store's files (the SQLite database and its WAL).
+fn raw_store_bytes(c: &Cluster) -> Vec<u8> {
+    let mut all = Vec::new();
+    for f in ["state.db", "state.db-wal"] {
+        if let Ok(b) = std::fs::read(c.path().join("db").join(f)) {
+            all.extend(b);
+        }
+    }
+    assert!(
+        !all.is_empty(),
+        "no SQLite files under {}",
+        c.path().display()
+    );
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+const PLAIN_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
+
+#[test]
+fn e2e_quota_limits_pod_security_and_encryption() {
+    let mut c = Cluster::start();
+
+    // ResourceQuota: the pod past the quota is refused in upstream's words.
+    c.create_ns("q");
+    c.ok(&["create", "quota", "two-pods", "-n", "q", "--hard=pods=2"]);
+    c.wait_for("the quota's status", Duration::from_secs(10), || {
+        let v = c.get_json(&["quota", "two-pods", "-n", "q"]);
+        v["status"]["used"]["pods"].is_string().then_some(())
+    });
+    for name in ["a", "b"] {
+        c.create(Some("q"), &PLAIN_POD.replace("NAME", name));
+    }
+    let err = c.fails_stdin(
+        &["create", "-n", "q", "-f", "-"],
+        &PLAIN_POD.replace("NAME", "c"),
+    );
+    assert!(
+        err.contains(r#"pods "c" is forbidden: exceeded quota: two-pods, requested: pods=1, used: pods=2, limited: pods=2"#),
+        "{err}"
+    );
+    // Compute quotas need requests.
+    c.ok(&["create", "quota", "cpu", "-n", "q", "--hard=requests.cpu=1"]);
+    c.ok(&["delete", "pod", "a", "-n", "q"]);
+    c.wait_for(
+        "the quota to see the deletion",
+        Duration::from_secs(10),
+        || {
+            let v = c.get_json(&["quota", "two-pods", "-n", "q"]);
+            (v["status"]["used"]["pods"] == "1"
+                && c.get_json(&["quota", "cpu", "-n", "q"])["status"]["used"].is_object())
+            .then_some(())
+        },
+    );
+    let err = c.fails_stdin(
+        &["create", "-n", "q", "-f", "-"],
+        &PLAIN_POD.replace("NAME", "d"),
+    );
+    assert!(
+        err.contains("failed quota: cpu: must specify requests.cpu for: c"),
+        "{err}"
+    );
+
+    // Under 20 concurrent creates, exactly the quota's worth get in.
+    c.create_ns("burst");
+    c.ok(&["create", "quota", "five", "-n", "burst", "--hard=pods=5"]);
+    c.wait_for("the quota's status", Duration::from_secs(10), || {
+        let v = c.get_json(&["quota", "five", "-n", "burst"]);
+        v["status"]["used"]["pods"].is_string().then_some(())
+    });
+    let created = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || {
+                    let pod = PLAIN_POD.replace("NAME", &format!("p{i}"));
+                    c.kubectl_env(&["create", "-n", "burst", "-f", "-"], &[], Some(&pod))
+                        .status
+                        .success()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|ok| *ok)
+            .count()
+    });
+    assert_eq!(created, 5, "20 concurrent creates under a quota of 5 pods");
+    let pods = c.ok(&["get", "pods", "-n", "burst", "-o", "name"]);
+    assert_eq!(pods.lines().count(), 5, "{pods}");
+
+    // LimitRange: defaults in the stored pod, max enforced.
+    c.create_ns("lr");
+    c.create(
+        Some("lr"),
+        "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: limits\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 256Mi}\n    defaultRequest: {cpu: 100m}\n    max: {cpu: \"1\"}\n",
+    );
+    c.create(Some("lr"), &PLAIN_POD.replace("NAME", "defaulted"));
+    let pod = c.get_json(&["pod", "defaulted", "-n", "lr"]);
+    let res = &pod["spec"]["containers"][0]["resources"];
+    assert_eq!(
+        res["limits"],
+        serde_json::json!({"cpu": "500m", "memory": "256Mi"}),
+        "{pod}"
+    );
+    assert_eq!(
+        res["requests"],
+        serde_json::json!({"cpu": "100m", "memory": "256Mi"}),
+        "{pod}"
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container c; cpu, memory limit for container c"
+    );
+    let big = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: big\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources: {limits: {cpu: \"2\"}}\n";
+    let err = c.fails_stdin(&["create", "-n", "lr", "-f", "-"], big);
+    assert!(
+        err.contains(
+            r#"pods "big" is forbidden: maximum cpu usage per Container is 1, but limit is 2"#
+        ),
+        "{err}"
+    );
+
+    // Pod Security: restricted refuses a privileged pod with the full list,
+    // a warn namespace admits with warnings.
+    c.create_ns("strict");
+    c.ok(&[
+        "label",
+        "ns",
+        "strict",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let privileged = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: priv\nspec:\n  containers:\n  - name: c\n    image: busybox\n    securityContext: {privileged: true}\n";
+    let err = c.fails_stdin(&["create", "-n", "strict", "-f", "-"], privileged);
+    assert!(
+        err.contains(r#"pods "priv" is forbidden: violates PodSecurity "restricted:latest": privileged (container "c" must not set securityContext.privileged=true), allowPrivilegeEscalation != false (container "c" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container "c" must set securityContext.capabilities.drop=["ALL"]), runAsNonRoot != true (pod or container "c" must set securityContext.runAsNonRoot=true), seccompProfile (pod or container "c" must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")"#),
+        "{err}"
+    );
+    let hardened = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ok\nspec:\n  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}\n  containers:\n  - name: c\n    image: busybox\n    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n";
+    c.create(Some("strict"), hardened);
+    c.create_ns("warned");
+    c.ok(&[
+        "label",
+        "ns",
+        "warned",
+        "pod-security.kubernetes.io/warn=baseline",
+    ]);
+    let out = c.kubectl_env(
+        &["create", "-n", "warned", "-f", "-"],
+        &[],
+        Some(&privileged.replace("name: priv", "name: loud")),
+    );
+    assert!(out.status.success());
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warn.contains(r#"Warning: would violate PodSecurity "baseline:latest": privileged (container "c" must not set securityContext.privileged=true)"#),
+        "{warn}"
+    );
+
+    // Secrets are encrypted at rest by default; the raw bytes never hold
+    // the value.
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=correct-horse-battery",
+    ]);
+    let raw = raw_store_bytes(&c);
+    assert!(!contains(&raw, "correct-horse-battery"));
+    assert!(!contains(&raw, &B64.encode("correct-horse-battery")));
+    assert!(contains(&raw, "k8s:enc:aescbc:v1:r8s-default:"));
+    // ConfigMaps are not encrypted by default.
+    c.create_cm(None, "plain", &[("k", "visible-config-value")]);
+    assert!(contains(&raw_store_bytes(&c), "visible-config-value"));
+
+    // Rotation: a new key first, the old one still listed; old Secrets
+    // read, new ones use the new key.
+    let config_path = c.path().join("encryption-config.yaml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let rotated = config.replace(
+        "  - aescbc:\n",
+        &format!(
+            "  - secretbox:\n      keys:\n      - name: second\n        secret: {}\n  - aescbc:\n",
+            B64.encode([42u8; 32])
+        ),
+    );
+    assert_ne!(rotated, config, "the default config lists aescbc: {config}");
+    std::fs::write(&config_path, rotated).unwrap();
+    c.restart();
+    let v = c.get_json(&["secret", "db"]);
+    assert_eq!(v["data"]["password"], B64.encode("correct-horse-battery"));
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db2",
+        "--from-literal=password=tr0ub4dor",
+    ]);
+    assert!(contains(
+        &raw_store_bytes(&c),
+        "k8s:enc:secretbox:v1:second:"
+    ));
+    let names = c.ok(&["get", "secrets", "-o", "name"]);
+    assert!(
+        names.contains("secret/db\n") && names.contains("secret/db2"),
+        "{names}"
+    );
+    let v = c.get_json(&["secret", "db2"]);
+    assert_eq!(v["data"]["password"], B64.encode("tr0ub4dor"));
+}
