@@ -37,7 +37,7 @@ pub struct ApiBenchArgs {
 /// The `r8s server` child, killed (and its data removed) on drop.
 pub(crate) struct Server {
     pub(crate) child: Child,
-    _dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     pub(crate) url: String,
     pub(crate) kubeconfig: PathBuf,
 }
@@ -79,7 +79,7 @@ pub(crate) fn spawn_server(extra: &[String]) -> anyhow::Result<Server> {
     let kubeconfig = kubeconfig.context("server exited before printing its kubeconfig")?;
     Ok(Server {
         child,
-        _dir: dir,
+        dir,
         url: url.unwrap_or_default(),
         kubeconfig,
     })

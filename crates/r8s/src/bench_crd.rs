@@ -104,7 +104,11 @@ fn resource() -> ApiResource {
 
 /// Creates `n` objects with `clients` concurrent callers; returns
 /// (objects/s, latencies).
-async fn creates<F, Fut>(clients: usize, n: usize, make: F) -> anyhow::Result<(f64, Vec<Duration>)>
+pub(crate) async fn creates<F, Fut>(
+    clients: usize,
+    n: usize,
+    make: F,
+) -> anyhow::Result<(f64, Vec<Duration>)>
 where
     F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), kube::Error>> + Send,

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod agent;
 mod bench;
+mod bench_authz;
 mod bench_churn;
 mod bench_crd;
 mod bench_network;
@@ -220,6 +221,9 @@ enum BenchCommand {
     /// Custom resource creates (50-field schema, 5 CEL rules) against
     /// ConfigMap creates.
     Crd(bench_crd::CrdBenchArgs),
+    /// Create and get throughput with RBAC (10,000 RoleBindings) and
+    /// quota admission against AlwaysAllow.
+    Authz(bench_authz::AuthzBenchArgs),
     /// Scheduler and controller density on hollow nodes.
     Density(density::DensityArgs),
     /// Durable creates straight into a store (SQLite or etcd), without the
@@ -572,6 +576,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
         Command::Bench(BenchCommand::Crd(args)) => rt.block_on(bench_crd::run(args)),
+        Command::Bench(BenchCommand::Authz(args)) => rt.block_on(bench_authz::run(args)),
         Command::Bench(BenchCommand::Density(args)) => rt.block_on(density::run(args)),
         Command::Bench(BenchCommand::Store(args)) => rt.block_on(bench_store::run(args)),
         Command::Bench(BenchCommand::Churn(args)) => rt.block_on(bench_churn::run(args)),

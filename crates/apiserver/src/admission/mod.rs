@@ -53,6 +53,8 @@ pub struct Context<'a> {
     pub quotas: &'a crate::watched::Watched,
     /// The LimitRanges.
     pub limit_ranges: &'a crate::watched::Watched,
+    /// Serializes this server's quota charges per namespace.
+    pub quota_locks: &'a quota::Locks,
 }
 
 impl Context<'_> {

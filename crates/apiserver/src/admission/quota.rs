@@ -18,8 +18,114 @@ use crate::error::ApiError;
 /// The plugin.
 pub struct ResourceQuota;
 
-/// How often a charge is retried when another write moved the quota.
+/// How often a batch is retried when another server's charge moved a
+/// quota first.
 const ATTEMPTS: usize = 64;
+
+/// One object waiting to be charged.
+struct Pending {
+    usage: Usage,
+    pod: Option<Pod>,
+    /// The refusal (a quota's message) or the storage failure, if any.
+    done: tokio::sync::oneshot::Sender<Result<(), Refusal>>,
+}
+
+enum Refusal {
+    Quota(String),
+    Api(ApiError),
+}
+
+/// The charges waiting in one namespace, and the right to write its
+/// quotas.
+#[derive(Default)]
+struct Queue {
+    pending: std::sync::Mutex<Vec<Pending>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+/// Quota charges per namespace, batched: whoever holds a namespace's
+/// writer charges everything waiting there with one compare-and-swap per
+/// quota, so concurrent creates cost one quota write per batch instead of
+/// one (and a conflict) each, as upstream's quota admission batches its
+/// evaluations.
+#[derive(Default)]
+pub struct Locks(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Queue>>>);
+
+impl Locks {
+    fn of(&self, ns: &str) -> std::sync::Arc<Queue> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(ns.to_string()).or_default().clone()
+    }
+}
+
+/// Charges every waiting object against the namespace's quotas: each is
+/// admitted if every quota has room after those before it.
+async fn charge_batch(
+    ctx: &Context<'_>,
+    ns: &str,
+    names: &[String],
+    batch: &[Pending],
+) -> Result<Vec<Option<String>>, ApiError> {
+    let rq = catalogue::find("", "v1", "resourcequotas")
+        .ok_or_else(|| ApiError::internal("resourcequotas missing from the catalogue"))?;
+    'attempt: for attempt in 0..ATTEMPTS {
+        let mut quotas = Vec::new();
+        for name in names {
+            match ctx.load(rq, Some(ns), name).await {
+                Ok((q, kv)) => quotas.push((q, kv, false)),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut verdicts = Vec::with_capacity(batch.len());
+        for p in batch {
+            let mut charged = Vec::new();
+            let mut refusal = None;
+            for (i, (q, _, _)) in quotas.iter().enumerate() {
+                match check(q, p.pod.as_ref(), &p.usage) {
+                    Ok(Check::Untouched) => {}
+                    Ok(Check::Charge(out)) => charged.push((i, out)),
+                    Err(why) => {
+                        refusal = Some(why);
+                        break;
+                    }
+                }
+            }
+            if refusal.is_none() {
+                for (i, out) in charged {
+                    quotas[i].0 = out;
+                    quotas[i].2 = true;
+                }
+            }
+            verdicts.push(refusal);
+        }
+        for (q, kv, changed) in &quotas {
+            if !changed {
+                continue;
+            }
+            let mut stored = q.clone();
+            if let Some(m) = stored["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            let bytes =
+                serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
+            match ctx.store.update(&kv.key, bytes, kv.mod_revision).await {
+                Ok(_) => {}
+                // Another server charged it first: decide the batch again.
+                // (Quotas written before this one keep this batch's charge
+                // until the controller recomputes them: over-counting,
+                // never over-admission.)
+                Err(store::StoreError::Conflict { .. }) if attempt + 1 < ATTEMPTS => {
+                    tokio::task::yield_now().await;
+                    continue 'attempt;
+                }
+                Err(e) => return Err(ApiError::from(e)),
+            }
+        }
+        return Ok(verdicts);
+    }
+    Err(ApiError::unavailable("quota charges kept conflicting"))
+}
 
 /// What `obj` (of kind `info`) uses, named as quota resources.
 fn usage_of(info: &ResourceInfo, obj: &Value) -> Usage {
@@ -278,8 +384,6 @@ impl Plugin for ResourceQuota {
         let pod = (info.group.is_empty() && info.plural == "pods")
             .then(|| serde_json::from_value::<Pod>(obj.clone()).ok())
             .flatten();
-        let rq = catalogue::find("", "v1", "resourcequotas")
-            .ok_or_else(|| ApiError::internal("resourcequotas missing from the catalogue"))?;
         let refuse = |why: String| {
             let name = obj["metadata"]["name"].as_str().unwrap_or("");
             let mut e =
@@ -289,35 +393,51 @@ impl Plugin for ResourceQuota {
             ));
             e
         };
-        for qname in &names {
-            for attempt in 0..ATTEMPTS {
-                let (q, kv) = match ctx.load(rq, Some(ns), qname).await {
-                    Ok(x) => x,
-                    Err(e) if e.code == 404 => break,
-                    Err(e) => return Err(e),
-                };
-                let out = match check(&q, pod.as_ref(), &usage) {
-                    Ok(Check::Untouched) => break,
-                    Ok(Check::Charge(out)) => out,
-                    Err(why) => return Err(refuse(why)),
-                };
-                let mut stored = out;
-                if let Some(m) = stored["metadata"].as_object_mut() {
-                    m.remove("resourceVersion");
-                }
-                let bytes =
-                    serde_json::to_vec(&stored).map_err(|e| ApiError::internal(e.to_string()))?;
-                match ctx.store.update(&kv.key, bytes, kv.mod_revision).await {
-                    Ok(_) => break,
-                    Err(store::StoreError::Conflict { .. }) if attempt + 1 < ATTEMPTS => {
-                        // Someone else charged it first: read it again.
-                        tokio::task::yield_now().await;
+        let queue = ctx.quota_locks.of(ns);
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        queue
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Pending {
+                usage,
+                pod,
+                done: tx,
+            });
+        let verdict = {
+            let _writer = queue.writer.lock().await;
+            match rx.try_recv() {
+                // The writer before charged this object with its batch.
+                Ok(v) => Ok(v),
+                Err(_) => {
+                    let batch: Vec<Pending> = std::mem::take(
+                        &mut *queue.pending.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
+                    match charge_batch(ctx, ns, &names, &batch).await {
+                        Ok(verdicts) => {
+                            for (p, v) in batch.into_iter().zip(verdicts) {
+                                let _ = p
+                                    .done
+                                    .send(v.map_or(Ok(()), |why| Err(Refusal::Quota(why))));
+                            }
+                        }
+                        Err(e) => {
+                            for p in batch {
+                                let _ = p.done.send(Err(Refusal::Api(e.clone())));
+                            }
+                        }
                     }
-                    Err(e) => return Err(ApiError::from(e)),
+                    // This object was in the batch just charged.
+                    rx.await
                 }
             }
+        };
+        match verdict {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Refusal::Quota(why))) => Err(refuse(why)),
+            Ok(Err(Refusal::Api(e))) => Err(e),
+            Err(_) => Err(ApiError::internal("the quota charge was dropped")),
         }
-        Ok(())
     }
 }
 

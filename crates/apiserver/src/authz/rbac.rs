@@ -75,17 +75,16 @@ impl Rule {
         if !has(&self.api_groups, &a.api_group) {
             return false;
         }
-        let combined = if a.subresource.is_empty() {
-            a.resource.clone()
-        } else {
-            format!("{}/{}", a.resource, a.subresource)
-        };
         let resource_ok = self.resources.iter().any(|r| {
-            r == "*"
-                || *r == combined
-                // `*/scale` covers every resource's scale subresource.
-                || (!a.subresource.is_empty()
-                    && r.strip_prefix("*/").is_some_and(|s| s == a.subresource))
+            if r == "*" {
+                return true;
+            }
+            match r.split_once('/') {
+                // `resource/subresource`, or `*/subresource` for every
+                // resource's (e.g. `*/scale`).
+                Some((res, sub)) => sub == a.subresource && (res == "*" || res == a.resource),
+                None => a.subresource.is_empty() && *r == a.resource,
+            }
         });
         if !resource_ok {
             return false;
@@ -99,15 +98,13 @@ fn has(items: &[String], wanted: &str) -> bool {
 }
 
 /// A binding's role reference.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum RoleRef {
     ClusterRole(String),
-    Role(String, String),
+    Role(String),
 }
 
-/// Who a binding's subject is, as a key of the index: users (service
-/// accounts become their user names) and groups.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Who a binding's subject is: users (service accounts become their user
+/// names) and groups.
 enum Subject {
     User(String),
     Group(String),
@@ -145,26 +142,46 @@ fn role_ref(binding: &Value) -> Option<RoleRef> {
     let name = binding["roleRef"]["name"].as_str()?.to_string();
     match binding["roleRef"]["kind"].as_str()? {
         "ClusterRole" => Some(RoleRef::ClusterRole(name)),
-        "Role" => Some(RoleRef::Role(
-            binding["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            name,
-        )),
+        "Role" => Some(RoleRef::Role(name)),
         _ => None,
     }
 }
 
-/// Who holds which role, and what each role allows.
+type Rules = Arc<Vec<Rule>>;
+
+/// The rules bound to each user and group in one scope, resolved when the
+/// index is built so that a decision allocates nothing.
+#[derive(Default)]
+struct Grants {
+    users: HashMap<String, Vec<Rules>>,
+    groups: HashMap<String, Vec<Rules>>,
+}
+
+impl Grants {
+    fn add(&mut self, subject: Subject, rules: &Rules) {
+        let (map, name) = match subject {
+            Subject::User(n) => (&mut self.users, n),
+            Subject::Group(n) => (&mut self.groups, n),
+        };
+        map.entry(name).or_default().push(rules.clone());
+    }
+
+    fn of<'a>(&'a self, user: &'a User) -> impl Iterator<Item = &'a Rule> + 'a {
+        let by_user = self.users.get(&user.name).into_iter().flatten();
+        let by_group = user
+            .groups
+            .iter()
+            .filter_map(|g| self.groups.get(g))
+            .flatten();
+        by_user.chain(by_group).flat_map(|r| r.iter())
+    }
+}
+
+/// Who holds which rules, cluster-wide and per namespace.
 #[derive(Default)]
 pub struct Index {
-    cluster_roles: HashMap<String, Arc<Vec<Rule>>>,
-    roles: HashMap<(String, String), Arc<Vec<Rule>>>,
-    /// Subject → ClusterRoles bound cluster-wide.
-    cluster: HashMap<Subject, Vec<RoleRef>>,
-    /// (namespace, subject) → roles bound in that namespace.
-    namespaced: HashMap<(String, Subject), Vec<RoleRef>>,
+    cluster: Grants,
+    namespaced: HashMap<String, Grants>,
 }
 
 impl Index {
@@ -182,99 +199,68 @@ impl Index {
                 .unwrap_or("")
                 .to_string()
         };
+        let cluster_rules: HashMap<String, Rules> = cluster_roles
+            .iter()
+            .map(|r| (name(r), Arc::new(Rule::parse_all(r))))
+            .collect();
+        let role_rules: HashMap<(String, String), Rules> = roles
+            .iter()
+            .map(|r| ((ns(r), name(r)), Arc::new(Rule::parse_all(r))))
+            .collect();
         let mut ix = Index::default();
-        for r in cluster_roles {
-            ix.cluster_roles
-                .insert(name(r), Arc::new(Rule::parse_all(r)));
-        }
-        for r in roles {
-            ix.roles
-                .insert((ns(r), name(r)), Arc::new(Rule::parse_all(r)));
-        }
         for b in cluster_bindings {
-            // A ClusterRoleBinding can only name a ClusterRole.
-            let Some(rr @ RoleRef::ClusterRole(_)) = role_ref(b) else {
+            // A ClusterRoleBinding can only name a ClusterRole; a binding to
+            // a missing role grants nothing (until the role exists).
+            let Some(RoleRef::ClusterRole(role)) = role_ref(b) else {
+                continue;
+            };
+            let Some(rules) = cluster_rules.get(&role) else {
                 continue;
             };
             for s in subjects(b) {
-                ix.cluster.entry(s).or_default().push(rr.clone());
+                ix.cluster.add(s, rules);
             }
         }
         for b in bindings {
-            let Some(rr) = role_ref(b) else { continue };
             let bns = ns(b);
+            let rules = match role_ref(b) {
+                Some(RoleRef::ClusterRole(role)) => cluster_rules.get(&role),
+                Some(RoleRef::Role(role)) => role_rules.get(&(bns.clone(), role)),
+                None => None,
+            };
+            let Some(rules) = rules else { continue };
+            let grants = ix.namespaced.entry(bns).or_default();
             for s in subjects(b) {
-                ix.namespaced
-                    .entry((bns.clone(), s))
-                    .or_default()
-                    .push(rr.clone());
+                grants.add(s, rules);
             }
         }
         ix
     }
 
-    fn rules_of(&self, r: &RoleRef) -> Option<&Arc<Vec<Rule>>> {
-        match r {
-            RoleRef::ClusterRole(n) => self.cluster_roles.get(n),
-            RoleRef::Role(ns, n) => self.roles.get(&(ns.clone(), n.clone())),
-        }
-    }
-
-    fn subject_keys(user: &User) -> Vec<Subject> {
-        let mut keys = Vec::with_capacity(user.groups.len() + 1);
-        keys.push(Subject::User(user.name.clone()));
-        keys.extend(user.groups.iter().cloned().map(Subject::Group));
-        keys
-    }
-
-    /// Every rule `user` holds in `namespace` (cluster-wide ones included;
-    /// an empty namespace means cluster-wide only). Stops early when
-    /// `visit` returns true.
-    pub fn visit_rules(&self, user: &User, namespace: &str, mut visit: impl FnMut(&Rule) -> bool) {
-        let keys = Self::subject_keys(user);
-        for k in &keys {
-            for rr in self.cluster.get(k).into_iter().flatten() {
-                for rule in self.rules_of(rr).into_iter().flat_map(|r| r.iter()) {
-                    if visit(rule) {
-                        return;
-                    }
-                }
-            }
-        }
-        if namespace.is_empty() {
-            return;
-        }
-        for k in keys {
-            let key = (namespace.to_string(), k);
-            for rr in self.namespaced.get(&key).into_iter().flatten() {
-                for rule in self.rules_of(rr).into_iter().flat_map(|r| r.iter()) {
-                    if visit(rule) {
-                        return;
-                    }
-                }
-            }
-        }
+    /// Every rule `user` holds in `namespace` (cluster-wide ones first; an
+    /// empty namespace means cluster-wide only).
+    fn rules<'a>(&'a self, user: &'a User, namespace: &str) -> impl Iterator<Item = &'a Rule> + 'a {
+        let local = (!namespace.is_empty())
+            .then(|| self.namespaced.get(namespace))
+            .flatten();
+        self.cluster
+            .of(user)
+            .chain(local.into_iter().flat_map(move |g| g.of(user)))
     }
 
     /// Whether some rule of `a.user`'s allows the request.
     pub fn allows(&self, a: &Attributes) -> bool {
-        let mut allowed = false;
-        self.visit_rules(a.user, &a.namespace, |r| {
-            allowed = r.allows(a);
-            allowed
-        });
-        allowed
+        self.rules(a.user, &a.namespace).any(|r| r.allows(a))
     }
 
     /// The rules `user` holds in `namespace`, for SelfSubjectRulesReview.
     pub fn rules_for(&self, user: &User, namespace: &str) -> Vec<Rule> {
-        let mut out = Vec::new();
-        self.visit_rules(user, namespace, |r| {
+        let mut out: Vec<Rule> = Vec::new();
+        for r in self.rules(user, namespace) {
             if !out.contains(r) {
                 out.push(r.clone());
             }
-            false
-        });
+        }
         out
     }
 }

@@ -55,6 +55,8 @@ pub struct Rest {
     pub(crate) quotas: Arc<crate::watched::Watched>,
     /// The LimitRanges, for LimitRanger admission.
     pub(crate) limit_ranges: Arc<crate::watched::Watched>,
+    /// Serializes quota charges per namespace.
+    pub(crate) quota_locks: crate::admission::quota::Locks,
 }
 
 /// A kind's strategy: compiled for built-in kinds, read from the
@@ -129,6 +131,7 @@ impl Rest {
             service_cidr: self.service_cidr,
             quotas: &self.quotas,
             limit_ranges: &self.limit_ranges,
+            quota_locks: &self.quota_locks,
         }
     }
 
@@ -152,6 +155,7 @@ impl Rest {
             authz: Arc::new(crate::authz::Authorizer::new()),
             quotas: crate::watched::Watched::of("", "resourcequotas"),
             limit_ranges: crate::watched::Watched::of("", "limitranges"),
+            quota_locks: Default::default(),
             store,
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),
