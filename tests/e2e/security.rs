@@ -461,8 +461,28 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 const PLAIN_POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: NAME\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
 
 #[test]
-fn e2e_quota_limits_pod_security_and_encryption() {
-    let mut c = Cluster::start();
+fn e2e_quota_limits_pod_security_encryption_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: None\n  verbs: [get, list, watch]\n- level: Metadata\n  resources: [{group: \"\", resources: [secrets]}]\n- level: Request\n",
+    )
+    .unwrap();
+    let audit_log = dir.path().join("audit/audit.log");
+    let (policy, audit_log_arg) = (
+        policy.display().to_string(),
+        audit_log.display().to_string(),
+    );
+    let mut c = Cluster::start_in(
+        dir,
+        &[
+            "--audit-policy-file",
+            &policy,
+            "--audit-log-path",
+            &audit_log_arg,
+        ],
+    );
 
     // ResourceQuota: the pod past the quota is refused in upstream's words.
     c.create_ns("q");
@@ -652,4 +672,48 @@ fn e2e_quota_limits_pod_security_and_encryption() {
     );
     let v = c.get_json(&["secret", "db2"]);
     assert_eq!(v["data"]["password"], B64.encode("tr0ub4dor"));
+
+    // The audit log: who created the Secret (Metadata: no object), the
+    // refused pod with its 403, a ConfigMap with its request object.
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&audit_log)
+        .expect("the audit log")
+        .lines()
+        .map(json)
+        .collect();
+    let find = |verb: &str, resource: &str, name: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e["verb"] == verb
+                    && e["objectRef"]["resource"] == resource
+                    && e["objectRef"]["name"] == name
+                    && e["stage"] == "ResponseComplete"
+            })
+            .unwrap_or_else(|| panic!("no {verb} {resource}/{name} in the audit log"))
+    };
+    let secret = find("create", "secrets", "db");
+    assert_eq!(secret["user"]["username"], "system:admin");
+    assert_eq!(secret["level"], "Metadata");
+    assert_eq!(secret["responseStatus"]["code"], 201);
+    assert!(secret.get("requestObject").is_none(), "{secret}");
+    assert_eq!(secret["objectRef"]["namespace"], "default");
+    assert_eq!(
+        secret["annotations"]["authorization.k8s.io/decision"],
+        "allow"
+    );
+    let refused = find("create", "pods", "c");
+    assert_eq!(refused["responseStatus"]["code"], 403);
+    assert!(
+        refused["responseStatus"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded quota")
+    );
+    let cm = find("create", "configmaps", "plain");
+    assert_eq!(cm["level"], "Request");
+    assert_eq!(cm["requestObject"]["data"]["k"], "visible-config-value");
+    assert!(
+        !events.iter().any(|e| e["verb"] == "get"),
+        "reads are not audited under this policy"
+    );
 }

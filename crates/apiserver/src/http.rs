@@ -9,6 +9,10 @@ use futures::Stream;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
+
+/// The request body type: as received, or buffered once already (when
+/// the audit log records the request object).
+pub type RequestBody = http_body_util::Either<Incoming, Full<Bytes>>;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -70,7 +74,7 @@ pub fn error(e: &ApiError) -> Response<Body> {
 }
 
 /// Reads the whole request body, refusing more than [`MAX_BODY`].
-pub async fn read_body(body: Incoming, headers: &HeaderMap) -> Result<Bytes, ApiError> {
+pub async fn read_body(body: RequestBody, headers: &HeaderMap) -> Result<Bytes, ApiError> {
     let too_large =
         || ApiError::too_large("the request body is larger than the 3145728-byte limit");
     if let Some(len) = headers

@@ -10,6 +10,9 @@ use std::time::Instant;
 use api::catalogue;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
+
+use crate::http::RequestBody;
+use http_body_util::Either;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use store::SharedStore;
@@ -58,6 +61,9 @@ pub enum ServerError {
     /// The encryption-at-rest configuration.
     #[error("encryption at rest: {0}")]
     Encryption(#[from] crate::encryption::EncryptionError),
+    /// The audit configuration.
+    #[error("audit: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// How to run the API server.
@@ -85,6 +91,8 @@ pub struct Config {
     /// Without a configuration: encrypt Secrets with the cluster's default
     /// key (`--secrets-encryption`, on by default as in k3s).
     pub secrets_encryption: bool,
+    /// The audit log (`--audit-policy-file`, `--audit-log-path`).
+    pub audit: Option<crate::audit::Options>,
 }
 
 impl Config {
@@ -124,6 +132,7 @@ pub struct Running {
 
 struct State {
     rest: Rest,
+    audit: Option<crate::audit::AuditLog>,
     identity: crate::join::Identity,
     metrics: crate::metrics::Metrics,
     server_address: String,
@@ -236,8 +245,14 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         .map(|a| a.to_string())
         .unwrap_or_else(|| client_host.clone());
     bootstrap(&rest, &cfg, &advertise, addr.port()).await?;
+    let audit = cfg
+        .audit
+        .as_ref()
+        .map(crate::audit::AuditLog::open)
+        .transpose()?;
     let state = Arc::new(State {
         rest,
+        audit,
         identity,
         metrics: crate::metrics::Metrics::default(),
         server_address: format!("{client_host}:{}", addr.port()),
@@ -345,7 +360,7 @@ async fn accept_loop(
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 let user = user.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req, user).await) }
+                async move { Ok::<_, Infallible>(handle(&state, req, user, peer).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -372,7 +387,12 @@ fn metric_verb(method: &Method, route: &Route, watch: bool) -> &'static str {
     }
 }
 
-async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<Body> {
+async fn handle(
+    state: &State,
+    req: Request<Incoming>,
+    user: User,
+    peer: SocketAddr,
+) -> Response<Body> {
     let start = Instant::now();
     let path = req.uri().path().to_string();
     let route = router::route(&path, &state.rest.crds);
@@ -412,11 +432,14 @@ async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<B
         }
     }
     let resp = if auth::public_path(&path) {
-        dispatch(state, route, req, user).await
+        dispatch(state, route, req.map(Either::Left), user).await
     } else {
-        match authorize(state, &req, user).await {
-            Ok(user) => dispatch(state, route, req, user).await,
-            Err(e) => h::error(&e),
+        match &state.audit {
+            Some(log) => audited(state, log, route, req, user, peer).await,
+            None => match authorize(state, &req, user).await {
+                Ok(user) => dispatch(state, route, req.map(Either::Left), user).await,
+                Err(e) => h::error(&e),
+            },
         }
     };
     state.metrics.observe(
@@ -427,6 +450,115 @@ async fn handle(state: &State, req: Request<Incoming>, user: User) -> Response<B
         start.elapsed(),
     );
     resp
+}
+
+/// Serves a request under the audit log: the event is begun once the
+/// caller is known, records the authorizer's decision, the request object
+/// (Request level, writes), and the response (its status; the object at
+/// RequestResponse level); a watch is recorded when its response starts.
+async fn audited(
+    state: &State,
+    log: &crate::audit::AuditLog,
+    route: Route,
+    req: Request<Incoming>,
+    user: User,
+    peer: SocketAddr,
+) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let authenticated = user.clone();
+    let authz = &state.rest.authz;
+    let store = &state.rest.store;
+    let impersonated = crate::authz::impersonate::apply(authz, store, req.headers(), user).await;
+    let run_as = match &impersonated {
+        Ok(u) => u.clone(),
+        Err(_) => authenticated.clone(),
+    };
+    let result = match impersonated {
+        Ok(u) => {
+            let attrs = crate::authz::Attributes::of_request(
+                &u,
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+            );
+            authz.check(store, &attrs).await.map(|()| u)
+        }
+        Err(e) => Err(e),
+    };
+    let attrs = crate::authz::Attributes::of_request(
+        &run_as,
+        req.method(),
+        req.uri().path(),
+        req.uri().query(),
+    );
+    let facts = crate::audit::RequestFacts {
+        uri: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+        source_ip: peer.ip().to_string(),
+        user_agent: req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        authenticated: &authenticated,
+        api_version: match &route {
+            Route::Resource(r) => Some(r.info.api_version()),
+            _ => None,
+        },
+    };
+    let Some(mut ev) = log.begin(&attrs, &facts) else {
+        return match result {
+            Ok(user) => dispatch(state, route, req.map(Either::Left), user).await,
+            Err(e) => h::error(&e),
+        };
+    };
+    ev.decision(result.is_ok());
+    let user = match result {
+        Ok(u) => u,
+        Err(e) => {
+            ev.response(e.code, Some(&e.status()));
+            log.emit(&ev, "ResponseComplete");
+            return h::error(&e);
+        }
+    };
+    let writes = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    // A write's body is read here (a copy goes on to the handler) so that
+    // its object names the event's objectRef, and is recorded at Request.
+    let req = if writes {
+        let (parts, body) = req.into_parts();
+        let bytes = match h::read_body(Either::Left(body), &parts.headers).await {
+            Ok(b) => b,
+            Err(e) => return h::error(&e),
+        };
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            ev.request_object(v);
+        }
+        Request::from_parts(parts, Either::Right(http_body_util::Full::new(bytes)))
+    } else {
+        req.map(Either::Left)
+    };
+    let resp = dispatch(state, route, req, user).await;
+    let code = resp.status().as_u16();
+    if hyper::body::Body::size_hint(resp.body()).exact().is_none() {
+        // A stream (a watch, logs): recorded as it starts.
+        ev.response(code, None);
+        log.emit(&ev, "ResponseStarted");
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let parsed = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    ev.response(code, parsed.as_ref());
+    log.emit(&ev, "ResponseComplete");
+    Response::from_parts(parts, h::full(bytes))
 }
 
 /// Impersonation, then authorization: the user the request runs as, or
@@ -448,11 +580,11 @@ async fn authorize(state: &State, req: &Request<Incoming>, user: User) -> Result
 async fn dispatch(
     state: &State,
     route: Route,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     user: User,
 ) -> Response<Body> {
     let get_only =
-        |req: &Request<Incoming>| req.method() == Method::GET || req.method() == Method::HEAD;
+        |req: &Request<RequestBody>| req.method() == Method::GET || req.method() == Method::HEAD;
     if let Some(apiservice) = state.aggregated_target(req.uri().path()) {
         return crate::aggregator::proxy::forward(&state.rest.store, &apiservice, req, &user).await;
     }
@@ -713,7 +845,7 @@ async fn policy(rest: &Rest) -> Result<(), ServerError> {
 
 /// `POST /r8s/v1/join`: a node presents the join secret and gets its
 /// client certificate (see [`crate::join`]).
-async fn node_join(state: &State, req: Request<Incoming>) -> Response<Body> {
+async fn node_join(state: &State, req: Request<RequestBody>) -> Response<Body> {
     let auth = req
         .headers()
         .get(http::header::AUTHORIZATION)

@@ -33,6 +33,7 @@ impl TestServer {
             authorization_mode: Default::default(),
             encryption_provider_config: None,
             secrets_encryption: true,
+            audit: None,
         };
         let store = Arc::new(store::memory::MemoryStore::new());
         let running = crate::start(cfg, store)

@@ -42,6 +42,7 @@ async fn server_on(store: Arc<store::memory::MemoryStore>) -> (Server, kube::Cli
         authorization_mode: Default::default(),
         encryption_provider_config: None,
         secrets_encryption: true,
+        audit: None,
     };
     let running = apiserver::start(cfg, store.clone()).await.unwrap();
     let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();

@@ -22,6 +22,7 @@ async fn server() -> (tempfile::TempDir, apiserver::Running, kube::Client) {
         authorization_mode: Default::default(),
         encryption_provider_config: None,
         secrets_encryption: true,
+        audit: None,
     };
     let store = Arc::new(store::memory::MemoryStore::new());
     let running = apiserver::start(cfg, store).await.unwrap();

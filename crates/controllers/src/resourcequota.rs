@@ -54,6 +54,21 @@ impl Dirty {
     }
 }
 
+/// Whether a change may have freed quota (upstream's replenishment): a
+/// deletion, an object being deleted, a pod that finished. Creations are
+/// charged by the API server's quota admission before they are stored;
+/// recounting on them would race with creations admitted but not yet
+/// stored (the caches lag), and could hand out the same room twice.
+fn replenishes<K: Kind>(o: &K) -> bool {
+    if o.meta().deletion_timestamp.is_some() {
+        return true;
+    }
+    (o as &dyn std::any::Any)
+        .downcast_ref::<Pod>()
+        .and_then(|p| p.status.as_ref()?.phase.as_deref())
+        .is_some_and(|phase| matches!(phase, "Succeeded" | "Failed"))
+}
+
 /// Marks namespaces dirty from one kind's change feed.
 fn track<K: Kind>(inf: &Informer<K>, dirty: &Dirty) {
     let mut rx = inf.subscribe();
@@ -61,6 +76,7 @@ fn track<K: Kind>(inf: &Informer<K>, dirty: &Dirty) {
     tokio::spawn(async move {
         loop {
             match rx.recv().await {
+                Ok(Change::Apply(o)) if !replenishes(o.as_ref()) => {}
                 Ok(Change::Apply(o)) | Ok(Change::Delete(o)) => {
                     if let Some(ns) = o.meta().namespace.as_deref() {
                         dirty.mark(ns);
@@ -140,7 +156,19 @@ pub async fn run(ctx: Arc<Context>) {
     counted!(CronJob, "cronjobs.batch");
     let counters = Arc::new(counters);
     let q = Queue::new();
-    q.watch(&quotas, |r: &ResourceQuota| vec![key_of(r)]);
+    // A quota is recounted when its spec.hard is not yet its status.hard
+    // (new or changed); the admission's charges to status.used are not
+    // reasons to recount, as upstream.
+    q.watch(&quotas, |r: &ResourceQuota| {
+        let hard = r.spec.as_ref().and_then(|s| s.hard.as_ref());
+        let status_hard = r.status.as_ref().and_then(|s| s.hard.as_ref());
+        let used = r.status.as_ref().and_then(|s| s.used.as_ref());
+        if hard != status_hard || used.is_none() {
+            vec![key_of(r)]
+        } else {
+            Vec::new()
+        }
+    });
     // Debounce: recompute the quotas of the namespaces changed lately.
     {
         let (q, quotas, dirty) = (q.clone(), quotas.clone(), dirty.clone());

@@ -279,6 +279,19 @@ struct ServerArgs {
     /// given (`--secrets-encryption=false` stores them in plaintext).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     secrets_encryption: bool,
+    /// An audit.k8s.io/v1 Policy: which requests are audited at which
+    /// level (needs --audit-log-path).
+    #[arg(long, requires = "audit_log_path")]
+    audit_policy_file: Option<PathBuf>,
+    /// Where audit events are written as JSON lines (`-`: standard output).
+    #[arg(long, requires = "audit_policy_file")]
+    audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log when it passes this many megabytes (0: never).
+    #[arg(long, default_value_t = 100)]
+    audit_log_maxsize: u64,
+    /// Rotated audit logs to keep (0: all).
+    #[arg(long, default_value_t = 10)]
+    audit_log_maxbackup: usize,
     /// The range Service cluster IPs come from; its first address is the
     /// `kubernetes` Service and its tenth cluster DNS.
     #[arg(long, default_value = "10.43.0.0/16")]
@@ -360,6 +373,15 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         authorization_mode: args.authorization_mode,
         encryption_provider_config: args.encryption_provider_config.clone(),
         secrets_encryption: args.secrets_encryption,
+        audit: match (&args.audit_policy_file, &args.audit_log_path) {
+            (Some(policy), Some(log)) => Some(apiserver::audit::Options {
+                policy_file: policy.clone(),
+                log_path: log.clone(),
+                max_size_mb: args.audit_log_maxsize,
+                max_backups: args.audit_log_maxbackup,
+            }),
+            _ => None,
+        },
     };
     let cluster_dns = cfg.cluster_dns_ip();
     let running = apiserver::start(cfg, store)

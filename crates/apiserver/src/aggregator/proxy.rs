@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
+
+use crate::http::RequestBody;
 use serde_json::Value;
 use store::SharedStore;
 
@@ -96,7 +97,7 @@ const HOP: &[&str] = &[
 pub async fn forward(
     store: &SharedStore,
     apiservice: &Value,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     user: &User,
 ) -> Response<Body> {
     let name = apiservice["metadata"]["name"].as_str().unwrap_or("");
@@ -115,7 +116,7 @@ pub async fn forward(
         Ok(t) => t,
         Err(e) => return unavailable(e),
     };
-    let mut sender = match crate::backend::connect::<Incoming>(&target, tls).await {
+    let mut sender = match crate::backend::connect::<RequestBody>(&target, tls).await {
         Ok(s) => s,
         Err(e) => return unavailable(e),
     };

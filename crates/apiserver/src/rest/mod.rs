@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use api::catalogue::ResourceInfo;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use serde_json::Value;
 use store::{KeyValue, SharedStore};
 
@@ -169,7 +168,7 @@ impl Rest {
     pub async fn serve(
         &self,
         route: ResourceRoute,
-        req: Request<Incoming>,
+        req: Request<crate::http::RequestBody>,
         user: User,
     ) -> Response<Body> {
         let mut req = req;
@@ -211,7 +210,11 @@ impl Rest {
         resp
     }
 
-    async fn dispatch(&self, call: &Call, body: Incoming) -> Result<Response<Body>, ApiError> {
+    async fn dispatch(
+        &self,
+        call: &Call,
+        body: crate::http::RequestBody,
+    ) -> Result<Response<Body>, ApiError> {
         let info = call.info();
         if info.namespaced && call.route.namespace.is_none() && call.route.name.is_some() {
             return Err(ApiError::no_route(

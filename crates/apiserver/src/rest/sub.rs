@@ -3,7 +3,6 @@
 //! server-side apply.
 
 use http::{Method, Response};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::write::{self, Outcome};
@@ -16,7 +15,7 @@ pub async fn serve(
     rest: &Rest,
     call: &Call,
     sub: &str,
-    body: Incoming,
+    body: crate::http::RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     let info = call.info();
     let name = call
