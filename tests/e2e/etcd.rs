@@ -36,6 +36,31 @@ fn two_servers_share_one_etcd_and_fail_over() {
     let a = Cluster::start_in(tempfile::tempdir().unwrap(), &["--datastore", &spec]);
     let b = Cluster::start_in(tempfile::tempdir().unwrap(), &["--datastore", &spec]);
 
+    // A Secret written through one server is encrypted in etcd with the
+    // cluster's key (shared through the store) and read through the other.
+    a.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "enc",
+        "--from-literal=k=etcd-plaintext-value",
+    ]);
+    let raw = rt.block_on(async {
+        use store::Store;
+        let etcd = store::EtcdStore::connect_spec(&spec).await.unwrap();
+        etcd.get("/registry/secrets/default/enc")
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    assert!(raw.value.starts_with(b"k8s:enc:aescbc:v1:r8s-default:"));
+    let text = String::from_utf8_lossy(&raw.value);
+    assert!(
+        !text.contains("etcd-plaintext-value") && !text.contains("ZXRjZC1wbGFpbnRleHQtdmFsdWU=")
+    );
+    let got = b.get_json(&["secret", "enc"]);
+    assert_eq!(got["data"]["k"], "ZXRjZC1wbGFpbnRleHQtdmFsdWU=");
+
     // A write through one server is read, and watched, through the other.
     let watch = b.watch_log(&["configmaps", "-n", "default"]);
     a.create_cm(Some("default"), "shared", &[("k", "v1")]);

@@ -343,7 +343,11 @@ pub async fn run(client: kube::Client, mut opts: Options) -> Result<(), KubeletE
                     &opts.data_dir,
                 )),
             };
-            let port = server::serve(addr, ca, registry.clone(), exec).await?;
+            let authz = Arc::new(streaming::authz::Authorizer::new(
+                client.clone(),
+                &opts.node_name,
+            ));
+            let port = server::serve(addr, ca, registry.clone(), exec, authz).await?;
             opts.kubelet_port = i32::from(port);
             tracing::info!(%addr, port, "kubelet API listening");
         }

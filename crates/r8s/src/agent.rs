@@ -228,9 +228,14 @@ fn node_name_from(raw: &str) -> String {
     }
 }
 
+/// The node's name: `--node-name`, else the host name.
+pub fn node_name(node: &NodeArgs) -> String {
+    node.node_name.clone().unwrap_or_else(hostname)
+}
+
 fn options(data_dir: &Path, node: &NodeArgs) -> anyhow::Result<kubelet::Options> {
     let exe = std::env::current_exe().context("locating the r8s executable for the shims")?;
-    let name = node.node_name.clone().unwrap_or_else(hostname);
+    let name = node_name(node);
     let mut o = kubelet::Options::new(&name, data_dir.to_path_buf(), exe);
     o.node_ip = node.node_ip();
     match &node.pod_cidr {

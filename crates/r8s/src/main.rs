@@ -393,15 +393,23 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         .await
         .context("loading the admin kubeconfig")?;
     let client = kube::Client::try_from(client_cfg).context("building the controllers' client")?;
+    // The scheduler and the built-in node agent run as their own
+    // least-privileged identities, as upstream's components do; the
+    // controllers still run as the admin (see the security issue).
+    let tls_dir = args.data_dir.join("tls");
+    let scheduler = identity_client(&tls_dir, &running.url, "system:kube-scheduler", &[]).await?;
     start_control_loops(
         client.clone(),
+        scheduler,
         &args.disable,
         &running.pki.ca_cert_pem,
         args.node.cluster_cidr,
     )?;
     if !args.no_agent {
+        let node = format!("system:node:{}", agent::node_name(&args.node));
+        let node_client = identity_client(&tls_dir, &running.url, &node, &["system:nodes"]).await?;
         agent::spawn_builtin(
-            client,
+            node_client,
             &args.data_dir,
             &args.node,
             &running.pki.ca_cert_pem,
@@ -450,8 +458,26 @@ fn parse_authorization_mode(s: &str) -> Result<apiserver::authz::Mode, String> {
 
 /// Starts the scheduler and the controllers, each under its own leader
 /// election, so that of several servers only one runs each at a time.
+/// A client with a fresh certificate for `user` in `groups` from the CA in
+/// `tls_dir`.
+async fn identity_client(
+    tls_dir: &std::path::Path,
+    url: &str,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<kube::Client> {
+    let text = apiserver::tls::user_kubeconfig(tls_dir, url, user, groups)
+        .with_context(|| format!("issuing a certificate for {user}"))?;
+    let kc = kube::config::Kubeconfig::from_yaml(&text).context("a component kubeconfig")?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("loading a component kubeconfig")?;
+    kube::Client::try_from(cfg).with_context(|| format!("building {user}'s client"))
+}
+
 fn start_control_loops(
     client: kube::Client,
+    scheduler_client: kube::Client,
     disable: &[String],
     ca_pem: &str,
     cluster_cidr: ipnet::Ipv4Net,
@@ -472,9 +498,9 @@ fn start_control_loops(
         uuid_suffix()
     );
     if !disable.iter().any(|d| d == "scheduler") {
-        let c = client.clone();
+        let c = scheduler_client.clone();
         tokio::spawn(controller_runtime::leader::run(
-            client.clone(),
+            scheduler_client,
             controller_runtime::leader::Election::new("kube-scheduler", &identity),
             move || scheduler::run(c.clone(), scheduler::Options::default()),
         ));

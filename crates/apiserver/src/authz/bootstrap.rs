@@ -525,6 +525,10 @@ fn scheduler_rules() -> Vec<Value> {
             &["resource.k8s.io"],
             &["resourceclaims", "deviceclasses", "resourceslices"],
         ),
+        // r8s's scheduler reads PriorityClasses (preemption) and
+        // StorageClasses (volume binding) itself.
+        rule(READ, &["scheduling.k8s.io"], &["priorityclasses"]),
+        rule(READ, &["storage.k8s.io"], &["storageclasses"]),
     ]
 }
 

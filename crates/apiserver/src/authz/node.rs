@@ -77,6 +77,25 @@ pub async fn authorize(store: &SharedStore, a: &Attributes<'_>) -> Decision {
                 no_relationship()
             }
         }
+        // r8s's kubelet reads the service account of a pod that names no
+        // pull secrets (upstream's admission copies them into the pod).
+        ("serviceaccounts", "")
+            if matches!(a.verb.as_str(), "get" | "list" | "watch") && !a.name.is_empty() =>
+        {
+            let sa = |pod: &Value| {
+                vec![
+                    pod["spec"]["serviceAccountName"]
+                        .as_str()
+                        .unwrap_or("default")
+                        .to_string(),
+                ]
+            };
+            if referenced(store, node, a, sa).await {
+                Decision::Allow
+            } else {
+                no_relationship()
+            }
+        }
         ("serviceaccounts", "token") if a.verb == "create" => {
             let sa = |pod: &Value| {
                 vec![

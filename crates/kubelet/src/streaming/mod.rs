@@ -2,6 +2,7 @@
 //! and exec, attach and port-forward over SPDY and WebSocket.
 
 pub mod attach;
+pub mod authz;
 pub mod exec;
 pub(crate) mod exec_tty;
 pub mod portforward;

@@ -1,5 +1,6 @@
 //! The kubelet API over TLS: what the API server proxies `kubectl logs`
-//! to. Only clients with a certificate from the cluster CA get in.
+//! to. Only clients with a certificate from the cluster CA get in, and
+//! only to what a SubjectAccessReview allows them (see [`super::authz`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,6 +34,7 @@ pub async fn serve(
     client_ca_pem: &str,
     registry: Registry,
     exec: crate::exec::ExecCtx,
+    authz: Arc<super::authz::Authorizer>,
 ) -> Result<u16, KubeletError> {
     let tls = server_config(addr, client_ca_pem)?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -51,14 +53,32 @@ pub async fn serve(
             let acceptor = acceptor.clone();
             let registry = registry.clone();
             let exec = exec.clone();
+            let authz = authz.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(move |req| {
+                let caller = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| super::authz::Caller::from_cert(c));
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let registry = registry.clone();
                     let exec = exec.clone();
-                    async move { Ok::<_, Infallible>(route(req, registry, exec).await) }
+                    let authz = authz.clone();
+                    let caller = caller.clone();
+                    async move {
+                        if req.uri().path() != "/healthz" {
+                            let (verb, sub) =
+                                super::authz::attributes(req.method(), req.uri().path());
+                            if let Err(why) = authz.check(caller.as_ref(), verb, sub).await {
+                                return Ok::<_, Infallible>(text(StatusCode::FORBIDDEN, why));
+                            }
+                        }
+                        Ok::<_, Infallible>(route(req, registry, exec).await)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
