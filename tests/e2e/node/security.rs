@@ -432,3 +432,74 @@ spec:
         "{out}"
     );
 }
+
+/// Writes the client certificate and key of a kubeconfig for `user` (from
+/// `r8s kubeconfig`) into `dir`; returns their paths.
+fn user_cert(c: &Cluster, user: &str, groups: &[&str]) -> (String, String) {
+    use base64::Engine;
+    let mut cmd = Command::new(common::r8s_bin());
+    cmd.args(["kubeconfig", "--user", user, "--data-dir"]).arg(c.path());
+    for g in groups {
+        cmd.args(["--group", g]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |k: &str| {
+        let b64 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(k))
+            .unwrap_or_else(|| panic!("{k} in the kubeconfig"))
+            .trim();
+        base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+    };
+    let cert = c.path().join(format!("{user}.crt"));
+    let key = c.path().join(format!("{user}.key"));
+    std::fs::write(&cert, field("client-certificate-data:")).unwrap();
+    std::fs::write(&key, field("client-key-data:")).unwrap();
+    (cert.display().to_string(), key.display().to_string())
+}
+
+#[test]
+fn the_kubelet_api_authorizes_its_callers() {
+    let host = Host::started();
+    let c = host.cluster();
+    let node = c.get_json(&["nodes"])["items"][0].clone();
+    let ip = node["status"]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_i64()
+        .unwrap();
+    let get = |who: &(String, String), path: &str| {
+        let out = Command::new("curl")
+            .args(["-sk", "--cert", &who.0, "--key", &who.1, "-w", "\n%{http_code}"])
+            .arg(format!("https://{ip}:{port}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A user of the cluster CA without RBAC rights gets nothing.
+    let alice = user_cert(c, "alice", &["dev"]);
+    let denied = get(&alice, "/stats/summary");
+    assert!(
+        denied.starts_with("Forbidden (user=alice, verb=get, resource=nodes, subresource=stats)")
+            && denied.ends_with("403"),
+        "{denied}"
+    );
+    let denied = get(&alice, "/containerLogs/default/p/c");
+    assert!(denied.contains("subresource=proxy") && denied.ends_with("403"), "{denied}");
+    // With nodes/stats, the summary (and nothing more).
+    c.ok(&["create", "clusterrole", "node-stats", "--verb=get", "--resource=nodes/stats"]);
+    c.ok(&["create", "clusterrolebinding", "bob-stats", "--clusterrole=node-stats", "--user=bob"]);
+    let bob = user_cert(c, "bob", &[]);
+    let summary = get(&bob, "/stats/summary");
+    assert!(summary.ends_with("200") && summary.contains("\"node\""), "{summary}");
+    assert!(get(&bob, "/containerLogs/default/p/c").ends_with("403"));
+}
