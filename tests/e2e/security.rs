@@ -418,6 +418,26 @@ print(review.status.allowed)
         err.contains(r#"node "n1" is not allowed to modify node "n2""#),
         "{err}"
     );
+    let out = c.kubectl_env(
+        &["--kubeconfig", &node, "create", "-f", "-"],
+        &[],
+        Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: n3\n"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"nodes "n3" is forbidden: node "n1" is not allowed to modify node "n3""#),
+        "{err}"
+    );
+    let out = c.kubectl_env(
+        &["--kubeconfig", &node, "create", "-n", "dev", "-f", "-"],
+        &[],
+        Some(&pod("sneaky", "n1", "s1")),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"node "n1" can only create mirror pods"#),
+        "{err}"
+    );
 
     // Anonymous callers see health and version, nothing else.
     let curl = |path: &str| {

@@ -438,12 +438,17 @@ spec:
 fn user_cert(c: &Cluster, user: &str, groups: &[&str]) -> (String, String) {
     use base64::Engine;
     let mut cmd = Command::new(common::r8s_bin());
-    cmd.args(["kubeconfig", "--user", user, "--data-dir"]).arg(c.path());
+    cmd.args(["kubeconfig", "--user", user, "--data-dir"])
+        .arg(c.path());
     for g in groups {
         cmd.args(["--group", g]);
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |k: &str| {
         let b64 = text
@@ -451,7 +456,9 @@ fn user_cert(c: &Cluster, user: &str, groups: &[&str]) -> (String, String) {
             .find_map(|l| l.trim().strip_prefix(k))
             .unwrap_or_else(|| panic!("{k} in the kubeconfig"))
             .trim();
-        base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
     };
     let cert = c.path().join(format!("{user}.crt"));
     let key = c.path().join(format!("{user}.key"));
@@ -479,7 +486,15 @@ fn the_kubelet_api_authorizes_its_callers() {
         .unwrap();
     let get = |who: &(String, String), path: &str| {
         let out = Command::new("curl")
-            .args(["-sk", "--cert", &who.0, "--key", &who.1, "-w", "\n%{http_code}"])
+            .args([
+                "-sk",
+                "--cert",
+                &who.0,
+                "--key",
+                &who.1,
+                "-w",
+                "\n%{http_code}",
+            ])
             .arg(format!("https://{ip}:{port}{path}"))
             .output()
             .expect("curl");
@@ -494,12 +509,30 @@ fn the_kubelet_api_authorizes_its_callers() {
         "{denied}"
     );
     let denied = get(&alice, "/containerLogs/default/p/c");
-    assert!(denied.contains("subresource=proxy") && denied.ends_with("403"), "{denied}");
+    assert!(
+        denied.contains("subresource=proxy") && denied.ends_with("403"),
+        "{denied}"
+    );
     // With nodes/stats, the summary (and nothing more).
-    c.ok(&["create", "clusterrole", "node-stats", "--verb=get", "--resource=nodes/stats"]);
-    c.ok(&["create", "clusterrolebinding", "bob-stats", "--clusterrole=node-stats", "--user=bob"]);
+    c.ok(&[
+        "create",
+        "clusterrole",
+        "node-stats",
+        "--verb=get",
+        "--resource=nodes/stats",
+    ]);
+    c.ok(&[
+        "create",
+        "clusterrolebinding",
+        "bob-stats",
+        "--clusterrole=node-stats",
+        "--user=bob",
+    ]);
     let bob = user_cert(c, "bob", &[]);
     let summary = get(&bob, "/stats/summary");
-    assert!(summary.ends_with("200") && summary.contains("\"node\""), "{summary}");
+    assert!(
+        summary.ends_with("200") && summary.contains("\"node\""),
+        "{summary}"
+    );
     assert!(get(&bob, "/containerLogs/default/p/c").ends_with("403"));
 }

@@ -539,6 +539,7 @@ pub async fn check(
     ctx: &Context<'_>,
     info: &ResourceInfo,
     op: Operation,
+    sub: Option<&str>,
     namespace: Option<&str>,
     obj: &Value,
     old: Option<&Value>,
@@ -549,8 +550,13 @@ pub async fn check(
     let is_pod = info.plural == "pods";
     match op {
         Operation::Delete => return Ok(Vec::new()),
-        // Pods are checked when made; a workload when its template changes.
-        Operation::Update if is_pod => return Ok(Vec::new()),
+        // Pods are checked when made and when ephemeral containers are
+        // added (the rest of a pod's spec cannot change); a workload when
+        // its template changes.
+        Operation::Update if is_pod && sub != Some("ephemeralcontainers") => {
+            return Ok(Vec::new());
+        }
+        Operation::Update if is_pod => {}
         Operation::Update if old.and_then(|o| pod_spec(info, o)) == Some(spec) => {
             return Ok(Vec::new());
         }

@@ -7,7 +7,7 @@ mod aggregation;
 pub mod bootstrap;
 pub mod escalation;
 pub mod impersonate;
-mod node;
+pub mod node;
 pub mod rbac;
 
 use std::sync::{Arc, RwLock};

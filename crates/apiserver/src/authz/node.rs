@@ -146,6 +146,39 @@ pub async fn authorize(store: &SharedStore, a: &Attributes<'_>) -> Decision {
     }
 }
 
+/// NodeRestriction's checks of what a node creates (the authorizer sees
+/// no bodies): its own Node only, and only mirror pods bound to itself.
+pub fn restrict_create(
+    user: &crate::auth::User,
+    info: &api::catalogue::ResourceInfo,
+    obj: &Value,
+) -> Result<(), crate::error::ApiError> {
+    let Some(node) = node_of(user) else {
+        return Ok(());
+    };
+    if !info.group.is_empty() {
+        return Ok(());
+    }
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    let refuse = |why: String| {
+        crate::error::ApiError::forbidden(format!("{} {name:?} is forbidden: {why}", info.plural))
+    };
+    match info.plural {
+        "nodes" if name != node => Err(refuse(format!(
+            "node {node:?} is not allowed to modify node {name:?}"
+        ))),
+        "pods" if !obj["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string() => {
+            Err(refuse(format!(
+                "pod does not have \"kubernetes.io/config.mirror\" annotation, node {node:?} can only create mirror pods"
+            )))
+        }
+        "pods" if obj["spec"]["nodeName"] != node => Err(refuse(format!(
+            "node {node:?} can only create pods with spec.nodeName set to itself"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn rules(a: &Attributes) -> Decision {
     if static_rules().iter().any(|r| r.allows(a)) {
         Decision::Allow

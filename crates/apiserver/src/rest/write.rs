@@ -466,6 +466,9 @@ async fn validating_admission(
     attrs: &dynamic::Attributes<'_>,
     obj: &Value,
 ) -> Result<Vec<String>, ApiError> {
+    if attrs.op == crate::admission::Operation::Create {
+        crate::authz::node::restrict_create(attrs.user, attrs.info, obj)?;
+    }
     if attrs.op != crate::admission::Operation::Delete {
         crate::authz::escalation::check(
             &rest.authz,
@@ -483,6 +486,7 @@ async fn validating_admission(
         &rest.admission_context(),
         attrs.info,
         attrs.op,
+        attrs.sub,
         attrs.namespace,
         obj,
         attrs.old,
