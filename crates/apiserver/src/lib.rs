@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod backend;
+mod bootstrap;
 pub mod certificates;
 pub mod convert;
 pub mod crd;

@@ -54,6 +54,9 @@ pub struct Informer<K: Kind> {
     // Set once the first list is in the cache. kube's own readiness signal
     // wakes only one of several waiters, so informers keep their own.
     synced: tokio::sync::watch::Receiver<bool>,
+    // The highest resourceVersion of an event applied to the cache (the
+    // API server's revisions are one ordered space).
+    seen: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl<K: Kind> Clone for Informer<K> {
@@ -62,6 +65,7 @@ impl<K: Kind> Clone for Informer<K> {
             store: self.store.clone(),
             tx: self.tx.clone(),
             synced: self.synced.clone(),
+            seen: self.seen.clone(),
         }
     }
 }
@@ -76,6 +80,19 @@ impl<K: Kind> Informer<K> {
     pub async fn ready(&self) {
         let mut synced = self.synced.clone();
         let _ = synced.wait_for(|s| *s).await;
+    }
+
+    /// Waits (at most `max`) until the cache has applied an event at or
+    /// after revision `rv`: a change made after another the caller has
+    /// seen (an owner created after the pods it should adopt) is then in
+    /// the cache, whichever watch delivered first.
+    pub async fn wait_seen(&self, rv: i64, max: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + max;
+        while self.seen.load(std::sync::atomic::Ordering::Acquire) < rv
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// A cached object by namespace (None for cluster-scoped) and name.
@@ -140,7 +157,12 @@ impl Informers {
         let (store, writer) = reflector::store::<K>();
         let (tx, _) = broadcast::channel(FEED);
         let (synced_tx, synced) = tokio::sync::watch::channel(false);
-        let inf = Informer { store, tx, synced };
+        let inf = Informer {
+            store,
+            tx,
+            synced,
+            seen: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+        };
         kinds.insert(TypeId::of::<K>(), Box::new(inf.clone()));
         tokio::spawn(feed(
             Api::<K>::all(self.client.clone()),
@@ -177,6 +199,16 @@ async fn feed<K: Kind>(
                 continue;
             }
         };
+        if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) =
+            &ev
+            && let Some(rv) = o
+                .meta()
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<i64>().ok())
+        {
+            inf.seen.fetch_max(rv, std::sync::atomic::Ordering::AcqRel);
+        }
         match &ev {
             watcher::Event::Init => before = Some(inf.store.state()),
             watcher::Event::InitDone => {

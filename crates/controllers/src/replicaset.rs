@@ -385,6 +385,20 @@ impl<K: Replicated> Ctl<K> {
             return Ok(None);
         };
         let pods_inf = self.ctx.informers.get::<Pod>();
+        // An owner's first sync waits (briefly) for the pod cache to reach
+        // the owner's own revision: the pods and the owners arrive on
+        // separate watches, and an orphan created just before the owner
+        // must be adopted, not duplicated.
+        if serde_json::to_value(owner.as_ref())
+            .is_ok_and(|v| v["status"]["observedGeneration"].is_null())
+            && let Some(rv) = owner
+                .meta()
+                .resource_version
+                .as_deref()
+                .and_then(|v| v.parse::<i64>().ok())
+        {
+            pods_inf.wait_seen(rv, Duration::from_millis(100)).await;
+        }
         let all = pods_inf.list_ns(ns);
         let by_name: HashMap<&str, bool> = all
             .iter()

@@ -2,6 +2,7 @@
 //! into store operations with Kubernetes object semantics; per-kind
 //! behaviour comes from `api::registry`.
 
+mod admit;
 mod evict;
 mod meta;
 pub(crate) mod node_proxy;
