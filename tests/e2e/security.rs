@@ -544,6 +544,43 @@ fn e2e_quota_limits_pod_security_encryption_and_audit() {
         "{err}"
     );
 
+    // Updates are charged what they add: no Service may become a
+    // LoadBalancer under a quota of none.
+    c.ok(&[
+        "create",
+        "quota",
+        "no-lb",
+        "-n",
+        "q",
+        "--hard=services.loadbalancers=0",
+    ]);
+    c.wait_for("the no-lb quota's status", Duration::from_secs(10), || {
+        let v = c.get_json(&["quota", "no-lb", "-n", "q"]);
+        v["status"]["used"].is_object().then_some(())
+    });
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "-n",
+        "q",
+        "--tcp=80:80",
+    ]);
+    let err = c.fails(&[
+        "patch",
+        "svc",
+        "web",
+        "-n",
+        "q",
+        "-p",
+        r#"{"spec":{"type":"LoadBalancer"}}"#,
+    ]);
+    assert!(
+        err.contains(r#"services "web" is forbidden: exceeded quota: no-lb, requested: services.loadbalancers=1, used: services.loadbalancers=0, limited: services.loadbalancers=0"#),
+        "{err}"
+    );
+
     // Under 20 concurrent creates, exactly the quota's worth get in.
     c.create_ns("burst");
     c.ok(&["create", "quota", "five", "-n", "burst", "--hard=pods=5"]);

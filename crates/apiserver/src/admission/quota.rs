@@ -188,6 +188,28 @@ fn usage_of(info: &ResourceInfo, obj: &Value) -> Usage {
     u
 }
 
+/// What an update adds: the resources whose usage grows, by how much.
+fn growth(new: &Usage, old: &Usage) -> Usage {
+    new.iter()
+        .filter_map(|(k, n)| {
+            let o = old.get(k).map_or(0, |o| o.nanos);
+            (n.nanos > o).then(|| {
+                let mut d = *n;
+                d.nanos -= o;
+                (k.clone(), d)
+            })
+        })
+        .collect()
+}
+
+/// Whether an update of `info` can use more quota (a Service turning
+/// NodePort or LoadBalancer, a claim asking for more storage), as
+/// upstream's quota admission evaluates them; the write path charges
+/// those after the update is validated.
+pub fn charges_updates(info: &ResourceInfo) -> bool {
+    info.group.is_empty() && matches!(info.plural, "services" | "persistentvolumeclaims")
+}
+
 fn pretty(items: &BTreeMap<String, Qty>) -> String {
     items
         .iter()
@@ -380,7 +402,13 @@ impl Plugin for ResourceQuota {
             return Ok(());
         }
         let info = req.info;
-        let usage = usage_of(info, obj);
+        let usage = match (req.op, req.old) {
+            (Operation::Update, Some(old)) => growth(&usage_of(info, obj), &usage_of(info, old)),
+            _ => usage_of(info, obj),
+        };
+        if usage.is_empty() {
+            return Ok(());
+        }
         let pod = (info.group.is_empty() && info.plural == "pods")
             .then(|| serde_json::from_value::<Pod>(obj.clone()).ok())
             .flatten();
@@ -508,6 +536,27 @@ mod tests {
             err,
             "exceeded quota: q, requested: requests.cpu=600m, used: requests.cpu=500m, limited: requests.cpu=1"
         );
+    }
+
+    #[test]
+    fn updates_are_charged_what_they_add() {
+        let svc = catalogue::find("", "v1", "services").unwrap();
+        let cluster_ip = json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80}]}});
+        let lb = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+        let grown = growth(&usage_of(svc, &lb), &usage_of(svc, &cluster_ip));
+        assert_eq!(
+            grown.keys().collect::<Vec<_>>(),
+            ["services.loadbalancers", "services.nodeports"]
+        );
+        let q = quota(
+            json!({"services.loadbalancers": "0"}),
+            json!({"services.loadbalancers": "0"}),
+        );
+        assert_eq!(
+            check(&q, None, &grown).err().unwrap(),
+            "exceeded quota: q, requested: services.loadbalancers=1, used: services.loadbalancers=0, limited: services.loadbalancers=0"
+        );
+        assert!(growth(&usage_of(svc, &cluster_ip), &usage_of(svc, &lb)).is_empty());
     }
 
     #[test]

@@ -39,6 +39,23 @@ pub(super) async fn validating_admission(
     if attrs.op == crate::admission::Operation::Create {
         crate::authz::node::restrict_create(attrs.user, attrs.info, obj)?;
     }
+    // Quota for what an update adds (creates are charged in the chain).
+    if attrs.op == crate::admission::Operation::Update
+        && attrs.sub.is_none()
+        && crate::admission::quota::charges_updates(attrs.info)
+    {
+        use crate::admission::Plugin;
+        let req = crate::admission::Request {
+            op: attrs.op,
+            info: attrs.info,
+            namespace: attrs.namespace,
+            old: attrs.old,
+            dry_run: attrs.dry_run,
+        };
+        crate::admission::quota::ResourceQuota
+            .validate(&rest.admission_context(), &req, &mut obj.clone())
+            .await?;
+    }
     if attrs.op != crate::admission::Operation::Delete {
         crate::authz::escalation::check(
             &rest.authz,
