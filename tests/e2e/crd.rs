@@ -313,18 +313,8 @@ print(got["spec"]["replicas"], ",".join(names))
 "#,
         c.kubeconfig.display()
     );
-    // Debian's interpreter, where python3-kubernetes lives.
-    let out = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", &py])
-        .output()
-        .expect("python3 with the kubernetes client (Debian: python3-kubernetes)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        common::python(&py),
         "1 extra,from-python,my-new-cron-object,ssa"
     );
 

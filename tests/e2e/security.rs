@@ -237,19 +237,7 @@ review = client.AuthorizationV1Api().create_self_subject_access_review(
 print(review.status.allowed)
 "#
     );
-    let out = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", &py])
-        .output()
-        .expect("python3 with the kubernetes client (Debian: python3-kubernetes)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "p 403 Forbidden\nTrue"
-    );
+    assert_eq!(common::python(&py), "p 403 Forbidden\nTrue");
 
     // TokenReview and SubjectAccessReview, as a webhook authenticator or
     // an aggregated server asks them. (Client-side validation of these

@@ -299,6 +299,22 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
 }
 
 /// Parses JSON output.
+/// Runs a script with Debian's interpreter (where python3-kubernetes, the
+/// official client, lives), asserts success and returns its trimmed
+/// standard output.
+pub fn python(script: &str) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3 with the kubernetes client (Debian: python3-kubernetes)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }

@@ -67,49 +67,20 @@ pub async fn authorize(store: &SharedStore, a: &Attributes<'_>) -> Decision {
         ))
     };
     match (a.resource.as_str(), a.subresource.as_str()) {
-        ("secrets" | "configmaps" | "persistentvolumeclaims", "") => {
-            if !matches!(a.verb.as_str(), "get" | "list" | "watch") || a.name.is_empty() {
-                return no_relationship();
-            }
-            if referenced(store, node, a, |pod| refs(pod, &a.resource)).await {
-                Decision::Allow
-            } else {
-                no_relationship()
-            }
+        ("secrets" | "configmaps" | "persistentvolumeclaims", "")
+            if !matches!(a.verb.as_str(), "get" | "list" | "watch") || a.name.is_empty() =>
+        {
+            no_relationship()
         }
         // r8s's kubelet reads the service account of a pod that names no
         // pull secrets (upstream's admission copies them into the pod).
-        ("serviceaccounts", "")
+        ("secrets" | "configmaps" | "persistentvolumeclaims", "") | ("serviceaccounts", "")
             if matches!(a.verb.as_str(), "get" | "list" | "watch") && !a.name.is_empty() =>
         {
-            let sa = |pod: &Value| {
-                vec![
-                    pod["spec"]["serviceAccountName"]
-                        .as_str()
-                        .unwrap_or("default")
-                        .to_string(),
-                ]
-            };
-            if referenced(store, node, a, sa).await {
-                Decision::Allow
-            } else {
-                no_relationship()
-            }
+            related(store, node, a, &a.resource).await
         }
         ("serviceaccounts", "token") if a.verb == "create" => {
-            let sa = |pod: &Value| {
-                vec![
-                    pod["spec"]["serviceAccountName"]
-                        .as_str()
-                        .unwrap_or("default")
-                        .to_string(),
-                ]
-            };
-            if referenced(store, node, a, sa).await {
-                Decision::Allow
-            } else {
-                no_relationship()
-            }
+            related(store, node, a, "serviceaccounts").await
         }
         ("nodes", _) if matches!(a.verb.as_str(), "update" | "patch" | "delete") => {
             if a.name == node {
@@ -179,6 +150,18 @@ pub fn restrict_create(
     }
 }
 
+/// Allowed when a pod bound to `node` names the requested object (of kind
+/// `resource`, see [`refs`]).
+async fn related(store: &SharedStore, node: &str, a: &Attributes<'_>, resource: &str) -> Decision {
+    if referenced(store, node, a, |pod| refs(pod, resource)).await {
+        Decision::Allow
+    } else {
+        Decision::Deny(format!(
+            "no relationship found between node '{node}' and this object"
+        ))
+    }
+}
+
 fn rules(a: &Attributes) -> Decision {
     if static_rules().iter().any(|r| r.allows(a)) {
         Decision::Allow
@@ -220,8 +203,15 @@ async fn referenced(
 }
 
 /// The objects of kind `resource` a pod names: volumes (also projected
-/// and ephemeral ones), env and envFrom references, image pull secrets.
+/// and ephemeral ones), env and envFrom references, image pull secrets,
+/// its service account.
 pub fn refs(pod: &Value, resource: &str) -> Vec<String> {
+    if resource == "serviceaccounts" {
+        let sa = pod["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap_or("default");
+        return vec![sa.to_string()];
+    }
     let mut out = Vec::new();
     let mut ephemeral = Vec::new();
     let mut push = |v: &Value| {
