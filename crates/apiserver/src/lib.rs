@@ -21,6 +21,7 @@ pub mod http;
 pub mod join;
 pub mod metrics;
 pub mod objects;
+pub mod resource_metrics;
 pub mod rest;
 pub mod router;
 pub mod satoken;

@@ -91,6 +91,9 @@ pub struct Config {
     pub secrets_encryption: bool,
     /// The audit log (`--audit-policy-file`, `--audit-log-path`).
     pub audit: Option<crate::audit::Options>,
+    /// How often the built-in metrics API scrapes the nodes
+    /// (`--metric-resolution`, metrics-server's 15 s by default).
+    pub metric_resolution: std::time::Duration,
 }
 
 impl Config {
@@ -153,7 +156,10 @@ impl State {
         }
         let group = segs.next()?;
         let version = segs.next()?;
-        if catalogue::groups().iter().any(|(g, _)| *g == group)
+        // The built-in metrics API gives way to an APIService that names a
+        // Service (the real metrics-server).
+        if (group != crate::resource_metrics::GROUP
+            && catalogue::groups().iter().any(|(g, _)| *g == group))
             || self.rest.crds.groups().iter().any(|(g, _)| g == group)
         {
             return None;
@@ -271,6 +277,18 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         }
     });
     state.rest.aggregator.start(&state.rest.store);
+    state
+        .rest
+        .resource_metrics
+        .set_resolution(cfg.metric_resolution);
+    let metrics_state = state.clone();
+    tokio::spawn(async move {
+        metrics_state
+            .rest
+            .resource_metrics
+            .run(&metrics_state.rest)
+            .await
+    });
     state.rest.authz.set_mode(cfg.authorization_mode);
     state.rest.authz.start(&state.rest.store).await;
     for cache in [&state.rest.quotas, &state.rest.limit_ranges] {

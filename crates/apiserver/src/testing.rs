@@ -34,6 +34,7 @@ impl TestServer {
             encryption_provider_config: None,
             secrets_encryption: true,
             audit: None,
+            metric_resolution: std::time::Duration::from_secs(15),
         };
         let store = Arc::new(store::memory::MemoryStore::new());
         let running = crate::start(cfg, store)

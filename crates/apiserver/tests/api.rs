@@ -43,6 +43,7 @@ async fn server_on(store: Arc<store::memory::MemoryStore>) -> (Server, kube::Cli
         encryption_provider_config: None,
         secrets_encryption: true,
         audit: None,
+        metric_resolution: std::time::Duration::from_secs(15),
     };
     let running = apiserver::start(cfg, store.clone()).await.unwrap();
     let kc = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();

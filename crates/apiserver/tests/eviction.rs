@@ -33,6 +33,7 @@ async fn server() -> (Server, kube::Client) {
         encryption_provider_config: None,
         secrets_encryption: true,
         audit: None,
+        metric_resolution: std::time::Duration::from_secs(15),
     };
     let store = Arc::new(store::memory::MemoryStore::new());
     let running = apiserver::start(cfg, store).await.unwrap();

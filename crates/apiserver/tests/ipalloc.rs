@@ -23,6 +23,7 @@ async fn server() -> (tempfile::TempDir, apiserver::Running, kube::Client) {
         encryption_provider_config: None,
         secrets_encryption: true,
         audit: None,
+        metric_resolution: std::time::Duration::from_secs(15),
     };
     let store = Arc::new(store::memory::MemoryStore::new());
     let running = apiserver::start(cfg, store).await.unwrap();

@@ -55,11 +55,23 @@ impl Recorder {
         reason: &str,
         note: String,
     ) {
+        // kube-rs folds repeats into a series by (type, reason, action,
+        // object); client-go's correlator folds only identical messages.
+        // Keying the action on the message keeps "New size: 4" and "New
+        // size: 1" apart, as upstream shows them.
+        let mut action = format!("{reason}: {note}");
+        if action.len() > 128 {
+            let mut end = 128;
+            while !action.is_char_boundary(end) {
+                end -= 1;
+            }
+            action.truncate(end);
+        }
         let ev = Event {
             type_,
             reason: reason.to_string(),
             note: Some(note),
-            action: reason.to_string(),
+            action,
             secondary: None,
         };
         let _ = self.tx.try_send((ev, obj.object_ref(&())));

@@ -13,6 +13,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 pub mod podgc;
 pub mod replicaset;
 pub mod resourcequota;
@@ -58,6 +59,8 @@ pub struct Options {
     /// The pod range node IPAM hands /24s out of (`--cluster-cidr`); None
     /// leaves nodes to claim their own.
     pub cluster_cidr: Option<ipnet::Ipv4Net>,
+    /// The HorizontalPodAutoscaler controller's flags.
+    pub hpa: podautoscaler::Settings,
 }
 
 impl Default for Options {
@@ -70,6 +73,7 @@ impl Default for Options {
             disabled: Vec::new(),
             root_ca_pem: None,
             cluster_cidr: None,
+            hpa: podautoscaler::Settings::default(),
         }
     }
 }
@@ -122,6 +126,7 @@ pub const CONTROLLERS: &[&str] = &[
     "persistentvolume-binder",
     "nodeipam",
     "servicelb",
+    "horizontalpodautoscaling",
 ];
 
 /// Runs every enabled controller until the task is dropped.
@@ -175,6 +180,10 @@ pub async fn run(client: kube::Client, opts: Options) {
     );
     spawn("nodeipam", Box::pin(nodeipam::run(ctx.clone())));
     spawn("servicelb", Box::pin(servicelb::run(ctx.clone())));
+    spawn(
+        "horizontalpodautoscaling",
+        Box::pin(podautoscaler::run(ctx.clone())),
+    );
     for t in tasks {
         let _ = t.await;
     }

@@ -18,6 +18,8 @@ pub struct CtrLogs {
     pub running: bool,
     /// The runtime id of the current run.
     pub id: Option<String>,
+    /// When the current run started (RFC 3339).
+    pub started_at: Option<String>,
 }
 
 /// What the kubelet API knows of a pod on this node.

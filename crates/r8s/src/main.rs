@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod autoscaling;
 mod bench;
 mod bench_authz;
 mod bench_churn;
@@ -61,11 +62,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane (API server with its embedded store).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Simulated nodes (like kwok/kubemark) for scale tests.
     Hollow(HollowArgs),
     /// A node: the agent that runs pods as containers on this host.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// OCI images in the node's store.
     #[command(subcommand)]
     Image(image_cmd::ImageCommand),
@@ -309,6 +310,9 @@ struct ServerArgs {
     /// The built-in node agent's settings.
     #[command(flatten)]
     node: agent::NodeArgs,
+    /// The metrics API's and the HPA controller's settings.
+    #[command(flatten)]
+    autoscaling: autoscaling::AutoscalingArgs,
     /// Storage: `sqlite://PATH` (default: state.db in the data dir),
     /// `etcd://HOST:PORT[,HOST:PORT…][?ca=F&cert=F&key=F]` (etcd v3, keys
     /// under `/registry/` as upstream) or `memory://` (nothing survives a
@@ -382,6 +386,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             }),
             _ => None,
         },
+        metric_resolution: args.autoscaling.metric_resolution,
     };
     let cluster_dns = cfg.cluster_dns_ip();
     let running = apiserver::start(cfg, store)
@@ -404,6 +409,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         &args.disable,
         &running.pki.ca_cert_pem,
         args.node.cluster_cidr,
+        args.autoscaling.hpa(),
     )?;
     if !args.no_agent {
         let node = format!("system:node:{}", agent::node_name(&args.node));
@@ -481,6 +487,7 @@ fn start_control_loops(
     disable: &[String],
     ca_pem: &str,
     cluster_cidr: ipnet::Ipv4Net,
+    hpa: controllers::podautoscaler::Settings,
 ) -> anyhow::Result<()> {
     let known =
         |d: &str| d == "scheduler" || d == "controllers" || controllers::CONTROLLERS.contains(&d);
@@ -510,6 +517,7 @@ fn start_control_loops(
             disabled: disable.to_vec(),
             root_ca_pem: Some(ca_pem.to_string()),
             cluster_cidr: Some(cluster_cidr),
+            hpa,
             ..Default::default()
         };
         let c = client.clone();
@@ -609,9 +617,9 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli {
-        Command::Server(args) => rt.block_on(server(args)),
+        Command::Server(args) => rt.block_on(server(*args)),
         Command::Hollow(args) => rt.block_on(hollow(args)),
-        Command::Agent(args) => rt.block_on(agent::run(args)),
+        Command::Agent(args) => rt.block_on(agent::run(*args)),
         Command::Registry(args) => rt.block_on(registry(args)),
         Command::Shim(_)
         | Command::ShimExec(_)

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod autoscaling;
 mod basics;
 mod eviction;
 mod host;

@@ -93,6 +93,8 @@ fn storage_resource(group: &str, plural: &str) -> String {
         ("coordination.k8s.io", "leases") => "leases".to_string(),
         ("discovery.k8s.io", "endpointslices") => "endpointslices".to_string(),
         ("autoscaling", "horizontalpodautoscalers") => "horizontalpodautoscalers".to_string(),
+        // Measured, never stored: a prefix of their own all the same.
+        ("metrics.k8s.io", p) => format!("metrics.k8s.io/{p}"),
         (_, p) => p.to_string(),
     }
 }
@@ -109,6 +111,7 @@ const RW: &[&str] = &[
 ];
 const NONE: &[&str] = &[];
 const CREATE: &[&str] = &["create"];
+const GET_LIST: &[&str] = &["get", "list"];
 const ALL: &[&str] = &["all"];
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];

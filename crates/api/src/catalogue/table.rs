@@ -1,7 +1,7 @@
 //! The table of every built-in resource (see the parent module for what
 //! each field means).
 
-use super::{ALL, CREATE, NONE, RW, ResourceInfo, STATUS, STATUS_SCALE};
+use super::{ALL, CREATE, GET_LIST, NONE, RW, ResourceInfo, STATUS, STATUS_SCALE};
 
 /// Every served resource, in discovery order (preferred versions first).
 pub static RESOURCES: &[ResourceInfo] = &[
@@ -748,5 +748,36 @@ pub static RESOURCES: &[ResourceInfo] = &[
         NONE,
         NONE,
         "io.k8s.api.scheduling.v1.PriorityClass"
+    ),
+    // metrics.k8s.io/v1beta1: resource usage measured by the server's
+    // scraper (or, once its APIService names a Service, the real
+    // metrics-server), never stored.
+    res!(
+        "metrics.k8s.io",
+        "v1beta1",
+        "NodeMetrics",
+        "nodes",
+        "",
+        false,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.metrics.pkg.apis.metrics.v1beta1.NodeMetrics",
+        "metrics.k8s.io",
+        GET_LIST
+    ),
+    res!(
+        "metrics.k8s.io",
+        "v1beta1",
+        "PodMetrics",
+        "pods",
+        "",
+        true,
+        NONE,
+        NONE,
+        NONE,
+        "io.k8s.metrics.pkg.apis.metrics.v1beta1.PodMetrics",
+        "metrics.k8s.io",
+        GET_LIST
     ),
 ];

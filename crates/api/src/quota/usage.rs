@@ -391,7 +391,7 @@ mod tests {
         };
         snap.counts.insert("count/configmaps".into(), 3);
         snap.counts.insert("count/services".into(), 1);
-        let used = compute_used(&q, &snap, k8s_openapi::jiff::Timestamp::now());
+        let used = compute_used(&q, &snap, test_now());
         let s = |k: &str| used.get(k).map(|q| q.canonical());
         assert_eq!(s("pods").as_deref(), Some("2"));
         // The init container's 2 CPUs exceed each pod's containers: a floor.
@@ -424,7 +424,7 @@ mod tests {
             pods: vec![be, burst, term],
             ..Default::default()
         };
-        let now = k8s_openapi::jiff::Timestamp::now();
+        let now = test_now();
         let count = |extra| {
             compute_used(
                 &quota(json!({"pods": "9", "services": "1"}), extra),
@@ -450,5 +450,15 @@ mod tests {
         let pc = json!({"scopeSelector": {"matchExpressions": [
             {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}});
         assert_eq!(count(pc)["pods"].canonical(), "1");
+    }
+
+    /// Now, without jiff's `std` feature (which `api` alone does not turn
+    /// on).
+    fn test_now() -> k8s_openapi::jiff::Timestamp {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        k8s_openapi::jiff::Timestamp::from_second(secs).unwrap()
     }
 }

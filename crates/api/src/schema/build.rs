@@ -104,6 +104,7 @@ pub(super) fn definitions() -> Map<String, Value> {
     );
     let mut defs = generator.take_definitions(false);
 
+    add_metrics(&mut defs);
     add_lists(&mut defs);
     shape_primitives(&mut defs);
     add_group_version_kinds(&mut defs);
@@ -142,6 +143,53 @@ fn add_lists(defs: &mut Map<String, Value>) {
         });
         defs.insert(list, schema);
     }
+}
+
+/// metrics.k8s.io/v1beta1 (NodeMetrics, PodMetrics): not in k8s-openapi,
+/// written here as metrics-server publishes them.
+fn add_metrics(defs: &mut Map<String, Value>) {
+    const P: &str = "io.k8s.metrics.pkg.apis.metrics.v1beta1";
+    let r = |name: &str| json!({ "$ref": format!("{REF_PREFIX}{name}") });
+    let usage = json!({
+        "type": "object",
+        "description": "The memory and CPU usage.",
+        "additionalProperties": r(QUANTITY),
+    });
+    let common = |extra: (&str, Value), description: &str| {
+        let mut props = json!({
+            "apiVersion": {"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."},
+            "kind": {"type": "string", "description": "Kind is a string value representing the REST resource this object represents."},
+            "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            "timestamp": r("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
+            "window": {"type": "string", "description": "The window of the measurement: usage is the average over [timestamp - window, timestamp]."},
+        });
+        props[extra.0] = extra.1;
+        json!({"type": "object", "description": description, "properties": props, "required": ["timestamp", "window", extra.0]})
+    };
+    defs.insert(
+        format!("{P}.NodeMetrics"),
+        common(
+            ("usage", usage.clone()),
+            "NodeMetrics sets resource usage metrics of a node.",
+        ),
+    );
+    defs.insert(
+        format!("{P}.ContainerMetrics"),
+        json!({"type": "object", "description": "ContainerMetrics sets resource usage metrics of a container.",
+            "properties": {"name": {"type": "string", "description": "Container name corresponding to the one from pod.spec.containers."}, "usage": usage},
+            "required": ["name", "usage"]}),
+    );
+    defs.insert(
+        format!("{P}.PodMetrics"),
+        common(
+            (
+                "containers",
+                json!({"type": "array", "description": "Metrics for all containers are collected within the same time window.",
+                    "items": r(&format!("{P}.ContainerMetrics"))}),
+            ),
+            "PodMetrics sets resource usage metrics of a pod.",
+        ),
+    );
 }
 
 /// A property of a generated definition (its `apiVersion`/`kind` texts are

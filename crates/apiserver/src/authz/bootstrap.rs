@@ -217,6 +217,17 @@ pub fn cluster_roles() -> Vec<Value> {
         ),
         labeled_role("system:aggregate-to-edit", &[TO_EDIT], edit_rules()),
         labeled_role("system:aggregate-to-view", &[TO_VIEW], view_rules()),
+        // What metrics-server's manifest adds, for the built-in metrics
+        // API: whoever may view may `kubectl top`.
+        labeled_role(
+            "system:aggregated-metrics-reader",
+            &[TO_VIEW, TO_EDIT, TO_ADMIN],
+            vec![rule(
+                &["get", "list", "watch"],
+                &["metrics.k8s.io"],
+                &["pods", "nodes"],
+            )],
+        ),
         role(
             "system:auth-delegator",
             vec![

@@ -26,6 +26,7 @@ use crate::router::ResourceRoute;
 use crate::watch::WatchCache;
 
 pub use meta::now_rfc3339;
+pub(crate) use read::{render_list, render_one as render};
 
 /// State the REST handlers share.
 pub struct Rest {
@@ -57,6 +58,8 @@ pub struct Rest {
     pub(crate) limit_ranges: Arc<crate::watched::Watched>,
     /// Serializes quota charges per namespace.
     pub(crate) quota_locks: crate::admission::quota::Locks,
+    /// The resource metrics API (metrics.k8s.io) and its scraper.
+    pub resource_metrics: Arc<crate::resource_metrics::ResourceMetrics>,
 }
 
 /// A kind's strategy: compiled for built-in kinds, read from the
@@ -156,6 +159,7 @@ impl Rest {
             quotas: crate::watched::Watched::of("", "resourcequotas"),
             limit_ranges: crate::watched::Watched::of("", "limitranges"),
             quota_locks: Default::default(),
+            resource_metrics: Default::default(),
             store,
             cache,
             alloc_lock: tokio::sync::Mutex::new(()),
@@ -224,6 +228,16 @@ impl Rest {
         }
         if !info.namespaced && call.route.namespace.is_some() {
             return Err(ApiError::no_route("the resource is not namespaced"));
+        }
+        if crate::resource_metrics::is_metrics(info) && call.route.subresource.is_none() {
+            let watch = call.route.watch_prefix || call.query.flag("watch");
+            if call.method != Method::GET || watch {
+                return Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource ({} {})",
+                    call.method, info.plural
+                )));
+            }
+            return self.resource_metrics.serve(call);
         }
         if review::is_review(info) && call.method == Method::POST && call.route.name.is_none() {
             let bytes = h::read_body(body, &call.headers).await?;

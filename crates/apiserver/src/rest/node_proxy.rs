@@ -236,7 +236,7 @@ async fn connect(
 }
 
 /// One HTTPS GET to a kubelet.
-async fn get(
+pub(crate) async fn get(
     rest: &Rest,
     ip: &str,
     port: u16,

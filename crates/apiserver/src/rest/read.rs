@@ -57,7 +57,7 @@ pub async fn get(rest: &Rest, call: &Call, name: &str) -> Result<Response<Body>,
 /// One object in the representation the client asked for; writes answer
 /// this way too (upstream transforms create, update and patch responses
 /// as it does a GET's).
-pub(super) fn render_one(call: &Call, want: Want, obj: Value) -> Value {
+pub(crate) fn render_one(call: &Call, want: Want, obj: Value) -> Value {
     let info = call.info();
     let obj = with_read_defaults(call, obj);
     match want {
@@ -237,28 +237,35 @@ pub async fn list(rest: &Rest, call: &Call) -> Result<Response<Body>, ApiError> 
     if let Some(r) = page.remaining {
         meta["remainingItemCount"] = json!(r);
     }
-    let body = match want {
+    let body = render_list(call, want, page.items, meta);
+    Ok(h::json(200, &body))
+}
+
+/// A list in the representation the client asked for, with list
+/// metadata `meta`.
+pub(crate) fn render_list(call: &Call, want: Want, items: Vec<Value>, meta: Value) -> Value {
+    let info = call.info();
+    match want {
         Want::Object => json!({
             "kind": format!("{}List", info.kind),
             "apiVersion": info.api_version(),
             "metadata": meta,
-            "items": page.items,
+            "items": items,
         }),
         Want::Metadata => json!({
             "kind": "PartialObjectMetadataList",
             "apiVersion": "meta.k8s.io/v1",
             "metadata": meta,
-            "items": page.items.iter().map(partial).collect::<Vec<_>>(),
+            "items": items.iter().map(partial).collect::<Vec<_>>(),
         }),
         Want::Table => {
             let include = call.query.get("includeObject").unwrap_or("Metadata");
-            let rows: Vec<&Value> = page.items.iter().collect();
+            let rows: Vec<&Value> = items.iter().collect();
             let mut t = table(call, info, &rows, include);
             t["metadata"] = meta;
             t
         }
-    };
-    Ok(h::json(200, &body))
+    }
 }
 
 fn watch_event(kind: &str, call: &Call, want: Want, obj: Value) -> Bytes {

@@ -3,6 +3,7 @@
 
 pub mod eviction;
 pub mod imagegc;
+pub mod metrics;
 pub mod pressure;
 pub mod stats;
 

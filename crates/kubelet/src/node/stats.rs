@@ -127,37 +127,20 @@ impl StatsCtx {
         v
     }
 
+    /// The node's cumulative CPU time (ns, from `/proc/stat`) and memory
+    /// working set (total less available, as upstream's kubelet reports).
+    pub fn node_usage(&self) -> (Option<u64>, u64) {
+        let (cpu, total, avail, _) = node_proc();
+        (cpu, total.saturating_sub(avail))
+    }
+
+    /// The machine's memory in bytes.
+    pub fn memory_total(&self) -> u64 {
+        node_proc().1
+    }
+
     fn node(&self, time: &str) -> Value {
-        // /proc/stat: user nice system idle iowait irq softirq steal, in
-        // USER_HZ (100/s on Linux).
-        let cpu_ns = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-            let f: Vec<u64> = s
-                .lines()
-                .next()?
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            let busy: u64 = f
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != 3 && *i != 4)
-                .map(|(_, v)| v)
-                .sum();
-            Some(busy * 10_000_000)
-        });
-        // /proc/meminfo values are "N kB".
-        let kb = |k: &str| {
-            std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{k}:")))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                    .map(|v| v * 1024)
-            })
-        };
-        let total = kb("MemTotal").unwrap_or(0);
-        let avail = kb("MemAvailable").unwrap_or(0);
-        let free = kb("MemFree").unwrap_or(0);
+        let (cpu_ns, total, avail, free) = node_proc();
         let fs = nix::sys::statvfs::statvfs(&self.data_dir).ok().map(|s| {
             let bs = s.fragment_size();
             let cap = s.blocks() * bs;
@@ -213,7 +196,7 @@ impl StatsCtx {
                 let (cpu, mem) = cgroup_usage(&rel);
                 containers.push(json!({
                     "name": cname,
-                    "startTime": time,
+                    "startTime": c.started_at.as_deref().unwrap_or(&time),
                     "cpu": self.cpu_json(&rel, cpu, &time),
                     "memory": Self::memory_json(mem, &time, None),
                 }));
@@ -231,6 +214,38 @@ impl StatsCtx {
         }
         json!({ "node": self.node(&time), "pods": out })
     }
+}
+
+/// The node's CPU time (ns) and memory (total, available, free bytes).
+fn node_proc() -> (Option<u64>, u64, u64, u64) {
+    // /proc/stat: user nice system idle iowait irq softirq steal, in
+    // USER_HZ (100/s on Linux).
+    let cpu_ns = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        let f: Vec<u64> = s
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let busy: u64 = f
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, v)| v)
+            .sum();
+        Some(busy * 10_000_000)
+    });
+    // /proc/meminfo values are "N kB".
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb = |k: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |v| v * 1024)
+    };
+    (cpu_ns, kb("MemTotal"), kb("MemAvailable"), kb("MemFree"))
 }
 
 /// Processes in a cgroup subtree.

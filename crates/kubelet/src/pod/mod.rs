@@ -160,6 +160,10 @@ struct Worker {
     /// A soft admission refusal (reason, message): the pod stays Pending,
     /// its containers waiting as `Blocked`, and is looked at again.
     blocked: Option<(String, String)>,
+    /// When this agent first saw the pod, and whether its start has been
+    /// measured (`kubelet_pod_start_duration_seconds`).
+    seen: Instant,
+    start_observed: bool,
 }
 
 impl Worker {
@@ -186,6 +190,8 @@ impl Worker {
             ephemeral: HashMap::new(),
             resize_state: None,
             blocked: None,
+            seen: Instant::now(),
+            start_observed: false,
         }
     }
 
@@ -273,8 +279,10 @@ impl Worker {
             self.ip = Some(self.agent.opts.node_ip.to_string());
         }
         self.start_time = Some(now());
-        // App containers ran: the init phase is over.
+        // App containers ran: the init phase is over, and the pod's start
+        // was measured by the agent that started it.
         self.inits_completed = !self.app.is_empty();
+        self.start_observed = !self.app.is_empty();
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Option<Arc<Pod>>>) {

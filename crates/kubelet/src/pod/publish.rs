@@ -4,7 +4,16 @@ use super::*;
 
 impl Worker {
     /// Tells the kubelet API where each container's logs are.
-    pub(super) fn publish_logs(&self, pod: &Pod) {
+    pub(super) fn publish_logs(&mut self, pod: &Pod) {
+        // The first pass that finds every app container started ends the
+        // pod's start, as upstream's kubelet_pod_start_duration_seconds.
+        if !self.start_observed
+            && !self.app.is_empty()
+            && self.app.values().all(|c| c.started_at.is_some())
+        {
+            self.start_observed = true;
+            crate::node::metrics::POD_START.observe(self.seen.elapsed().as_secs_f64());
+        }
         let key = (
             pod.metadata.namespace.clone().unwrap_or_default(),
             pod.metadata.name.clone().unwrap_or_default(),
@@ -24,6 +33,7 @@ impl Worker {
                         current: st.attempt,
                         running: !st.exited,
                         id: st.id.clone(),
+                        started_at: st.started_at.clone(),
                     },
                 );
             }

@@ -145,6 +145,21 @@ async fn route(
                 .body(Full::new(Bytes::from(summary.to_string())).boxed())
                 .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
         }
+        ["metrics", rest @ ..] if req.method() == http::Method::GET => {
+            let body = match rest {
+                [] => crate::node::metrics::agent(&exec.stats, &registry),
+                ["resource"] => crate::node::metrics::resource(&exec.stats, &registry),
+                ["cadvisor"] => crate::node::metrics::cadvisor(&exec.stats, &registry),
+                _ => return text(StatusCode::NOT_FOUND, format!("no kubelet endpoint {path}")),
+            };
+            Response::builder()
+                .header(
+                    http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+                .body(Full::new(Bytes::from(body)).boxed())
+                .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, ""))
+        }
         ["containerLogs", ns, pod, container] if req.method() == http::Method::GET => {
             container_logs(ns, pod, container, &query, registry).await
         }
