@@ -108,7 +108,9 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let api: Api<Lease> = Api::namespaced(client, &e.namespace);
+    let status = crate::metrics::LEADER.with_label_values(&[e.name.as_str()]);
     loop {
+        status.set(0);
         // Candidate: wait for the lease.
         loop {
             match try_acquire(&api, &e).await {
@@ -119,6 +121,7 @@ where
             tokio::time::sleep(e.retry_period).await;
         }
         tracing::info!(lease = %e.name, identity = %e.identity, "became leader");
+        status.set(1);
         // Stopped when leadership is lost, and when this future is dropped.
         let task = Term::start(&e.name, work());
         // Leader: renew until a renewal deadline passes without success.

@@ -11,9 +11,11 @@ pub mod events;
 pub mod expectations;
 pub mod informer;
 pub mod leader;
+pub mod metrics;
 pub mod objects;
 pub mod quantity;
 pub mod queue;
+pub mod secure;
 
 pub use expectations::Expectations;
 pub use informer::{Change, Informer, Informers, key_of, owner_keys, split_key};

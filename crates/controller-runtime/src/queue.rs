@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, broadcast};
 
@@ -20,6 +20,10 @@ struct State {
     /// Keys added while being processed: queued again on `done`.
     again: HashSet<String>,
     failures: HashMap<String, u32>,
+    /// When each waiting key was queued, and when each active key was
+    /// taken (for the queue and work duration metrics).
+    since: HashMap<String, Instant>,
+    started: HashMap<String, Instant>,
 }
 
 /// The queue; cheap to clone.
@@ -29,6 +33,9 @@ pub struct Queue {
     notify: Arc<Notify>,
     base_delay: Duration,
     max_delay: Duration,
+    /// The name the queue's metrics carry (a controller's name); unnamed
+    /// queues report none.
+    name: Option<Arc<str>>,
 }
 
 impl Default for Queue {
@@ -46,7 +53,23 @@ impl Queue {
             notify: Arc::new(Notify::new()),
             base_delay: Duration::from_millis(5),
             max_delay: Duration::from_secs(300),
+            name: None,
         }
+    }
+
+    /// A queue whose `workqueue_*` metrics carry `name`, as upstream names
+    /// each controller's queue.
+    pub fn named(name: &str) -> Self {
+        Queue {
+            name: Some(Arc::from(name)),
+            ..Self::new()
+        }
+    }
+
+    fn metrics(&self) -> Option<(&'static crate::metrics::Workqueue, &str)> {
+        self.name
+            .as_deref()
+            .map(|n| (&*crate::metrics::WORKQUEUE, n))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -62,6 +85,13 @@ impl Queue {
             return;
         }
         if s.queued.insert(key.clone()) {
+            if let Some((m, name)) = self.metrics() {
+                m.adds.with_label_values(&[name]).inc();
+                m.depth
+                    .with_label_values(&[name])
+                    .set(s.order.len() as i64 + 1);
+                s.since.insert(key.clone(), Instant::now());
+            }
             s.order.push_back(key);
             drop(s);
             self.notify.notify_one();
@@ -90,6 +120,9 @@ impl Queue {
             *n += 1;
             *n
         };
+        if let Some((m, name)) = self.metrics() {
+            m.retries.with_label_values(&[name]).inc();
+        }
         let exp = self
             .base_delay
             .saturating_mul(1u32 << (n - 1).min(20))
@@ -121,6 +154,15 @@ impl Queue {
                 if let Some(k) = s.order.pop_front() {
                     s.queued.remove(&k);
                     s.active.insert(k.clone());
+                    if let Some((m, name)) = self.metrics() {
+                        m.depth.with_label_values(&[name]).set(s.order.len() as i64);
+                        if let Some(at) = s.since.remove(&k) {
+                            m.queue_duration
+                                .with_label_values(&[name])
+                                .observe(at.elapsed().as_secs_f64());
+                        }
+                        s.started.insert(k.clone(), Instant::now());
+                    }
                     if !s.order.is_empty() {
                         drop(s);
                         self.notify.notify_one();
@@ -137,6 +179,11 @@ impl Queue {
         let again = {
             let mut s = self.lock();
             s.active.remove(key);
+            if let (Some((m, name)), Some(at)) = (self.metrics(), s.started.remove(key)) {
+                m.work_duration
+                    .with_label_values(&[name])
+                    .observe(at.elapsed().as_secs_f64());
+            }
             s.again.remove(key)
         };
         if again {

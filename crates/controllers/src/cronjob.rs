@@ -60,7 +60,7 @@ pub async fn run_with_clock(ctx: Arc<Context>, clock: Arc<dyn Clock>) {
     let jobs = ctx.informers.get::<Job>();
     common::wait_ready(&cronjobs).await;
     common::wait_ready(&jobs).await;
-    let q = Queue::new();
+    let q = Queue::named("cronjob");
     q.watch(&cronjobs, |c: &CronJob| vec![key_of(c)]);
     q.watch(&jobs, |j: &Job| owner_keys(j, "CronJob", true));
     let c = Arc::new(Ctl {

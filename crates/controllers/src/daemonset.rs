@@ -51,7 +51,7 @@ pub async fn run(ctx: Arc<Context>) {
     common::wait_ready(&pods).await;
     common::wait_ready(&nodes).await;
     common::wait_ready(&revs).await;
-    let q = Queue::new();
+    let q = Queue::named("daemonset");
     q.watch(&sets, |d: &DaemonSet| vec![key_of(d)]);
     q.watch(&pods, |p: &Pod| owner_keys(p, "DaemonSet", true));
     let all = sets.clone();

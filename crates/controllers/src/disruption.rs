@@ -32,7 +32,7 @@ pub const DELETION_TIMEOUT: Duration = Duration::from_secs(120);
 pub async fn run(ctx: Arc<Context>) {
     let pdbs = ctx.informers.get::<PodDisruptionBudget>();
     let pods = ctx.informers.get::<Pod>();
-    let q = Queue::new();
+    let q = Queue::named("disruption");
     q.watch(&pdbs, |p: &PodDisruptionBudget| vec![key_of(p)]);
     {
         let pdbs = pdbs.clone();

@@ -102,7 +102,7 @@ fn lock(g: &Shared) -> std::sync::MutexGuard<'_, Graph> {
 /// Runs the collector until dropped.
 pub async fn run(client: kube::Client, opts: Options) {
     let graph: Shared = Arc::default();
-    let queue = Queue::new();
+    let queue = Queue::named("garbage_collector_attempt_to_delete");
     let res: Arc<Mutex<Vec<Res>>> = Arc::default();
     let workers = {
         let (client, graph, queue, res) =

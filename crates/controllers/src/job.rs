@@ -66,7 +66,7 @@ pub async fn run(ctx: Arc<Context>) {
     let pods = ctx.informers.get::<Pod>();
     common::wait_ready(&jobs).await;
     common::wait_ready(&pods).await;
-    let q = Queue::new();
+    let q = Queue::named("job");
     q.watch(&jobs, |j: &Job| vec![key_of(j)]);
     q.watch(&pods, |p: &Pod| owner_keys(p, "Job", true));
     let c = Arc::new(Ctl {

@@ -129,6 +129,11 @@ pub const CONTROLLERS: &[&str] = &[
     "horizontalpodautoscaling",
 ];
 
+/// The controller manager's `/metrics` text: its work queues and lease.
+pub fn render_metrics() -> String {
+    controller_runtime::metrics::render(&[], |name| name != "kube-scheduler")
+}
+
 /// Runs every enabled controller until the task is dropped.
 pub async fn run(client: kube::Client, opts: Options) {
     let ctx = Context::new(client.clone(), opts.clone());

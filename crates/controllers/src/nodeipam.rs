@@ -40,7 +40,7 @@ pub async fn run(ctx: Arc<Context>) {
         return;
     };
     let nodes = ctx.informers.get::<Node>();
-    let queue = Queue::new();
+    let queue = Queue::named("nodeipam");
     // Any node change may free or need a range: one key for the lot.
     queue.watch(&nodes, |_| vec!["all".to_string()]);
     let recorder = ctx.recorder("node-ipam-controller");

@@ -51,6 +51,8 @@ pub trait Replicated:
     fn min_ready_seconds(&self) -> i32;
     /// Controller name for events.
     const COMPONENT: &'static str;
+    /// The work queue's name in metrics (upstream's).
+    const QUEUE: &'static str;
 }
 
 impl Replicated for ReplicaSet {
@@ -70,6 +72,7 @@ impl Replicated for ReplicaSet {
             .unwrap_or(0)
     }
     const COMPONENT: &'static str = "replicaset-controller";
+    const QUEUE: &'static str = "replicaset";
 }
 
 impl Replicated for ReplicationController {
@@ -98,6 +101,7 @@ impl Replicated for ReplicationController {
             .unwrap_or(0)
     }
     const COMPONENT: &'static str = "replication-controller";
+    const QUEUE: &'static str = "replicationmanager";
 }
 
 /// Whether a pod has been ready for at least `min_ready` seconds at `now`.
@@ -325,7 +329,7 @@ async fn run_kind<K: Replicated>(ctx: Arc<Context>) {
     let pods = ctx.informers.get::<Pod>();
     wait_ready(&owners).await;
     wait_ready(&pods).await;
-    let q = Queue::new();
+    let q = Queue::named(K::QUEUE);
     let exp = Arc::new(Expectations::default());
     q.watch(&owners, |o: &K| vec![key_of(o)]);
     {

@@ -155,7 +155,7 @@ pub async fn run(ctx: Arc<Context>) {
     counted!(Job, "jobs.batch");
     counted!(CronJob, "cronjobs.batch");
     let counters = Arc::new(counters);
-    let q = Queue::new();
+    let q = Queue::named("resourcequota_primary");
     // A quota is recounted when its spec.hard is not yet its status.hard
     // (new or changed); the admission's charges to status.used are not
     // reasons to recount, as upstream.

@@ -49,7 +49,7 @@ pub async fn run(ctx: Arc<Context>) {
     let sas = ctx.informers.get::<ServiceAccount>();
     wait_ready(&namespaces).await;
     wait_ready(&sas).await;
-    let q = Queue::new();
+    let q = Queue::named("serviceaccount");
     q.watch(&namespaces, |n: &Namespace| {
         n.metadata.name.clone().into_iter().collect()
     });
@@ -127,7 +127,7 @@ pub async fn run_root_ca_publisher(ctx: Arc<Context>, ca_pem: Option<String>) {
     let cms = ctx.informers.get::<ConfigMap>();
     wait_ready(&namespaces).await;
     wait_ready(&cms).await;
-    let q = Queue::new();
+    let q = Queue::named("root_ca_cert_publisher");
     q.watch(&namespaces, |n: &Namespace| {
         n.metadata.name.clone().into_iter().collect()
     });

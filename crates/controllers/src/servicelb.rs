@@ -54,7 +54,7 @@ pub fn ingress(nodes: &[Arc<Node>]) -> Vec<Value> {
 pub async fn run(ctx: Arc<Context>) {
     let services = ctx.informers.get::<Service>();
     let nodes = ctx.informers.get::<Node>();
-    let queue = Queue::new();
+    let queue = Queue::named("servicelb");
     queue.watch(&services, |s| {
         if serves(s) {
             vec![key_of(s)]

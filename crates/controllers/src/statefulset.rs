@@ -52,7 +52,7 @@ pub async fn run(ctx: Arc<Context>) {
     common::wait_ready(&pods).await;
     common::wait_ready(&pvcs).await;
     common::wait_ready(&revs).await;
-    let q = Queue::new();
+    let q = Queue::named("statefulset");
     q.watch(&sets, |s: &StatefulSet| vec![key_of(s)]);
     q.watch(&pods, |p: &Pod| owner_keys(p, "StatefulSet", true));
     q.watch(&revs, |r: &ControllerRevision| {

@@ -145,7 +145,7 @@ pub async fn run(ctx: Arc<Context>) {
     wait_ready(&classes).await;
     wait_ready(&nodes).await;
     tracing::debug!("persistentvolume-binder caches synced");
-    let q = Queue::new();
+    let q = Queue::named("claims");
     // Claims are keyed `claim/<ns>/<name>`, volumes `volume/<name>`.
     q.watch(&pvcs, |c: &PersistentVolumeClaim| {
         let mut keys = vec![format!(

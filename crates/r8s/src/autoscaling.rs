@@ -1,5 +1,5 @@
-//! `r8s server`'s metrics and autoscaling flags, named as metrics-server's
-//! and kube-controller-manager's.
+//! `r8s server`'s metrics and autoscaling flags, named as metrics-server's,
+//! kube-scheduler's and kube-controller-manager's.
 
 use std::time::Duration;
 
@@ -31,6 +31,17 @@ pub struct AutoscalingArgs {
     /// initial one.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub horizontal_pod_autoscaler_initial_readiness_delay: Duration,
+    /// Where the scheduler serves its `/metrics` over HTTPS (as
+    /// kube-scheduler's `--secure-port`; 0 turns it off).
+    #[arg(long, default_value_t = 10259)]
+    pub scheduler_secure_port: u16,
+    /// Where the controllers serve their `/metrics` over HTTPS (as
+    /// kube-controller-manager's `--secure-port`; 0 turns it off).
+    #[arg(long, default_value_t = 10257)]
+    pub controller_manager_secure_port: u16,
+    /// The address those two listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub components_bind_address: std::net::IpAddr,
 }
 
 impl AutoscalingArgs {
@@ -50,4 +61,34 @@ impl AutoscalingArgs {
             },
         }
     }
+}
+
+/// Serves a component's `/metrics` on `port` (0: not at all); a port in
+/// use is a warning, not a failure (another server on this host has it).
+pub fn serve_metrics(
+    args: &AutoscalingArgs,
+    port: u16,
+    component: &'static str,
+    ca_pem: &str,
+    client: kube::Client,
+    render: fn() -> String,
+) {
+    if port == 0 {
+        return;
+    }
+    let addr = std::net::SocketAddr::new(args.components_bind_address, port);
+    let ca = ca_pem.to_string();
+    tokio::spawn(async move {
+        match controller_runtime::secure::serve_metrics(
+            addr,
+            &ca,
+            client,
+            std::sync::Arc::new(render),
+        )
+        .await
+        {
+            Ok(a) => tracing::info!(%component, addr = %a, "serving /metrics"),
+            Err(e) => tracing::warn!(%component, error = %e, "not serving /metrics"),
+        }
+    });
 }

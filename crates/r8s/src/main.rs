@@ -409,7 +409,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         &args.disable,
         &running.pki.ca_cert_pem,
         args.node.cluster_cidr,
-        args.autoscaling.hpa(),
+        &args.autoscaling,
     )?;
     if !args.no_agent {
         let node = format!("system:node:{}", agent::node_name(&args.node));
@@ -487,7 +487,7 @@ fn start_control_loops(
     disable: &[String],
     ca_pem: &str,
     cluster_cidr: ipnet::Ipv4Net,
-    hpa: controllers::podautoscaler::Settings,
+    autoscaling: &autoscaling::AutoscalingArgs,
 ) -> anyhow::Result<()> {
     let known =
         |d: &str| d == "scheduler" || d == "controllers" || controllers::CONTROLLERS.contains(&d);
@@ -505,6 +505,14 @@ fn start_control_loops(
         uuid_suffix()
     );
     if !disable.iter().any(|d| d == "scheduler") {
+        autoscaling::serve_metrics(
+            autoscaling,
+            autoscaling.scheduler_secure_port,
+            "kube-scheduler",
+            ca_pem,
+            scheduler_client.clone(),
+            scheduler::metrics::render,
+        );
         let c = scheduler_client.clone();
         tokio::spawn(controller_runtime::leader::run(
             scheduler_client,
@@ -517,9 +525,17 @@ fn start_control_loops(
             disabled: disable.to_vec(),
             root_ca_pem: Some(ca_pem.to_string()),
             cluster_cidr: Some(cluster_cidr),
-            hpa,
+            hpa: autoscaling.hpa(),
             ..Default::default()
         };
+        autoscaling::serve_metrics(
+            autoscaling,
+            autoscaling.controller_manager_secure_port,
+            "kube-controller-manager",
+            ca_pem,
+            client.clone(),
+            controllers::render_metrics,
+        );
         let c = client.clone();
         tokio::spawn(controller_runtime::leader::run(
             client,

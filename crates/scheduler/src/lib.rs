@@ -6,6 +6,7 @@
 mod bench;
 pub mod cache;
 pub mod framework;
+pub mod metrics;
 pub mod nodeinfo;
 pub mod plugins;
 pub mod preemption;

@@ -56,6 +56,8 @@ struct Entry {
     unschedulable_since: Option<Instant>,
     /// The pod changed while it was being scheduled.
     updated_in_flight: bool,
+    /// When the pod was first queued (the scheduling SLI starts here).
+    queued: Instant,
 }
 
 impl Entry {
@@ -119,6 +121,10 @@ pub struct Popped {
     pub attempts: u32,
     /// The scheduling cycle of this attempt.
     pub cycle: u64,
+    /// When the pod was first queued.
+    pub queued: Instant,
+    /// When this attempt began (the pod left the queue).
+    pub popped: Instant,
 }
 
 /// The scheduling queue.
@@ -163,6 +169,7 @@ impl SchedulingQueue {
                         rejected_by: HashSet::new(),
                         unschedulable_since: None,
                         updated_in_flight: false,
+                        queued: Instant::now(),
                     },
                 );
                 inner.active.push(ActiveItem {
@@ -300,6 +307,8 @@ impl SchedulingQueue {
                 pod: e.pod.clone(),
                 attempts: e.attempts,
                 cycle: inner.cycle,
+                queued: e.queued,
+                popped: Instant::now(),
             });
         }
         Err(next)
@@ -380,6 +389,7 @@ impl SchedulingQueue {
                 rejected_by: HashSet::new(),
                 unschedulable_since: None,
                 updated_in_flight: false,
+                queued: now,
             },
         );
         Self::requeue(inner, &self.cfg, key, now);

@@ -90,6 +90,8 @@ impl Scheduler {
             volumes: volumes.clone(),
             bindings: tokio::sync::Semaphore::new(MAX_BINDINGS_IN_FLIGHT),
         });
+        let weak = Arc::downgrade(&s);
+        crate::metrics::set_queue_lens(Box::new(move || weak.upgrade().map(|s| s.queue.lens())));
         pcs.ready().await;
         pdbs.ready().await;
         claims.ready().await;
@@ -311,7 +313,11 @@ impl Scheduler {
                 self.queue.done(&p.key);
                 tracing::debug!(pod = %p.key, %node, "assumed");
                 let me = self.clone();
-                tokio::spawn(async move { me.bind(info, node, p.attempts).await });
+                let (attempts, queued, started) = (p.attempts, p.queued, p.popped);
+                tokio::spawn(async move {
+                    let bound = me.clone().bind(info, node, attempts).await;
+                    me.observe(bound, started, Some((attempts, queued)));
+                });
             }
             Err(nofit) if nofit.num_nodes == 0 => {
                 drop(cache);
@@ -328,6 +334,7 @@ impl Scheduler {
                 let rejected: HashSet<&'static str> =
                     nofit.statuses.values().map(|s| s.plugin).collect();
                 let pdbs = self.pdbs.list();
+                crate::metrics::PREEMPTION_ATTEMPTS.inc();
                 let outcome = preemption::preempt(&cache, &state, &nofit.statuses, &pdbs);
                 let had_nomination = info
                     .pod
@@ -391,6 +398,40 @@ impl Scheduler {
         }
     }
 
+    /// Counts one attempt: `Some(true)` bound, `Some(false)`
+    /// unschedulable, `None` an error; a bound pod's SLI runs from when it
+    /// was first queued.
+    fn observe(
+        &self,
+        outcome: Option<bool>,
+        started: tokio::time::Instant,
+        bound: Option<(u32, tokio::time::Instant)>,
+    ) {
+        let result = match outcome {
+            Some(true) => "scheduled",
+            Some(false) => "unschedulable",
+            None => "error",
+        };
+        let profile = self.opts.scheduler_name.as_str();
+        crate::metrics::ATTEMPTS
+            .with_label_values(&[profile, result])
+            .inc();
+        crate::metrics::ATTEMPT_DURATION
+            .with_label_values(&[profile, result])
+            .observe(started.elapsed().as_secs_f64());
+        if let (Some(true), Some((attempts, queued))) = (outcome, bound) {
+            let label = if attempts >= 15 {
+                "15+".to_string()
+            } else {
+                attempts.to_string()
+            };
+            crate::metrics::SLI_DURATION
+                .with_label_values(&[&label])
+                .observe(queued.elapsed().as_secs_f64());
+            crate::metrics::POD_ATTEMPTS.observe(f64::from(attempts));
+        }
+    }
+
     /// Reports a failed attempt (event, PodScheduled=False, nominated node)
     /// and parks the pod.
     fn fail(
@@ -402,6 +443,7 @@ impl Scheduler {
         rejected: HashSet<&'static str>,
     ) {
         tracing::debug!(pod = %p.key, %msg, "unschedulable");
+        self.observe(Some(false), p.popped, None);
         self.recorder
             .warning(info.pod.as_ref(), "FailedScheduling", msg.clone());
         self.queue.failed(&p.key, p.cycle, rejected);
@@ -496,11 +538,17 @@ impl Scheduler {
     }
 
     /// POSTs the binding; on failure forgets the assumed pod and retries.
-    async fn bind(self: Arc<Self>, info: Arc<PodInfo>, node: String, attempts: u32) {
+    /// Returns `Some(true)` once bound, `None` when binding failed.
+    async fn bind(
+        self: Arc<Self>,
+        info: Arc<PodInfo>,
+        node: String,
+        attempts: u32,
+    ) -> Option<bool> {
         // Many bindings run at once (the decision loop never waits for
         // them), bounded so a burst cannot open unbounded requests.
         let Ok(_permit) = self.bindings.acquire().await else {
-            return;
+            return None;
         };
         let name = info.pod.metadata.name.clone().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &info.namespace);
@@ -536,6 +584,7 @@ impl Scheduler {
                         info.namespace, name, node
                     ),
                 );
+                Some(true)
             }
             Err(e) => {
                 self.cache().forget(&info.key);
@@ -543,7 +592,7 @@ impl Scheduler {
                 let bound_elsewhere = matches!(&e, kube::Error::Api(s) if s.code == 409);
                 tracing::debug!(pod = %info.key, %node, error = %e, "binding failed");
                 if gone || bound_elsewhere {
-                    return;
+                    return None;
                 }
                 self.recorder.warning(
                     info.pod.as_ref(),
@@ -562,6 +611,7 @@ impl Scheduler {
                 {
                     self.queue.retry(&info.key, cur, info.priority, attempts);
                 }
+                None
             }
         }
     }

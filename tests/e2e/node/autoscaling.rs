@@ -88,9 +88,41 @@ spec:
         x-kubernetes-preserve-unknown-fields: true
 "#;
 
+/// A port free right now on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// GET a component's `/metrics` with `curl`: (HTTP code, body).
+fn component_metrics(port: u16, token: Option<&str>) -> (String, String) {
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let mut args = vec!["-sk", "-o", "-", "-w", "\n%{http_code}", url.as_str()];
+    let header;
+    if let Some(t) = token {
+        header = format!("Authorization: Bearer {t}");
+        args.extend(["-H", header.as_str()]);
+    }
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("curl (the test script installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().to_string(), body.to_string())
+}
+
+fn parse(body: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{body}"))
+}
+
 #[test]
 fn kubectl_top_and_the_hpa_follow_a_busy_deployment() {
     let mut host = Host::new();
+    let (sched_port, cm_port) = (free_port(), free_port());
     start_node_with(
         &mut host,
         &[
@@ -98,6 +130,10 @@ fn kubectl_top_and_the_hpa_follow_a_busy_deployment() {
             "2s",
             "--horizontal-pod-autoscaler-sync-period",
             "2s",
+            "--scheduler-secure-port",
+            &sched_port.to_string(),
+            "--controller-manager-secure-port",
+            &cm_port.to_string(),
         ],
         |_| {},
     );
@@ -322,4 +358,82 @@ spec:
     let hpa = c.get_json(&["hpa", "burn"]);
     assert!(hpa["status"]["lastScaleTime"].is_string());
     assert_eq!(hpa["status"]["desiredReplicas"], 1);
+
+    // The scheduler's and the controllers' /metrics: anonymous callers are
+    // refused; a token bound to system:monitoring reads them.
+    let (code, _) = component_metrics(sched_port, None);
+    assert_eq!(code, "403", "anonymous /metrics of the scheduler");
+    c.ok(&["create", "serviceaccount", "prometheus"]);
+    c.ok(&[
+        "create",
+        "clusterrolebinding",
+        "prometheus-monitoring",
+        "--clusterrole=system:monitoring",
+        "--serviceaccount=default:prometheus",
+    ]);
+    let token = c.ok(&["create", "token", "prometheus"]);
+    let token = token.trim();
+    let (code, body) = component_metrics(sched_port, Some(token));
+    assert_eq!(code, "200", "{body}");
+    let sched = parse(&body);
+    assert!(
+        value(
+            &sched,
+            "scheduler_schedule_attempts_total",
+            &[("result", "scheduled"), ("profile", "default-scheduler")]
+        )
+        .is_some_and(|v| v >= 3.0),
+        "{body}"
+    );
+    assert!(
+        value(
+            &sched,
+            "scheduler_pod_scheduling_sli_duration_seconds",
+            &[("attempts", "1")]
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{body}"
+    );
+    assert!(value(&sched, "scheduler_pending_pods", &[("queue", "active")]).is_some());
+    assert_eq!(
+        value(
+            &sched,
+            "leader_election_master_status",
+            &[("name", "kube-scheduler")]
+        ),
+        Some(1.0)
+    );
+    let (code, body) = component_metrics(cm_port, Some(token));
+    assert_eq!(code, "200", "{body}");
+    let cm = parse(&body);
+    assert!(
+        value(
+            &cm,
+            "workqueue_adds_total",
+            &[("name", "horizontalpodautoscaler")]
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{body}"
+    );
+    assert!(value(&cm, "workqueue_depth", &[("name", "deployment")]).is_some());
+    assert!(
+        value(
+            &cm,
+            "workqueue_queue_duration_seconds",
+            &[("name", "replicaset")]
+        )
+        .is_some_and(|v| v >= 1.0)
+    );
+    assert_eq!(
+        value(
+            &cm,
+            "leader_election_master_status",
+            &[("name", "kube-controller-manager")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        value(&cm, "scheduler_schedule_attempts_total", &[]).is_none(),
+        "each component shows its own metrics"
+    );
 }

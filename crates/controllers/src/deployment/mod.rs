@@ -32,7 +32,7 @@ pub async fn run(ctx: Arc<Context>) {
     wait_ready(&deps).await;
     wait_ready(&rss).await;
     wait_ready(&pods).await;
-    let q = Queue::new();
+    let q = Queue::named("deployment");
     q.watch(&deps, |d: &Deployment| vec![key_of(d)]);
     {
         let deps = deps.clone();

@@ -425,7 +425,7 @@ pub async fn run_slices(ctx: Arc<Context>) {
     wait_ready(&nodes).await;
     wait_ready(&endpoints).await;
     wait_ready(&pods).await;
-    let q = Queue::new();
+    let q = Queue::named("endpoint_slice");
     q.watch(&services, |s: &Service| vec![key_of(s)]);
     q.watch_changes(&pods, index.mapper(services.clone()));
     q.watch(&slices, |s: &EndpointSlice| {

@@ -151,7 +151,7 @@ pub async fn run_endpoints(ctx: Arc<Context>) {
     wait_ready(&services).await;
     wait_ready(&endpoints).await;
     wait_ready(&pods).await;
-    let q = Queue::new();
+    let q = Queue::named("endpoint");
     q.watch(&services, |s: &Service| vec![key_of(s)]);
     q.watch_changes(&pods, index.mapper(services.clone()));
     q.watch(&endpoints, |e: &Endpoints| vec![key_of(e)]);

@@ -112,7 +112,7 @@ fn node_of(pod: &Pod) -> Option<&str> {
 pub async fn run(ctx: Arc<Context>) {
     let pods = ctx.informers.get::<Pod>();
     let nodes = ctx.informers.get::<Node>();
-    let q = Queue::new();
+    let q = Queue::named("node_lifecycle_controller_pods");
     q.watch(&pods, |p: &Pod| {
         if node_of(p).is_some() {
             vec![key_of(p)]

@@ -64,7 +64,7 @@ struct Shared {
 pub async fn run(ctx: Arc<Context>) {
     let hpas = ctx.informers.get::<HorizontalPodAutoscaler>();
     let pods = ctx.informers.get::<Pod>();
-    let queue = Queue::new();
+    let queue = Queue::named("horizontalpodautoscaler");
     queue.watch(&hpas, |h| vec![key_of(h)]);
     let shared = Arc::new(Shared {
         client: ctx.client.clone(),

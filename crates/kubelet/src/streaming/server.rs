@@ -94,36 +94,8 @@ fn server_config(
     addr: SocketAddr,
     ca_pem: &str,
 ) -> Result<Arc<rustls::ServerConfig>, KubeletError> {
-    let bad = |e: String| KubeletError::Config(format!("kubelet TLS: {e}"));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots
-            .add(c.map_err(|e| bad(e.to_string()))?)
-            .map_err(|e| bad(e.to_string()))?;
-    }
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()
-    .map_err(|e| bad(e.to_string()))?;
-    let key = rcgen::KeyPair::generate().map_err(|e| bad(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .map_err(|e| bad(e.to_string()))?;
-    params
-        .subject_alt_names
-        .push(rcgen::SanType::IpAddress(addr.ip()));
-    let cert = params.self_signed(&key).map_err(|e| bad(e.to_string()))?;
-    let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
-        .map_err(|e| bad(e.to_string()))?;
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![cert.der().clone()], der_key)
-        .map_err(|e| bad(e.to_string()))?;
-    Ok(Arc::new(cfg))
+    controller_runtime::secure::server_config(addr, ca_pem, false)
+        .map_err(|e| KubeletError::Config(format!("kubelet {e}")))
 }
 
 async fn route(
