@@ -65,6 +65,13 @@ pub struct Options {
     pub status_interval: Duration,
     /// Most API requests in flight at once (zero: 128).
     pub concurrency: usize,
+    /// The index of the first node (names, addresses): a run that adds
+    /// nodes beside others (the cluster autoscaler's) starts past them.
+    pub first_index: usize,
+    /// Labels beyond the ones every hollow node carries.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The nodes' taints (`spec.taints` entries).
+    pub taints: Vec<serde_json::Value>,
 }
 
 /// Most nodes the addressing scheme has room for.
@@ -75,10 +82,10 @@ pub async fn run(client: kube::Client, opts: Options) -> Result<(), HollowError>
     if opts.nodes == 0 {
         return Err(HollowError::Invalid("--nodes must be at least 1".into()));
     }
-    if opts.nodes > MAX_NODES {
+    if opts.first_index + opts.nodes > MAX_NODES {
         return Err(HollowError::Invalid(format!(
-            "at most {MAX_NODES} hollow nodes fit the address plan (asked for {})",
-            opts.nodes
+            "at most {MAX_NODES} hollow nodes fit the address plan (asked for {} from index {})",
+            opts.nodes, opts.first_index
         )));
     }
     if opts.name_prefix.is_empty() {

@@ -57,6 +57,7 @@ fn labels(shared: &Shared, slot: &NodeSlot) -> BTreeMap<String, String> {
             "r8s".to_string(),
         );
     }
+    l.extend(shared.opts.labels.clone());
     l
 }
 
@@ -134,7 +135,7 @@ fn status(shared: &Shared, slot: &NodeSlot) -> Value {
 /// A complete Node for node `slot`.
 fn node_object(shared: &Shared, slot: &NodeSlot) -> Result<Node, HollowError> {
     let cidr = pod_cidr(slot.index);
-    let v = json!({
+    let mut v = json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
@@ -145,6 +146,9 @@ fn node_object(shared: &Shared, slot: &NodeSlot) -> Result<Node, HollowError> {
         "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
         "status": status(shared, slot),
     });
+    if !shared.opts.taints.is_empty() {
+        v["spec"]["taints"] = json!(shared.opts.taints);
+    }
     serde_json::from_value(v).map_err(|e| HollowError::Invalid(format!("node object: {e}")))
 }
 
@@ -194,7 +198,7 @@ async fn register(shared: &Arc<Shared>, i: usize) -> Result<(), HollowError> {
         Err(e) => return Err(e.into()),
     };
     let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref());
-    let net = cidr.and_then(parse_net).unwrap_or_else(|| pod_net(i));
+    let net = cidr.and_then(parse_net).unwrap_or_else(|| pod_net(slot.index));
     let _ = slot.pod_net.set(net);
     if let Some(uid) = node.metadata.uid {
         let _ = slot.uid.set(uid);

@@ -75,7 +75,8 @@ impl Shared {
             opts.max_pods = 110;
         }
         let now = Timestamp::now().as_second();
-        let nodes: Vec<NodeSlot> = (0..opts.nodes)
+        let first = opts.first_index;
+        let nodes: Vec<NodeSlot> = (first..first + opts.nodes)
             .map(|i| NodeSlot {
                 name: crate::addressing::node_name(&opts.name_prefix, i),
                 index: i,

@@ -21,6 +21,7 @@ fn opts(nodes: usize) -> hollow::Options {
         lease_interval: Duration::from_millis(500),
         status_interval: Duration::from_secs(1),
         concurrency: 16,
+        ..Default::default()
     }
 }
 

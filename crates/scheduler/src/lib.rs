@@ -15,6 +15,7 @@ pub mod resources;
 pub mod schedule;
 mod scheduler;
 pub mod selector;
+pub mod simulate;
 
 use std::time::Duration;
 
