@@ -3,6 +3,7 @@
 //! share one informer per kind ([`controller_runtime::Informers`]) and each
 //! owns a work queue keyed by object ([`controller_runtime::Queue`]).
 
+pub mod clusterautoscaler;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -61,6 +62,8 @@ pub struct Options {
     pub cluster_cidr: Option<ipnet::Ipv4Net>,
     /// The HorizontalPodAutoscaler controller's flags.
     pub hpa: podautoscaler::Settings,
+    /// The cluster autoscaler's flags and providers.
+    pub autoscaler: clusterautoscaler::Settings,
 }
 
 impl Default for Options {
@@ -74,6 +77,7 @@ impl Default for Options {
             root_ca_pem: None,
             cluster_cidr: None,
             hpa: podautoscaler::Settings::default(),
+            autoscaler: clusterautoscaler::Settings::default(),
         }
     }
 }
@@ -127,6 +131,7 @@ pub const CONTROLLERS: &[&str] = &[
     "nodeipam",
     "servicelb",
     "horizontalpodautoscaling",
+    "cluster-autoscaler",
 ];
 
 /// The controller manager's `/metrics` text: its work queues and lease.
@@ -188,6 +193,10 @@ pub async fn run(client: kube::Client, opts: Options) {
     spawn(
         "horizontalpodautoscaling",
         Box::pin(podautoscaler::run(ctx.clone())),
+    );
+    spawn(
+        "cluster-autoscaler",
+        Box::pin(clusterautoscaler::run(ctx.clone())),
     );
     for t in tasks {
         let _ = t.await;

@@ -198,7 +198,9 @@ async fn register(shared: &Arc<Shared>, i: usize) -> Result<(), HollowError> {
         Err(e) => return Err(e.into()),
     };
     let cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref());
-    let net = cidr.and_then(parse_net).unwrap_or_else(|| pod_net(slot.index));
+    let net = cidr
+        .and_then(parse_net)
+        .unwrap_or_else(|| pod_net(slot.index));
     let _ = slot.pod_net.set(net);
     if let Some(uid) = node.metadata.uid {
         let _ = slot.uid.set(uid);

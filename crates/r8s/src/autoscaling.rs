@@ -42,9 +42,44 @@ pub struct AutoscalingArgs {
     /// The address those two listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub components_bind_address: std::net::IpAddr,
+    /// How often the cluster autoscaler looks at pending pods and unneeded
+    /// nodes (cluster-autoscaler's `--scan-interval`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub cluster_autoscaler_scan_interval: Duration,
+    /// How long a node must be unneeded before the autoscaler removes it.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub scale_down_unneeded_time: Duration,
+    /// Requested share of a node's allocatable under which it may be
+    /// removed.
+    #[arg(long, default_value_t = 0.5)]
+    pub scale_down_utilization_threshold: f64,
 }
 
 impl AutoscalingArgs {
+    /// The cluster autoscaler's settings; its hollow nodes use `client`,
+    /// its command provider's machines join `server` with `token`.
+    pub fn cluster_autoscaler(
+        &self,
+        client: kube::Client,
+        eviction_client: Option<kube::Client>,
+        server: &str,
+        token: &str,
+    ) -> controllers::clusterautoscaler::Settings {
+        controllers::clusterautoscaler::Settings {
+            scan_interval: self.cluster_autoscaler_scan_interval,
+            unneeded_time: self.scale_down_unneeded_time,
+            utilization_threshold: self.scale_down_utilization_threshold,
+            hollow: Some(controllers::clusterautoscaler::provider::Handle(
+                std::sync::Arc::new(HollowProvider::new(client)),
+            )),
+            join: controllers::clusterautoscaler::provider::JoinInfo {
+                server: server.to_string(),
+                token: token.to_string(),
+            },
+            eviction_client: eviction_client.map(controllers::clusterautoscaler::NoRetry),
+        }
+    }
+
     /// The HPA controller's settings.
     pub fn hpa(&self) -> controllers::podautoscaler::Settings {
         controllers::podautoscaler::Settings {
@@ -91,4 +126,81 @@ pub fn serve_metrics(
             Err(e) => tracing::warn!(%component, error = %e, "not serving /metrics"),
         }
     });
+}
+
+/// The cluster autoscaler's `hollow` provider: each node it adds is a
+/// hollow node run in this process (indexes from 40 000 up, so they never
+/// meet `r8s hollow`'s), labelled and tainted as the group's template.
+pub struct HollowProvider {
+    client: kube::Client,
+    next: std::sync::atomic::AtomicUsize,
+    runs: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl HollowProvider {
+    /// A provider whose nodes talk to the API through `client`.
+    pub fn new(client: kube::Client) -> Self {
+        HollowProvider {
+            client,
+            next: std::sync::atomic::AtomicUsize::new(40_000),
+            runs: Default::default(),
+        }
+    }
+}
+
+impl controllers::clusterautoscaler::provider::Provider for HollowProvider {
+    fn add<'a>(
+        &'a self,
+        group: &'a controllers::clusterautoscaler::group::NodeGroup,
+        count: usize,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            let mut names = Vec::new();
+            for _ in 0..count {
+                let index = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut labels = group.template.labels.clone();
+                labels.insert(
+                    controllers::clusterautoscaler::plan::GROUP_LABEL.to_string(),
+                    group.name.clone(),
+                );
+                let opts = hollow::Options {
+                    nodes: 1,
+                    name_prefix: group.name.clone(),
+                    first_index: index,
+                    cpu: group.template.cpu.clone(),
+                    memory: group.template.memory.clone(),
+                    max_pods: group.template.pods,
+                    labels,
+                    taints: group.template.taints.clone(),
+                    ..Default::default()
+                };
+                let name = hollow::node_name(&group.name, index);
+                let client = self.client.clone();
+                let node = name.clone();
+                let task = tokio::spawn(async move {
+                    if let Err(e) = hollow::run(client, opts).await {
+                        tracing::warn!(%node, error = %e, "autoscaled hollow node stopped");
+                    }
+                });
+                if let Ok(mut runs) = self.runs.lock() {
+                    runs.insert(name.clone(), task);
+                }
+                names.push(name);
+            }
+            Ok(names)
+        })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        _group: &'a controllers::clusterautoscaler::group::NodeGroup,
+        node: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if let Some(task) = self.runs.lock().ok().and_then(|mut r| r.remove(node)) {
+                task.abort();
+            }
+            Ok(())
+        })
+    }
 }

@@ -55,7 +55,14 @@ pub(crate) fn spawn_server(extra: &[String]) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["server", "--no-agent", "--https-port", "0", "--data-dir"])
+        .args(["server", "--no-agent", "--https-port", "0"])
+        .args([
+            "--scheduler-secure-port",
+            "0",
+            "--controller-manager-secure-port",
+            "0",
+        ])
+        .arg("--data-dir")
         .arg(dir.path())
         .args(extra)
         .env("R8S_LOG", "warn")

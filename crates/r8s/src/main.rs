@@ -397,6 +397,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let client_cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
         .context("loading the admin kubeconfig")?;
+    // Evictions must see a budget's 429 at once, not after kube-rs's
+    // retries.
+    let eviction_client = {
+        let mut cfg = client_cfg.clone();
+        cfg.default_retry = false;
+        kube::Client::try_from(cfg).ok()
+    };
     let client = kube::Client::try_from(client_cfg).context("building the controllers' client")?;
     // The scheduler and the built-in node agent run as their own
     // least-privileged identities, as upstream's components do; the
@@ -410,6 +417,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         &running.pki.ca_cert_pem,
         args.node.cluster_cidr,
         &args.autoscaling,
+        (&running.url, &running.token, eviction_client),
     )?;
     if !args.no_agent {
         let node = format!("system:node:{}", agent::node_name(&args.node));
@@ -488,6 +496,7 @@ fn start_control_loops(
     ca_pem: &str,
     cluster_cidr: ipnet::Ipv4Net,
     autoscaling: &autoscaling::AutoscalingArgs,
+    (server, token, eviction_client): (&str, &str, Option<kube::Client>),
 ) -> anyhow::Result<()> {
     let known =
         |d: &str| d == "scheduler" || d == "controllers" || controllers::CONTROLLERS.contains(&d);
@@ -526,6 +535,12 @@ fn start_control_loops(
             root_ca_pem: Some(ca_pem.to_string()),
             cluster_cidr: Some(cluster_cidr),
             hpa: autoscaling.hpa(),
+            autoscaler: autoscaling.cluster_autoscaler(
+                client.clone(),
+                eviction_client,
+                server,
+                token,
+            ),
             ..Default::default()
         };
         autoscaling::serve_metrics(

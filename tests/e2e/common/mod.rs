@@ -46,9 +46,21 @@ impl Cluster {
 
     /// Starts a server in `dir` with exactly these extra arguments.
     pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Cluster {
+        // The scheduler's and controllers' /metrics ports are fixed by
+        // default (10259, 10257): tests turn them off unless they ask.
+        let mut ports = Vec::new();
+        for flag in [
+            "--scheduler-secure-port",
+            "--controller-manager-secure-port",
+        ] {
+            if !extra.contains(&flag) {
+                ports.extend([flag, "0"]);
+            }
+        }
         let mut child = Command::new(r8s_bin())
             .args(["server", "--https-port", "0", "--data-dir"])
             .arg(dir.path())
+            .args(&ports)
             .args(extra)
             .env("R8S_LOG", "warn")
             .stdout(Stdio::piped())
