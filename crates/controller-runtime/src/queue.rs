@@ -24,6 +24,9 @@ struct State {
     /// taken (for the queue and work duration metrics).
     since: HashMap<String, Instant>,
     started: HashMap<String, Instant>,
+    /// Keys waiting for a delayed add, and when it is due: a key waits
+    /// once, for its earliest due time (as client-go's delaying queue).
+    delayed: HashMap<String, tokio::time::Instant>,
 }
 
 /// The queue; cheap to clone.
@@ -98,16 +101,39 @@ impl Queue {
         }
     }
 
-    /// Queues a key after a delay.
+    /// Queues a key after a delay. A key already waiting keeps the earlier
+    /// of the two times, so repeated delayed adds never pile up.
     pub fn add_after(&self, key: impl Into<String>, delay: Duration) {
         if delay.is_zero() {
             return self.add(key);
         }
-        let q = self.clone();
         let key = key.into();
+        let due = tokio::time::Instant::now() + delay;
+        {
+            let mut s = self.lock();
+            match s.delayed.get(&key) {
+                Some(&at) if at <= due => return,
+                _ => {
+                    s.delayed.insert(key.clone(), due);
+                }
+            }
+        }
+        let q = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            q.add(key);
+            tokio::time::sleep_until(due).await;
+            let fire = {
+                let mut s = q.lock();
+                // Superseded by an earlier add_after: that timer adds it.
+                if s.delayed.get(&key) == Some(&due) {
+                    s.delayed.remove(&key);
+                    true
+                } else {
+                    false
+                }
+            };
+            if fire {
+                q.add(key);
+            }
         });
     }
 
@@ -301,6 +327,21 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn delayed_adds_of_a_key_keep_the_earliest_and_do_not_pile_up() {
+        let q = Queue::new();
+        for _ in 0..5 {
+            q.add_after("k", Duration::from_secs(10));
+        }
+        q.add_after("k", Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(q.len(), 1, "due at the earliest time");
+        assert_eq!(q.next().await, "k");
+        q.done("k");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(q.len(), 0, "the later timers were superseded");
+    }
 
     #[tokio::test]
     async fn a_key_is_queued_once_and_requeued_if_added_while_active() {

@@ -87,11 +87,22 @@ pub async fn run(ctx: Arc<Context>) {
                 };
                 pods.ready().await;
                 let pods_in_ns = pods.list_ns(ns.unwrap_or("default"));
-                sync(&shared, &key, &hpa, &pods_in_ns).await?;
-                Ok::<_, ControllerError>(Some(period))
+                let next = sync(&shared, &key, &hpa, &pods_in_ns).await?;
+                Ok::<_, ControllerError>(Some(next_sync(next, period)))
             }
         })
         .await;
+}
+
+/// When to look again: a second after the metrics' next sample is due
+/// (so a measured change is acted on at once), never later than the sync
+/// period and never sooner than a second from now.
+fn next_sync(next_sample: Option<Timestamp>, period: Duration) -> Duration {
+    let Some(t) = next_sample else {
+        return period;
+    };
+    let wait = t.as_second() + 1 - Timestamp::now().as_second();
+    Duration::from_secs(wait.max(1) as u64).min(period)
 }
 
 /// The conditions and metric statuses one sync produces.
@@ -272,6 +283,10 @@ struct Proposal {
     replicas: i32,
     name: String,
     status: Value,
+    /// When the metric's next sample is due (its newest sample plus its
+    /// window): the next sync follows it, so a change is acted on within
+    /// a second of being measured rather than up to a sync period later.
+    next_sample: Option<Timestamp>,
 }
 
 /// A metric that could not be evaluated: the condition reason and the
@@ -329,6 +344,11 @@ async fn compute_metric(
                         format!("failed to get {res} utilization: unable to get metrics for resource {res}: {e}"),
                     )
                 })?;
+            let next_sample = samples
+                .values()
+                .map(|s| s.at.as_second() + s.window_secs.max(1))
+                .max()
+                .and_then(|t| Timestamp::from_second(t).ok());
             let facts = pod_facts(pods, selector, &res, container.as_deref());
             let cpu = res == "cpu";
             let mut src = json!({"name": res});
@@ -344,6 +364,7 @@ async fn compute_metric(
                     replicas: r.replicas,
                     name: format!("{res} {label} utilization (percentage of request)"),
                     status: json!({"type": spec.type_, field: src}),
+                    next_sample,
                 });
             }
             let Some(avg) = target
@@ -366,6 +387,7 @@ async fn compute_metric(
                 replicas: n,
                 name: format!("{res} {label}"),
                 status: json!({"type": spec.type_, field: src}),
+                next_sample,
             })
         }
         "Pods" => {
@@ -408,6 +430,7 @@ async fn compute_metric(
                 replicas: n,
                 name: format!("pods metric {}", metric.name),
                 status: json!({"type": "Pods", "pods": {"metric": metric, "current": {"averageValue": milli_quantity(usage)}}}),
+                next_sample: None,
             })
         }
         "Object" | "External" => {
@@ -487,6 +510,7 @@ async fn compute_metric(
                 replicas: n,
                 name,
                 status,
+                next_sample: None,
             })
         }
         other => Err(fail(
@@ -502,11 +526,12 @@ async fn sync(
     key: &str,
     hpa: &HorizontalPodAutoscaler,
     pods: &[Arc<Pod>],
-) -> Result<(), ControllerError> {
+) -> Result<Option<Timestamp>, ControllerError> {
+    let mut next_sample: Option<Timestamp> = None;
     let ns = hpa.metadata.namespace.as_deref().unwrap_or("default");
     let name = hpa.metadata.name.as_deref().unwrap_or("");
     let Some(spec) = hpa.spec.as_ref() else {
-        return Ok(());
+        return Ok(None);
     };
     let old_status = hpa
         .status
@@ -539,7 +564,7 @@ async fn sync(
             shared.recorder.warning(hpa, "FailedGetScale", e.clone());
             st.set_owned("AbleToScale", "False", "FailedGetScale", msg);
             write_status(shared, hpa, &old_status, &st, None, None, None).await?;
-            return Ok(());
+            return Ok(None);
         }
     };
     st.set((
@@ -608,9 +633,10 @@ async fn sync(
                 None,
             )
             .await?;
-            return Ok(());
+            return Ok(None);
         };
         let mut best: Option<Proposal> = None;
+        let mut soonest: Option<Timestamp> = None;
         let mut first_failure: Option<Failure> = None;
         let mut invalid = 0;
         let specs = spec.metrics.clone().unwrap_or_default();
@@ -618,6 +644,9 @@ async fn sync(
             match compute_metric(shared, ns, m, current, &selector_text, &selector, pods).await {
                 Ok(p) => {
                     st.metrics.push(p.status.clone());
+                    if let Some(t) = p.next_sample {
+                        soonest = Some(soonest.map_or(t, |s| s.min(t)));
+                    }
                     if best.as_ref().is_none_or(|b| p.replicas > b.replicas) {
                         best = Some(p);
                     }
@@ -633,6 +662,7 @@ async fn sync(
             }
         }
         let proposed = best.as_ref().map_or(0, |b| b.replicas);
+        next_sample = soonest;
         if invalid > 0 && (invalid >= specs.len() || proposed < current) {
             let f = first_failure.expect("an invalid metric was recorded");
             let err = format!(
@@ -653,7 +683,7 @@ async fn sync(
                 .recorder
                 .warning(hpa, "FailedComputeMetricsReplicas", err);
             write_status(shared, hpa, &old_status, &st, Some(current), None, None).await?;
-            return Ok(());
+            return Ok(None);
         }
         let best = best.expect("a valid metric");
         st.set_owned(
@@ -753,7 +783,8 @@ async fn sync(
         Some(desired),
         last_scale,
     )
-    .await
+    .await?;
+    Ok(next_sample)
 }
 
 /// Writes the status when it changed (conditions keep their transition
