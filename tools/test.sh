@@ -49,6 +49,8 @@ command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need_pkgs+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
+# The ingress test makes its certificate authority with openssl.
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 # CronJob time zones are read from the system tz database.
 [ -d /usr/share/zoneinfo/America ] || need_pkgs+=(tzdata)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod host;
+pub mod ingress;
 pub mod overlay;
 pub mod proxy;
 

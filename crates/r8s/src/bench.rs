@@ -62,6 +62,7 @@ pub(crate) fn spawn_server(extra: &[String]) -> anyhow::Result<Server> {
             "--controller-manager-secure-port",
             "0",
         ])
+        .args(["--disable", "ingress"])
         .arg("--data-dir")
         .arg(dir.path())
         .args(extra)

@@ -297,11 +297,21 @@ struct ServerArgs {
     /// `kubernetes` Service and its tenth cluster DNS.
     #[arg(long, default_value = "10.43.0.0/16")]
     service_cidr: ipnet::Ipv4Net,
+    /// The built-in ingress controller's HTTP port.
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// The built-in ingress controller's HTTPS port.
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
+    /// The address the ingress ports listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    ingress_bind_address: IpAddr,
     /// Extra subject alternative names for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
     /// Components not to run, comma separated: `scheduler`, `controllers`
-    /// (all of them) or single controllers by name (`deployment`, `job`, ...).
+    /// (all of them), `ingress`, or single controllers by name
+    /// (`deployment`, `job`, ...).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
     /// Run the control plane only, without a node agent on this host.
@@ -389,6 +399,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         metric_resolution: args.autoscaling.metric_resolution,
     };
     let cluster_dns = cfg.cluster_dns_ip();
+    let advertise = cfg.advertise_address;
     let running = apiserver::start(cfg, store)
         .await
         .context("starting the API server")?;
@@ -419,6 +430,21 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         &args.autoscaling,
         (&running.url, &running.token, eviction_client),
     )?;
+    if !args.disable.iter().any(|d| d == "ingress") {
+        let opts = network::ingress::Options {
+            http: std::net::SocketAddr::new(args.ingress_bind_address, args.ingress_http_port),
+            https: std::net::SocketAddr::new(args.ingress_bind_address, args.ingress_https_port),
+            address: advertise
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "127.0.0.1".into()),
+        };
+        let c = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = network::ingress::run(c, opts).await {
+                tracing::error!(error = %e, "ingress controller stopped");
+            }
+        });
+    }
     if !args.no_agent {
         let node = format!("system:node:{}", agent::node_name(&args.node));
         let node_client = identity_client(&tls_dir, &running.url, &node, &["system:nodes"]).await?;
@@ -498,11 +524,13 @@ fn start_control_loops(
     autoscaling: &autoscaling::AutoscalingArgs,
     (server, token, eviction_client): (&str, &str, Option<kube::Client>),
 ) -> anyhow::Result<()> {
-    let known =
-        |d: &str| d == "scheduler" || d == "controllers" || controllers::CONTROLLERS.contains(&d);
+    let known = |d: &str| {
+        matches!(d, "scheduler" | "controllers" | "ingress")
+            || controllers::CONTROLLERS.contains(&d)
+    };
     if let Some(unknown) = disable.iter().find(|d| !known(d)) {
         anyhow::bail!(
-            "--disable: unknown component {unknown:?} (known: scheduler, controllers, {})",
+            "--disable: unknown component {unknown:?} (known: scheduler, controllers, ingress, {})",
             controllers::CONTROLLERS.join(", ")
         );
     }

@@ -57,6 +57,10 @@ impl Cluster {
                 ports.extend([flag, "0"]);
             }
         }
+        // So is the ingress (80, 443), unless a test gives it ports.
+        if !extra.contains(&"--ingress-http-port") {
+            ports.extend(["--disable", "ingress"]);
+        }
         let mut child = Command::new(r8s_bin())
             .args(["server", "--https-port", "0", "--data-dir"])
             .arg(dir.path())

@@ -10,6 +10,7 @@ mod autoscaling;
 mod basics;
 mod eviction;
 mod host;
+mod ingress;
 mod lifecycle;
 mod registry;
 mod resources;
