@@ -250,6 +250,80 @@ spec:
         "served by the default backend, not the foreign rule"
     );
 
+    // A WebSocket through the ingress, to a server on the node's address
+    // behind a selectorless Service with its own EndpointSlice.
+    let node_ip = format!("{}1", host.net);
+    let ws_port = free_port();
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: ws}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {ws_port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: ws-manual
+  labels: {{kubernetes.io/service-name: ws, endpointslice.kubernetes.io/managed-by: e2e}}
+addressType: IPv4
+ports: [{{name: http, port: {ws_port}, protocol: TCP}}]
+endpoints: [{{addresses: ["{node_ip}"], conditions: {{ready: true}}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: ws}}
+spec:
+  rules:
+  - host: ws.example
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: ws, port: {{number: 80}}}}}}}}]}}
+"#
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let out = crate::common::python(&format!(
+        r#"
+import socket, threading, base64, hashlib, os
+CRLF = bytes([13, 10])
+END = CRLF + CRLF
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("{node_ip}", {ws_port}))
+srv.listen(1)
+def serve():
+    c, _ = srv.accept()
+    req = b""
+    while END not in req:
+        req += c.recv(4096)
+    key = [l.split(b":", 1)[1].strip() for l in req.split(CRLF) if l.lower().startswith(b"sec-websocket-key")][0]
+    acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    c.sendall(CRLF.join([b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade", b"Sec-WebSocket-Accept: " + acc]) + END)
+    hdr = c.recv(2)
+    mask = c.recv(4)
+    data = c.recv(hdr[1] & 0x7f)
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    c.sendall(bytes([0x81, len(payload) + 5]) + b"echo:" + payload)
+threading.Thread(target=serve, daemon=True).start()
+cl = socket.create_connection(("127.0.0.1", {http}), timeout=5)
+cl.sendall(CRLF.join([b"GET /chat HTTP/1.1", b"Host: ws.example", b"Upgrade: websocket", b"Connection: Upgrade", b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", b"Sec-WebSocket-Version: 13"]) + END)
+resp = b""
+while END not in resp:
+    resp += cl.recv(4096)
+head, buf = resp.split(END, 1)
+print(head.split(CRLF)[0].decode())
+mask = os.urandom(4)
+msg = b"hello"
+cl.sendall(bytes([0x81, 0x80 | len(msg)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))
+while len(buf) < 2 or len(buf) < 2 + (buf[1] & 0x7f):
+    buf += cl.recv(4096)
+print(buf[2:2 + (buf[1] & 0x7f)].decode())
+"#
+    ));
+    assert_eq!(out, "HTTP/1.1 101 Switching Protocols\necho:hello");
+
     // A rolling update of the backend loses no request.
     c.ok(&["rollout", "restart", "deployment", "two"]);
     let mut failures = Vec::new();
