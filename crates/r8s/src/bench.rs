@@ -62,7 +62,11 @@ pub(crate) fn spawn_server(extra: &[String]) -> anyhow::Result<Server> {
             "--controller-manager-secure-port",
             "0",
         ])
-        .args(["--disable", "ingress"])
+        .args(if extra.iter().any(|a| a == "--ingress-http-port") {
+            &[][..]
+        } else {
+            &["--disable", "ingress"][..]
+        })
         .arg("--data-dir")
         .arg(dir.path())
         .args(extra)

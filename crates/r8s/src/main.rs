@@ -14,6 +14,7 @@ mod bench;
 mod bench_authz;
 mod bench_churn;
 mod bench_crd;
+mod bench_ingress;
 mod bench_network;
 mod bench_node;
 mod bench_runtime;
@@ -222,6 +223,9 @@ enum BenchCommand {
     /// Custom resource creates (50-field schema, 5 CEL rules) against
     /// ConfigMap creates.
     Crd(bench_crd::CrdBenchArgs),
+    /// Requests per second and latency through the ingress against nginx
+    /// and haproxy (needs wrk, nginx, haproxy).
+    Ingress(bench_ingress::IngressBenchArgs),
     /// Create and get throughput with RBAC (10,000 RoleBindings) and
     /// quota admission against AlwaysAllow.
     Authz(bench_authz::AuthzBenchArgs),
@@ -691,6 +695,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Api(args)) => rt.block_on(bench::api(args)),
         Command::Bench(BenchCommand::Crd(args)) => rt.block_on(bench_crd::run(args)),
+        Command::Bench(BenchCommand::Ingress(args)) => rt.block_on(bench_ingress::run(args)),
         Command::Bench(BenchCommand::Authz(args)) => rt.block_on(bench_authz::run(args)),
         Command::Bench(BenchCommand::Density(args)) => rt.block_on(density::run(args)),
         Command::Bench(BenchCommand::Store(args)) => rt.block_on(bench_store::run(args)),
