@@ -255,25 +255,12 @@ async fn scan(
         if have >= g.min_size {
             continue;
         }
-        let add = g.min_size - have;
-        match provider_for(settings, command, g) {
-            Ok(p) => match p.add(g, add).await {
-                Ok(names) => {
-                    tracing::info!(group = %g.name, from = have, to = g.min_size, "scale-up to the group's minimum");
-                    let at = Instant::now();
-                    memory
-                        .upcoming
-                        .entry(g.name.clone())
-                        .or_default()
-                        .extend(names.into_iter().map(|n| (n, at)));
-                    memory.last_scale_up = Some(now());
-                    scaled_up = true;
-                }
-                Err(e) => {
-                    tracing::warn!(group = %g.name, error = %e, "scale-up to the minimum failed")
-                }
-            },
-            Err(e) => tracing::warn!(group = %g.name, error = %e, "no provider"),
+        match grow(settings, command, memory, g, g.min_size - have).await {
+            Ok(_) => {
+                tracing::info!(group = %g.name, from = have, to = g.min_size, "scale-up to the group's minimum");
+                scaled_up = true;
+            }
+            Err(e) => tracing::warn!(group = %g.name, error = %e, "scale-up to the minimum failed"),
         }
     }
     let upcoming: BTreeMap<String, usize> = memory
@@ -283,60 +270,42 @@ async fn scan(
         .collect();
     if !pending.is_empty() {
         let up = plan::plan_scale_up(&live, pods, &pending, groups, &sizes, &upcoming);
-        let by_key = |k: &str| {
-            pending.iter().find(|p| {
-                format!(
-                    "{}/{}",
-                    p.metadata.namespace.as_deref().unwrap_or(""),
-                    p.metadata.name.as_deref().unwrap_or("")
-                ) == k
-            })
-        };
+        let by_key = |k: &str| pending.iter().find(|p| plan::key(p) == k);
         if let Some(s) = &up.scale_up
             && let Some(g) = groups.iter().find(|g| g.name == s.group)
         {
             let current = sizes.get(&g.name).copied().unwrap_or(0)
                 + upcoming.get(&g.name).copied().unwrap_or(0);
             let target = current + s.add;
-            match provider_for(settings, command, g) {
-                Ok(p) => match p.add(g, s.add).await {
-                    Ok(names) => {
-                        tracing::info!(group = %g.name, from = current, to = target, nodes = ?names, "scale-up");
-                        let at = Instant::now();
-                        memory
-                            .upcoming
-                            .entry(g.name.clone())
-                            .or_default()
-                            .extend(names.into_iter().map(|n| (n, at)));
-                        memory.last_scale_up = Some(now());
-                        scaled_up = true;
-                        let msg = format!(
-                            "pod triggered scale-up: [{{{} {current}->{target} (max: {})}}]",
-                            g.name, g.max_size
-                        );
-                        for k in &s.pods {
-                            if let Some(p) = by_key(k) {
-                                recorder.normal(p.as_ref(), "TriggeredScaleUp", msg.clone());
-                            }
+            match grow(settings, command, memory, g, s.add).await {
+                Ok(names) => {
+                    tracing::info!(group = %g.name, from = current, to = target, nodes = ?names, "scale-up");
+                    scaled_up = true;
+                    let msg = format!(
+                        "pod triggered scale-up: [{{{} {current}->{target} (max: {})}}]",
+                        g.name, g.max_size
+                    );
+                    for k in &s.pods {
+                        if let Some(p) = by_key(k) {
+                            recorder.normal(p.as_ref(), "TriggeredScaleUp", msg.clone());
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(group = %g.name, error = %e, "scale-up failed");
-                        for k in &s.pods {
-                            if let Some(p) = by_key(k) {
-                                recorder.warning(
-                                    p.as_ref(),
-                                    "FailedScaleUp",
-                                    format!(
-                                        "Failed adding {} nodes to group {} due to {e}",
-                                        s.add, g.name
-                                    ),
-                                );
-                            }
+                }
+                Err(e) => {
+                    tracing::warn!(group = %g.name, error = %e, "scale-up failed");
+                    for k in &s.pods {
+                        if let Some(p) = by_key(k) {
+                            recorder.warning(
+                                p.as_ref(),
+                                "FailedScaleUp",
+                                format!(
+                                    "Failed adding {} nodes to group {} due to {e}",
+                                    s.add, g.name
+                                ),
+                            );
                         }
                     }
-                },
-                Err(e) => tracing::warn!(group = %g.name, error = %e, "no provider"),
+                }
             }
         }
         for (k, why) in &up.not_helped {
@@ -407,6 +376,25 @@ async fn scan(
         }
     }
     status::write(client, groups, nodes, &sizes, memory, candidates.len()).await;
+}
+
+/// Asks `g`'s provider for `count` nodes and remembers them as coming.
+async fn grow(
+    settings: &Settings,
+    command: &Handle,
+    memory: &mut Memory,
+    g: &NodeGroup,
+    count: usize,
+) -> Result<Vec<String>, String> {
+    let names = provider_for(settings, command, g)?.add(g, count).await?;
+    let at = Instant::now();
+    memory
+        .upcoming
+        .entry(g.name.clone())
+        .or_default()
+        .extend(names.iter().map(|n| (n.clone(), at)));
+    memory.last_scale_up = Some(now());
+    Ok(names)
 }
 
 fn tainted_for_deletion(n: &Node) -> bool {

@@ -93,7 +93,8 @@ pub struct UpPlan {
     pub fit_existing: Vec<String>,
 }
 
-fn key(p: &Pod) -> String {
+/// `namespace/name` of a pod.
+pub(super) fn key(p: &Pod) -> String {
     format!(
         "{}/{}",
         p.metadata.namespace.as_deref().unwrap_or(""),

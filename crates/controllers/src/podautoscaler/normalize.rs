@@ -254,7 +254,7 @@ impl History {
         let ups = self.ups.get(key).map(Vec::as_slice).unwrap_or(&[]);
         let downs = self.downs.get(key).map(Vec::as_slice).unwrap_or(&[]);
         let (replicas, why) = if stabilized > current {
-            let limit = scale_up_limit(current, ups, downs, &b.up, now).max(current);
+            let limit = rate_limit(current, ups, downs, &b.up, now, true).max(current);
             let (max_allowed, why) = if max > limit {
                 (limit, UP_LIMIT)
             } else {
@@ -266,7 +266,7 @@ impl History {
                 (stabilized, WITHIN)
             }
         } else if stabilized < current {
-            let limit = scale_down_limit(current, ups, downs, &b.down, now).min(current);
+            let limit = rate_limit(current, ups, downs, &b.down, now, false).min(current);
             let (min_allowed, why) = if min < limit {
                 (limit, DOWN_LIMIT)
             } else {
@@ -318,64 +318,41 @@ fn changed_in(period_secs: i64, events: &[ScaleEvent], now: Instant) -> i32 {
         .sum()
 }
 
-fn scale_up_limit(
+/// How far `rules` let the replicas move from `current` in one direction
+/// (upstream's `calculateScaleUpLimitWithScalingRules` and
+/// `calculateScaleDownLimitWithBehaviors`): each policy's bound counts
+/// from the replicas at the start of its period; `Max` takes the policy
+/// allowing the biggest change, `Min` the smallest, `Disabled` none.
+fn rate_limit(
     current: i32,
     ups: &[ScaleEvent],
     downs: &[ScaleEvent],
     rules: &Rules,
     now: Instant,
+    up: bool,
 ) -> i32 {
-    let min_change = match rules.select.as_str() {
+    let biggest_change = match rules.select.as_str() {
         "Disabled" => return current,
-        "Min" => true,
-        _ => false,
+        "Min" => false,
+        _ => true,
     };
-    let mut result = if min_change { i32::MAX } else { i32::MIN };
-    for p in &rules.policies {
+    let bounds = rules.policies.iter().map(|p| {
         let start =
             current - changed_in(p.period_secs, ups, now) + changed_in(p.period_secs, downs, now);
-        let proposed = if p.kind == "Pods" {
-            start + p.value
-        } else {
-            (f64::from(start) * (1.0 + f64::from(p.value) / 100.0)).ceil() as i32
-        };
-        result = if min_change {
-            result.min(proposed)
-        } else {
-            result.max(proposed)
-        };
+        match (p.kind.as_str(), up) {
+            ("Pods", true) => start + p.value,
+            ("Pods", false) => start - p.value,
+            // Up rounds up (else a small group could never grow), down
+            // truncates, as upstream.
+            (_, true) => (f64::from(start) * (1.0 + f64::from(p.value) / 100.0)).ceil() as i32,
+            (_, false) => (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32,
+        }
+    });
+    if up == biggest_change {
+        bounds.max().unwrap_or(i32::MIN)
+    } else {
+        bounds.min().unwrap_or(i32::MAX)
     }
-    result
-}
-
-fn scale_down_limit(
-    current: i32,
-    ups: &[ScaleEvent],
-    downs: &[ScaleEvent],
-    rules: &Rules,
-    now: Instant,
-) -> i32 {
-    let min_change = match rules.select.as_str() {
-        "Disabled" => return current,
-        "Min" => true,
-        _ => false,
-    };
-    let mut result = if min_change { i32::MIN } else { i32::MAX };
-    for p in &rules.policies {
-        let start =
-            current - changed_in(p.period_secs, ups, now) + changed_in(p.period_secs, downs, now);
-        let proposed = if p.kind == "Pods" {
-            start - p.value
-        } else {
-            (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32
-        };
-        result = if min_change {
-            result.max(proposed)
-        } else {
-            result.min(proposed)
-        };
-    }
-    result
 }
 
 #[cfg(test)]
