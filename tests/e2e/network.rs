@@ -9,6 +9,8 @@
 //! DNS server of the test's own on a loopback address.
 
 mod common;
+#[path = "network/policy.rs"]
+mod policy;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

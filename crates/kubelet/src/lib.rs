@@ -158,6 +158,21 @@ pub struct Options {
     /// `--system-reserved` and `--kube-reserved` together, as (resource,
     /// quantity) pairs: taken off the node's allocatable.
     pub reserved: Vec<(String, String)>,
+    /// Told of each pod's address before its containers start.
+    pub address_hook: Option<std::sync::Arc<dyn PodAddressHook>>,
+}
+
+/// Told of a pod's address on the pod network before any of its
+/// containers starts: the node's NetworkPolicy agent programs the pod
+/// there, so that a pod its policies isolate is isolated from its first
+/// packet.
+pub trait PodAddressHook: Send + Sync + std::fmt::Debug {
+    /// Returns once the pod may send and receive.
+    fn addressed<'a>(
+        &'a self,
+        pod: &'a k8s_openapi::api::core::v1::Pod,
+        ip: Ipv4Addr,
+    ) -> futures::future::BoxFuture<'a, ()>;
 }
 
 impl Options {
@@ -195,6 +210,7 @@ impl Options {
             eviction_max_pod_grace_period: 0,
             allowed_unsafe_sysctls: Vec::new(),
             reserved: Vec::new(),
+            address_hook: None,
         }
     }
 

@@ -1,12 +1,14 @@
 //! The r8s node network, run by every node agent: the service proxy
-//! (nftables, as kube-proxy's nftables mode) and the node's cluster DNS
-//! server. Like every other component it talks to the API server only
-//! through the public API (kube-rs watches).
+//! (nftables, as kube-proxy's nftables mode), NetworkPolicy enforcement
+//! (nftables), the pod overlay and the node's cluster DNS server. Like
+//! every other component it talks to the API server only through the
+//! public API (kube-rs watches).
 
 pub mod dns;
 pub mod host;
 pub mod ingress;
 pub mod overlay;
+pub mod policy;
 pub mod proxy;
 
 /// Errors of the node network.
@@ -57,6 +59,9 @@ pub struct Options {
     pub resolv_conf: PathBuf,
     /// How pod traffic crosses nodes (None: it does not).
     pub overlay: Option<overlay::OverlayConfig>,
+    /// Where the node agent announces new pods to the NetworkPolicy agent
+    /// (None: policies are enforced once pods report their address).
+    pub policy_gate: Option<std::sync::Arc<policy::Gate>>,
 }
 
 /// The proxy's nftables table for a node bridge (unique per node, so that
@@ -74,11 +79,13 @@ pub fn table_name(bridge: &str) -> String {
 /// clean-up after a node is gone.
 pub fn cleanup_host(bridge: &str) {
     overlay::cleanup(&overlay::device_for_bridge(bridge));
-    let _ = std::process::Command::new("nft")
-        .args(["delete", "table", "ip", &table_name(bridge)])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
+    for table in [table_name(bridge), policy::table_name(bridge)] {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &table])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// The Node's podCIDR, once it has one.
@@ -116,6 +123,18 @@ pub async fn run(client: kube::Client, opts: Options) -> Result<(), NetworkError
              backed by a pod on the same node may not get its replies"
         );
     }
+    let pcfg = policy::PolicyConfig {
+        node_name: opts.node_name.clone(),
+        table: policy::table_name(&opts.bridge),
+        gate: opts.policy_gate.clone(),
+        observer: None,
+    };
+    let c = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = policy::run(c, pcfg).await {
+            tracing::error!(error = %e, "network policy agent stopped");
+        }
+    });
     let pod_cidr = node_pod_cidr(&client, &opts.node_name).await;
     host::wait_for_interface(&opts.bridge).await;
     let mut cluster_cidrs = vec![opts.cluster_cidr.clone()];

@@ -346,6 +346,22 @@ fn network_options(opts: &kubelet::Options, node: &NodeArgs) -> network::Options
                 vni: network::overlay::DEFAULT_VNI,
                 port: network::overlay::DEFAULT_PORT,
             }),
+        policy_gate: None,
+    }
+}
+
+/// The kubelet's pod-address hook, answered by the node's NetworkPolicy
+/// agent.
+#[derive(Debug)]
+struct PolicyGate(std::sync::Arc<network::policy::Gate>);
+
+impl kubelet::PodAddressHook for PolicyGate {
+    fn addressed<'a>(
+        &'a self,
+        pod: &'a k8s_openapi::api::core::v1::Pod,
+        ip: Ipv4Addr,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(self.0.admit(pod, ip))
     }
 }
 
@@ -355,7 +371,11 @@ async fn run_node(
     opts: kubelet::Options,
     node: &NodeArgs,
 ) -> anyhow::Result<()> {
-    let net = network_options(&opts, node);
+    let mut opts = opts;
+    let mut net = network_options(&opts, node);
+    let gate = network::policy::Gate::new();
+    net.policy_gate = Some(gate.clone());
+    opts.address_hook = Some(std::sync::Arc::new(PolicyGate(gate)));
     let c = client.clone();
     tokio::spawn(async move {
         if let Err(e) = network::run(c, net).await {

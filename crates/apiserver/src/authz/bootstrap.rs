@@ -104,6 +104,9 @@ pub fn node_rules() -> Vec<Value> {
             &["networking.k8s.io"],
             &["servicecidrs", "networkpolicies"],
         ),
+        // The NetworkPolicy agent: namespaceSelector peers match
+        // namespace labels.
+        rule(&["list", "watch"], &[""], &["namespaces"]),
         rule(
             &["get", "update", "patch"],
             &[""],

@@ -66,6 +66,9 @@ impl Worker {
                 })
                 .await
                 .map_err(KubeletError::from)??;
+                if let Some(hook) = &self.agent.opts.address_hook {
+                    hook.addressed(pod, ip).await;
+                }
                 self.ns = Some(ns);
                 self.ip = Some(ip.to_string());
             }

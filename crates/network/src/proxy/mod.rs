@@ -60,14 +60,14 @@ enum Ev {
 
 /// One kind's objects by `namespace/name`, with a relist in progress kept
 /// apart until it completes.
-struct Cache<K> {
-    objs: HashMap<String, K>,
+pub(crate) struct Cache<K> {
+    pub(crate) objs: HashMap<String, K>,
     relist: Option<HashMap<String, K>>,
-    synced: bool,
+    pub(crate) synced: bool,
 }
 
 impl<K: kube::Resource> Cache<K> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Cache {
             objs: HashMap::new(),
             relist: None,
@@ -75,7 +75,7 @@ impl<K: kube::Resource> Cache<K> {
         }
     }
 
-    fn key(o: &K) -> String {
+    pub(crate) fn key(o: &K) -> String {
         let m = o.meta();
         format!(
             "{}/{}",
@@ -85,7 +85,7 @@ impl<K: kube::Resource> Cache<K> {
     }
 
     /// Applies an event; returns the objects it touched (before and after).
-    fn apply(&mut self, ev: watcher::Event<K>) -> Vec<K>
+    pub(crate) fn apply(&mut self, ev: watcher::Event<K>) -> Vec<K>
     where
         K: Clone,
     {

@@ -45,7 +45,7 @@ pub struct Rendered {
 
 /// 64-bit FNV-1a: chain names must be the same after a restart, so no
 /// randomly keyed hasher.
-fn fnv(s: &str) -> u64 {
+pub(crate) fn fnv(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);
