@@ -15,6 +15,7 @@ mod bench_authz;
 mod bench_churn;
 mod bench_crd;
 mod bench_ingress;
+mod bench_netpol;
 mod bench_network;
 mod bench_node;
 mod bench_runtime;
@@ -243,6 +244,10 @@ enum BenchCommand {
     /// rule latency, CPU per change, cold sync, connects through a cluster
     /// IP (root; runs in a network namespace of its own).
     Network(bench_network::NetworkBenchArgs),
+    /// NetworkPolicy enforcement with 1,000 policies: change to rule
+    /// latency, connects and throughput against none (root; runs in
+    /// network namespaces of its own).
+    Netpol(bench_netpol::NetpolBenchArgs),
     /// One container's create+start+wait+delete in libcontainer, runc and
     /// crun (root).
     Runtime(bench_runtime::RuntimeBenchArgs),
@@ -673,6 +678,10 @@ fn main() -> anyhow::Result<()> {
             bench_network::enter_netns()?;
             Command::Bench(BenchCommand::Network(args))
         }
+        Command::Bench(BenchCommand::Netpol(args)) => {
+            bench_netpol::enter_netns()?;
+            Command::Bench(BenchCommand::Netpol(args))
+        }
         other => other,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -702,5 +711,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Churn(args)) => rt.block_on(bench_churn::run(args)),
         Command::Bench(BenchCommand::Node(args)) => rt.block_on(bench_node::run(args)),
         Command::Bench(BenchCommand::Network(args)) => rt.block_on(bench_network::run(args)),
+        Command::Bench(BenchCommand::Netpol(args)) => rt.block_on(bench_netpol::run(args)),
     }
 }

@@ -99,7 +99,15 @@ fn network_policies_across_two_nodes() {
     pods += &web_pod("probe", "ops", "n0", "app: probe");
     pods += &web_pod("probe", "dev", "n0", "app: probe");
     c.create(None, &pods);
-    c.ok(&["expose", "pod", "db", "--port", "80", "--target-port", "8080"]);
+    c.ok(&[
+        "expose",
+        "pod",
+        "db",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ]);
     c.wait_for("every pod running", Duration::from_secs(90), || {
         let v = c.get_json(&["pods", "-A"]);
         let items = v["items"].as_array()?;
@@ -118,7 +126,11 @@ fn network_policies_across_two_nodes() {
         .unwrap()
         .to_string();
     // Open by default: everyone reaches the database.
-    for (ns, pod) in [("default", "back-0"), ("default", "front-0"), ("dev", "probe")] {
+    for (ns, pod) in [
+        ("default", "back-0"),
+        ("default", "front-0"),
+        ("dev", "probe"),
+    ] {
         wait_reach(c, ns, pod, &db_ip, 8080, true);
     }
 
@@ -128,7 +140,11 @@ fn network_policies_across_two_nodes() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: default-deny\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
     );
     wait_reach(c, "default", "front-0", &db_ip, 8080, false);
-    for (ns, pod) in [("default", "front-1"), ("default", "back-0"), ("ops", "probe")] {
+    for (ns, pod) in [
+        ("default", "front-1"),
+        ("default", "back-0"),
+        ("ops", "probe"),
+    ] {
         assert!(
             fetch(c, ns, pod, &db_ip, 8080).is_none(),
             "{ns}/{pod} reached the database through default deny"
@@ -179,7 +195,10 @@ spec:
         Some("db"),
         "through the Service: the policy sees the pod the proxy picked"
     );
-    assert_eq!(fetch(c, "ops", "probe", &db_ip, 8080).as_deref(), Some("db"));
+    assert_eq!(
+        fetch(c, "ops", "probe", &db_ip, 8080).as_deref(),
+        Some("db")
+    );
     for (ns, pod) in [("default", "back-0"), ("dev", "probe")] {
         assert!(
             fetch(c, ns, pod, &db_ip, 8080).is_none(),
@@ -191,7 +210,10 @@ spec:
         lan.nodes[1].netns,
         network::policy::table_name(&lan.nodes[1].bridge)
     ));
-    assert!(table.contains(&db_ip), "db's address in n1's policy table:\n{table}");
+    assert!(
+        table.contains(&db_ip),
+        "db's address in n1's policy table:\n{table}"
+    );
 
     // Egress to an ipBlock: the backends may not leave the cluster for
     // the LAN host; others still may.
@@ -258,7 +280,11 @@ spec:
         (log.contains("reached") || log.contains("blocked")).then_some(log)
     });
     assert!(said.contains("blocked"), "eager pod: {said}");
-    assert_eq!(seen.lock().unwrap().len(), before, "no connection from the eager pod");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        before,
+        "no connection from the eager pod"
+    );
 
     // Deleting the policies opens the namespace again.
     c.ok(&["delete", "networkpolicy", "--all"]);

@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -44,6 +44,10 @@ const GATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an address a pod was given is kept without the pod showing it
 /// in its status (a pod deleted before it reported one).
 const GATE_TTL: Duration = Duration::from_secs(120);
+/// How long without events ends a batch.
+const BATCH_QUIET: Duration = Duration::from_millis(2);
+/// The longest a batch gathers before its changes are applied.
+const BATCH_MAX: Duration = Duration::from_millis(100);
 
 struct Admit {
     pod: Box<Pod>,
@@ -114,6 +118,8 @@ pub struct SyncReport {
     pub isolated: usize,
     /// How long computing and `nft` took.
     pub took: Duration,
+    /// How long computing alone took.
+    pub compute: Duration,
     /// When it was in place.
     pub at: Instant,
 }
@@ -196,7 +202,9 @@ impl Agent {
                     let stale: Vec<String> = self
                         .infos
                         .keys()
-                        .filter(|k| !self.pods.objs.contains_key(*k) && !self.early.contains_key(*k))
+                        .filter(|k| {
+                            !self.pods.objs.contains_key(*k) && !self.early.contains_key(*k)
+                        })
                         .cloned()
                         .collect();
                     for k in stale {
@@ -223,7 +231,8 @@ impl Agent {
                     a.pod.metadata.namespace.as_deref().unwrap_or(""),
                     a.pod.metadata.name.as_deref().unwrap_or("")
                 );
-                self.early.insert(key.clone(), (a.pod, a.ip, Instant::now()));
+                self.early
+                    .insert(key.clone(), (a.pod, a.ip, Instant::now()));
                 self.waiting.push(a.done);
                 self.refresh(&key);
             }
@@ -259,6 +268,7 @@ impl Agent {
             namespaces: &self.ns_labels,
         });
         let script = render::transaction(&self.cfg.table, self.applied.as_ref(), &next);
+        let compute = started.elapsed();
         let result = if script.is_empty() {
             Ok(())
         } else {
@@ -283,6 +293,7 @@ impl Agent {
                         let _ = obs.send(SyncReport {
                             isolated,
                             took: started.elapsed(),
+                            compute,
                             at: Instant::now(),
                         });
                     }
@@ -340,10 +351,17 @@ pub async fn run(client: kube::Client, cfg: PolicyConfig) -> Result<(), NetworkE
                     Ok(ev) => agent.on(ev),
                     Err(e) => tracing::warn!(error = %e, "network policy watch failed; retrying"),
                 }
-                // Whatever else has arrived goes into the same transaction.
-                while let Some(Some(ev)) = events.next().now_or_never() {
+                // A burst goes into one transaction. The watch bodies are
+                // read only as fast as they are consumed, so what "has
+                // arrived" is one event: keep reading while events keep
+                // coming (a short quiet ends it, a cap bounds the delay).
+                let until = Instant::now() + BATCH_MAX;
+                while let Ok(Some(ev)) = tokio::time::timeout(BATCH_QUIET, events.next()).await {
                     if let Ok(ev) = ev {
                         agent.on(ev);
+                    }
+                    if Instant::now() > until {
+                        break;
                     }
                 }
             }

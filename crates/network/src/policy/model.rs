@@ -15,9 +15,7 @@ use std::net::Ipv4Addr;
 
 use controller_runtime::objects::selector_matches;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
-};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::proxy::render::fnv;
@@ -238,10 +236,9 @@ impl World<'_> {
             .iter()
             .filter(|p| match &peer.namespace_selector {
                 None => p.namespace == ns,
-                Some(sel) => selector_matches(
-                    sel,
-                    self.namespaces.get(&p.namespace).unwrap_or(&no_labels),
-                ),
+                Some(sel) => {
+                    selector_matches(sel, self.namespaces.get(&p.namespace).unwrap_or(&no_labels))
+                }
             })
             .filter(|p| {
                 peer.pod_selector
@@ -458,11 +455,7 @@ pub fn desired(world: &World<'_>) -> Desired {
                 continue;
             }
             lines.push("drop".into());
-            let name = format!(
-                "pod-{}-{:016x}",
-                dir.tag(),
-                fnv(&lines.join("\n"))
-            );
+            let name = format!("pod-{}-{:016x}", dir.tag(), fnv(&lines.join("\n")));
             match dir {
                 Dir::Ingress => d.ingress.insert(pod.ip, name.clone()),
                 Dir::Egress => d.egress.insert(pod.ip, name.clone()),

@@ -74,14 +74,21 @@ fn without_policies_nothing_is_filtered() {
 
 #[test]
 fn default_deny_isolates_local_pods_of_its_namespace_only() {
-    let deny = policy("default", "deny", json!({"podSelector": {}, "policyTypes": ["Ingress"]}));
+    let deny = policy(
+        "default",
+        "deny",
+        json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+    );
     let pods = [
         pod("default", &[("app", "db")], "10.42.0.5", true),
         pod("default", &[("app", "web")], "10.42.1.5", false),
         pod("other", &[("app", "db")], "10.42.0.6", true),
     ];
     let d = run(&[deny], &pods);
-    assert_eq!(chain_of(&d, "10.42.0.5", true).unwrap(), &vec!["drop".to_string()]);
+    assert_eq!(
+        chain_of(&d, "10.42.0.5", true).unwrap(),
+        &vec!["drop".to_string()]
+    );
     // Remote pods are filtered by their own node; other namespaces are not
     // selected; ingress-only policies leave egress open.
     assert_eq!(d.ingress.len(), 1);
@@ -93,8 +100,15 @@ fn policy_types_default_from_the_rules_present() {
     let p = policy("default", "p", json!({"podSelector": {}, "egress": []}));
     let d = run(&[p], &[pod("default", &[], "10.42.0.5", true)]);
     assert!(chain_of(&d, "10.42.0.5", true).is_some());
-    assert_eq!(chain_of(&d, "10.42.0.5", false).unwrap(), &vec!["drop".to_string()]);
-    let p = policy("default", "p", json!({"podSelector": {}, "policyTypes": ["Egress"]}));
+    assert_eq!(
+        chain_of(&d, "10.42.0.5", false).unwrap(),
+        &vec!["drop".to_string()]
+    );
+    let p = policy(
+        "default",
+        "p",
+        json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+    );
     let d = run(&[p], &[pod("default", &[], "10.42.0.5", true)]);
     assert!(chain_of(&d, "10.42.0.5", true).is_none());
     assert!(chain_of(&d, "10.42.0.5", false).is_some());
@@ -240,7 +254,10 @@ fn an_egress_named_port_is_each_destinations_own() {
     let mut db1 = pod("default", &[("app", "db")], "10.42.0.6", true);
     db1.ports = vec![("sql".into(), "tcp".into(), 5432)];
     let mut db2 = pod("default", &[("app", "db")], "10.42.1.6", false);
-    db2.ports = vec![("sql".into(), "tcp".into(), 3306), ("x".into(), "tcp".into(), 1)];
+    db2.ports = vec![
+        ("sql".into(), "tcp".into(), 3306),
+        ("x".into(), "tcp".into(), 1),
+    ];
     let mut other = pod("default", &[("app", "cache")], "10.42.1.7", false);
     other.ports = vec![("sql".into(), "tcp".into(), 6379)];
     let d = run(&[p], &[web, db1, db2, other]);
@@ -287,13 +304,20 @@ fn the_rules_of_every_selecting_policy_add_up_and_identical_pods_share_a_chain()
 
 #[test]
 fn an_empty_rule_allows_everything_and_an_empty_list_nothing() {
-    let all = policy("default", "all", json!({"podSelector": {}, "ingress": [{}]}));
+    let all = policy(
+        "default",
+        "all",
+        json!({"podSelector": {}, "ingress": [{}]}),
+    );
     let none = policy("default", "none", json!({"podSelector": {}, "ingress": []}));
     let pods = [pod("default", &[], "10.42.0.5", true)];
     let d = run(std::slice::from_ref(&all), &pods);
     assert_eq!(chain_of(&d, "10.42.0.5", true).unwrap()[0], "accept");
     let d = run(&[none], &pods);
-    assert_eq!(chain_of(&d, "10.42.0.5", true).unwrap(), &vec!["drop".to_string()]);
+    assert_eq!(
+        chain_of(&d, "10.42.0.5", true).unwrap(),
+        &vec!["drop".to_string()]
+    );
 }
 
 #[test]
@@ -308,7 +332,7 @@ fn pods_policies_do_not_apply_to_are_left_out() {
     host.spec.as_mut().unwrap().host_network = None;
     let info = PodInfo::from_pod(&host, "n0", None).unwrap();
     assert!(info.local);
-    assert_eq!(PodInfo::from_pod(&host, "n1", None).unwrap().local, false);
+    assert!(!PodInfo::from_pod(&host, "n1", None).unwrap().local);
     host.status.as_mut().unwrap().phase = Some("Succeeded".into());
     assert!(PodInfo::from_pod(&host, "n0", None).is_none());
 }

@@ -86,7 +86,14 @@ pub fn transaction(t: &str, old: Option<&Desired>, new: &Desired) -> String {
         }
     }
     let (mut dels, mut adds) = (String::new(), String::new());
-    map_changes(t, "ingress", &old.ingress, &new.ingress, &mut dels, &mut adds);
+    map_changes(
+        t,
+        "ingress",
+        &old.ingress,
+        &new.ingress,
+        &mut dels,
+        &mut adds,
+    );
     map_changes(t, "egress", &old.egress, &new.egress, &mut dels, &mut adds);
     s.push_str(&dels);
     s.push_str(&adds);
