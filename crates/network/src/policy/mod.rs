@@ -231,12 +231,34 @@ impl Agent {
                     a.pod.metadata.namespace.as_deref().unwrap_or(""),
                     a.pod.metadata.name.as_deref().unwrap_or("")
                 );
+                // Only a pod some policy selects has anything to wait for
+                // (peers learning its address may follow a moment later).
+                if self.synced() && !self.isolates(&a.pod) {
+                    let _ = a.done.send(());
+                } else {
+                    self.waiting.push(a.done);
+                }
                 self.early
                     .insert(key.clone(), (a.pod, a.ip, Instant::now()));
-                self.waiting.push(a.done);
                 self.refresh(&key);
             }
         }
+    }
+
+    /// Whether any policy selects `pod`.
+    fn isolates(&self, pod: &Pod) -> bool {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+        let none = BTreeMap::new();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&none);
+        self.policies.objs.values().any(|p| {
+            p.metadata.namespace.as_deref() == Some(ns)
+                && p.spec.as_ref().is_some_and(|s| {
+                    controller_runtime::objects::selector_matches(
+                        &s.pod_selector.clone().unwrap_or_default(),
+                        labels,
+                    )
+                })
+        })
     }
 
     fn synced(&self) -> bool {
