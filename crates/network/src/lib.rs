@@ -5,6 +5,7 @@
 //! public API (kube-rs watches).
 
 pub mod dns;
+pub mod gateway;
 pub mod host;
 pub mod ingress;
 pub mod overlay;

@@ -319,7 +319,8 @@ struct ServerArgs {
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
     /// Components not to run, comma separated: `scheduler`, `controllers`
-    /// (all of them), `ingress`, or single controllers by name
+    /// (all of them), `ingress` (and with it the Gateway API), `gateway`
+    /// (the Gateway API only), or single controllers by name
     /// (`deployment`, `job`, ...).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
@@ -446,6 +447,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             address: advertise
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "127.0.0.1".into()),
+            gateway: !args.disable.iter().any(|d| d == "gateway"),
         };
         let c = client.clone();
         tokio::spawn(async move {
@@ -534,12 +536,12 @@ fn start_control_loops(
     (server, token, eviction_client): (&str, &str, Option<kube::Client>),
 ) -> anyhow::Result<()> {
     let known = |d: &str| {
-        matches!(d, "scheduler" | "controllers" | "ingress")
+        matches!(d, "scheduler" | "controllers" | "ingress" | "gateway")
             || controllers::CONTROLLERS.contains(&d)
     };
     if let Some(unknown) = disable.iter().find(|d| !known(d)) {
         anyhow::bail!(
-            "--disable: unknown component {unknown:?} (known: scheduler, controllers, ingress, {})",
+            "--disable: unknown component {unknown:?} (known: scheduler, controllers, ingress, gateway, {})",
             controllers::CONTROLLERS.join(", ")
         );
     }

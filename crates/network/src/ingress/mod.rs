@@ -4,7 +4,8 @@
 //! ports ([`proxy`]) by the routing table ([`routes`]) rebuilt whenever an
 //! Ingress, Service, EndpointSlice or Secret changes (the table is swapped
 //! whole, so open connections are never dropped); each gets its
-//! `status.loadBalancer` address.
+//! `status.loadBalancer` address. The same proxy serves the Gateway API
+//! ([`crate::gateway`]).
 
 pub mod proxy;
 pub mod routes;
@@ -28,8 +29,10 @@ pub struct Options {
     pub http: SocketAddr,
     /// HTTPS (`--ingress-https-port`).
     pub https: SocketAddr,
-    /// The address Ingresses report in `status.loadBalancer`.
+    /// The address Ingresses (and Gateways) report.
     pub address: String,
+    /// Also serve the Gateway API (installing its CRDs).
+    pub gateway: bool,
 }
 
 fn fallback_cert() -> Result<Arc<rustls::sign::CertifiedKey>, NetworkError> {
@@ -49,12 +52,20 @@ fn fallback_cert() -> Result<Arc<rustls::sign::CertifiedKey>, NetworkError> {
 /// the statuses current until the task is dropped.
 pub async fn run(client: kube::Client, opts: Options) -> Result<(), NetworkError> {
     let table: proxy::Shared = Arc::new(RwLock::new(Arc::new(routes::Table::default())));
+    let gateway_table: proxy::GatewayShared = Arc::new(RwLock::new(Arc::default()));
+    let fallback = fallback_cert()?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| NetworkError::Config(format!("ingress TLS: {e}")))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(proxy::Sni::new(table.clone(), fallback_cert()?)));
+        .with_cert_resolver(Arc::new(proxy::Sni::new(
+            table.clone(),
+            gateway_table.clone(),
+            opts.https.port(),
+            true,
+            fallback.clone(),
+        )));
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let bind = |a: SocketAddr| async move {
         tokio::net::TcpListener::bind(a)
@@ -62,13 +73,38 @@ pub async fn run(client: kube::Client, opts: Options) -> Result<(), NetworkError
             .map_err(|e| NetworkError::Config(format!("ingress listener {a}: {e}")))
     };
     let (http, https) = (bind(opts.http).await?, bind(opts.https).await?);
+    let ports = (
+        http.local_addr()
+            .map(|a| a.port())
+            .unwrap_or(opts.http.port()),
+        https
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(opts.https.port()),
+    );
     tracing::info!(http = ?http.local_addr().ok(), https = ?https.local_addr().ok(), "ingress listening");
-    let p = proxy::Proxy::new(table.clone());
+    let p = proxy::Proxy::new(table.clone(), gateway_table.clone(), ports);
     tokio::spawn(p.clone().serve_http(http));
-    tokio::spawn(p.serve_https(https, Arc::new(tls)));
+    tokio::spawn(p.clone().serve_https(https, Arc::new(tls)));
 
-    ensure_class(&client).await;
     let informers = controller_runtime::Informers::new(client.clone());
+    if opts.gateway {
+        let shared = crate::gateway::Shared {
+            proxy: p,
+            ingress_table: table.clone(),
+            table: gateway_table,
+            ingress_ports: ports,
+            bind: opts.http.ip(),
+            address: opts.address.clone(),
+            fallback,
+        };
+        tokio::spawn(crate::gateway::run(
+            client.clone(),
+            informers.clone(),
+            shared,
+        ));
+    }
+    ensure_class(&client).await;
     let ingresses = informers.get::<Ingress>();
     let services = informers.get::<Service>();
     let slices = informers.get::<EndpointSlice>();

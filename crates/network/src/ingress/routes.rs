@@ -78,61 +78,107 @@ pub fn ours(ing: &Ingress) -> bool {
     }
 }
 
-fn backend(
-    ns: &str,
-    b: &IngressBackend,
-    services: &BTreeMap<(String, String), Arc<Service>>,
-    slices: &[Arc<EndpointSlice>],
-) -> Option<Arc<Backend>> {
-    let svc_ref = b.service.as_ref()?;
-    let svc = services.get(&(ns.to_string(), svc_ref.name.clone()))?;
-    let port = svc_ref.port.as_ref()?;
-    let sp = svc.spec.as_ref()?.ports.as_ref()?.iter().find(|p| {
-        port.number.is_some_and(|n| n == p.port)
-            || port
-                .name
-                .as_deref()
-                .is_some_and(|n| Some(n) == p.name.as_deref())
-    })?;
-    let port_name = sp.name.clone().unwrap_or_default();
-    let mut endpoints = Vec::new();
-    for s in slices {
-        let mine = s.metadata.namespace.as_deref() == Some(ns)
-            && s.metadata
+/// Services and their ready endpoints, indexed once per table build.
+pub struct Services {
+    services: BTreeMap<(String, String), Arc<Service>>,
+    slices: BTreeMap<(String, String), Vec<Arc<EndpointSlice>>>,
+}
+
+impl Services {
+    /// An index of `services` and `slices`.
+    pub fn new(services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Services {
+        let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, n: String| {
+            (m.namespace.clone().unwrap_or_default(), n)
+        };
+        let mut by_service: BTreeMap<(String, String), Vec<Arc<EndpointSlice>>> = BTreeMap::new();
+        for s in slices {
+            if let Some(n) = s
+                .metadata
                 .labels
                 .as_ref()
                 .and_then(|l| l.get("kubernetes.io/service-name"))
-                .is_some_and(|n| *n == svc_ref.name);
-        if !mine || s.address_type != "IPv4" {
-            continue;
+            {
+                by_service
+                    .entry(key(&s.metadata, n.clone()))
+                    .or_default()
+                    .push(s.clone());
+            }
         }
-        let Some(target) = s
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.clone().unwrap_or_default() == port_name)
-            .and_then(|p| p.port)
-        else {
-            continue;
-        };
-        for e in &s.endpoints {
-            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if !ready {
+        Services {
+            services: services
+                .iter()
+                .map(|s| {
+                    (
+                        key(&s.metadata, s.metadata.name.clone().unwrap_or_default()),
+                        s.clone(),
+                    )
+                })
+                .collect(),
+            slices: by_service,
+        }
+    }
+
+    /// Whether the Service exists.
+    pub fn exists(&self, ns: &str, name: &str) -> bool {
+        self.services
+            .contains_key(&(ns.to_string(), name.to_string()))
+    }
+
+    /// A Service port (by number or name) and its ready endpoints; None
+    /// when the Service or the port does not exist.
+    pub fn backend(
+        &self,
+        ns: &str,
+        name: &str,
+        number: Option<i32>,
+        port_name: Option<&str>,
+    ) -> Option<Arc<Backend>> {
+        let key = (ns.to_string(), name.to_string());
+        let svc = self.services.get(&key)?;
+        let sp = svc.spec.as_ref()?.ports.as_ref()?.iter().find(|p| {
+            number.is_some_and(|n| n == p.port)
+                || port_name.is_some_and(|n| Some(n) == p.name.as_deref())
+        })?;
+        let sp_name = sp.name.clone().unwrap_or_default();
+        let mut endpoints = Vec::new();
+        for s in self.slices.get(&key).into_iter().flatten() {
+            if s.address_type != "IPv4" {
                 continue;
             }
-            for a in &e.addresses {
-                if let Ok(ip) = a.parse::<std::net::IpAddr>() {
-                    endpoints.push(SocketAddr::new(ip, target as u16));
+            let Some(target) = s
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.clone().unwrap_or_default() == sp_name)
+                .and_then(|p| p.port)
+            else {
+                continue;
+            };
+            for e in &s.endpoints {
+                let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                if !ready {
+                    continue;
+                }
+                for a in &e.addresses {
+                    if let Ok(ip) = a.parse::<std::net::IpAddr>() {
+                        endpoints.push(SocketAddr::new(ip, target as u16));
+                    }
                 }
             }
         }
+        endpoints.sort();
+        endpoints.dedup();
+        Some(Arc::new(Backend {
+            name: format!("{ns}/{name}:{}", sp.port),
+            endpoints,
+        }))
     }
-    endpoints.sort();
-    endpoints.dedup();
-    Some(Arc::new(Backend {
-        name: format!("{ns}/{}:{}", svc_ref.name, sp.port),
-        endpoints,
-    }))
+}
+
+fn backend(ns: &str, b: &IngressBackend, services: &Services) -> Option<Arc<Backend>> {
+    let svc_ref = b.service.as_ref()?;
+    let port = svc_ref.port.as_ref()?;
+    services.backend(ns, &svc_ref.name, port.number, port.name.as_deref())
 }
 
 /// Upstream's Prefix match: whole `/`-separated elements.
@@ -152,18 +198,7 @@ impl Table {
         slices: &[Arc<EndpointSlice>],
         secrets: &[Arc<Secret>],
     ) -> Table {
-        let services: BTreeMap<(String, String), Arc<Service>> = services
-            .iter()
-            .map(|s| {
-                (
-                    (
-                        s.metadata.namespace.clone().unwrap_or_default(),
-                        s.metadata.name.clone().unwrap_or_default(),
-                    ),
-                    s.clone(),
-                )
-            })
-            .collect();
+        let services = Services::new(services, slices);
         let mut t = Table::default();
         let mut sorted: Vec<&Arc<Ingress>> = ingresses.iter().filter(|i| ours(i)).collect();
         // Older Ingresses win conflicts, as most controllers resolve them.
@@ -184,7 +219,7 @@ impl Table {
             if let Some(d) = &spec.default_backend
                 && t.default.is_none()
             {
-                t.default = backend(&ns, d, &services, slices);
+                t.default = backend(&ns, d, &services);
             }
             for rule in spec.rules.iter().flatten() {
                 let host = rule.host.clone().unwrap_or_default().to_lowercase();
@@ -192,7 +227,7 @@ impl Table {
                     continue;
                 };
                 for p in &http.paths {
-                    let Some(b) = backend(&ns, &p.backend, &services, slices) else {
+                    let Some(b) = backend(&ns, &p.backend, &services) else {
                         continue;
                     };
                     let path = p.path.clone().unwrap_or_else(|| "/".into());
