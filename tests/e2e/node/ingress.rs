@@ -17,7 +17,7 @@ fn sh(cmd: &str) {
 }
 
 /// A CA and a certificate for `host` signed by it (openssl).
-fn certs(dir: &Path, hosts: &[&str]) {
+pub(super) fn certs(dir: &Path, hosts: &[&str]) {
     let d = dir.display();
     sh(&format!(
         "cd {d} && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca 2>/dev/null"
@@ -35,7 +35,7 @@ fn certs(dir: &Path, hosts: &[&str]) {
 /// `/two` (and a CGI
 /// script that prints the request's headers), with its Service on port 80
 /// named `http`.
-fn web(c: &Cluster, name: &str, page: &str) {
+pub(super) fn web(c: &Cluster, name: &str, page: &str) {
     c.create(
         Some("default"),
         &format!(
@@ -71,7 +71,7 @@ spec:
     );
 }
 
-fn curl(args: &[&str]) -> (String, String) {
+pub(super) fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
         .args(args)

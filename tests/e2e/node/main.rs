@@ -9,6 +9,7 @@ mod common;
 mod autoscaling;
 mod basics;
 mod eviction;
+mod gateway;
 mod host;
 mod ingress;
 mod lifecycle;
