@@ -3,7 +3,9 @@
 //! same reverse proxy to the same backend, with `wrk`, with the proxy on
 //! one core (pinned with `taskset`; wrk on the other) and on both. The
 //! backend is a tiny hyper server in this process answering `ok`.
-//! Needs `wrk`, `nginx` and `haproxy` (Debian packages).
+//! Needs `wrk`, `nginx` and `haproxy` (Debian packages). Then the
+//! Gateway API: route-update propagation and memory at 1k and 5k
+//! HTTPRoutes ([`crate::bench_gateway`]).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -20,6 +22,10 @@ pub struct IngressBenchArgs {
     /// wrk connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// HTTPRoute counts for the Gateway part (propagation, memory); empty
+    /// to skip it.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    routes: Vec<usize>,
 }
 
 struct Killed(Child);
@@ -47,8 +53,8 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// A backend answering every request with `ok`, on its own threads.
-fn backend() -> anyhow::Result<u16> {
+/// A backend answering every request with `body`, on its own threads.
+fn backend(body: &'static [u8]) -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     listener.set_nonblocking(true)?;
@@ -66,9 +72,9 @@ fn backend() -> anyhow::Result<u16> {
                 };
                 let _ = tcp.set_nodelay(true);
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req| async {
+                    let svc = hyper::service::service_fn(move |_req| async move {
                         Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
+                            http_body_util::Full::new(bytes::Bytes::from_static(body)),
                         ))
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -166,7 +172,9 @@ fn wait_ok(url: &str, host: Option<&str>) -> anyhow::Result<()> {
 
 /// Runs the comparison.
 pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
-    let back = backend()?;
+    let back = backend(b"ok\n")?;
+    let back_new = backend(b"new\n")?;
+    let gw_port = free_port()?;
     let (http, https) = (free_port()?, free_port()?);
     let server = crate::bench::spawn_server(&[
         "--ingress-http-port".into(),
@@ -185,6 +193,13 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
           "metadata": {{"name": "backend-1", "namespace": "default",
             "labels": {{"kubernetes.io/service-name": "backend", "endpointslice.kubernetes.io/managed-by": "bench"}}}},
           "addressType": "IPv4", "ports": [{{"name": "http", "port": {back}}}],
+          "endpoints": [{{"addresses": ["127.0.0.1"], "conditions": {{"ready": true}}}}]}},
+        {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "backend-new", "namespace": "default"}},
+          "spec": {{"ports": [{{"name": "http", "port": 80, "targetPort": {back_new}}}]}}}},
+        {{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+          "metadata": {{"name": "backend-new-1", "namespace": "default",
+            "labels": {{"kubernetes.io/service-name": "backend-new", "endpointslice.kubernetes.io/managed-by": "bench"}}}},
+          "addressType": "IPv4", "ports": [{{"name": "http", "port": {back_new}}}],
           "endpoints": [{{"addresses": ["127.0.0.1"], "conditions": {{"ready": true}}}}]}},
         {{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {{"name": "bench", "namespace": "default"}},
           "spec": {{"rules": [{{"host": "bench.local", "http": {{"paths": [{{"path": "/", "pathType": "Prefix",
@@ -280,6 +295,9 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
     }
     if let Some(rss) = crate::bench::proc_mib(server.child.id(), "VmRSS") {
         println!("r8s server RSS after the runs: {rss:.0} MiB (API server, controllers and proxy)");
+    }
+    if !args.routes.is_empty() {
+        crate::bench_gateway::run(&client, server.child.id(), gw_port, &args.routes).await?;
     }
     Ok(())
 }

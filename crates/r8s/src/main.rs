@@ -14,6 +14,7 @@ mod bench;
 mod bench_authz;
 mod bench_churn;
 mod bench_crd;
+mod bench_gateway;
 mod bench_ingress;
 mod bench_netpol;
 mod bench_network;
