@@ -73,6 +73,33 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
 }
 
+/// Creates the Gateway `bench` listening on `port` and an HTTPRoute for
+/// `bench.local` to the Service `backend`.
+pub async fn setup(client: &kube::Client, port: u16) -> anyhow::Result<()> {
+    let gw: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "bench", "namespace": "default"},
+        "spec": {"gatewayClassName": "r8s", "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}}))?;
+    // The CRDs are installed by the server as it starts.
+    let gateways = dynamic(client, "Gateway", "gateways");
+    let mut tries = 0;
+    while let Err(e) = gateways.create(&PostParams::default(), &gw).await {
+        tries += 1;
+        if tries > 100 {
+            bail!("creating the Gateway: {e}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut r = route(0, "backend");
+    r["metadata"]["name"] = json!("rps");
+    r["spec"]["hostnames"] = json!(["bench.local"]);
+    let obj: DynamicObject = serde_json::from_value(r)?;
+    dynamic(client, "HTTPRoute", "httproutes")
+        .create(&PostParams::default(), &obj)
+        .await?;
+    Ok(())
+}
+
 /// Measures propagation and memory at each size in `sizes`; `port` is the
 /// Gateway listener's, the Services `backend` (answers `ok`) and
 /// `backend-new` (answers `new`) exist.
@@ -82,13 +109,7 @@ pub async fn run(
     port: u16,
     sizes: &[usize],
 ) -> anyhow::Result<()> {
-    let gateways = dynamic(client, "Gateway", "gateways");
     let routes = dynamic(client, "HTTPRoute", "httproutes");
-    let gw: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-        "metadata": {"name": "bench", "namespace": "default"},
-        "spec": {"gatewayClassName": "r8s", "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}]}}))?;
-    gateways.create(&PostParams::default(), &gw).await?;
     let rss_before = crate::bench::proc_mib(server_pid, "VmRSS").unwrap_or(0.0);
     println!();
     println!(

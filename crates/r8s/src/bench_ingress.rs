@@ -215,6 +215,9 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
     }
     let r8s_url = format!("http://127.0.0.1:{http}/");
     wait_ok(&r8s_url, Some("bench.local"))?;
+    crate::bench_gateway::setup(&client, gw_port).await?;
+    let gw_url = format!("http://127.0.0.1:{gw_port}/");
+    wait_ok(&gw_url, Some("bench.local"))?;
 
     let dir = tempfile::tempdir()?;
     let nginx_port = free_port()?;
@@ -250,6 +253,11 @@ pub async fn run(args: IngressBenchArgs) -> anyhow::Result<()> {
         pin(server.child.id(), proxy_cpus);
         let (rps, p50, p99) = wrk(&r8s_url, Some("bench.local"), c, d, wrk_cpu)?;
         println!("{:<10} {cores:>5} {rps:>12.0} {p50:>9.2} {p99:>9.2}", "r8s");
+        let (rps, p50, p99) = wrk(&gw_url, Some("bench.local"), c, d, wrk_cpu)?;
+        println!(
+            "{:<10} {cores:>5} {rps:>12.0} {p50:>9.2} {p99:>9.2}",
+            "r8s-gw"
+        );
 
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, nginx_conf(cores))?;

@@ -297,4 +297,193 @@ spec:
         "jsonpath={.status.listeners[0].attachedRoutes}",
     ]);
     assert_eq!(attached.trim(), "2");
+
+    // gRPC: a GRPCRoute by service and method, over h2c both ways, the
+    // server's trailers carried back.
+    let node_ip = format!("{}1", host.net);
+    let grpc_port = grpc_echo_server(&node_ip);
+    c.create(
+        Some("default"),
+        &format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: echo}}
+spec:
+  ports: [{{name: grpc, port: 50051, targetPort: {grpc_port}, appProtocol: kubernetes.io/h2c}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-manual
+  labels: {{kubernetes.io/service-name: echo, endpointslice.kubernetes.io/managed-by: e2e}}
+addressType: IPv4
+ports: [{{name: grpc, port: {grpc_port}, protocol: TCP}}]
+endpoints: [{{addresses: ["{node_ip}"], conditions: {{ready: true}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: echo}}
+spec:
+  parentRefs: [{{name: gw, sectionName: http}}]
+  hostnames: [grpc.example]
+  rules:
+  - matches: [{{method: {{service: echo.Echo, method: Say}}}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {{add: [{{name: x-route, value: echo}}]}}
+    backendRefs: [{{name: echo, port: 50051}}]
+"#
+        ),
+    );
+    let call = |method: &str| {
+        grpc_call(
+            http,
+            "grpc.example",
+            &format!("/echo.Echo/{method}"),
+            b"hello",
+        )
+    };
+    let (status, route, body, grpc_status) =
+        c.wait_for("the GRPCRoute to serve", Duration::from_secs(30), || {
+            let r = call("Say");
+            (r.0 == 200).then_some(r)
+        });
+    assert_eq!(route, "echo", "the response header filter ran");
+    assert_eq!(body, b"echo:/echo.Echo/Say:hello".to_vec());
+    assert_eq!(grpc_status, "0", "the backend's trailers came through");
+    assert_eq!(status, 200);
+    assert_eq!(call("Other").0, 404, "another method is not this route's");
+    let accepted = c.ok(&[
+        "get",
+        "grpcroute",
+        "echo",
+        "-o",
+        "jsonpath={.status.parents[0].conditions[?(@.type==\"Accepted\")].status}",
+    ]);
+    assert_eq!(accepted.trim(), "True");
+}
+
+/// A gRPC server speaking h2c on `ip`: every unary call is answered with
+/// one message `echo:<path>:<request message>` and `grpc-status: 0` in
+/// the trailers. Returns its port.
+fn grpc_echo_server(ip: &str) -> u16 {
+    use http_body_util::BodyExt;
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let path = req.uri().path().to_string();
+                            let grpc = req
+                                .headers()
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                == Some("application/grpc");
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let msg = body.get(5..).unwrap_or_default();
+                            let mut out = format!("echo:{path}:").into_bytes();
+                            out.extend_from_slice(msg);
+                            let mut framed = vec![0u8];
+                            framed.extend_from_slice(&(out.len() as u32).to_be_bytes());
+                            framed.extend_from_slice(&out);
+                            let mut trailers = hyper::HeaderMap::new();
+                            trailers.insert(
+                                "grpc-status",
+                                if grpc { "0" } else { "3" }.parse().unwrap(),
+                            );
+                            let frames = vec![
+                                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                    bytes::Bytes::from(framed),
+                                )),
+                                Ok(hyper::body::Frame::trailers(trailers)),
+                            ];
+                            let body =
+                                http_body_util::StreamBody::new(futures::stream::iter(frames));
+                            let resp = hyper::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(body)
+                                .unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+                });
+            }
+        });
+    });
+    port
+}
+
+/// One unary gRPC call over h2c to the proxy on `port`: (HTTP status,
+/// `x-route` header, the reply message, `grpc-status` trailer).
+fn grpc_call(port: u16, authority: &str, path: &str, msg: &[u8]) -> (u16, String, Vec<u8>, String) {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        framed.extend_from_slice(msg);
+        let req = hyper::Request::post(format!("http://{authority}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(bytes::Bytes::from(framed)))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let route = resp
+            .headers()
+            .get("x-route")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let collected = resp.into_body().collect().await.unwrap();
+        let grpc_status = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = collected.to_bytes();
+        (
+            status,
+            route,
+            bytes.get(5..).unwrap_or_default().to_vec(),
+            grpc_status,
+        )
+    })
 }

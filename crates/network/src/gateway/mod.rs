@@ -144,17 +144,40 @@ pub async fn run(client: kube::Client, informers: controller_runtime::Informers,
             });
         })*};
     }
-    wake_on!(
-        classes,
-        gateways,
-        http_routes,
-        grpc_routes,
-        grants,
-        namespaces,
-        services,
-        slices,
-        secrets
-    );
+    wake_on!(grants, namespaces, services, slices, secrets);
+    // Our own status writes change no generation: waking on them would
+    // rebuild everything once more per change for nothing.
+    macro_rules! wake_on_spec {
+        ($($inf:expr),*) => {$({
+            let mut rx = $inf.subscribe();
+            let changed = changed.clone();
+            tokio::spawn(async move {
+                let mut seen: HashMap<String, i64> = HashMap::new();
+                loop {
+                    match rx.recv().await {
+                        Ok(controller_runtime::Change::Apply(o)) => {
+                            let uid = o.metadata.uid.clone().unwrap_or_default();
+                            let g = o.metadata.generation.unwrap_or(0);
+                            if seen.insert(uid, g) != Some(g) {
+                                changed.notify_one();
+                            }
+                        }
+                        Ok(controller_runtime::Change::Delete(o)) => {
+                            seen.remove(o.metadata.uid.as_deref().unwrap_or_default());
+                            changed.notify_one();
+                        }
+                        Ok(controller_runtime::Change::Resync)
+                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            seen.clear();
+                            changed.notify_one()
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        })*};
+    }
+    wake_on_spec!(classes, gateways, http_routes, grpc_routes);
     classes.ready().await;
     gateways.ready().await;
     http_routes.ready().await;
@@ -263,16 +286,14 @@ fn stamp(new: &mut Value, old: Option<&Value>, now: &Value) {
     }
 }
 
-fn status_of<K: serde::Serialize>(obj: Option<&Arc<K>>) -> Value {
-    obj.and_then(|o| serde_json::to_value(o.as_ref()).ok())
-        .map(|v| v["status"].clone())
-        .unwrap_or(Value::Null)
-}
+type Key = (&'static str, Option<String>, String);
 
-fn find<K: kube::Resource>(list: &[Arc<K>], ns: Option<&str>, name: &str) -> Option<Arc<K>> {
-    list.iter()
-        .find(|o| o.meta().namespace.as_deref() == ns && o.meta().name.as_deref() == Some(name))
-        .cloned()
+fn key(kind: &'static str, m: &kube::api::ObjectMeta) -> Key {
+    (
+        kind,
+        m.namespace.clone(),
+        m.name.clone().unwrap_or_default(),
+    )
 }
 
 async fn write_statuses(
@@ -284,15 +305,37 @@ async fn write_statuses(
     grpc_routes: &[Arc<GRPCRoute>],
 ) {
     let now = now();
-    let mut written: Vec<(&'static str, Option<String>, String)> = Vec::new();
+    // What is stored now, by kind, namespace and name.
+    let mut stored: HashMap<Key, &Option<Value>> = HashMap::new();
+    stored.extend(
+        classes
+            .iter()
+            .map(|o| (key("GatewayClass", &o.metadata), &o.status)),
+    );
+    stored.extend(
+        gateways
+            .iter()
+            .map(|o| (key("Gateway", &o.metadata), &o.status)),
+    );
+    stored.extend(
+        http_routes
+            .iter()
+            .map(|o| (key("HTTPRoute", &o.metadata), &o.status)),
+    );
+    stored.extend(
+        grpc_routes
+            .iter()
+            .map(|o| (key("GRPCRoute", &o.metadata), &o.status)),
+    );
+    let mut written: std::collections::HashSet<Key> = std::collections::HashSet::new();
     for mut st in statuses {
         let ns = st.namespace.as_deref();
-        let old = match st.kind {
-            "GatewayClass" => status_of(find(classes, None, &st.name).as_ref()),
-            "Gateway" => status_of(find(gateways, ns, &st.name).as_ref()),
-            "HTTPRoute" => status_of(find(http_routes, ns, &st.name).as_ref()),
-            _ => status_of(find(grpc_routes, ns, &st.name).as_ref()),
-        };
+        let k: Key = (st.kind, st.namespace.clone(), st.name.clone());
+        let old = stored
+            .get(&k)
+            .and_then(|s| s.as_ref())
+            .cloned()
+            .unwrap_or(Value::Null);
         stamp(&mut st.status["conditions"], Some(&old["conditions"]), &now);
         if let Some(ls) = st.status["listeners"].as_array_mut() {
             for l in ls {
@@ -318,7 +361,7 @@ async fn write_statuses(
                 }
             }
         }
-        written.push((st.kind, st.namespace.clone(), st.name.clone()));
+        written.insert(k);
         let same = st
             .status
             .as_object()

@@ -112,7 +112,6 @@ struct ListenerState {
     name: String,
     port: u16,
     host: Host,
-    tls: bool,
     /// Usable: routes may attach.
     usable: bool,
     kinds: Vec<&'static str>,
@@ -475,7 +474,6 @@ fn gateway(
             name: l.name.clone(),
             port,
             host,
-            tls,
             usable,
             kinds,
             from: ns_cfg
@@ -624,7 +622,6 @@ fn attach(
         any = true;
         l.attached += 1;
         let port = l.port;
-        let _ = l.tls;
         for h in meets {
             for (ri, rule) in route.rules.iter().enumerate() {
                 for (mi, m) in rule.matchers.iter().enumerate() {
