@@ -25,6 +25,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::ingress::proxy::{Proxy, Sni};
+use crate::ingress::wake_on;
 use types::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 
 /// The GatewayClass r8s installs.
@@ -128,56 +129,15 @@ pub async fn run(client: kube::Client, informers: controller_runtime::Informers,
     let slices = informers.get::<EndpointSlice>();
     let secrets = informers.get::<Secret>();
     let changed = Arc::new(tokio::sync::Notify::new());
-    macro_rules! wake_on {
-        ($($inf:expr),*) => {$({
-            let mut rx = $inf.subscribe();
-            let changed = changed.clone();
-            tokio::spawn(async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            changed.notify_one()
-                        }
-                        Err(_) => return,
-                    }
-                }
-            });
-        })*};
-    }
-    wake_on!(grants, namespaces, services, slices, secrets);
-    // Our own status writes change no generation: waking on them would
-    // rebuild everything once more per change for nothing.
-    macro_rules! wake_on_spec {
-        ($($inf:expr),*) => {$({
-            let mut rx = $inf.subscribe();
-            let changed = changed.clone();
-            tokio::spawn(async move {
-                let mut seen: HashMap<String, i64> = HashMap::new();
-                loop {
-                    match rx.recv().await {
-                        Ok(controller_runtime::Change::Apply(o)) => {
-                            let uid = o.metadata.uid.clone().unwrap_or_default();
-                            let g = o.metadata.generation.unwrap_or(0);
-                            if seen.insert(uid, g) != Some(g) {
-                                changed.notify_one();
-                            }
-                        }
-                        Ok(controller_runtime::Change::Delete(o)) => {
-                            seen.remove(o.metadata.uid.as_deref().unwrap_or_default());
-                            changed.notify_one();
-                        }
-                        Ok(controller_runtime::Change::Resync)
-                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            seen.clear();
-                            changed.notify_one()
-                        }
-                        Err(_) => return,
-                    }
-                }
-            });
-        })*};
-    }
-    wake_on_spec!(classes, gateways, http_routes, grpc_routes);
+    wake_on(&grants, &changed);
+    wake_on(&namespaces, &changed);
+    wake_on(&services, &changed);
+    wake_on(&slices, &changed);
+    wake_on(&secrets, &changed);
+    wake_on_spec(&classes, &changed);
+    wake_on_spec(&gateways, &changed);
+    wake_on_spec(&http_routes, &changed);
+    wake_on_spec(&grpc_routes, &changed);
     classes.ready().await;
     gateways.ready().await;
     http_routes.ready().await;
@@ -259,6 +219,48 @@ pub async fn run(client: kube::Client, informers: controller_runtime::Informers,
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
     }
+}
+
+/// Wakes `changed` when an object of `inf`'s kind is added, deleted or
+/// changes generation. Our own status writes change no generation:
+/// waking on them would rebuild everything once more per change for
+/// nothing.
+fn wake_on_spec<K: controller_runtime::informer::Kind>(
+    inf: &controller_runtime::Informer<K>,
+    changed: &Arc<tokio::sync::Notify>,
+) {
+    let mut rx = inf.subscribe();
+    let changed = changed.clone();
+    tokio::spawn(async move {
+        let mut seen: HashMap<String, i64> = HashMap::new();
+        loop {
+            match rx.recv().await {
+                Ok(controller_runtime::Change::Apply(o)) => {
+                    let m = kube::Resource::meta(o.as_ref());
+                    let uid = m.uid.clone().unwrap_or_default();
+                    let g = m.generation.unwrap_or(0);
+                    if seen.insert(uid, g) != Some(g) {
+                        changed.notify_one();
+                    }
+                }
+                Ok(controller_runtime::Change::Delete(o)) => {
+                    seen.remove(
+                        kube::Resource::meta(o.as_ref())
+                            .uid
+                            .as_deref()
+                            .unwrap_or_default(),
+                    );
+                    changed.notify_one();
+                }
+                Ok(controller_runtime::Change::Resync)
+                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    seen.clear();
+                    changed.notify_one()
+                }
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 fn now() -> Value {

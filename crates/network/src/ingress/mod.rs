@@ -110,26 +110,10 @@ pub async fn run(client: kube::Client, opts: Options) -> Result<(), NetworkError
     let slices = informers.get::<EndpointSlice>();
     let secrets = informers.get::<Secret>();
     let changed = Arc::new(tokio::sync::Notify::new());
-    macro_rules! wake_on {
-        ($inf:expr) => {{
-            let mut rx = $inf.subscribe();
-            let changed = changed.clone();
-            tokio::spawn(async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            changed.notify_one()
-                        }
-                        Err(_) => return,
-                    }
-                }
-            });
-        }};
-    }
-    wake_on!(ingresses);
-    wake_on!(services);
-    wake_on!(slices);
-    wake_on!(secrets);
+    wake_on(&ingresses, &changed);
+    wake_on(&services, &changed);
+    wake_on(&slices, &changed);
+    wake_on(&secrets, &changed);
     ingresses.ready().await;
     services.ready().await;
     slices.ready().await;
@@ -149,6 +133,25 @@ pub async fn run(client: kube::Client, opts: Options) -> Result<(), NetworkError
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
     }
+}
+
+/// Wakes `changed` on every change to `inf`'s kind (a lagging feed too).
+pub(crate) fn wake_on<K: controller_runtime::informer::Kind>(
+    inf: &controller_runtime::Informer<K>,
+    changed: &Arc<tokio::sync::Notify>,
+) {
+    let mut rx = inf.subscribe();
+    let changed = changed.clone();
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    changed.notify_one()
+                }
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 async fn ensure_class(client: &kube::Client) {
