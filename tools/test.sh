@@ -51,6 +51,9 @@ command -v skopeo >/dev/null 2>&1 || need_pkgs+=(skopeo)
 command -v htpasswd >/dev/null 2>&1 || need_pkgs+=(apache2-utils)
 # The ingress test makes its certificate authority with openssl.
 command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
+# The web console's browser tests drive headless Chromium with chromedriver.
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_pkgs+=(chromium-driver)
 # CronJob time zones are read from the system tz database.
 [ -d /usr/share/zoneinfo/America ] || need_pkgs+=(tzdata)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -62,8 +62,74 @@ pub fn bearer_token(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The subprotocol prefix that carries a bearer token on a WebSocket
+/// (base64url without padding after it), as upstream's
+/// `websocket/protocol.go`.
+const WS_BEARER_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// Takes a bearer token out of `Sec-WebSocket-Protocol`: returns it and
+/// leaves the other protocols in the header, so the token goes no further
+/// (not to the kubelet, not into the protocol the server picks).
+pub fn take_websocket_bearer(headers: &mut http::HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let value = headers
+        .get(http::header::SEC_WEBSOCKET_PROTOCOL)?
+        .to_str()
+        .ok()?;
+    let mut token = None;
+    let mut rest = Vec::new();
+    for p in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match p.strip_prefix(WS_BEARER_PREFIX) {
+            Some(enc) => {
+                token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(enc.trim_end_matches('='))
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+            }
+            None => rest.push(p.to_string()),
+        }
+    }
+    token.as_ref()?;
+    match http::HeaderValue::from_str(&rest.join(", ")) {
+        Ok(v) if !rest.is_empty() => {
+            headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, v);
+        }
+        _ => {
+            headers.remove(http::header::SEC_WEBSOCKET_PROTOCOL);
+        }
+    }
+    token
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_websocket_token_is_taken_out_of_the_protocols() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            // "abc.d" in base64url
+            "v4.channel.k8s.io, base64url.bearer.authorization.k8s.io.YWJjLmQ"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            super::take_websocket_bearer(&mut h).as_deref(),
+            Some("abc.d")
+        );
+        assert_eq!(h[http::header::SEC_WEBSOCKET_PROTOCOL], "v4.channel.k8s.io");
+        let mut none = http::HeaderMap::new();
+        none.insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            "v4.channel.k8s.io".parse().unwrap(),
+        );
+        assert_eq!(super::take_websocket_bearer(&mut none), None);
+        assert_eq!(
+            none[http::header::SEC_WEBSOCKET_PROTOCOL],
+            "v4.channel.k8s.io"
+        );
+    }
+
     #[test]
     fn the_scheme_is_case_insensitive() {
         assert_eq!(super::bearer_token("Bearer abc"), Some("abc"));

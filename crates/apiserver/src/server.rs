@@ -129,6 +129,8 @@ pub struct Running {
     pub token: String,
     /// The accept loop.
     pub task: tokio::task::JoinHandle<()>,
+    /// The web console's one-time sign-in link (as the admin).
+    pub console_link: String,
 }
 
 struct State {
@@ -137,6 +139,7 @@ struct State {
     identity: crate::join::Identity,
     metrics: crate::metrics::Metrics,
     server_address: String,
+    console: console::Console,
 }
 
 impl State {
@@ -260,7 +263,9 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         identity,
         metrics: crate::metrics::Metrics::default(),
         server_address: format!("{client_host}:{}", addr.port()),
+        console: console::Console::new(admin_identity(&pki)),
     });
+    let console_link = state.console.sign_in_link(&url);
     // Give existing Services (from before IPAddress allocation, or left by
     // a crash between claim and create) their IPAddresses, then keep doing
     // so in the background.
@@ -323,7 +328,20 @@ pub async fn start(cfg: Config, store: SharedStore) -> Result<Running, ServerErr
         pki,
         token,
         task,
+        console_link,
     })
+}
+
+/// Who the console's one-time link signs in as: the admin kubeconfig's
+/// user.
+fn admin_identity(pki: &Pki) -> console::Identity {
+    let named = rustls_pemfile::certs(&mut pki.admin_cert_pem.as_bytes())
+        .flatten()
+        .next()
+        .and_then(|der| tls::user_from_cert(&der));
+    let (name, groups) =
+        named.unwrap_or_else(|| ("system:admin".into(), vec!["system:masters".into()]));
+    console::Identity { name, groups }
 }
 
 fn hostname() -> std::io::Result<String> {
@@ -421,21 +439,38 @@ async fn handle(
         Route::Resource(r) => (r.info.group.to_string(), r.info.plural.to_string()),
         _ => (String::new(), String::new()),
     };
-    // A bearer token (a service account's) when no client certificate
-    // named the user; an invalid one is a 401, as upstream.
+    let mut req = req;
+    // A browser cannot set headers on a WebSocket, so it sends its token
+    // as a subprotocol, as upstream accepts; the kubelet never sees it.
+    let ws_token = auth::take_websocket_bearer(req.headers_mut());
+    let header_token = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer_token)
+        .map(str::to_string);
+    if console::Console::owns(&path) {
+        return serve_console(state, req, header_token.as_deref()).await;
+    }
+    // A bearer token (a service account's, or a console session's) when
+    // no client certificate named the user; an invalid one is a 401, as
+    // upstream.
     let mut user = user;
     // The node join endpoint takes its own secret as a bearer token.
     if user.is_anonymous()
         && route != Route::NodeJoin
-        && let Some(token) = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::auth::bearer_token)
-            .map(str::to_string)
-            .filter(|t| !t.is_empty())
+        && let Some(token) = header_token.or(ws_token).filter(|t| !t.is_empty())
     {
-        match crate::rest::token::authenticate(&state.rest, &token).await {
+        let session = state
+            .console
+            .authenticate(&token)
+            .map(|who| User::from_cert(who.name, who.groups))
+            .ok_or_else(|| "not a console session".to_string());
+        let found = match session {
+            Ok(u) => Ok(u),
+            Err(_) => crate::rest::token::authenticate(&state.rest, &token).await,
+        };
+        match found {
             Ok(u) => user = u,
             Err(why) => {
                 tracing::debug!(%why, "bearer token rejected");
@@ -466,6 +501,29 @@ async fn handle(
         start.elapsed(),
     );
     resp
+}
+
+/// The web console's own paths: its assets and sign-in. Everything the
+/// console does to the cluster comes back through the API as the user.
+async fn serve_console(
+    state: &State,
+    req: Request<Incoming>,
+    bearer: Option<&str>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match h::read_body(Either::Left(body), &parts.headers).await {
+        Ok(b) => b,
+        Err(e) => return h::error(&e),
+    };
+    let pki = &state.identity.pki;
+    let verify = |cert: &str, key: &str| {
+        pki.verify_client_pair(cert, key)
+            .map(|(name, groups)| console::Identity { name, groups })
+    };
+    let resp = state
+        .console
+        .handle(&parts.method, parts.uri.path(), bearer, body, &verify);
+    resp.map(h::full)
 }
 
 /// Serves a request under the audit log: the event is begun once the

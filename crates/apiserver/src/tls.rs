@@ -214,6 +214,43 @@ impl Pki {
         Ok(Arc::new(config))
     }
 
+    /// Checks a client certificate and key offered outside TLS (the web
+    /// console's kubeconfig sign-in): the certificate must verify against
+    /// the CA exactly as a TLS client's would, and the key must be the
+    /// certificate's (holding the key is what a TLS handshake proves).
+    /// Returns the user and groups the certificate names.
+    pub fn verify_client_pair(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<(String, Vec<String>), String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in
+            parse_certs(&self.ca_cert_pem, &self.dir.join("ca.crt")).map_err(|e| e.to_string())?
+        {
+            roots.add(ca).map_err(|e| e.to_string())?;
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| e.to_string())?;
+        let certs = parse_certs(cert_pem, Path::new("client-certificate-data"))
+            .map_err(|_| "the client certificate is not PEM".to_string())?;
+        let (leaf, chain) = certs.split_first().ok_or("no certificate")?;
+        verifier
+            .verify_client_cert(leaf, chain, rustls::pki_types::UnixTime::now())
+            .map_err(|e| format!("the certificate does not verify against the cluster CA: {e}"))?;
+        let key =
+            KeyPair::from_pem(key_pem).map_err(|_| "the client key is not a PEM private key")?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
+        if parsed.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice()
+        {
+            return Err("the client key does not belong to the certificate".into());
+        }
+        user_from_cert(leaf).ok_or_else(|| "the certificate names no user".into())
+    }
+
     /// Writes a kubeconfig for the admin user pointing at `server_url`.
     pub fn write_admin_kubeconfig(&self, path: &Path, server_url: &str) -> Result<(), TlsError> {
         let contents = kubeconfig_text(
@@ -378,6 +415,19 @@ mod tests {
         a.server_config().unwrap();
         let der = parse_certs(&a.admin_cert_pem, dir.path()).unwrap();
         let (user, groups) = user_from_cert(&der[0]).unwrap();
+        let (u, _) = a
+            .verify_client_pair(&a.admin_cert_pem, &a.admin_key_pem)
+            .unwrap();
+        assert_eq!(u, user);
+        let other = Pki::load_or_create(tempfile::tempdir().unwrap().path(), &sans).unwrap();
+        let e = a
+            .verify_client_pair(&other.admin_cert_pem, &other.admin_key_pem)
+            .unwrap_err();
+        assert!(e.contains("does not verify"), "{e}");
+        let e = a
+            .verify_client_pair(&a.admin_cert_pem, &other.admin_key_pem)
+            .unwrap_err();
+        assert!(e.contains("does not belong"), "{e}");
         assert_eq!(user, "system:admin");
         assert_eq!(groups, vec!["system:masters".to_string()]);
         // A new SAN re-issues the serving cert but keeps the CA.

@@ -489,6 +489,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         running.url
     );
     println!("  export KUBECONFIG={}", running.kubeconfig.display());
+    println!("web console: {}", running.console_link);
+    println!(
+        "  (a one-time sign-in link as the admin; later, sign in with a token or a kubeconfig)"
+    );
     tokio::select! {
         r = running.task => { r.context("API server task")?; }
         _ = tokio::signal::ctrl_c() => { tracing::info!("shutting down"); }

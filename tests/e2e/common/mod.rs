@@ -17,6 +17,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// The API URL.
     pub url: String,
+    /// The web console's one-time sign-in link, as the server printed it.
+    pub console_link: String,
     /// The extra server arguments (for restarts).
     extra: Vec<String>,
 }
@@ -66,7 +68,10 @@ impl Cluster {
             .arg(dir.path())
             .args(&ports)
             .args(extra)
-            .env("R8S_LOG", "warn")
+            .env(
+                "R8S_LOG",
+                std::env::var("R8S_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -74,8 +79,9 @@ impl Cluster {
         let stdout = child.stdout.take().expect("stdout");
         let mut url = String::new();
         let mut kubeconfig = PathBuf::new();
+        let mut console_link = String::new();
         let mut lines = BufReader::new(stdout).lines();
-        while url.is_empty() || kubeconfig.as_os_str().is_empty() {
+        while url.is_empty() || kubeconfig.as_os_str().is_empty() || console_link.is_empty() {
             match lines.next() {
                 Some(Ok(line)) => {
                     if let Some(u) = line.strip_prefix("r8s API server listening on ") {
@@ -83,6 +89,9 @@ impl Cluster {
                     }
                     if let Some(k) = line.strip_prefix("kubeconfig: ") {
                         kubeconfig = PathBuf::from(k.trim());
+                    }
+                    if let Some(k) = line.strip_prefix("web console: ") {
+                        console_link = k.trim().to_string();
                     }
                 }
                 _ => break,
@@ -99,6 +108,7 @@ impl Cluster {
             dir,
             kubeconfig,
             url,
+            console_link,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -364,7 +374,10 @@ impl Cluster {
             .arg(&self.kubeconfig)
             .args(["--nodes", &nodes.to_string(), "--name-prefix", prefix])
             .args(extra)
-            .env("R8S_LOG", "warn")
+            .env(
+                "R8S_LOG",
+                std::env::var("R8S_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         if !zones.is_empty() {

@@ -8,6 +8,7 @@ mod common;
 
 mod autoscaling;
 mod basics;
+mod console;
 mod eviction;
 mod gateway;
 mod host;
