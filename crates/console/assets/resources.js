@@ -143,7 +143,7 @@ export async function actions(r, obj, signal) {
     }), { id: 'cordon' }));
     bar.append(button('Drain', () => attempt(() => drain(name)), { id: 'drain' }));
   }
-  if (kind === '/pods') bar.append(link(podHref(obj), 'Logs and terminal', { class: 'button' }));
+  if (kind === '/pods' && !location.hash.startsWith('#/pod/')) bar.append(link(podHref(obj), 'Logs and terminal', { class: 'button' }));
   if (mayDelete) {
     bar.append(button('Delete', () => {
       if (!confirm(`Delete ${r.kind} ${name}?`)) return;
