@@ -111,12 +111,16 @@ spec:
                 .any(|m| m == "pod triggered scale-up: [{workers 2->3 (max: 3)}]"),
         "{triggered:?}"
     );
-    let table = c.ok(&["get", "nodegroup", "workers", "--no-headers"]);
-    let cols: Vec<&str> = table.split_whitespace().collect();
-    assert_eq!(
-        &cols[..6],
-        ["workers", "1", "3", "3", "3", "hollow"],
-        "{table}"
+    // The group's status follows its nodes on the autoscaler's next pass.
+    c.wait_for(
+        "the node group's status to count three ready nodes",
+        Duration::from_secs(30),
+        || {
+            let table = c.ok(&["get", "nodegroup", "workers", "--no-headers"]);
+            let cols: Vec<&str> = table.split_whitespace().collect();
+            (cols.len() >= 6 && cols[..6] == ["workers", "1", "3", "3", "3", "hollow"])
+                .then_some(())
+        },
     );
 
     // One more fits nowhere and the group is full.
